@@ -1,0 +1,21 @@
+"""The one place that decides which torch device a model runs on."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> str:
+    """Map ``auto|cpu|cuda|cuda:N`` to a device string torch accepts.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    name = (name or "auto").lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    if name not in {"cpu"} and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N")
+    return name

@@ -1,0 +1,91 @@
+"""Item co-occurrence: the collaborative signal, kept in memory and derived from the event log.
+
+Item-kNN with cosine-normalised co-occurrence counts over users, as measured on the shared dataset.
+It only has an opinion about items someone has interacted with; ``knows`` says which.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict
+
+# Event types that say "this user wanted this item"; dislikes and searches are not co-occurrence.
+POSITIVE_TYPES = frozenset({"view", "click", "add_to_cart", "purchase", "like", "rating"})
+
+
+class CoOccurrenceIndex:
+    """Users' item sequences and items' user sets, updated as events arrive.
+
+    Example::
+
+        index = CoOccurrenceIndex()
+        index.add("u1", "a"); index.add("u1", "b"); index.add("u2", "a"); index.add("u2", "c")
+        index.neighbours(["a"])            # {"b": 0.5, "c": 0.5}
+    """
+
+    def __init__(self) -> None:
+        self._user_items: dict[str, list[str]] = defaultdict(list)
+        self._item_users: dict[str, set[str]] = defaultdict(set)
+        self._popular: list[tuple[str, int]] | None = None
+        self._lock = threading.RLock()
+
+    def add(self, user_id: str, item_id: str) -> None:
+        with self._lock:
+            items = self._user_items[user_id]
+            if item_id in self._item_users and user_id in self._item_users[item_id]:
+                items.remove(item_id)  # keep each item once, at its latest position
+            items.append(item_id)
+            self._item_users[item_id].add(user_id)
+            self._popular = None
+
+    def forget_user(self, user_id: str) -> None:
+        with self._lock:
+            for item_id in self._user_items.pop(user_id, []):
+                users = self._item_users.get(item_id)
+                if users is not None:
+                    users.discard(user_id)
+                    if not users:
+                        del self._item_users[item_id]
+            self._popular = None
+
+    def history(self, user_id: str) -> list[str]:
+        """The user's distinct items, oldest first."""
+        with self._lock:
+            return list(self._user_items.get(user_id, ()))
+
+    def knows(self, item_id: str) -> bool:
+        """Whether the collaborative signal has an opinion about this item (anyone interacted)."""
+        return item_id in self._item_users
+
+    def n_users(self, item_id: str) -> int:
+        return len(self._item_users.get(item_id, ()))
+
+    def neighbours(self, history: list[str], decay: float = 0.8, limit: int = 200) -> dict[str, float]:
+        """Items that co-occur with the history (newest last), scored by decayed cosine co-occurrence."""
+        scores: dict[str, float] = defaultdict(float)
+        seen = set(history)
+        with self._lock:
+            for age, item_id in enumerate(reversed(history)):
+                users = self._item_users.get(item_id)
+                if not users:
+                    continue
+                weight = decay**age / math.sqrt(len(users))
+                counts: dict[str, int] = defaultdict(int)
+                for user in users:
+                    for other in self._user_items[user]:
+                        if other not in seen:
+                            counts[other] += 1
+                for other, c in counts.items():
+                    scores[other] += weight * c / math.sqrt(len(self._item_users[other]))
+        top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return dict(top)
+
+    def popular(self, limit: int) -> list[tuple[str, int]]:
+        """Items by number of distinct users, most first (ties by id, for determinism)."""
+        with self._lock:
+            if self._popular is None:
+                self._popular = sorted(
+                    ((i, len(u)) for i, u in self._item_users.items()), key=lambda kv: (-kv[1], kv[0])
+                )
+            return self._popular[:limit]

@@ -1,0 +1,88 @@
+"""One data directory, opened: store, event log, encoders, catalogue, profiles, recommender.
+
+The service, the CLI, the ingest job and the evaluation all open an ``Engine``; it is the only
+place that knows how the pieces fit together.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from encoders import BiEncoder
+from retrieval.catalogue import Catalogue
+from retrieval.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
+from retrieval.edge_store import EdgeVectorStore
+from retrieval.event_log import EventLog
+from retrieval.lexical import Bm25Encoder
+from retrieval.profiles import ProfileConfig, Profiles
+from retrieval.recommender import RecommendConfig, Recommender
+from retrieval.store import VectorStore
+
+log = logging.getLogger("hybridrec.engine")
+
+
+@dataclass
+class EngineConfig:
+    data_dir: Path = Path("data")
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    encoder_path: str | None = None
+    device: str = "auto"
+    profiles: ProfileConfig = field(default_factory=ProfileConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+
+
+def open_store(config: EngineConfig) -> VectorStore:
+    """The embedded Qdrant engine under the data directory, or a Qdrant server when a URL is set."""
+    if config.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        from retrieval.client_store import ClientVectorStore
+
+        return ClientVectorStore(QdrantClient(url=config.qdrant_url, api_key=config.qdrant_api_key))
+    return EdgeVectorStore(Path(config.data_dir) / "collections")
+
+
+class Engine:
+    """Everything hybridrec keeps, for one data directory.
+
+    Example::
+
+        engine = Engine.open(EngineConfig(data_dir=Path("data")))
+        engine.catalogue.upsert([{"id": "a", "title": "Red stapler"}])
+        engine.recommender.recommend(RecommendRequest(query="stapler"))
+        engine.close()
+    """
+
+    def __init__(self, config: EngineConfig, store: VectorStore, event_log: EventLog, encoder: BiEncoder):
+        self.config = config
+        self.store = store
+        self.log = event_log
+        self.encoder = encoder
+        self.catalogue = Catalogue(store, encoder, Bm25Encoder())
+        self.index = CoOccurrenceIndex()
+        n = 0
+        for event in event_log.iter_events():
+            if event.item_id is not None and event.type in POSITIVE_TYPES:
+                self.index.add(event.user_id, event.item_id)
+                n += 1
+        self.profiles = Profiles(store, event_log, self.catalogue, self.index, config.profiles)
+        repaired = self.profiles.repair()
+        if repaired:
+            log.warning("refreshed %d user profiles that were behind the event log", repaired)
+        self.recommender = Recommender(self.catalogue, self.profiles, self.index, config.recommend)
+        log.info("engine open: %d items, %d events (%d co-occurrence entries)",
+                 self.catalogue.count(), event_log.count(), n)
+
+    @classmethod
+    def open(cls, config: EngineConfig, encoder: BiEncoder | None = None) -> "Engine":
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        encoder = encoder or BiEncoder(config.encoder_path, device=config.device)
+        return cls(config, open_store(config), EventLog(data_dir / "events.sqlite3"), encoder)
+
+    def close(self) -> None:
+        self.store.close()
+        self.log.close()

@@ -1,0 +1,182 @@
+"""The recommend pipeline: context -> candidate sources -> fusion -> hydrated items with a trace.
+
+The API, the CLI and the evaluation all call ``Recommender.recommend``; there is no other path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from retrieval.catalogue import Catalogue
+from retrieval.cooccurrence import CoOccurrenceIndex
+from retrieval.fusion import fuse
+from retrieval.profiles import Profiles
+from retrieval.records import InvalidRecord
+from retrieval.sources import CollaborativeSource, DenseSource, LexicalSource, PopularSource, RecommendContext
+from retrieval.store import ItemFilter
+
+MAX_K = 100
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    """Fusion settings. Weights are per source; see ``fusion.fuse`` for ``no_opinion_credit``."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {
+        "dense_query": 1.0, "dense_profile": 1.0, "lexical": 0.5, "collaborative": 1.0, "popular": 1.0,
+    })
+    rrf_k: int = 60
+    no_opinion_credit: float = 1.0
+    min_pool: int = 100
+    lexical_history_items: int = 3
+    sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative")
+
+
+@dataclass
+class RecommendRequest:
+    user_id: str | None = None
+    query: str | None = None
+    history: list[str] = field(default_factory=list)
+    k: int = 10
+    item_filter: ItemFilter | None = None
+    exclude_seen: bool = True
+    sources: tuple[str, ...] | None = None  # restrict to these sources (evaluation, debugging)
+
+
+@dataclass
+class RecommendedItem:
+    id: str
+    score: float
+    payload: dict[str, Any]
+    trace: dict[str, Any]
+
+
+@dataclass
+class RecommendResult:
+    items: list[RecommendedItem]
+    sources: list[str]
+    profile: str
+    notes: list[str]
+    took_ms: float
+
+
+class Recommender:
+    """Fused hybrid recommendations for a user, a query, an ad-hoc history, or any mix.
+
+    Example::
+
+        recommender.recommend(RecommendRequest(user_id="u1", query="quiet keyboard", k=10))
+    """
+
+    def __init__(self, catalogue: Catalogue, profiles: Profiles, index: CoOccurrenceIndex,
+                 config: RecommendConfig = RecommendConfig()):
+        self.catalogue = catalogue
+        self.profiles = profiles
+        self.config = config
+        w = config.weights
+        self.sources = {
+            "dense_query": DenseSource(catalogue, "dense_query", "query", w.get("dense_query", 1.0)),
+            "dense_profile": DenseSource(catalogue, "dense_profile", "profile", w.get("dense_profile", 1.0)),
+            "lexical": LexicalSource(catalogue, w.get("lexical", 1.0)),
+            "collaborative": CollaborativeSource(catalogue, index, w.get("collaborative", 1.0)),
+        }
+        self.popular = PopularSource(catalogue, index, w.get("popular", 1.0))
+
+    def _validate(self, req: RecommendRequest) -> None:
+        if not isinstance(req.k, int) or not 1 <= req.k <= MAX_K:
+            raise InvalidRecord("k", f"must be an integer between 1 and {MAX_K}")
+        f = req.item_filter
+        if f is not None:
+            for name in ("price_min", "price_max"):
+                value = getattr(f, name)
+                if value is not None and value < 0:
+                    raise InvalidRecord(f"filters.{name}", "must be >= 0")
+            if f.price_min is not None and f.price_max is not None and f.price_min > f.price_max:
+                raise InvalidRecord("filters.price_min", "is greater than filters.price_max")
+        if req.query is not None and len(req.query) > 2000:
+            raise InvalidRecord("query", "longer than 2000 characters")
+        if req.history:
+            known = self.catalogue.existing(req.history)
+            for i, item_id in enumerate(req.history):
+                if item_id not in known:
+                    raise InvalidRecord(f"history[{i}]", f"unknown item {item_id!r}")
+        if req.sources:
+            unknown = set(req.sources) - set(self.sources) - {"popular"}
+            if unknown:
+                raise InvalidRecord("sources", f"unknown sources {sorted(unknown)}")
+
+    def context(self, req: RecommendRequest) -> tuple[RecommendContext, str]:
+        """Resolve the request into what the sources read: vectors, history, exclusions."""
+        ctx = RecommendContext(pool=max(self.config.min_pool, 4 * req.k), item_filter=req.item_filter)
+        profile = "none"
+        history: list[str] = []
+        events = []
+        if req.user_id:
+            events = self.profiles.log.user_events(req.user_id, limit=self.profiles.config.max_events)
+            for e in events:
+                if e.item_id and e.type not in ("dislike", "search"):
+                    if e.item_id in history:
+                        history.remove(e.item_id)
+                    history.append(e.item_id)
+            ctx.exclude |= {e.item_id for e in events if e.item_id and e.type == "dislike"}
+            if req.exclude_seen:
+                ctx.exclude |= self.profiles.log.user_item_ids(req.user_id)
+        for item_id in req.history:
+            if item_id in history:
+                history.remove(item_id)
+            history.append(item_id)
+        if req.exclude_seen:
+            ctx.exclude |= set(req.history)
+        if req.history:
+            stated = self.profiles.log.preferences(req.user_id) if req.user_id else None
+            ctx.profile_vector = self.profiles.compute(events, stated, extra_items=req.history)
+            profile = "computed" if ctx.profile_vector is not None else "none"
+        elif req.user_id:
+            ctx.profile_vector = self.profiles.vector(req.user_id)
+            profile = "stored" if ctx.profile_vector is not None else "none"
+        ctx.history = history
+        if req.query and req.query.strip():
+            ctx.query_text = req.query.strip()
+            ctx.query_vector = self.profiles.texts.get(ctx.query_text)
+        if history and not ctx.query_text:
+            newest = history[-self.config.lexical_history_items:]
+            payloads = self.catalogue.get_many(newest)
+            ctx.history_titles = [payloads[i].payload["title"] for i in reversed(newest) if i in payloads]
+        return ctx, profile
+
+    def recommend(self, req: RecommendRequest) -> RecommendResult:
+        started = time.perf_counter()
+        self._validate(req)
+        ctx, profile = self.context(req)
+        wanted = req.sources or self.config.sources
+        results = []
+        for name in wanted:
+            source = self.sources.get(name)
+            result = source.candidates(ctx) if source is not None else None
+            if result is not None and result.ranked:
+                results.append(result)
+        notes = []
+        if not results or "popular" in wanted:
+            results.append(self.popular.candidates(ctx))
+            if len(results) == 1:
+                notes.append("nothing known about this request: showing popular items")
+        fused = fuse(results, rrf_k=self.config.rrf_k, no_opinion_credit=self.config.no_opinion_credit)
+        top = fused[: req.k]
+        payloads = self.catalogue.get_many([c.id for c in top])
+        items = []
+        for cand in top:
+            point = payloads.get(cand.id)
+            if point is None:  # deleted between retrieval and hydration
+                continue
+            trace = {"sources": cand.sources, "no_opinion": cand.no_opinion}
+            items.append(RecommendedItem(cand.id, cand.score, point.payload, trace))
+        notes.append("no reranker trained yet: ranked by fused retrieval scores")
+        return RecommendResult(
+            items=items,
+            sources=[r.name for r in results],
+            profile=profile,
+            notes=notes,
+            took_ms=(time.perf_counter() - started) * 1000,
+        )

@@ -1,0 +1,111 @@
+"""Candidate sources: each proposes items for a request, ranked, with its own score.
+
+Dense and lexical sources ask the vector store (hard filters and exclusions applied there); the
+collaborative and popular sources come from the co-occurrence index and are filtered through the
+store too, so every filter has exactly one implementation: Qdrant's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retrieval.catalogue import Catalogue
+from retrieval.cooccurrence import CoOccurrenceIndex
+from retrieval.fusion import SourceResult
+from retrieval.store import ItemFilter
+
+
+@dataclass
+class RecommendContext:
+    """Everything the sources may use for one request, resolved once."""
+
+    pool: int
+    item_filter: ItemFilter | None = None
+    exclude: set[str] = field(default_factory=set)
+    query_text: str | None = None
+    query_vector: np.ndarray | None = None
+    profile_vector: np.ndarray | None = None
+    history: list[str] = field(default_factory=list)  # distinct item ids, oldest first
+    history_titles: list[str] = field(default_factory=list)  # titles of the newest history items
+
+
+class DenseSource:
+    """Nearest items to a vector (the profile or the query) in the bi-encoder space."""
+
+    def __init__(self, catalogue: Catalogue, name: str, use: str, weight: float = 1.0):
+        self.catalogue, self.name, self.use, self.weight = catalogue, name, use, weight
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        vector = ctx.query_vector if self.use == "query" else ctx.profile_vector
+        if vector is None:
+            return None
+        hits = self.catalogue.store.search_dense(
+            self.catalogue.collection, vector, ctx.pool, ctx.item_filter, ctx.exclude
+        )
+        return SourceResult(self.name, [(h.id, h.score) for h in hits], self.weight)
+
+
+class LexicalSource:
+    """BM25 over item text: the query's words, or the titles of the newest history items."""
+
+    name = "lexical"
+
+    def __init__(self, catalogue: Catalogue, weight: float = 1.0):
+        self.catalogue, self.weight = catalogue, weight
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        text = ctx.query_text or " ".join(ctx.history_titles)
+        if not text:
+            return None
+        sparse = self.catalogue.bm25.encode_query(text)
+        hits = self.catalogue.store.search_sparse(
+            self.catalogue.collection, sparse, ctx.pool, ctx.item_filter, ctx.exclude
+        )
+        return SourceResult(self.name, [(h.id, h.score) for h in hits], self.weight)
+
+
+def _keep_matching(catalogue: Catalogue, ranked: list[tuple[str, float]], ctx: RecommendContext, limit: int):
+    ranked = [(i, s) for i, s in ranked if i not in ctx.exclude]
+    # One store round trip checks existence (deleted items drop out) and the hard filters.
+    allowed = catalogue.store.matching_ids(catalogue.collection, [i for i, _ in ranked], ctx.item_filter)
+    return [(i, s) for i, s in ranked if i in allowed][:limit]
+
+
+class CollaborativeSource:
+    """Item-kNN on co-occurrence. Has an opinion only about items someone interacted with."""
+
+    name = "collaborative"
+
+    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0, decay: float = 0.8):
+        self.catalogue, self.index, self.weight, self.decay = catalogue, index, weight, decay
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        if not ctx.history:
+            return None
+        scores = self.index.neighbours(ctx.history, decay=self.decay, limit=ctx.pool * 2)
+        ranked = _keep_matching(self.catalogue, list(scores.items()), ctx, ctx.pool)
+        return SourceResult(self.name, ranked, self.weight, knows=self.index.knows)
+
+
+class PopularSource:
+    """Most-interacted items; for requests with nothing else to go on. Falls back to catalogue
+    order while nobody has interacted with anything yet."""
+
+    name = "popular"
+
+    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0):
+        self.catalogue, self.index, self.weight = catalogue, index, weight
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        ranked = _keep_matching(
+            self.catalogue, [(i, float(n)) for i, n in self.index.popular(ctx.pool * 2)], ctx, ctx.pool
+        )
+        if len(ranked) < ctx.pool:
+            points, _ = self.catalogue.store.scroll(
+                self.catalogue.collection, limit=ctx.pool + len(ctx.exclude), flt=ctx.item_filter
+            )
+            taken = {i for i, _ in ranked}
+            ranked += [(p.id, 0.0) for p in points if p.id not in taken and p.id not in ctx.exclude]
+        return SourceResult(self.name, ranked[: ctx.pool], self.weight)

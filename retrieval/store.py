@@ -1,0 +1,126 @@
+"""The vector store interface: what the engine needs from Qdrant, in the engine's own terms.
+
+Two implementations: ``EdgeVectorStore`` (embedded, the default) and ``ClientVectorStore`` (a Qdrant
+server or cluster). Both keep the external id in the payload under ``id`` and use
+``records.point_id`` for the point id, so writes are idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+DENSE = "dense"
+SPARSE = "bm25"
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass
+class StoredPoint:
+    """A point as the engine sees it: external id, vectors, payload."""
+
+    id: str
+    payload: dict[str, Any]
+    vector: np.ndarray | None = None
+    sparse: SparseVector | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Hard constraints on items. Every field narrows the result; an empty filter matches all.
+
+    Matching is case-insensitive: it runs on the lower-cased ``brand_key`` / ``category_keys``.
+    """
+
+    categories: tuple[str, ...] = ()
+    brands: tuple[str, ...] = ()
+    exclude_brands: tuple[str, ...] = ()
+    price_min: float | None = None
+    price_max: float | None = None
+
+    def conditions(self) -> Iterable[tuple]:
+        """The filter as store-neutral conditions: ``("any", key, values)``, ``("none", key,
+        values)``, ``("range", key, gte, lte)``. Each store turns these into its own models."""
+        if self.categories:
+            yield ("any", "category_keys", [c.lower() for c in self.categories])
+        if self.brands:
+            yield ("any", "brand_key", [b.lower() for b in self.brands])
+        if self.exclude_brands:
+            yield ("none", "brand_key", [b.lower() for b in self.exclude_brands])
+        if self.price_min is not None or self.price_max is not None:
+            yield ("range", "price", self.price_min, self.price_max)
+
+    def is_empty(self) -> bool:
+        return not any(True for _ in self.conditions())
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection's shape: dense size, whether it has BM25 vectors, and its payload indexes."""
+
+    name: str
+    dim: int
+    sparse: bool = False
+    keyword_indexes: tuple[str, ...] = ()
+    float_indexes: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class VectorStore(Protocol):
+    """What the engine needs from a vector database."""
+
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        """Create the collection and its payload indexes if missing (idempotent)."""
+
+    def drop_collection(self, name: str) -> None: ...
+
+    def collections(self) -> list[str]: ...
+
+    def upsert(self, collection: str, points: list[StoredPoint]) -> None:
+        """Insert or replace points; durable when this returns."""
+
+    def delete(self, collection: str, ids: list[str]) -> None: ...
+
+    def retrieve(self, collection: str, ids: list[str], with_vectors: bool = False) -> list[StoredPoint]:
+        """Points by external id, in no particular order; unknown ids are skipped."""
+
+    def search_dense(
+        self, collection: str, vector: np.ndarray, limit: int,
+        flt: ItemFilter | None = None, exclude: Collection[str] = (),
+    ) -> list[Hit]: ...
+
+    def search_sparse(
+        self, collection: str, vector: SparseVector, limit: int,
+        flt: ItemFilter | None = None, exclude: Collection[str] = (),
+    ) -> list[Hit]: ...
+
+    def matching_ids(self, collection: str, ids: list[str], flt: ItemFilter | None) -> set[str]:
+        """The subset of ``ids`` that exist and satisfy ``flt``."""
+
+    def scroll(
+        self, collection: str, limit: int, offset: Any = None, flt: ItemFilter | None = None,
+        with_vectors: bool = False,
+    ) -> tuple[list[StoredPoint], Any]:
+        """A page of points and the offset of the next page (None at the end)."""
+
+    def count(self, collection: str) -> int: ...
+
+    def optimize(self, collection: str) -> None:
+        """Build indexes after bulk loads (HNSW); a no-op where the server does it itself."""
+
+    def close(self) -> None: ...
