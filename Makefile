@@ -1,0 +1,36 @@
+# One command each: `make run` installs and starts the service, `make test` installs and tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= data
+
+.PHONY: install run test test-fast bench eval demo-catalogue clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch first: an unpinned torch would pull gigabytes of CUDA wheels.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/hybridrec serve --demo --data-dir $(DATA_DIR)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+demo-catalogue: install
+	$(BIN)/python scripts/make_demo_catalogue.py --out service/demo/catalogue.jsonl
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""HTTP controllers, one per resource, each with its schemas beside it."""

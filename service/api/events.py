@@ -1,0 +1,43 @@
+"""``/v1/events``: what users did. Durable before the response; reflected by the next request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, post
+
+from retrieval.profiles import Profiles
+from service.api.errors import invalid_record
+from service.settings import Settings
+
+
+class EventsPost(msgspec.Struct, forbid_unknown_fields=True):
+    """Events to record. Each: ``user_id``, ``type`` (view|click|add_to_cart|purchase|like|dislike|
+    rating|search), ``item_id`` (all but search), ``value`` (rating 1..5), ``query`` (search),
+    ``timestamp`` (ISO-8601, default now). Invalid rows and unknown item ids are rejected."""
+
+    events: list[Any]
+
+
+class RejectedEvent(msgspec.Struct):
+    index: int
+    user_id: str | None
+    error: str
+
+
+class EventsResult(msgspec.Struct):
+    accepted: int
+    rejected: list[RejectedEvent]
+
+
+class EventController(Controller):
+    path = "/v1/events"
+    tags = ["events"]
+
+    @post("/", sync_to_thread=True, summary="Record user events", status_code=200)
+    def record(self, data: EventsPost, profiles: Profiles, settings: Settings) -> EventsResult:
+        if len(data.events) > settings.max_batch:
+            raise invalid_record("events", f"at most {settings.max_batch} events per request")
+        report = profiles.record(data.events)
+        return EventsResult(report.accepted, [RejectedEvent(r.index, r.id, r.error) for r in report.rejected])

@@ -1,0 +1,111 @@
+"""``/v1/items``: upsert in batches, read, delete, and similar items."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, delete, get, put
+from litestar.params import Parameter
+
+from retrieval.catalogue import Catalogue
+from retrieval.records import ID_MAX_CHARS
+from service.api.errors import invalid_record, not_found
+from service.settings import Settings
+
+
+class ItemsUpsert(msgspec.Struct, forbid_unknown_fields=True):
+    """Items to insert or replace. Each row is validated on its own: valid rows are written,
+    invalid ones are reported in ``rejected`` and not written. Row fields: ``id`` (str),
+    ``title`` (str), ``description``, ``brand``, ``categories`` ([str]), ``price`` (number >= 0),
+    ``attributes`` ({str: str|number|bool})."""
+
+    items: list[Any]
+
+
+class RejectedItem(msgspec.Struct):
+    index: int
+    id: str | None
+    error: str
+
+
+class UpsertResult(msgspec.Struct):
+    upserted: int
+    rejected: list[RejectedItem]
+
+
+class ItemOut(msgspec.Struct):
+    id: str
+    title: str
+    description: str
+    brand: str | None
+    categories: list[str]
+    price: float | None
+    attributes: dict[str, Any]
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "ItemOut":
+        return cls(
+            id=payload["id"], title=payload["title"], description=payload.get("description") or "",
+            brand=payload.get("brand"), categories=payload.get("categories") or [], price=payload.get("price"),
+            attributes=payload.get("attributes") or {},
+        )
+
+
+class SimilarItem(msgspec.Struct):
+    id: str
+    title: str
+    score: float
+    brand: str | None
+    categories: list[str]
+    price: float | None
+
+
+class SimilarItems(msgspec.Struct):
+    item_id: str
+    items: list[SimilarItem]
+
+
+ItemId = Annotated[str, Parameter(max_length=ID_MAX_CHARS, description="external item id")]
+
+
+class ItemController(Controller):
+    path = "/v1/items"
+    tags = ["items"]
+
+    @put("/", sync_to_thread=True, summary="Insert or replace items")
+    def upsert(self, data: ItemsUpsert, catalogue: Catalogue, settings: Settings) -> UpsertResult:
+        if len(data.items) > settings.max_batch:
+            raise invalid_record("items", f"at most {settings.max_batch} items per request; "
+                                          "use `hybridrec ingest` for bulk loads")
+        report = catalogue.upsert(data.items)
+        return UpsertResult(report.upserted, [RejectedItem(r.index, r.id, r.error) for r in report.rejected])
+
+    @get("/{item_id:str}", sync_to_thread=True, summary="Get one item")
+    def get_item(self, item_id: ItemId, catalogue: Catalogue) -> ItemOut:
+        point = catalogue.get(item_id)
+        if point is None:
+            raise not_found("item", item_id)
+        return ItemOut.from_payload(point.payload)
+
+    @delete("/{item_id:str}", sync_to_thread=True, summary="Delete one item", status_code=204)
+    def delete_item(self, item_id: ItemId, catalogue: Catalogue) -> None:
+        if not catalogue.delete(item_id):
+            raise not_found("item", item_id)
+
+    @get("/{item_id:str}/similar", sync_to_thread=True, summary="Items similar to one item")
+    def similar(
+        self, item_id: ItemId, catalogue: Catalogue,
+        k: Annotated[int, Parameter(ge=1, le=100, description="how many items")] = 10,
+    ) -> SimilarItems:
+        hits = catalogue.similar(item_id, k)
+        if hits is None:
+            raise not_found("item", item_id)
+        payloads = catalogue.get_many([h.id for h in hits])
+        out = []
+        for h in hits:
+            p = payloads.get(h.id)
+            if p is not None:
+                out.append(SimilarItem(h.id, p.payload["title"], round(h.score, 6), p.payload.get("brand"),
+                                       p.payload.get("categories") or [], p.payload.get("price")))
+        return SimilarItems(item_id, out)

@@ -1,0 +1,62 @@
+"""``/v1/users/{id}``: stated preferences (onboarding), profile summary, and forgetting."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, delete, get, put
+from litestar.params import Parameter
+
+from retrieval.profiles import Profiles
+from retrieval.records import ID_MAX_CHARS
+from service.api.errors import not_found
+
+UserId = Annotated[str, Parameter(max_length=ID_MAX_CHARS, description="external user id")]
+
+
+class UserPut(msgspec.Struct, forbid_unknown_fields=True):
+    """Stated tastes, e.g. from onboarding: ``preferences`` is free text ("quiet keyboards,
+    fountain pens"), encoded into the user's profile; ``attributes`` are kept as given."""
+
+    preferences: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    attributes: dict[str, str | int | float | bool] = {}
+
+
+class UserOut(msgspec.Struct):
+    id: str
+    event_counts: dict[str, int]
+    total_events: int
+    recent_items: list[str]
+    preferences: str | None
+    attributes: dict[str, Any]
+    has_profile: bool
+
+
+class Forgotten(msgspec.Struct):
+    id: str
+    forgotten: bool
+
+
+class UserController(Controller):
+    path = "/v1/users"
+    tags = ["users"]
+
+    @put("/{user_id:str}", sync_to_thread=True, summary="Set a user's stated preferences")
+    def put_user(self, user_id: UserId, data: UserPut, profiles: Profiles) -> UserOut:
+        preferences = data.preferences.strip() if data.preferences else None
+        profiles.set_preferences(user_id, preferences or None, data.attributes)
+        return UserOut(**profiles.summary(user_id))
+
+    @get("/{user_id:str}", sync_to_thread=True, summary="A user's profile summary")
+    def get_user(self, user_id: UserId, profiles: Profiles) -> UserOut:
+        summary = profiles.summary(user_id)
+        if summary is None:
+            raise not_found("user", user_id)
+        return UserOut(**summary)
+
+    @delete("/{user_id:str}", sync_to_thread=True, summary="Forget a user: events, preferences, profile",
+            status_code=200)
+    def forget(self, user_id: UserId, profiles: Profiles) -> Forgotten:
+        # Idempotent: forgetting an unknown user succeeds and says there was nothing to forget.
+        return Forgotten(user_id, profiles.forget(user_id))

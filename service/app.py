@@ -1,0 +1,66 @@
+"""The Litestar application, built by ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from retrieval.engine import Engine
+from retrieval.records import InvalidRecord
+from service.api.errors import http_error_handler, invalid_record_handler
+from service.api.events import EventController
+from service.api.health import HealthController
+from service.api.items import ItemController
+from service.api.recommendations import RecommendationController
+from service.api.users import UserController
+from service.settings import Settings
+
+log = logging.getLogger("hybridrec.service")
+DOCS_PATH = "/docs"
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Litestar:
+    """Build the app. With ``engine`` given (tests, benchmarks) the caller owns it; otherwise the
+    app opens one for ``settings.data_dir`` at start-up and closes it at shutdown."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        owned = engine is None
+        app.state.engine = engine or Engine.open(settings.engine_config())
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.engine.close()
+
+    def provide(attribute: str | None):
+        def dependency(state: State):
+            return state.engine if attribute is None else getattr(state.engine, attribute)
+
+        return Provide(dependency, sync_to_thread=False)
+
+    return Litestar(
+        route_handlers=[ItemController, EventController, UserController, RecommendationController, HealthController],
+        dependencies={
+            "engine": provide(None),
+            "catalogue": provide("catalogue"),
+            "profiles": provide("profiles"),
+            "recommender": provide("recommender"),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+        },
+        exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler},
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="hybridrec", version="0.1.0", path=DOCS_PATH, render_plugins=[SwaggerRenderPlugin()],
+            description="Hybrid recommendations: text + behaviour in one vector space, grounded and cold-start ready.",
+        ),
+    )

@@ -1,0 +1,140 @@
+"""The ``hybridrec`` command line: serve the API, ingest a catalogue file, rebuild profiles."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+from service.settings import Settings
+
+log = logging.getLogger("hybridrec.cli")
+
+
+def demo_catalogue_path() -> Path:
+    return Path(str(resources.files("service") / "demo" / "catalogue.jsonl"))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        data_dir=getattr(args, "data_dir", None),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+    )
+
+
+def _open_engine(settings: Settings):
+    from retrieval.engine import Engine
+
+    return Engine.open(settings.engine_config())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import DOCS_PATH, create_app
+
+    settings = _settings(args)
+    engine = _open_engine(settings)
+    if args.demo and engine.catalogue.count() == 0:
+        from service.ingest import ingest_file
+
+        summary = ingest_file(engine.catalogue, demo_catalogue_path(),
+                              checkpoint_dir=settings.data_dir / "ingest-checkpoints", progress=True)
+        print(f"demo catalogue: {summary.line()}", flush=True)
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"hybridrec serving {engine.catalogue.count()} items from {settings.data_dir.resolve()} "
+          f"at {base}\n  API docs: {base}{DOCS_PATH}/swagger  (OpenAPI JSON: {base}{DOCS_PATH}/openapi.json)",
+          flush=True)
+    try:
+        uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port,
+                    log_level=settings.log_level)
+    finally:
+        engine.close()
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from service.ingest import FatalIngestError, ingest_file
+
+    settings = _settings(args)
+    try:
+        engine = _open_engine(settings)
+    except Exception as err:  # the data dir or the store cannot be opened: nothing to resume
+        print(f"error: cannot open the data directory {settings.data_dir}: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = ingest_file(
+            engine.catalogue, args.file, fmt=args.format, rejects=args.rejects, batch_size=args.batch_size,
+            checkpoint_dir=settings.data_dir / "ingest-checkpoints", progress=not args.quiet,
+        )
+    except FatalIngestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last committed batch", file=sys.stderr)
+        return 130
+    finally:
+        engine.close()
+    print(summary.line())
+    return 0
+
+
+def cmd_rebuild_profiles(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    engine = _open_engine(_settings(args))
+    try:
+        users = engine.log.user_ids()
+        with tqdm(total=len(users), unit="user", desc="rebuild profiles") as bar:
+            engine.profiles.rebuild(users, progress=bar)
+    finally:
+        engine.close()
+    print(f"rebuilt {len(users)} user profiles from the event log")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybridrec", description="Hybrid recommender service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, help="data directory (default ./data or $HYBRIDREC_DATA_DIR)")
+
+    serve = sub.add_parser("serve", help="start the REST API")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--demo", action="store_true", help="load the bundled demo catalogue if the store is empty")
+    data_dir(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    ingest = sub.add_parser("ingest", help="load items from a JSONL or CSV file (resumable)")
+    ingest.add_argument("file", type=Path)
+    ingest.add_argument("--format", choices=["jsonl", "csv"], help="default: from the file extension")
+    ingest.add_argument("--rejects", type=Path, help="where rejected rows go (default FILE.rejects.jsonl)")
+    ingest.add_argument("--batch-size", type=int, default=256, help="rows per encode+upsert batch")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_dir(ingest)
+    ingest.set_defaults(func=cmd_ingest)
+
+    rebuild = sub.add_parser("rebuild-profiles", help="recompute every user profile from the event log")
+    data_dir(rebuild)
+    rebuild.set_defaults(func=cmd_rebuild_profiles)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("sentence_transformers", "httpx", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        print("error: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
