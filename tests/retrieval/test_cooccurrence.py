@@ -1,0 +1,34 @@
+import math
+
+from retrieval.cooccurrence import CoOccurrenceIndex
+
+
+def test_neighbours_are_cosine_normalised_and_exclude_history():
+    index = CoOccurrenceIndex()
+    for user, items in {"u1": ["a", "b"], "u2": ["a", "b"], "u3": ["a", "c"], "u4": ["c"], "u5": ["c"]}.items():
+        for item in items:
+            index.add(user, item)
+    scores = index.neighbours(["a"])
+    assert set(scores) == {"b", "c"}
+    assert math.isclose(scores["b"], 2 / math.sqrt(3 * 2))
+    assert math.isclose(scores["c"], 1 / math.sqrt(3 * 3))
+    assert index.knows("a") and not index.knows("zzz")
+
+
+def test_recent_history_items_count_more():
+    index = CoOccurrenceIndex()
+    for user, items in {"u1": ["old", "x"], "u2": ["new", "y"]}.items():
+        for item in items:
+            index.add(user, item)
+    scores = index.neighbours(["old", "new"], decay=0.5)
+    assert scores["y"] > scores["x"]
+
+
+def test_forget_user_and_popularity():
+    index = CoOccurrenceIndex()
+    index.add("u1", "a"); index.add("u2", "a"); index.add("u2", "b"); index.add("u2", "a")
+    assert index.history("u2") == ["b", "a"]  # each item once, at its latest position
+    assert index.popular(5) == [("a", 2), ("b", 1)]
+    index.forget_user("u2")
+    assert index.popular(5) == [("a", 1)]
+    assert not index.knows("b")

@@ -1,0 +1,160 @@
+"""Behaviour of the recommend pipeline on the demo catalogue, with the real encoder."""
+
+from collections import Counter
+
+import pytest
+
+from retrieval.recommender import RecommendRequest
+from retrieval.records import InvalidRecord
+from retrieval.store import ItemFilter
+from tests.conftest import category_of
+
+
+def ids_by_category(engine, category):
+    points, _ = engine.store.scroll("items", limit=1000, flt=ItemFilter(categories=(category,)))
+    return sorted(p.id for p in points)
+
+
+def categories(result):
+    return Counter(category_of(i.payload) for i in result.items)
+
+
+def test_new_user_who_clicks_three_staplers_gets_mostly_staplers_next(engine):
+    before = engine.recommender.recommend(RecommendRequest(user_id="new", k=10))
+    assert before.profile == "none" and before.sources == ["popular"]
+    staplers = ids_by_category(engine, "Staplers")[:3]
+    engine.profiles.record([{"user_id": "new", "type": "click", "item_id": i} for i in staplers])
+    after = engine.recommender.recommend(RecommendRequest(user_id="new", k=10))
+    assert after.profile == "stored"
+    assert categories(after)["Staplers"] >= 7
+    assert not set(staplers) & {i.id for i in after.items}  # seen items are excluded
+
+
+def test_profile_follows_the_latest_behaviour(engine):
+    pens = ids_by_category(engine, "Pens")[:3]
+    chairs = ids_by_category(engine, "Office Chairs")[:4]
+    engine.profiles.record([{"user_id": "u", "type": "click", "item_id": i} for i in pens])
+    assert categories(engine.recommender.recommend(RecommendRequest(user_id="u")))["Pens"] >= 6
+    engine.profiles.record([{"user_id": "u", "type": "purchase", "item_id": i} for i in chairs])
+    shifted = categories(engine.recommender.recommend(RecommendRequest(user_id="u")))
+    assert shifted["Office Chairs"] > shifted["Pens"]
+
+
+def test_cold_user_with_only_stated_preferences(engine):
+    engine.profiles.set_preferences("onboarded", "noise cancelling headphones for calls", {})
+    result = engine.recommender.recommend(RecommendRequest(user_id="onboarded"))
+    assert result.profile == "stored"
+    assert categories(result)["Headphones"] >= 8
+
+
+def test_cold_start_query_only(engine):
+    result = engine.recommender.recommend(RecommendRequest(query="dimmable LED lamp for my desk"))
+    assert categories(result)["Desk Lamps"] >= 8
+    assert {"dense_query", "lexical"} <= set(result.sources)
+
+
+def test_item_ingested_a_second_ago_is_recommended_and_has_similar_items(engine):
+    engine.catalogue.upsert([{"id": "brand-new", "title": "Swingline Zero-Jam 9000 heavy-duty stapler, black",
+                              "categories": ["Office", "Staplers"], "brand": "Swingline", "price": 39.0,
+                              "description": "A heavy-duty stapler that never jams, staples 100 sheets."}])
+    similar = engine.catalogue.similar("brand-new", k=5)
+    assert [h.id for h in similar] and all(h.id in ids_by_category(engine, "Staplers") for h in similar)
+    # A user with staplers history (collaborative signal exists for them) still sees the cold item.
+    others = ids_by_category(engine, "Staplers")[:6]
+    for n, item in enumerate(others[:3]):
+        engine.profiles.record([{"user_id": f"peer{n}", "type": "click", "item_id": i} for i in others[:4]])
+    result = engine.recommender.recommend(RecommendRequest(query="heavy-duty stapler that does not jam", k=5))
+    top = [i.id for i in result.items]
+    assert "brand-new" in top
+    cold = next(i for i in result.items if i.id == "brand-new")
+    assert "collaborative" not in cold.trace["sources"]
+
+
+def test_filters_are_hard(engine):
+    flt = ItemFilter(categories=("Keyboards", "Mice"), brands=("logitech",), price_min=20, price_max=120)
+    engine.profiles.record([{"user_id": "f", "type": "click", "item_id": i}
+                            for i in ids_by_category(engine, "Monitors")[:3]])
+    for req in (RecommendRequest(user_id="f", item_filter=flt, k=20),
+                RecommendRequest(query="4K monitor", item_filter=flt, k=20),
+                RecommendRequest(item_filter=flt, k=20)):
+        result = engine.recommender.recommend(req)
+        assert result.items
+        for item in result.items:
+            p = item.payload
+            assert category_of(p) in ("Keyboards", "Mice") and p["brand"] == "Logitech"
+            assert 20 <= p["price"] <= 120
+
+
+def test_history_only_and_combined_requests(engine):
+    mice = ids_by_category(engine, "Mice")[:2]
+    result = engine.recommender.recommend(RecommendRequest(history=mice))
+    assert result.profile == "computed" and categories(result)["Mice"] >= 7
+    assert not set(mice) & {i.id for i in result.items}
+    kept = engine.recommender.recommend(RecommendRequest(history=mice, exclude_seen=False, k=20))
+    assert set(mice) <= {i.id for i in kept.items}
+    mixed = engine.recommender.recommend(RecommendRequest(history=mice, query="wireless keyboard"))
+    assert categories(mixed)["Keyboards"] >= 1 and categories(mixed)["Mice"] >= 1
+
+
+def test_bad_requests_name_the_field(engine):
+    with pytest.raises(InvalidRecord) as err:
+        engine.recommender.recommend(RecommendRequest(k=0))
+    assert err.value.field == "k"
+    with pytest.raises(InvalidRecord) as err:
+        engine.recommender.recommend(RecommendRequest(history=["demo-000001", "nope"]))
+    assert err.value.field == "history[1]"
+    with pytest.raises(InvalidRecord) as err:
+        engine.recommender.recommend(RecommendRequest(item_filter=ItemFilter(price_min=9, price_max=1)))
+    assert err.value.field == "filters.price_min"
+
+
+def test_restart_keeps_items_events_and_profiles(make_engine, demo_points, tmp_path):
+    first = make_engine(tmp_path / "d")
+    first.catalogue.write(demo_points)
+    staplers = ids_by_category(first, "Staplers")[:3]
+    first.profiles.record([{"user_id": "r", "type": "click", "item_id": i} for i in staplers])
+    first.profiles.set_preferences("r", "staplers", {})
+    expected = [i.id for i in first.recommender.recommend(RecommendRequest(user_id="r")).items]
+    first.close()
+    second = make_engine(tmp_path / "d")
+    assert second.catalogue.count() == len(demo_points)
+    assert second.profiles.summary("r")["total_events"] == 3
+    assert [i.id for i in second.recommender.recommend(RecommendRequest(user_id="r")).items] == expected
+
+
+def test_profiles_behind_the_log_are_repaired_at_start(make_engine, demo_points, tmp_path):
+    first = make_engine(tmp_path / "d")
+    first.catalogue.write(demo_points)
+    lamps = ids_by_category(first, "Desk Lamps")[:3]
+    # As if the process died after the log commit and before the profile write.
+    from retrieval.records import parse_event
+    first.log.append([parse_event({"user_id": "crash", "type": "click", "item_id": i}, 1.8e9) for i in lamps])
+    assert first.profiles.vector("crash") is None
+    first.close()
+    second = make_engine(tmp_path / "d")
+    assert second.profiles.vector("crash") is not None
+    assert categories(second.recommender.recommend(RecommendRequest(user_id="crash")))["Desk Lamps"] >= 7
+
+
+def test_forget_user_removes_everything(engine):
+    items = ids_by_category(engine, "Pens")[:3]
+    engine.profiles.record([{"user_id": "gone", "type": "click", "item_id": i} for i in items])
+    engine.profiles.record([{"user_id": "peer", "type": "click", "item_id": i} for i in items])
+    engine.profiles.set_preferences("gone", "pens", {"x": 1})
+    assert engine.profiles.forget("gone")
+    assert engine.profiles.summary("gone") is None and engine.profiles.vector("gone") is None
+    assert engine.log.user_events("gone") == []
+    assert all("gone" not in engine.index._item_users.get(i, set()) for i in items)
+    assert not engine.profiles.forget("gone")
+    assert engine.recommender.recommend(RecommendRequest(user_id="gone")).profile == "none"
+
+
+def test_deleted_item_is_never_recommended(engine):
+    pens = ids_by_category(engine, "Pens")
+    engine.profiles.record([{"user_id": "p", "type": "click", "item_id": i} for i in pens[:3]])
+    engine.profiles.record([{"user_id": "q", "type": "click", "item_id": i} for i in pens[:4]])
+    target = pens[3]
+    assert engine.catalogue.delete(target)
+    result = engine.recommender.recommend(RecommendRequest(user_id="p", k=50))
+    assert target not in {i.id for i in result.items}
+    assert engine.catalogue.get(target) is None and not engine.catalogue.delete(target)
