@@ -129,8 +129,10 @@ class Recommender:
             history.append(item_id)
         if req.exclude_seen:
             ctx.exclude |= set(req.history)
+        stated = self.profiles.log.preferences(req.user_id) if req.user_id else None
+        if stated is not None and stated.preferences:
+            ctx.preference_text = stated.preferences
         if req.history:
-            stated = self.profiles.log.preferences(req.user_id) if req.user_id else None
             ctx.profile_vector = self.profiles.compute(events, stated, extra_items=req.history)
             profile = "computed" if ctx.profile_vector is not None else "none"
         elif req.user_id:

@@ -29,6 +29,12 @@ class RecommendContext:
     profile_vector: np.ndarray | None = None
     history: list[str] = field(default_factory=list)  # distinct item ids, oldest first
     history_titles: list[str] = field(default_factory=list)  # titles of the newest history items
+    preference_text: str | None = None  # the user's stated preferences, if any
+
+
+def _ranked(hits) -> list[tuple[str, float]]:
+    # Qdrant returns equal scores in no fixed order; break ties by id so rankings are reproducible.
+    return sorted(((h.id, h.score) for h in hits), key=lambda hs: (-hs[1], hs[0]))
 
 
 class DenseSource:
@@ -44,11 +50,12 @@ class DenseSource:
         hits = self.catalogue.store.search_dense(
             self.catalogue.collection, vector, ctx.pool, ctx.item_filter, ctx.exclude
         )
-        return SourceResult(self.name, [(h.id, h.score) for h in hits], self.weight)
+        return SourceResult(self.name, _ranked(hits), self.weight)
 
 
 class LexicalSource:
-    """BM25 over item text: the query's words, or the titles of the newest history items."""
+    """BM25 over item text: the query's words, else the titles of the newest history items, else
+    the user's stated preferences."""
 
     name = "lexical"
 
@@ -56,14 +63,14 @@ class LexicalSource:
         self.catalogue, self.weight = catalogue, weight
 
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
-        text = ctx.query_text or " ".join(ctx.history_titles)
+        text = ctx.query_text or " ".join(ctx.history_titles) or ctx.preference_text
         if not text:
             return None
         sparse = self.catalogue.bm25.encode_query(text)
         hits = self.catalogue.store.search_sparse(
             self.catalogue.collection, sparse, ctx.pool, ctx.item_filter, ctx.exclude
         )
-        return SourceResult(self.name, [(h.id, h.score) for h in hits], self.weight)
+        return SourceResult(self.name, _ranked(hits), self.weight)
 
 
 def _keep_matching(catalogue: Catalogue, ranked: list[tuple[str, float]], ctx: RecommendContext, limit: int):

@@ -96,6 +96,25 @@ def cmd_rebuild_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from encoders import BiEncoder
+    from retrieval.datasets import load_dataset
+    from retrieval.evaluation import EvalConfig, evaluate
+    from service.evaluation_report import write_report
+
+    try:
+        dataset = load_dataset(args.dataset)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: cannot load the dataset: {err}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    config = EvalConfig(seed=args.seed, split=args.split, max_users=args.max_users)
+    results = evaluate(dataset, BiEncoder(settings.encoder, device=settings.device), config)
+    for path in write_report(results, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridrec", description="Hybrid recommender service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     data_dir(ingest)
     ingest.set_defaults(func=cmd_ingest)
+
+    evaluate = sub.add_parser("evaluate", help="offline evaluation (leave-one-out, full ranking, slices, baselines)")
+    evaluate.add_argument("--dataset", type=Path, required=True,
+                          help="a folder with *.inter.json + *.item.json, or items.jsonl + interactions.jsonl|csv")
+    evaluate.add_argument("--out", type=Path, required=True, help="where report.md, results.json and plots go")
+    evaluate.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many users")
+    evaluate.add_argument("--seed", type=int, default=42)
+    evaluate.add_argument("--split", choices=["test", "valid"], default="test")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     rebuild = sub.add_parser("rebuild-profiles", help="recompute every user profile from the event log")
     data_dir(rebuild)

@@ -1,0 +1,114 @@
+"""Writing an evaluation's results: ``report.md`` (tables per slice, best value per column in
+bold), ``results.json`` (every number, the configuration and the seed) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50", "mrr", "coverage@10", "ild@10", "gini@10")
+LOWER_IS_BETTER = {"gini@10"}
+SLICE_TITLES = {
+    "all": "All users",
+    "cold_items": "Cold items (target never seen in training)",
+    "cold_users": "Cold users: one history item, anonymous",
+    "cold_users_prefs": "Cold users: no history, stated preferences from their categories",
+    "long_tail": "Long tail (target outside the 20% most popular items)",
+}
+
+
+def slice_table(methods: dict[str, dict[str, Any]]) -> list[str]:
+    names = [m for m in methods if methods[m].get("users")]
+    if not names:
+        return ["(no users in this slice)"]
+    best = {}
+    for col in COLUMNS:
+        values = [methods[m][col] for m in names]
+        best[col] = min(values) if col in LOWER_IS_BETTER else max(values)
+    lines = ["| method | users | " + " | ".join(COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS)]
+    for m in names:
+        cells = []
+        for col in COLUMNS:
+            text = f"{methods[m][col]:.4f}"
+            cells.append(f"**{text}**" if abs(methods[m][col] - best[col]) < 1e-12 else text)
+        lines.append(f"| {m} | {methods[m]['users']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    ds = results["dataset"]
+    out = [
+        f"# Evaluation: {ds['name']}",
+        "",
+        f"{ds['items']} items, {ds['users']} users, {ds['interactions']} interactions; split `{cfg['split']}` "
+        f"(leave-one-out, full ranking over the catalogue minus each user's history), "
+        f"{cfg['evaluated_users']} users evaluated, seed {cfg['seed']}, encoder {cfg['encoder']} on {cfg['device']}, "
+        f"{results['seconds'] / 60:.1f} minutes.",
+        "",
+        f"Cold items: {cfg['cold_items']} items ({cfg['cold_item_fraction']:.0%}, seeded) removed from every training "
+        f"interaction. Long tail: targets outside the {cfg['long_tail_head_items']} most popular items. "
+        "Baselines: `popularity`, `itemknn` (co-occurrence, history weighted 0.8^age), `bm25` (titles of the last 3 "
+        "items), `zero_shot` (plain mean of history vectors). Stages: `dense_profile` (our weighted, decayed profile "
+        "vector alone), `hybrid_plain_rrf` (all sources, plain RRF), `hybrid_retrieval` (all sources, fusion that "
+        "does not punish items a source has no opinion about).",
+        "",
+        "Best value per column in bold (lowest for Gini). Metrics: Recall/NDCG at 10 and 50, MRR@50, catalogue "
+        "coverage@10, intra-list diversity@10 (mean pairwise cosine distance), exposure Gini@10.",
+    ]
+    for name, methods in results["slices"].items():
+        out += ["", f"## {SLICE_TITLES.get(name, name)}", ""] + slice_table(methods)
+    out += ["", "Plots: `recall_at_k.png` (Recall@K, K = 1..50, all users), "
+            "`accuracy_vs_diversity.png` (NDCG@10 against intra-list diversity@10, every slice).", ""]
+    return "\n".join(out)
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, m in results["slices"]["all"].items():
+        if m.get("users"):
+            ax.plot(range(1, len(m["recall_curve"]) + 1), m["recall_curve"], label=method)
+    ax.set_xlabel("K")
+    ax.set_ylabel("Recall@K")
+    ax.set_title("Recall@K, all users")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "recall_at_k.png", dpi=120)
+    plt.close(fig)
+    written.append(out / "recall_at_k.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = dict(zip(results["slices"], "osD^v"))
+    for slice_name, methods in results["slices"].items():
+        for method, m in methods.items():
+            if m.get("users"):
+                ax.scatter(m["ild@10"], m["ndcg@10"], marker=markers.get(slice_name, "o"), s=30)
+                ax.annotate(method, (m["ild@10"], m["ndcg@10"]), fontsize=6, alpha=0.8)
+    for slice_name, marker in markers.items():
+        ax.scatter([], [], marker=marker, color="grey", label=slice_name)
+    ax.set_xlabel("intra-list diversity@10")
+    ax.set_ylabel("NDCG@10")
+    ax.set_title("Accuracy vs diversity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_diversity.png", dpi=120)
+    plt.close(fig)
+    written.append(out / "accuracy_vs_diversity.png")
+    return written
+
+
+def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "report.md").write_text(markdown(results))
+    return [out / "report.md", out / "results.json", *plots(results, out)]

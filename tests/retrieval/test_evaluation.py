@@ -1,0 +1,108 @@
+"""The evaluation protocol: split invariants, determinism, and a tiny end-to-end run."""
+
+import json
+import random
+
+import pytest
+
+from retrieval.datasets import Dataset, load_dataset
+from retrieval.evaluation import EvalConfig, cold_items, evaluate, leave_one_out, preference_text
+from service.cli import main
+from tests.conftest import SHARED_DATA
+
+
+def test_leave_one_out_targets_never_leak_into_history():
+    seqs = {"u1": ["a", "b", "c", "d"], "u2": ["x", "y"], "u3": ["z"]}
+    test = leave_one_out(seqs, "test")
+    assert (test["u1"].history, test["u1"].target) == (["a", "b", "c"], "d")
+    assert (test["u2"].history, test["u2"].target) == (["x"], "y")
+    assert "u3" not in test
+    valid = leave_one_out(seqs, "valid")
+    assert (valid["u1"].history, valid["u1"].target) == (["a", "b"], "c")
+    assert "u2" not in valid
+    for case in list(test.values()) + list(valid.values()):
+        assert case.target not in case.history[len(case.history):]
+        assert seqs[case.user_id].index(case.target) == len(case.history)
+
+
+def test_cold_items_are_seeded_and_sized():
+    items = [str(i) for i in range(200)]
+    assert cold_items(items, 0.1, 1) == cold_items(items, 0.1, 1)
+    assert cold_items(items, 0.1, 1) != cold_items(items, 0.1, 2)
+    assert len(cold_items(items, 0.1, 1)) == 20
+
+
+def test_preference_text_uses_only_history_categories():
+    cats = {"a": ["Office", "Pens"], "b": ["Office", "Pens"], "c": ["Office", "Staplers"], "t": ["Office", "Desks"]}
+    assert preference_text(["a", "b", "c"], cats) == "Interested in: Pens, Staplers"
+    assert preference_text([], cats) is None
+
+
+def synthetic_dataset(seed=3) -> Dataset:
+    """Four themed groups of items; users stay in one theme, so sequences are predictable."""
+    rng = random.Random(seed)
+    themes = {"pens": "gel ink pen", "staplers": "heavy duty stapler", "lamps": "LED desk lamp", "chairs": "mesh office chair"}
+    items, by_theme = [], {}
+    for theme, noun in themes.items():
+        for n in range(15):
+            items.append({"id": f"{theme}-{n}", "title": f"{noun} model {n}", "categories": ["Office", theme.title()],
+                          "brand": rng.choice(["Acme", "Bolt", "Cora"]), "price": float(5 + n)})
+            by_theme.setdefault(theme, []).append(f"{theme}-{n}")
+    sequences = {}
+    for u in range(60):
+        theme = list(themes)[u % 4]
+        sequences[f"u{u}"] = rng.sample(by_theme[theme], 6)
+    return Dataset("synthetic", items, sequences)
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_run_is_deterministic_and_sensible(encoder, tmp_path):
+    dataset = synthetic_dataset()
+    config = EvalConfig(seed=5, cold_item_fraction=0.2)
+    first = evaluate(dataset, encoder, config)
+    second = evaluate(dataset, encoder, config)
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert json.dumps(strip(first), sort_keys=True) == json.dumps(strip(second), sort_keys=True)
+    slices = first["slices"]
+    assert set(slices) == {"all", "cold_items", "cold_users", "cold_users_prefs", "long_tail"}
+    assert set(slices["all"]) == {"popularity", "itemknn", "bm25", "zero_shot", "dense_profile",
+                                  "hybrid_plain_rrf", "hybrid_retrieval"}
+    # Users stay in one theme of 15 items: anything text-aware beats popularity across themes.
+    assert slices["all"]["hybrid_retrieval"]["recall@10"] > slices["all"]["popularity"]["recall@10"]
+    cold = slices["cold_items"]
+    assert cold["hybrid_retrieval"]["users"] > 0
+    assert cold["itemknn"]["recall@10"] == 0.0  # knows nothing of never-seen items
+    assert cold["hybrid_retrieval"]["recall@10"] >= cold["hybrid_plain_rrf"]["recall@10"]
+    for method in slices["all"].values():
+        assert 0 <= method["ndcg@10"] <= method["recall@10"] <= method["recall@50"] <= 1
+        assert 0 <= method["gini@10"] <= 1 and 0 < method["coverage@10"] <= 1
+
+
+@pytest.mark.slow
+def test_cli_writes_report_json_and_plots(tmp_path):
+    dataset = synthetic_dataset()
+    src = tmp_path / "ds"
+    src.mkdir()
+    with open(src / "items.jsonl", "w") as fh:
+        fh.writelines(json.dumps(i) + "\n" for i in dataset.items)
+    with open(src / "interactions.jsonl", "w") as fh:
+        for user, seq in dataset.sequences.items():
+            fh.writelines(json.dumps({"user_id": user, "item_id": i, "timestamp": t}) + "\n" for t, i in enumerate(seq))
+    assert load_dataset(src).sequences == dataset.sequences
+    out = tmp_path / "out"
+    assert main(["evaluate", "--dataset", str(src), "--out", str(out), "--max-users", "20", "--seed", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["evaluated_users"] == 20 and results["config"]["seed"] == 1
+    assert results["slices"]["all"]["bm25"]["users"] == 20
+    report = (out / "report.md").read_text()
+    assert "## All users" in report and "**" in report
+    assert (out / "recall_at_k.png").stat().st_size > 1000 and (out / "accuracy_vs_diversity.png").exists()
+    assert main(["evaluate", "--dataset", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="shared amazon-office dataset not present")
+def test_amazon_loader_on_the_shared_dataset():
+    ds = load_dataset(SHARED_DATA)
+    assert ds.stats() == {"items": 2420, "users": 4905, "interactions": 53258}
+    assert all(len(seq) >= 5 for seq in ds.sequences.values())
+    assert not any("&amp;" in item["title"] for item in ds.items)
