@@ -29,6 +29,13 @@ test-fast: install
 bench: install
 	$(BIN)/python benchmarks/run.py
 
+# Quality on the shared dataset when it is there (never copied into the repo).
+SHARED_DATASET ?= ../shared/data/amazon-office
+eval: install
+	@if [ -d "$(SHARED_DATASET)" ]; then \
+		$(BIN)/hybridrec evaluate --dataset $(SHARED_DATASET) --out benchmarks/eval; \
+	else echo "skipping: $(SHARED_DATASET) is not here"; fi
+
 demo-catalogue: install
 	$(BIN)/python scripts/make_demo_catalogue.py --out service/demo/catalogue.jsonl
 

@@ -6,6 +6,7 @@ It only has an opinion about items someone has interacted with; ``knows`` says w
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 from collections import defaultdict
@@ -61,8 +62,14 @@ class CoOccurrenceIndex:
     def n_users(self, item_id: str) -> int:
         return len(self._item_users.get(item_id, ()))
 
-    def neighbours(self, history: list[str], decay: float = 0.8, limit: int = 200) -> dict[str, float]:
-        """Items that co-occur with the history (newest last), scored by decayed cosine co-occurrence."""
+    def neighbours(self, history: list[str], decay: float = 0.8, limit: int = 200,
+                   proximity: float = 0.0, backward: float = 1.0) -> dict[str, float]:
+        """Items that co-occur with the history (newest last), scored by decayed cosine co-occurrence.
+
+        ``proximity`` > 0 makes it sequential: in another user's sequence, an item ``d`` steps away
+        from a history item counts ``1 / (1 + proximity x (|d| - 1))``, and ``backward`` scales
+        items that came before it rather than after. ``proximity=0, backward=1`` is plain item-kNN.
+        """
         scores: dict[str, float] = defaultdict(float)
         seen = set(history)
         with self._lock:
@@ -71,11 +78,19 @@ class CoOccurrenceIndex:
                 if not users:
                     continue
                 weight = decay**age / math.sqrt(len(users))
-                counts: dict[str, int] = defaultdict(int)
+                counts: dict[str, float] = defaultdict(float)
                 for user in users:
-                    for other in self._user_items[user]:
-                        if other not in seen:
-                            counts[other] += 1
+                    sequence = self._user_items[user]
+                    anchor = sequence.index(item_id) if proximity or backward != 1.0 else 0
+                    for position, other in enumerate(sequence):
+                        if other in seen:
+                            continue
+                        if proximity or backward != 1.0:
+                            steps = position - anchor
+                            w = 1.0 / (1.0 + proximity * (abs(steps) - 1))
+                            counts[other] += w * (backward if steps < 0 else 1.0)
+                        else:
+                            counts[other] += 1.0
                 for other, c in counts.items():
                     scores[other] += weight * c / math.sqrt(len(self._item_users[other]))
         top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
@@ -84,8 +99,10 @@ class CoOccurrenceIndex:
     def popular(self, limit: int) -> list[tuple[str, int]]:
         """Items by number of distinct users, most first (ties by id, for determinism)."""
         with self._lock:
-            if self._popular is None:
-                self._popular = sorted(
-                    ((i, len(u)) for i, u in self._item_users.items()), key=lambda kv: (-kv[1], kv[0])
+            # Cached until the next event; rebuilt with a bounded heap, not a sort of every item.
+            if self._popular is None or (len(self._popular) < limit < len(self._item_users)):
+                self._popular = heapq.nsmallest(
+                    max(limit, 1000), ((i, len(u)) for i, u in self._item_users.items()),
+                    key=lambda kv: (-kv[1], kv[0]),
                 )
             return self._popular[:limit]

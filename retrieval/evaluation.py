@@ -35,6 +35,7 @@ from encoders import BiEncoder
 from retrieval import metrics
 from retrieval.datasets import Dataset
 from retrieval.engine import Engine, EngineConfig
+from retrieval.profiles import ProfileConfig
 from retrieval.recommender import RecommendConfig, RecommendRequest, Recommender
 from retrieval.store import StoredPoint
 
@@ -54,6 +55,7 @@ class EvalConfig:
     methods: tuple[str, ...] = BASELINES + STAGES
     event_type: str = "purchase"  # reviews are purchases
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    profiles: ProfileConfig = field(default_factory=ProfileConfig)
 
 
 @dataclass
@@ -93,7 +95,8 @@ class Replay:
     def __init__(self, dataset: Dataset, encoder: BiEncoder, histories: dict[str, list[str]], points: list[StoredPoint],
                  config: EvalConfig, label: str):
         self.dir = Path(tempfile.mkdtemp(prefix=f"hybridrec-eval-{label}-"))
-        self.engine = Engine.open(EngineConfig(data_dir=self.dir, recommend=config.recommend), encoder=encoder)
+        self.engine = Engine.open(EngineConfig(data_dir=self.dir, recommend=config.recommend,
+                                               profiles=config.profiles), encoder=encoder)
         for start in range(0, len(points), 1000):
             self.engine.catalogue.write(points[start:start + 1000])
         self.engine.catalogue.optimize()
@@ -177,9 +180,23 @@ def summarise(ranks: list[int | None], lists: list[list[str]], catalogue: list[s
     return out
 
 
-def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig = EvalConfig()) -> dict[str, Any]:
+def encode_catalogue(dataset: Dataset, encoder: BiEncoder) -> list[StoredPoint]:
+    """The catalogue encoded through the ingest path's own validate + encode."""
+    scratch = Engine.open(EngineConfig(data_dir=Path(tempfile.mkdtemp(prefix="hybridrec-eval-encode-"))), encoder=encoder)
+    valid_items, rejected = scratch.catalogue.validate(dataset.items)
+    if rejected:
+        raise ValueError(f"{len(rejected)} dataset items are invalid, first: {rejected[0].error}")
+    points = []
+    for start in tqdm(range(0, len(valid_items), 256), desc="encode catalogue", unit="batch", mininterval=1):
+        points += scratch.catalogue.encode(valid_items[start:start + 256])
+    scratch.close()
+    return points
+
+
+def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig = EvalConfig(),
+             points: list[StoredPoint] | None = None, slices: tuple[str, ...] = SLICES) -> dict[str, Any]:
     """Run every method on every slice; returns ``{"slices": {slice: {method: metrics}}, "config",
-    "dataset", "seconds"}``."""
+    "dataset", "seconds"}``. ``points`` (from ``encode_catalogue``) skips re-encoding."""
     started = time.perf_counter()
     rng = random.Random(config.seed)
     cases = leave_one_out(dataset.sequences, config.split)
@@ -190,15 +207,7 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig = EvalConf
     categories = {row["id"]: row.get("categories") or [] for row in dataset.items}
     cold = cold_items(catalogue_ids, config.cold_item_fraction, config.seed)
 
-    # Encode the catalogue once, through the ingest path's own validate + encode.
-    scratch = Engine.open(EngineConfig(data_dir=Path(tempfile.mkdtemp(prefix="hybridrec-eval-encode-"))), encoder=encoder)
-    valid_items, rejected = scratch.catalogue.validate(dataset.items)
-    if rejected:
-        raise ValueError(f"{len(rejected)} dataset items are invalid, first: {rejected[0].error}")
-    points = []
-    for start in tqdm(range(0, len(valid_items), 256), desc="encode catalogue", unit="batch", mininterval=1):
-        points += scratch.catalogue.encode(valid_items[start:start + 256])
-    scratch.close()
+    points = points if points is not None else encode_catalogue(dataset, encoder)
     vectors = {p.id: p.vector for p in points}
 
     histories = {u: c.history for u, c in cases.items()}
@@ -206,7 +215,10 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig = EvalConf
     popularity = Counter(i for h in histories.values() for i in h)
     head = {i for i, _ in popularity.most_common(round(len(catalogue_ids) * config.long_tail_head))}
     cold_histories = {u: [i for i in h if i not in cold] for u, h in histories.items()}
-    cold_replay = Replay(dataset, encoder, {u: h for u, h in cold_histories.items() if h}, points, config, "cold-items")
+    cold_replay = None
+    if "cold_items" in slices:
+        cold_replay = Replay(dataset, encoder, {u: h for u, h in cold_histories.items() if h}, points, config,
+                             "cold-items")
 
     # (slice, replay, users, request builder)
     plans = [
@@ -222,9 +234,10 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig = EvalConf
             warm.engine.profiles.log.set_preferences(f"cold::{u}", text, {}, time.time())
     warm.engine.profiles.refresh([f"cold::{u}" for u in users])
 
-    results: dict[str, dict[str, Any]] = {s: {} for s in SLICES}
+    results: dict[str, dict[str, Any]] = {s: {} for s in SLICES if s in slices}
     ranks_all: dict[str, list[int | None]] = {}
     lists_all: dict[str, list[list[str]]] = {}
+    plans = [plan for plan in plans if plan[0] in slices]
     for slice_name, replay, slice_users, build in plans:
         for method in config.methods:
             run = METHODS[method]
@@ -238,11 +251,12 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig = EvalConf
             if slice_name == "all":
                 ranks_all[method], lists_all[method] = ranks, lists
     tail_idx = [n for n, u in enumerate(users) if cases[u].target not in head]
-    for method in config.methods:
+    for method in config.methods if "long_tail" in slices and "all" in slices else ():
         results["long_tail"][method] = summarise([ranks_all[method][n] for n in tail_idx],
                                                  [lists_all[method][n] for n in tail_idx], catalogue_ids, vectors)
     warm.close()
-    cold_replay.close()
+    if cold_replay is not None:
+        cold_replay.close()
     return {
         "dataset": {"name": dataset.name, **dataset.stats()},
         "config": {**asdict(config), "cold_items": len(cold), "long_tail_head_items": len(head),

@@ -22,15 +22,22 @@ MAX_K = 100
 
 @dataclass(frozen=True)
 class RecommendConfig:
-    """Fusion settings. Weights are per source; see ``fusion.fuse`` for ``no_opinion_credit``."""
+    """Fusion settings. Weights are per source; see ``fusion.fuse`` for ``no_opinion_credit``.
+
+    The defaults were chosen on the validation split of the shared dataset (benchmarks/tune.py;
+    numbers in benchmarks/README.md), never on test.
+    """
 
     weights: dict[str, float] = field(default_factory=lambda: {
-        "dense_query": 1.0, "dense_profile": 1.0, "lexical": 0.5, "collaborative": 1.0, "popular": 1.0,
+        "dense_query": 1.0, "dense_profile": 0.5, "lexical": 1.0, "collaborative": 1.0, "popular": 1.0,
     })
     rrf_k: int = 60
     no_opinion_credit: float = 1.0
     min_pool: int = 100
     lexical_history_items: int = 3
+    collaborative_decay: float = 0.8
+    collaborative_proximity: float = 1.0
+    collaborative_backward: float = 0.5
     sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative")
 
 
@@ -80,7 +87,9 @@ class Recommender:
             "dense_query": DenseSource(catalogue, "dense_query", "query", w.get("dense_query", 1.0)),
             "dense_profile": DenseSource(catalogue, "dense_profile", "profile", w.get("dense_profile", 1.0)),
             "lexical": LexicalSource(catalogue, w.get("lexical", 1.0)),
-            "collaborative": CollaborativeSource(catalogue, index, w.get("collaborative", 1.0)),
+            "collaborative": CollaborativeSource(
+                catalogue, index, w.get("collaborative", 1.0), decay=config.collaborative_decay,
+                proximity=config.collaborative_proximity, backward=config.collaborative_backward),
         }
         self.popular = PopularSource(catalogue, index, w.get("popular", 1.0))
 

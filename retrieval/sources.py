@@ -85,13 +85,16 @@ class CollaborativeSource:
 
     name = "collaborative"
 
-    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0, decay: float = 0.8):
+    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0, decay: float = 0.8,
+                 proximity: float = 0.0, backward: float = 1.0):
         self.catalogue, self.index, self.weight, self.decay = catalogue, index, weight, decay
+        self.proximity, self.backward = proximity, backward
 
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
         if not ctx.history:
             return None
-        scores = self.index.neighbours(ctx.history, decay=self.decay, limit=ctx.pool * 2)
+        scores = self.index.neighbours(ctx.history, decay=self.decay, limit=ctx.pool * 2,
+                                       proximity=self.proximity, backward=self.backward)
         ranked = _keep_matching(self.catalogue, list(scores.items()), ctx, ctx.pool)
         return SourceResult(self.name, ranked, self.weight, knows=self.index.knows)
 

@@ -85,20 +85,25 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
     written.append(out / "recall_at_k.png")
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     markers = dict(zip(results["slices"], "osD^v"))
+    method_names = list(dict.fromkeys(m for methods in results["slices"].values() for m in methods))
+    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(method_names)}
     for slice_name, methods in results["slices"].items():
         for method, m in methods.items():
             if m.get("users"):
-                ax.scatter(m["ild@10"], m["ndcg@10"], marker=markers.get(slice_name, "o"), s=30)
-                ax.annotate(method, (m["ild@10"], m["ndcg@10"]), fontsize=6, alpha=0.8)
+                ax.scatter(m["ild@10"], m["ndcg@10"], marker=markers.get(slice_name, "o"), s=36,
+                           color=colours[method], alpha=0.85)
+    # Legend: colour is the method, marker the slice.
+    for method in method_names:
+        ax.scatter([], [], marker="s", color=colours[method], label=method)
     for slice_name, marker in markers.items():
-        ax.scatter([], [], marker=marker, color="grey", label=slice_name)
+        ax.scatter([], [], marker=marker, color="grey", label=f"slice: {slice_name}")
     ax.set_xlabel("intra-list diversity@10")
     ax.set_ylabel("NDCG@10")
     ax.set_title("Accuracy vs diversity")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_diversity.png", dpi=120)
     plt.close(fig)

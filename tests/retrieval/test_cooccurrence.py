@@ -32,3 +32,17 @@ def test_forget_user_and_popularity():
     index.forget_user("u2")
     assert index.popular(5) == [("a", 1)]
     assert not index.knows("b")
+
+
+def test_proximity_favours_items_that_came_right_after():
+    index = CoOccurrenceIndex()
+    for user, items in {"u1": ["a", "next", "x", "y", "far"], "u2": ["before", "a", "next", "z", "w"]}.items():
+        for item in items:
+            index.add(user, item)
+    plain = index.neighbours(["a"])
+    assert plain["next"] > plain["far"]  # "next" co-occurs twice
+    assert math.isclose(plain["far"], plain["before"])
+    seq = index.neighbours(["a"], proximity=1.0, backward=0.5)
+    assert seq["next"] > seq["x"] > seq["far"]
+    assert seq["before"] < plain["before"]  # one step before, halved
+    assert seq["far"] < plain["far"]

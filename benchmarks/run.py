@@ -1,0 +1,26 @@
+"""`make bench`: every speed benchmark, in one run, printed as tables with ratios to baselines.
+
+Quality is measured by `make eval` (hybridrec evaluate on the shared dataset).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    for script, args in (("ingest_throughput.py", ["--items", "3000"]),
+                         ("latency.py", ["--sizes", "10000", "100000", "--requests", "300"])):
+        print(f"\n== {script} {' '.join(args)}", flush=True)
+        code = subprocess.call([sys.executable, str(HERE / script), *args])
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

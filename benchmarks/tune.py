@@ -1,0 +1,100 @@
+"""Tune fusion and profile settings on the VALIDATION split (second-to-last item), never on test.
+
+Prints NDCG@10 / Recall@10 on all users and on cold items for each setting, so the defaults in
+RecommendConfig / ProfileConfig come from a measurement, not a guess.
+
+    python benchmarks/tune.py [--max-users 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import save, table  # noqa: E402
+from encoders import BiEncoder  # noqa: E402
+from retrieval.datasets import load_dataset  # noqa: E402
+from retrieval.evaluation import EvalConfig, encode_catalogue, evaluate  # noqa: E402
+from retrieval.profiles import ProfileConfig  # noqa: E402
+from retrieval.recommender import RecommendConfig  # noqa: E402
+
+DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office"
+
+
+def round2():
+    """Winners of round 1 combined, plus the sequential (proximity-weighted) co-occurrence.
+    Round 1 varied one setting at a time from the original defaults (dense_profile 1.0, lexical 0.5,
+    position decay 0.9, no proximity); the spelled-out weights keep both rounds reproducible."""
+    base = RecommendConfig(weights={"dense_query": 1.0, "dense_profile": 1.0, "lexical": 0.5,
+                                    "collaborative": 1.0, "popular": 1.0},
+                           collaborative_proximity=0.0, collaborative_backward=1.0)
+    w = {**base.weights, "lexical": 1.0}
+    prof = ProfileConfig(position_decay=0.5)
+    a = replace(base, weights=w)
+    yield "A: decay0.5 lexical1", a, prof
+    yield "B: A + dense0.5", replace(a, weights={**w, "dense_profile": 0.5}), prof
+    yield "C: A + collab1.5", replace(a, weights={**w, "collaborative": 1.5}), prof
+    for prox, back in ((1.0, 0.5), (0.5, 0.5), (1.0, 1.0), (2.0, 0.5)):
+        yield f"A + proximity{prox} backward{back}", replace(a, collaborative_proximity=prox,
+                                                            collaborative_backward=back), prof
+    yield "B + proximity1 backward0.5", replace(a, weights={**w, "dense_profile": 0.5},
+                                                collaborative_proximity=1.0, collaborative_backward=0.5), prof
+
+
+ROUND1_BASE = RecommendConfig(weights={"dense_query": 1.0, "dense_profile": 1.0, "lexical": 0.5,
+                                       "collaborative": 1.0, "popular": 1.0},
+                              collaborative_proximity=0.0, collaborative_backward=1.0)
+ROUND1_PROFILE = ProfileConfig(position_decay=0.9)
+
+
+def grid():
+    base = ROUND1_BASE
+    w = dict(base.weights)
+    yield "default", base, ROUND1_PROFILE
+    for decay in (0.7, 0.5, 0.3):
+        yield f"position_decay={decay}", base, replace(ROUND1_PROFILE, position_decay=decay)
+    for name, value in (("lexical", 0.25), ("lexical", 1.0), ("collaborative", 1.5), ("collaborative", 2.0),
+                        ("dense_profile", 0.5), ("dense_profile", 1.5)):
+        yield f"{name}={value}", replace(base, weights={**w, name: value}), ROUND1_PROFILE
+    for k in (10, 30):
+        yield f"rrf_k={k}", replace(base, rrf_k=k), ROUND1_PROFILE
+    for credit in (0.5, 0.8):
+        yield f"no_opinion_credit={credit}", replace(base, no_opinion_credit=credit), ROUND1_PROFILE
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-users", type=int, default=2000)
+    parser.add_argument("--only", nargs="*", help="names of grid points to run")
+    parser.add_argument("--round", type=int, default=1, choices=[1, 2])
+    args = parser.parse_args()
+    if not DATASET.exists():
+        print(f"skipping: {DATASET} is not here")
+        return
+    dataset = load_dataset(DATASET)
+    encoder = BiEncoder()
+    points = encode_catalogue(dataset, encoder)
+    rows, results = [], {}
+    for name, rec, prof in (grid() if args.round == 1 else round2()):
+        if args.only and name not in args.only:
+            continue
+        config = EvalConfig(split="valid", max_users=args.max_users, methods=("hybrid_retrieval",),
+                            recommend=rec, profiles=prof)
+        out = evaluate(dataset, encoder, config, points=points, slices=("all", "cold_items"))
+        a, c = out["slices"]["all"]["hybrid_retrieval"], out["slices"]["cold_items"]["hybrid_retrieval"]
+        results[name] = {"all": a, "cold_items": c}
+        rows.append([name, a["ndcg@10"], a["recall@10"], c["ndcg@10"], c["recall@10"]])
+        print(rows[-1], flush=True)
+    print(table(["setting", "all NDCG@10", "all R@10", "cold NDCG@10", "cold R@10"], rows,
+                title=f"Validation split, hybrid_retrieval, {args.max_users} users"))
+    save(f"tune_validation_round{args.round}", {"max_users": args.max_users,
+                             "results": {k: {s: {m: v for m, v in d.items() if m != "recall_curve"}
+                                             for s, d in r.items()} for k, r in results.items()}})
+
+
+if __name__ == "__main__":
+    main()
