@@ -18,6 +18,7 @@ from retrieval.event_log import EventLog
 from retrieval.lexical import Bm25Encoder
 from retrieval.profiles import ProfileConfig, Profiles
 from retrieval.recommender import RecommendConfig, Recommender
+from retrieval.reranker_training import RerankerVersions
 from retrieval.store import VectorStore
 
 log = logging.getLogger("hybridrec.engine")
@@ -73,6 +74,8 @@ class Engine:
         if repaired:
             log.warning("refreshed %d user profiles that were behind the event log", repaired)
         self.recommender = Recommender(self.catalogue, self.profiles, self.index, config.recommend)
+        self.rerankers = RerankerVersions(Path(config.data_dir) / "models" / "reranker")
+        self.reload_reranker()
         log.info("engine open: %d items, %d events (%d co-occurrence entries)",
                  self.catalogue.count(), event_log.count(), n)
 
@@ -82,6 +85,20 @@ class Engine:
         data_dir.mkdir(parents=True, exist_ok=True)
         encoder = encoder or BiEncoder(config.encoder_path, device=config.device)
         return cls(config, open_store(config), EventLog(data_dir / "events.sqlite3"), encoder)
+
+    def reload_reranker(self) -> str | None:
+        """Serve the newest accepted reranker (loaded fully before the swap, so requests never
+        wait or see a half-loaded model); returns its version, or None when there is none."""
+        meta = self.rerankers.latest_accepted()
+        current = self.recommender.reranker
+        if meta is None:
+            self.recommender.reranker = None
+            return None
+        if current is not None and current.version == meta["version"]:
+            return current.version
+        self.recommender.reranker = self.rerankers.load(meta["version"], device=self.config.device)
+        log.info("serving reranker %s (%s)", meta["version"], meta.get("reason", ""))
+        return meta["version"]
 
     def close(self) -> None:
         self.store.close()

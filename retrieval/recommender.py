@@ -9,11 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from encoders.text import candidate_text, context_text
 from retrieval.catalogue import Catalogue
 from retrieval.cooccurrence import CoOccurrenceIndex
 from retrieval.fusion import fuse
 from retrieval.profiles import Profiles
 from retrieval.records import InvalidRecord
+from retrieval.rerank import LoadedReranker, combine
 from retrieval.sources import CollaborativeSource, DenseSource, LexicalSource, PopularSource, RecommendContext
 from retrieval.store import ItemFilter
 
@@ -39,6 +41,7 @@ class RecommendConfig:
     collaborative_proximity: float = 1.0
     collaborative_backward: float = 0.5
     sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative")
+    rerank_candidates: int = 50  # how much of the top of the fused list the cross-encoder reorders
 
 
 @dataclass
@@ -50,6 +53,7 @@ class RecommendRequest:
     item_filter: ItemFilter | None = None
     exclude_seen: bool = True
     sources: tuple[str, ...] | None = None  # restrict to these sources (evaluation, debugging)
+    rerank: bool = True  # use the accepted reranker, if there is one
 
 
 @dataclass
@@ -67,6 +71,7 @@ class RecommendResult:
     profile: str
     notes: list[str]
     took_ms: float
+    reranker: str | None = None  # version of the model that reordered the list, if any
 
 
 class Recommender:
@@ -92,6 +97,8 @@ class Recommender:
                 proximity=config.collaborative_proximity, backward=config.collaborative_backward),
         }
         self.popular = PopularSource(catalogue, index, w.get("popular", 1.0))
+        # Swapped as a whole by ``Engine.reload_reranker``: a request sees the old model or the new.
+        self.reranker: LoadedReranker | None = None
 
     def _validate(self, req: RecommendRequest) -> None:
         if not isinstance(req.k, int) or not 1 <= req.k <= MAX_K:
@@ -174,20 +181,39 @@ class Recommender:
             if len(results) == 1:
                 notes.append("nothing known about this request: showing popular items")
         fused = fuse(results, rrf_k=self.config.rrf_k, no_opinion_credit=self.config.no_opinion_credit)
-        top = fused[: req.k]
+        reranker = self.reranker if req.rerank else None
+        top = fused[: max(req.k, self.config.rerank_candidates) if reranker else req.k]
         payloads = self.catalogue.get_many([c.id for c in top])
-        items = []
-        for cand in top:
-            point = payloads.get(cand.id)
-            if point is None:  # deleted between retrieval and hydration
-                continue
-            trace = {"sources": cand.sources, "no_opinion": cand.no_opinion}
-            items.append(RecommendedItem(cand.id, cand.score, point.payload, trace))
-        notes.append("no reranker trained yet: ranked by fused retrieval scores")
+        top = [c for c in top if c.id in payloads]  # deleted between retrieval and hydration
+        traces = {c.id: {"sources": c.sources, "no_opinion": c.no_opinion} for c in top}
+        scores = {c.id: c.score for c in top}
+        if reranker is not None and top:
+            order = self._rerank(reranker, ctx, [c.id for c in top], payloads)
+            for item_id, rank, score in order:
+                traces[item_id]["rerank"] = {"rank": rank, "score": round(float(score), 6)}
+                scores[item_id] = float(score)
+            ids = [i for i, _, _ in order][: req.k]
+            notes.append(f"reranked the top {len(top)} with cross-encoder {reranker.version}")
+        else:
+            ids = [c.id for c in top][: req.k]
+            if req.rerank:
+                notes.append("no reranker trained yet: ranked by fused retrieval scores")
+            else:
+                notes.append("reranking turned off by the request")
+        items = [RecommendedItem(i, scores[i], payloads[i].payload, traces[i]) for i in ids]
         return RecommendResult(
             items=items,
             sources=[r.name for r in results],
             profile=profile,
             notes=notes,
             took_ms=(time.perf_counter() - started) * 1000,
+            reranker=reranker.version if reranker is not None and items else None,
         )
+
+    def _rerank(self, reranker: LoadedReranker, ctx: RecommendContext, ids: list[str], payloads) -> list:
+        recent_ids = list(reversed(ctx.history[-5:]))
+        recent = self.catalogue.get_many([i for i in recent_ids if i not in payloads])
+        recent = [(payloads.get(i) or recent.get(i)) for i in recent_ids]
+        context = context_text([p.payload for p in recent if p is not None], ctx.query_text, ctx.preference_text)
+        scores = reranker.model.score([context] * len(ids), [candidate_text(payloads[i].payload) for i in ids])
+        return combine(ids, scores, reranker.blend)

@@ -15,6 +15,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from retrieval.engine import Engine
 from retrieval.records import InvalidRecord
+from service.api.admin import AdminController
 from service.api.errors import http_error_handler, invalid_record_handler
 from service.api.events import EventController
 from service.api.health import HealthController
@@ -49,7 +50,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return Provide(dependency, sync_to_thread=False)
 
     return Litestar(
-        route_handlers=[ItemController, EventController, UserController, RecommendationController, HealthController],
+        route_handlers=[ItemController, EventController, UserController, RecommendationController, HealthController,
+                        AdminController],
         dependencies={
             "engine": provide(None),
             "catalogue": provide("catalogue"),

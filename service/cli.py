@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -44,6 +45,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         summary = ingest_file(engine.catalogue, demo_catalogue_path(),
                               checkpoint_dir=settings.data_dir / "ingest-checkpoints", progress=True)
         print(f"demo catalogue: {summary.line()}", flush=True)
+    # Items written through the API since the last bulk load sit in unindexed segments; build their
+    # HNSW now, before taking traffic (Qdrant Edge's optimizer blocks queries while it runs).
+    started = time.perf_counter()
+    engine.catalogue.optimize()
+    log.info("indexes ready in %.1f s", time.perf_counter() - started)
     base = f"http://{settings.host}:{settings.port}"
     print(f"hybridrec serving {engine.catalogue.count()} items from {settings.data_dir.resolve()} "
           f"at {base}\n  API docs: {base}{DOCS_PATH}/swagger  (OpenAPI JSON: {base}{DOCS_PATH}/openapi.json)",
@@ -115,6 +121,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_reranker(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from retrieval.reranker_training import TrainingSettings, train_reranker
+
+    settings = _settings(args)
+    engine = _open_engine(settings)
+    try:
+        report = train_reranker(
+            engine.recommender, engine.rerankers,
+            TrainingSettings(epochs=args.epochs, max_groups=args.max_groups, device=args.device, seed=args.seed),
+            progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="group"),
+        )
+    finally:
+        engine.close()
+    if report.version is None:
+        print(f"no model trained: {report.reason}", file=sys.stderr)
+        return 1
+    verdict = "accepted" if report.accepted else "rejected (never served)"
+    print(f"reranker {report.version} {verdict}: {report.reason}")
+    if report.accepted:
+        print("a running service picks it up with: curl -X POST http://HOST:PORT/v1/admin/reload")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridrec", description="Hybrid recommender service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=42)
     evaluate.add_argument("--split", choices=["test", "valid"], default="test")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    train = sub.add_parser("train", help="learn from the event log")
+    train_sub = train.add_subparsers(dest="what", required=True)
+    reranker = train_sub.add_parser("reranker", help="fine-tune the cross-encoder reranker on the event log")
+    reranker.add_argument("--epochs", type=int, default=1)
+    reranker.add_argument("--max-groups", "--max-pairs", dest="max_groups", type=int, default=3000,
+                          help="training groups (one positive and 7 negatives each)")
+    reranker.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    reranker.add_argument("--seed", type=int, default=0)
+    data_dir(reranker)
+    reranker.set_defaults(func=cmd_train_reranker)
 
     rebuild = sub.add_parser("rebuild-profiles", help="recompute every user profile from the event log")
     data_dir(rebuild)

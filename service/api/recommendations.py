@@ -30,6 +30,7 @@ class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
     k: Annotated[int, msgspec.Meta(ge=1, le=MAX_K)] = 10
     filters: Filters | None = None
     exclude_seen: bool = True
+    rerank: bool = True
 
 
 class RecommendedItemOut(msgspec.Struct):
@@ -41,6 +42,7 @@ class RecommendedItemOut(msgspec.Struct):
     price: float | None
     sources: dict[str, dict[str, float]]
     no_opinion: list[str]
+    rerank: dict[str, float] | None = None
 
 
 class Models(msgspec.Struct):
@@ -75,7 +77,7 @@ class RecommendationController(Controller):
     def recommend(self, data: RecommendationsPost, recommender: Recommender) -> RecommendationsOut:
         result = recommender.recommend(RecommendRequest(
             user_id=data.user_id, query=data.query, history=list(data.history), k=data.k,
-            item_filter=to_item_filter(data.filters), exclude_seen=data.exclude_seen,
+            item_filter=to_item_filter(data.filters), exclude_seen=data.exclude_seen, rerank=data.rerank,
         ))
         items = []
         for it in result.items:
@@ -83,10 +85,11 @@ class RecommendationController(Controller):
             items.append(RecommendedItemOut(
                 id=it.id, title=p["title"], score=round(it.score, 8), brand=p.get("brand"),
                 categories=p.get("categories") or [], price=p.get("price"),
-                sources=it.trace["sources"], no_opinion=it.trace["no_opinion"],
+                sources=it.trace["sources"], no_opinion=it.trace["no_opinion"], rerank=it.trace.get("rerank"),
             ))
         return RecommendationsOut(
             items=items, sources=result.sources, profile=result.profile,
-            models=Models(encoder=recommender.catalogue.encoder.name, reranker=None), reranked=False,
+            models=Models(encoder=recommender.catalogue.encoder.name, reranker=result.reranker),
+            reranked=result.reranker is not None,
             notes=result.notes, took_ms=round(result.took_ms, 3),
         )

@@ -1,0 +1,94 @@
+"""Fine-tuning the reranker: listwise softmax over one positive and its negatives.
+
+Each group is (context, positive candidate, negatives); the loss is the cross-entropy of the
+positive's position under a softmax over the group's scores, which trains exactly what reranking
+uses (the order inside a candidate list) rather than absolute relevance labels.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from encoders.cross_encoder import CrossEncoderReranker
+
+
+@dataclass(frozen=True)
+class RerankGroup:
+    context: str
+    positive: str
+    negatives: tuple[str, ...]
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    loss: float
+    seconds: float
+    pairs: int
+
+
+def train_listwise(
+    reranker: CrossEncoderReranker,
+    groups: list[RerankGroup],
+    epochs: int = 1,
+    groups_per_batch: int = 8,
+    lr: float = 3e-5,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[EpochReport]:
+    """Train in place; returns one report per epoch. ``on_batch(n_groups)`` drives a progress bar."""
+    if not groups:
+        raise ValueError("no training groups: the event log has too few users with two or more items")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model = reranker.model
+    if reranker.half:
+        model.float()
+        reranker.half = False
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps = epochs * ((len(groups) + groups_per_batch - 1) // groups_per_batch)
+    warmup = max(1, steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / max(1, steps - warmup)))
+    use_amp = reranker.device.startswith("cuda")
+    reports = []
+    for epoch in range(1, epochs + 1):
+        order = list(range(len(groups)))
+        rng.shuffle(order)
+        started, total_loss, pairs = time.perf_counter(), 0.0, 0
+        for start in range(0, len(order), groups_per_batch):
+            batch = [groups[i] for i in order[start:start + groups_per_batch]]
+            queries, docs, sizes = [], [], []
+            for g in batch:
+                candidates = [g.positive, *g.negatives]
+                queries += [g.context] * len(candidates)
+                docs += candidates
+                sizes.append(len(candidates))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                scores = reranker.logits(queries, docs).float()
+            loss = torch.zeros((), device=scores.device)
+            offset = 0
+            for size in sizes:  # the positive is first in every group
+                group_scores = scores[offset:offset + size]
+                loss = loss + torch.nn.functional.cross_entropy(group_scores.view(1, -1),
+                                                                torch.zeros(1, dtype=torch.long, device=scores.device))
+                offset += size
+            loss = loss / len(sizes)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(sizes)
+            pairs += len(docs)
+            if on_batch is not None:
+                on_batch(len(batch))
+        reports.append(EpochReport(epoch, total_loss / len(groups), time.perf_counter() - started, pairs))
+    model.eval()
+    return reports

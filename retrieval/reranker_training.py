@@ -1,0 +1,241 @@
+"""Reranking: train a cross-encoder on the event log, accept it only if it beats retrieval, keep
+it versioned, and reorder the top of the fused list with it.
+
+Training groups come from the log: for a user's sequence S, the context is S[:t] (newest items
+first, as text) and the positive is S[t]; negatives are the retrieval's own top items that the
+user did not take (hard) plus random catalogue items. The newest item of every user is held out
+for validation, so a model is judged on what it never trained on; users are also split, so
+validation users contribute no training groups at all.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.cross_encoder import CrossEncoderReranker
+from encoders.text import candidate_text, context_text
+from encoders.training import RerankGroup, train_listwise
+from retrieval import metrics
+from retrieval.recommender import RecommendRequest, Recommender
+from retrieval.rerank import LoadedReranker, combine
+
+BLENDS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+class RerankerVersions:
+    """Reranker models under ``root/<version>/`` with a ``metadata.json`` each.
+
+    A version directory appears only when complete (written beside it, then renamed), so a
+    crash while saving never leaves a half model that could be served.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def save(self, model: CrossEncoderReranker, metadata: dict[str, Any]) -> str:
+        version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
+        n = 1
+        while (self.root / version).exists():
+            version = f"{version.split('.')[0]}.{n}"
+            n += 1
+        tmp = self.root / f".{version}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save(tmp)
+        (tmp / "metadata.json").write_text(json.dumps({**metadata, "version": version}, indent=2))
+        tmp.rename(self.root / version)
+        return version
+
+    def all(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self.root.glob("v*")):
+            meta = path / "metadata.json"
+            if path.is_dir() and meta.exists():
+                out.append(json.loads(meta.read_text()))
+        return out
+
+    def latest_accepted(self) -> dict[str, Any] | None:
+        accepted = [m for m in self.all() if m.get("accepted")]
+        return accepted[-1] if accepted else None
+
+    def load(self, version: str, device: str = "auto") -> LoadedReranker:
+        meta = json.loads((self.root / version / "metadata.json").read_text())
+        if not meta.get("accepted"):
+            raise ValueError(f"reranker {version} was not accepted; it is never served")
+        model = CrossEncoderReranker(self.root / version, device=device).for_inference()
+        return LoadedReranker(version, model, float(meta["blend"]), meta)
+
+
+@dataclass
+class TrainingSettings:
+    epochs: int = 1
+    max_groups: int = 3000
+    hard_negatives: int = 5
+    random_negatives: int = 2
+    positions_per_user: int = 2
+    validation_users: float = 0.1
+    max_validation_users: int = 500
+    candidates: int = 50  # the top of retrieval that is reranked, in validation as in serving
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class TrainingReport:
+    version: str | None
+    accepted: bool
+    reason: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _sequences(recommender: Recommender) -> dict[str, list[str]]:
+    index = recommender.profiles.index
+    return {u: index.history(u) for u in recommender.profiles.log.user_ids() if len(index.history(u)) >= 2}
+
+
+def _context(recommender: Recommender, history: list[str], payloads: dict[str, Any]) -> str:
+    recent = [payloads[i] for i in reversed(history[-5:]) if i in payloads]
+    return context_text(recent)
+
+
+def _retrieve(recommender: Recommender, history: list[str], k: int) -> list[str]:
+    req = RecommendRequest(history=history[-20:], k=k, rerank=False)
+    return [i.id for i in recommender.recommend(req).items]
+
+
+def build_groups(recommender: Recommender, sequences: dict[str, list[str]], settings: TrainingSettings,
+                 rng: random.Random, progress: Callable[[int], None] | None = None) -> list[RerankGroup]:
+    """Training groups from users' sequences, never using their newest (validation) item."""
+    catalogue = recommender.catalogue
+    all_ids = sorted({i for seq in sequences.values() for i in seq})
+    cases = []
+    for user in sorted(sequences):
+        seq = sequences[user][:-1]  # the newest item is held out for validation
+        for t in range(max(1, len(seq) - settings.positions_per_user), len(seq)):
+            cases.append((seq[:t], seq[t]))
+    rng.shuffle(cases)
+    cases = cases[: settings.max_groups]
+    groups = []
+    for history, target in cases:
+        hard = [i for i in _retrieve(recommender, history, settings.hard_negatives + 5) if i != target]
+        hard = hard[: settings.hard_negatives]
+        randoms = [i for i in rng.sample(all_ids, min(len(all_ids), settings.random_negatives + 3))
+                   if i != target and i not in hard and i not in history][: settings.random_negatives]
+        payloads = catalogue.get_many(list({*history[-5:], target, *hard, *randoms}))
+        if target not in payloads:
+            continue
+        negatives = tuple(candidate_text(payloads[i].payload) for i in hard + randoms if i in payloads)
+        if negatives:
+            groups.append(RerankGroup(_context(recommender, history, {k: v.payload for k, v in payloads.items()}),
+                                      candidate_text(payloads[target].payload), negatives))
+        if progress is not None:
+            progress(1)
+    return groups
+
+
+def validate(recommender: Recommender, model: CrossEncoderReranker | None, cases: list[tuple[list[str], str]],
+             candidates: int) -> dict[str, Any]:
+    """NDCG@10 of the retrieval order and of each blend with the reranker, on held-out cases, plus
+    coverage and Gini of the top-10 lists (the collapse guard)."""
+    catalogue = recommender.catalogue
+    results: dict[str, dict[str, list]] = {"retrieval": {"ranks": [], "lists": []}}
+    for blend in BLENDS:
+        results[f"blend={blend}"] = {"ranks": [], "lists": []}
+    for history, target in cases:
+        retrieved = _retrieve(recommender, history, candidates)
+        results["retrieval"]["ranks"].append(metrics.target_rank(retrieved, target))
+        results["retrieval"]["lists"].append(retrieved[:10])
+        if model is None or not retrieved:
+            continue
+        payloads = {k: v.payload for k, v in catalogue.get_many(list({*history[-5:], *retrieved})).items()}
+        context = _context(recommender, history, payloads)
+        scores = model.score([context] * len(retrieved), [candidate_text(payloads[i]) for i in retrieved])
+        for blend in BLENDS:
+            order = [i for i, _, _ in combine(retrieved, scores, blend)]
+            results[f"blend={blend}"]["ranks"].append(metrics.target_rank(order, target))
+            results[f"blend={blend}"]["lists"].append(order[:10])
+    n_items = catalogue.count()
+    catalogue_ids = None
+    out = {}
+    for name, r in results.items():
+        if not r["ranks"]:
+            continue
+        if catalogue_ids is None:
+            catalogue_ids = sorted({i for lst in results["retrieval"]["lists"] for i in lst})
+        out[name] = {
+            "ndcg@10": float(np.mean([metrics.ndcg_at(x, 10) for x in r["ranks"]])),
+            "recall@10": float(np.mean([metrics.recall_at(x, 10) for x in r["ranks"]])),
+            "coverage@10": metrics.coverage(r["lists"], n_items, 10),
+            "gini@10": metrics.gini(r["lists"], sorted({i for lst in r["lists"] for i in lst}), 10),
+            "users": len(r["ranks"]),
+        }
+    return out
+
+
+def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings = TrainingSettings(),
+                   progress_factory: Callable[[str, int], Any] | None = None) -> TrainingReport:
+    """Build groups, train, validate, and save the model with its verdict. Only an accepted
+    model can ever be loaded for serving."""
+    started = time.perf_counter()
+    rng = random.Random(settings.seed)
+    sequences = _sequences(recommender)
+    users = sorted(sequences)
+    rng.shuffle(users)
+    n_val = min(settings.max_validation_users, max(1, round(len(users) * settings.validation_users)))
+    val_users, train_users = sorted(users[:n_val]), users[n_val:]
+    if len(train_users) < 2:
+        return TrainingReport(None, False, f"too little data: {len(sequences)} users with two or more items")
+
+    def bar(desc: str, total: int):
+        return progress_factory(desc, total) if progress_factory else None
+
+    b = bar("build groups", min(settings.max_groups, sum(min(settings.positions_per_user, len(sequences[u]) - 2)
+                                                         for u in train_users)))
+    groups = build_groups(recommender, {u: sequences[u] for u in train_users}, settings, rng,
+                          progress=b.update if b else None)
+    if b:
+        b.close()
+    model = CrossEncoderReranker(device=settings.device)
+    b = bar("train reranker", settings.epochs * len(groups))
+    epochs = train_listwise(model, groups, epochs=settings.epochs, seed=settings.seed,
+                            on_batch=b.update if b else None)
+    if b:
+        b.close()
+    cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
+    validation = validate(recommender, model.for_inference(), cases, settings.candidates)
+    base = validation["retrieval"]
+    best_name, best = max(((k, v) for k, v in validation.items() if k != "retrieval"),
+                          key=lambda kv: kv[1]["ndcg@10"])
+    # Collapse guard: a model that concentrates lists on few items is refused even if NDCG rose.
+    collapsed = best["coverage@10"] < 0.5 * base["coverage@10"] or best["gini@10"] > base["gini@10"] + 0.1
+    accepted = best["ndcg@10"] > base["ndcg@10"] and not collapsed
+    if collapsed:
+        reason = (f"collapse guard: coverage@10 {best['coverage@10']:.3f} vs {base['coverage@10']:.3f}, "
+                  f"gini@10 {best['gini@10']:.3f} vs {base['gini@10']:.3f}")
+    elif accepted:
+        reason = f"validation NDCG@10 {best['ndcg@10']:.4f} > retrieval {base['ndcg@10']:.4f} ({best_name})"
+    else:
+        reason = f"validation NDCG@10 {best['ndcg@10']:.4f} does not beat retrieval {base['ndcg@10']:.4f}"
+    metadata = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "base_model": model.model_path,
+        "accepted": accepted,
+        "reason": reason,
+        "blend": float(best_name.split("=")[1]),
+        "train_users": len(train_users), "validation_users": len(val_users), "groups": len(groups),
+        "pairs_per_epoch": epochs[0].pairs if epochs else 0,
+        "epochs": [e.__dict__ for e in epochs],
+        "validation": validation,
+        "settings": settings.__dict__,
+        "seconds": time.perf_counter() - started,
+    }
+    version = versions.save(model, metadata)
+    return TrainingReport(version, accepted, reason, {**metadata, "version": version})
