@@ -40,7 +40,7 @@ from retrieval.recommender import RecommendConfig, RecommendRequest, Recommender
 from retrieval.store import StoredPoint
 
 BASELINES = ("popularity", "itemknn", "bm25", "zero_shot")
-STAGES = ("dense_profile", "hybrid_plain_rrf", "hybrid_retrieval")
+STAGES = ("dense_profile", "collaborative_seq", "hybrid_plain_rrf", "hybrid_retrieval")
 SLICES = ("all", "cold_items", "cold_users", "cold_users_prefs", "long_tail")
 CUTOFF = 50  # ranked lists are this long; metrics at 10 and 50
 
@@ -116,6 +116,10 @@ class Replay:
                     batch = []
         self.plain = Recommender(self.engine.catalogue, self.engine.profiles, self.engine.index,
                                  RecommendConfig(**{**asdict(config.recommend), "no_opinion_credit": 0.0}))
+        # The classic item-kNN baseline: plain co-occurrence, not our sequential variant.
+        self.classic = Recommender(self.engine.catalogue, self.engine.profiles, self.engine.index,
+                                   RecommendConfig(**{**asdict(config.recommend), "collaborative_proximity": 0.0,
+                                                      "collaborative_backward": 1.0, "collaborative_decay": 0.8}))
 
     def close(self) -> None:
         self.engine.close()
@@ -125,9 +129,9 @@ class Replay:
 Method = Callable[[Replay, str | None, list[str], str | None], list[str]]
 
 
-def _pipeline(sources: tuple[str, ...] | None, plain: bool = False) -> Method:
+def _pipeline(sources: tuple[str, ...] | None, variant: str = "engine") -> Method:
     def run(replay: Replay, user_id, history, prefs) -> list[str]:
-        recommender = replay.plain if plain else replay.engine.recommender
+        recommender = {"engine": replay.engine.recommender, "plain": replay.plain, "classic": replay.classic}[variant]
         if user_id is not None:
             req = RecommendRequest(user_id=user_id, k=CUTOFF, sources=sources)
         else:
@@ -152,11 +156,12 @@ def _zero_shot(replay: Replay, user_id, history, prefs) -> list[str]:
 
 METHODS: dict[str, Method] = {
     "popularity": _pipeline(("popular",)),
-    "itemknn": _pipeline(("collaborative",)),
+    "itemknn": _pipeline(("collaborative",), variant="classic"),
     "bm25": _pipeline(("lexical",)),
     "zero_shot": _zero_shot,
     "dense_profile": _pipeline(("dense_profile",)),
-    "hybrid_plain_rrf": _pipeline(None, plain=True),
+    "collaborative_seq": _pipeline(("collaborative",)),
+    "hybrid_plain_rrf": _pipeline(None, variant="plain"),
     "hybrid_retrieval": _pipeline(None),
 }
 

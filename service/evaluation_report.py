@@ -51,7 +51,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"interaction. Long tail: targets outside the {cfg['long_tail_head_items']} most popular items. "
         "Baselines: `popularity`, `itemknn` (co-occurrence, history weighted 0.8^age), `bm25` (titles of the last 3 "
         "items), `zero_shot` (plain mean of history vectors). Stages: `dense_profile` (our weighted, decayed profile "
-        "vector alone), `hybrid_plain_rrf` (all sources, plain RRF), `hybrid_retrieval` (all sources, fusion that "
+        "vector alone), `collaborative_seq` (our sequential co-occurrence alone: items that came soon after a history "
+        "item in other users' sequences count more), `hybrid_plain_rrf` (all sources, plain RRF), `hybrid_retrieval` (all sources, fusion that "
         "does not punish items a source has no opinion about).",
         "",
         "Best value per column in bold (lowest for Gini). Metrics: Recall/NDCG at 10 and 50, MRR@50, catalogue "

@@ -66,7 +66,7 @@ def test_tiny_end_to_end_run_is_deterministic_and_sensible(encoder, tmp_path):
     slices = first["slices"]
     assert set(slices) == {"all", "cold_items", "cold_users", "cold_users_prefs", "long_tail"}
     assert set(slices["all"]) == {"popularity", "itemknn", "bm25", "zero_shot", "dense_profile",
-                                  "hybrid_plain_rrf", "hybrid_retrieval"}
+                                  "collaborative_seq", "hybrid_plain_rrf", "hybrid_retrieval"}
     # Users stay in one theme of 15 items: anything text-aware beats popularity across themes.
     assert slices["all"]["hybrid_retrieval"]["recall@10"] > slices["all"]["popularity"]["recall@10"]
     cold = slices["cold_items"]
