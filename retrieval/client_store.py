@@ -13,7 +13,8 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from retrieval.records import point_id
-from retrieval.store import DENSE, SPARSE, CollectionSpec, Hit, ItemFilter, SparseVector, StoredPoint
+from retrieval.store import (DENSE, SPARSE, CollectionSpec, Hit, ItemFilter, SparseVector, StoredPoint,
+                             stored_point)
 
 
 def _filter(flt: ItemFilter | None, exclude: Collection[str] = (), only: Collection[str] = ()) -> models.Filter | None:
@@ -33,18 +34,6 @@ def _filter(flt: ItemFilter | None, exclude: Collection[str] = (), only: Collect
     if not must and not must_not:
         return None
     return models.Filter(must=must or None, must_not=must_not or None)
-
-
-def _to_stored(record: Any, with_vectors: bool) -> StoredPoint:
-    payload = dict(record.payload or {})
-    vector = sparse = None
-    if with_vectors and record.vector:
-        dense = record.vector.get(DENSE)
-        vector = np.asarray(dense, dtype=np.float32) if dense is not None else None
-        sv = record.vector.get(SPARSE)
-        if sv is not None:
-            sparse = SparseVector(list(sv.indices), list(sv.values))
-    return StoredPoint(id=payload.get("id"), payload=payload, vector=vector, sparse=sparse)
 
 
 class ClientVectorStore:
@@ -109,7 +98,7 @@ class ClientVectorStore:
         records = self.client.retrieve(
             self._name(collection), ids=[point_id(x) for x in ids], with_payload=True, with_vectors=with_vectors
         )
-        return [_to_stored(r, with_vectors) for r in records]
+        return [stored_point(r, with_vectors) for r in records]
 
     def _query(self, collection, query, using, limit, flt, exclude) -> list[Hit]:
         response = self.client.query_points(
@@ -140,7 +129,7 @@ class ClientVectorStore:
             self._name(collection), scroll_filter=_filter(flt), limit=limit, offset=offset,
             with_payload=True, with_vectors=with_vectors,
         )
-        return [_to_stored(r, with_vectors) for r in records], next_offset
+        return [stored_point(r, with_vectors) for r in records], next_offset
 
     def count(self, collection: str) -> int:
         return self.client.count(self._name(collection), exact=True).count

@@ -16,7 +16,8 @@ import numpy as np
 import qdrant_edge as q
 
 from retrieval.records import point_id
-from retrieval.store import DENSE, SPARSE, CollectionSpec, Hit, ItemFilter, SparseVector, StoredPoint
+from retrieval.store import (DENSE, SPARSE, CollectionSpec, Hit, ItemFilter, SparseVector, StoredPoint,
+                             stored_point)
 
 _ID_ONLY = q.PayloadSelector.Include(["id"])
 
@@ -38,18 +39,6 @@ def _filter(flt: ItemFilter | None, exclude: Collection[str] = (), only: Collect
     if not must and not must_not:
         return None
     return q.Filter(must=must or None, must_not=must_not or None)
-
-
-def _to_stored(record: Any, with_vectors: bool) -> StoredPoint:
-    payload = dict(record.payload or {})
-    vector = sparse = None
-    if with_vectors and record.vector:
-        dense = record.vector.get(DENSE)
-        vector = np.asarray(dense, dtype=np.float32) if dense is not None else None
-        sv = record.vector.get(SPARSE)
-        if sv is not None:
-            sparse = SparseVector(list(sv.indices), list(sv.values))
-    return StoredPoint(id=payload.get("id"), payload=payload, vector=vector, sparse=sparse)
 
 
 class EdgeVectorStore:
@@ -129,7 +118,7 @@ class EdgeVectorStore:
         records = self._shard(collection).retrieve(
             [point_id(x) for x in ids], with_payload=True, with_vector=with_vectors
         )
-        return [_to_stored(r, with_vectors) for r in records]
+        return [stored_point(r, with_vectors) for r in records]
 
     def _query(self, collection: str, query: Any, limit: int, flt, exclude) -> list[Hit]:
         points = self._shard(collection).query(
@@ -160,7 +149,7 @@ class EdgeVectorStore:
             q.ScrollRequest(offset=offset, limit=limit, filter=_filter(flt), with_payload=True,
                             with_vector=with_vectors)
         )
-        return [_to_stored(r, with_vectors) for r in records], next_offset
+        return [stored_point(r, with_vectors) for r in records], next_offset
 
     def count(self, collection: str) -> int:
         return self._shard(collection).count(q.CountRequest(exact=True))

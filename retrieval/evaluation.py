@@ -198,11 +198,12 @@ def encode_catalogue(dataset: Dataset, encoder: BiEncoder) -> list[StoredPoint]:
     return points
 
 
-def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig = EvalConfig(),
+def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = None,
              points: list[StoredPoint] | None = None, slices: tuple[str, ...] = SLICES) -> dict[str, Any]:
     """Run every method on every slice; returns ``{"slices": {slice: {method: metrics}}, "config",
     "dataset", "seconds"}``. ``points`` (from ``encode_catalogue``) skips re-encoding."""
     started = time.perf_counter()
+    config = config or EvalConfig()
     rng = random.Random(config.seed)
     cases = leave_one_out(dataset.sequences, config.split)
     users = sorted(cases)

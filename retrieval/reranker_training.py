@@ -180,11 +180,12 @@ def validate(recommender: Recommender, model: CrossEncoderReranker | None, cases
     return out
 
 
-def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings = TrainingSettings(),
+def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings | None = None,
                    progress_factory: Callable[[str, int], Any] | None = None) -> TrainingReport:
     """Build groups, train, validate, and save the model with its verdict. Only an accepted
     model can ever be loaded for serving."""
     started = time.perf_counter()
+    settings = settings or TrainingSettings()
     rng = random.Random(settings.seed)
     sequences = _sequences(recommender)
     users = sorted(sequences)

@@ -33,6 +33,19 @@ class StoredPoint:
     sparse: SparseVector | None = None
 
 
+def stored_point(record: Any, with_vectors: bool) -> StoredPoint:
+    """A record from either Qdrant client (same shape: payload, and named vectors in a dict)."""
+    payload = dict(record.payload or {})
+    vector = sparse = None
+    if with_vectors and record.vector:
+        dense = record.vector.get(DENSE)
+        vector = np.asarray(dense, dtype=np.float32) if dense is not None else None
+        sv = record.vector.get(SPARSE)
+        if sv is not None:
+            sparse = SparseVector(list(sv.indices), list(sv.values))
+    return StoredPoint(id=payload.get("id"), payload=payload, vector=vector, sparse=sparse)
+
+
 @dataclass(frozen=True)
 class Hit:
     id: str
