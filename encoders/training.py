@@ -92,3 +92,72 @@ def train_listwise(
         reports.append(EpochReport(epoch, total_loss / len(groups), time.perf_counter() - started, pairs))
     model.eval()
     return reports
+
+
+def train_contrastive(
+    encoder,
+    pairs: list[tuple[str, str]],
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    scale: float = 20.0,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[EpochReport]:
+    """Fine-tune a ``BiEncoder`` on (anchor text, positive text) pairs with in-batch negatives
+    (the loss of sentence-transformers' MultipleNegativesRankingLoss: cross-entropy over scaled
+    cosine similarities, every other positive in the batch is a negative). Pairs whose positive
+    repeats inside a batch would be false negatives, so a batch keeps each positive once."""
+    if not pairs:
+        raise ValueError("no training pairs: the event log has too few users with two or more items")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model = encoder.model
+    if encoder.device.startswith("cuda"):
+        model.float()  # BiEncoder serves in fp16 on CUDA; train in fp32 with bf16 autocast
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps = max(1, epochs * (len(pairs) // batch_size))
+    warmup = max(1, steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / max(1, steps - warmup)))
+    use_amp = encoder.device.startswith("cuda")
+    preprocess = getattr(model, "preprocess", None) or model.tokenize
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        features = {k: v.to(encoder.device) if hasattr(v, "to") else v for k, v in preprocess(texts).items()}
+        return torch.nn.functional.normalize(model(features)["sentence_embedding"].float(), dim=-1)
+
+    reports = []
+    for epoch in range(1, epochs + 1):
+        order = list(range(len(pairs)))
+        rng.shuffle(order)
+        started, total_loss, n_batches, n_pairs = time.perf_counter(), 0.0, 0, 0
+        for start in range(0, len(order), batch_size):
+            batch, positives = [], set()
+            for i in order[start:start + batch_size]:
+                if pairs[i][1] not in positives:
+                    positives.add(pairs[i][1])
+                    batch.append(pairs[i])
+            if len(batch) < 2:
+                continue
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                anchors = embed([a for a, _ in batch])
+                targets = embed([p for _, p in batch])
+            logits = scale * anchors @ targets.T
+            loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(batch), device=logits.device))
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach())
+            n_batches += 1
+            n_pairs += len(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
+        reports.append(EpochReport(epoch, total_loss / max(1, n_batches), time.perf_counter() - started, n_pairs))
+    model.eval()
+    if encoder.device.startswith("cuda"):
+        model.half()
+    return reports

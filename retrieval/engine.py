@@ -6,7 +6,9 @@ place that knows how the pieces fit together.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from retrieval.catalogue import Catalogue
 from retrieval.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
 from retrieval.edge_store import EdgeVectorStore
 from retrieval.event_log import EventLog
+from retrieval.layout import Layout, read_layout
 from retrieval.lexical import Bm25Encoder
 from retrieval.profiles import ProfileConfig, Profiles
 from retrieval.recommender import RecommendConfig, Recommender
@@ -57,19 +60,23 @@ class Engine:
         engine.close()
     """
 
-    def __init__(self, config: EngineConfig, store: VectorStore, event_log: EventLog, encoder: BiEncoder):
+    def __init__(self, config: EngineConfig, store: VectorStore, event_log: EventLog, encoder: BiEncoder,
+                 layout: Layout | None = None, lock=None):
         self.config = config
         self.store = store
         self.log = event_log
         self.encoder = encoder
-        self.catalogue = Catalogue(store, encoder, Bm25Encoder())
+        self.layout = layout or Layout()
+        self._lock_file = lock
+        self.catalogue = Catalogue(store, encoder, Bm25Encoder(), collection=self.layout.items)
         self.index = CoOccurrenceIndex()
         n = 0
         for event in event_log.iter_events():
             if event.item_id is not None and event.type in POSITIVE_TYPES:
                 self.index.add(event.user_id, event.item_id)
                 n += 1
-        self.profiles = Profiles(store, event_log, self.catalogue, self.index, config.profiles)
+        self.profiles = Profiles(store, event_log, self.catalogue, self.index, config.profiles,
+                                 collection=self.layout.users)
         repaired = self.profiles.repair()
         if repaired:
             log.warning("refreshed %d user profiles that were behind the event log", repaired)
@@ -83,8 +90,26 @@ class Engine:
     def open(cls, config: EngineConfig, encoder: BiEncoder | None = None) -> "Engine":
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        encoder = encoder or BiEncoder(config.encoder_path, device=config.device)
-        return cls(config, open_store(config), EventLog(data_dir / "events.sqlite3"), encoder)
+        lock = lock_data_dir(data_dir)
+        try:
+            layout = read_layout(data_dir)
+            if encoder is None:
+                # A reindexed directory names its encoder; an explicit HYBRIDREC_ENCODER wins.
+                encoder = BiEncoder(config.encoder_path or layout.encoder, device=config.device)
+            return cls(config, open_store(config), EventLog(data_dir / "events.sqlite3"), encoder, layout, lock)
+        except BaseException:
+            lock.close()
+            raise
+
+    def switch(self, layout: Layout, encoder: BiEncoder) -> None:
+        """Serve another layout (after a reindex). New objects are built first and then swapped
+        in, so a request in flight finishes on the old catalogue and the next one sees the new."""
+        catalogue = Catalogue(self.store, encoder, self.catalogue.bm25, collection=layout.items)
+        profiles = Profiles(self.store, self.log, catalogue, self.index, self.config.profiles, collection=layout.users)
+        recommender = Recommender(catalogue, profiles, self.index, self.config.recommend)
+        recommender.reranker = self.recommender.reranker
+        self.encoder, self.catalogue, self.profiles, self.recommender, self.layout = (
+            encoder, catalogue, profiles, recommender, layout)
 
     def reload_reranker(self) -> str | None:
         """Serve the newest accepted reranker (loaded fully before the swap, so requests never
@@ -103,3 +128,27 @@ class Engine:
     def close(self) -> None:
         self.store.close()
         self.log.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+
+def lock_data_dir(data_dir: Path):
+    """Hold an exclusive lock on the data directory: two processes must never open the same
+    embedded shards (e.g. ``hybridrec ingest`` while ``hybridrec serve`` runs on it)."""
+    fh = open(data_dir / ".lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        owner = fh.read().strip() or "another process"
+        fh.close()
+        raise RuntimeError(
+            f"data directory {data_dir} is in use by {owner}; stop it first, or send the work to the running "
+            "service through its API (PUT /v1/items, POST /v1/admin/reindex)"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    return fh

@@ -15,7 +15,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from retrieval.engine import Engine
 from retrieval.records import InvalidRecord
-from service.api.admin import AdminController
+from service.api.admin import AdminController, ReindexJob
 from service.api.errors import http_error_handler, invalid_record_handler
 from service.api.events import EventController
 from service.api.health import HealthController
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """Build the app. With ``engine`` given (tests, benchmarks) the caller owns it; otherwise the
     app opens one for ``settings.data_dir`` at start-up and closes it at shutdown."""
     settings = settings or Settings.from_env()
+    reindex_job = ReindexJob()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             "profiles": provide("profiles"),
             "recommender": provide("recommender"),
             "settings": Provide(lambda: settings, sync_to_thread=False),
+            "reindex_job": Provide(lambda: reindex_job, sync_to_thread=False),
         },
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler},
         lifespan=[lifespan],

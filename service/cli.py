@@ -146,6 +146,54 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_encoder(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from retrieval.encoder_training import EncoderTrainingSettings, train_encoder
+
+    settings = _settings(args)
+    engine = _open_engine(settings)
+    models_dir = settings.data_dir / "models" / "encoder"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        meta = train_encoder(engine, models_dir, EncoderTrainingSettings(
+            epochs=args.epochs, max_pairs=args.max_pairs, device=args.device, seed=args.seed),
+            progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="pair"))
+    except ValueError as err:
+        print(f"no model trained: {err}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    print(f"encoder {meta['version']} {'accepted' if meta['accepted'] else 'rejected'}: {meta['reason']}")
+    if meta["accepted"]:
+        print(f"serve it with: hybridrec reindex --data-dir {settings.data_dir}   (or POST /v1/admin/reindex)")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from encoders import BiEncoder
+    from retrieval.encoder_training import latest_accepted_encoder
+    from retrieval.reindex import reindex
+
+    settings = _settings(args)
+    path = args.encoder or latest_accepted_encoder(settings.data_dir / "models" / "encoder")
+    if path is None:
+        print("error: no accepted encoder under models/encoder; train one or pass --encoder", file=sys.stderr)
+        return 2
+    encoder = BiEncoder(str(path), device=settings.device)
+    engine = _open_engine(settings)
+    try:
+        report = reindex(engine, encoder, str(path),
+                         progress=lambda desc, total: tqdm(total=total, desc=desc, unit="item"))
+    finally:
+        engine.close()
+    print(f"reindexed {report.items} items and {report.users} profiles with {path} in {report.seconds:.0f} s; "
+          f"now serving {report.layout.items} / {report.layout.users}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridrec", description="Hybrid recommender service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
     reranker.add_argument("--seed", type=int, default=0)
     data_dir(reranker)
     reranker.set_defaults(func=cmd_train_reranker)
+
+    enc = train_sub.add_parser("encoder", help="contrastive fine-tuning of the bi-encoder on the event log")
+    enc.add_argument("--epochs", type=int, default=1)
+    enc.add_argument("--max-pairs", type=int, default=20000)
+    enc.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    enc.add_argument("--seed", type=int, default=0)
+    data_dir(enc)
+    enc.set_defaults(func=cmd_train_encoder)
+
+    reindex = sub.add_parser("reindex", help="re-encode items and profiles with an encoder, switch atomically")
+    reindex.add_argument("--encoder", type=Path, help="default: the newest accepted one under models/encoder")
+    data_dir(reindex)
+    reindex.set_defaults(func=cmd_reindex)
 
     rebuild = sub.add_parser("rebuild-profiles", help="recompute every user profile from the event log")
     data_dir(rebuild)

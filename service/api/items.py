@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, delete, get, put
+from litestar.exceptions import ClientException
 from litestar.params import Parameter
 
 from retrieval.catalogue import Catalogue
 from retrieval.records import ID_MAX_CHARS
+from service.api.admin import ReindexJob
 from service.api.errors import invalid_record, not_found
 from service.settings import Settings
 
@@ -66,6 +68,12 @@ class SimilarItems(msgspec.Struct):
     items: list[SimilarItem]
 
 
+def refuse_during_reindex(job: ReindexJob) -> None:
+    if job.running:  # a write now would miss the collection being built
+        raise ClientException(status_code=409, detail="a reindex is running; retry item writes when "
+                                                      "GET /v1/admin/reindex says done", headers={"Retry-After": "30"})
+
+
 ItemId = Annotated[str, Parameter(max_length=ID_MAX_CHARS, description="external item id")]
 
 
@@ -74,7 +82,8 @@ class ItemController(Controller):
     tags = ["items"]
 
     @put("/", sync_to_thread=True, summary="Insert or replace items")
-    def upsert(self, data: ItemsUpsert, catalogue: Catalogue, settings: Settings) -> UpsertResult:
+    def upsert(self, data: ItemsUpsert, catalogue: Catalogue, settings: Settings, reindex_job: ReindexJob) -> UpsertResult:
+        refuse_during_reindex(reindex_job)
         if len(data.items) > settings.max_batch:
             raise invalid_record("items", f"at most {settings.max_batch} items per request; "
                                           "use `hybridrec ingest` for bulk loads")
@@ -89,7 +98,8 @@ class ItemController(Controller):
         return ItemOut.from_payload(point.payload)
 
     @delete("/{item_id:str}", sync_to_thread=True, summary="Delete one item", status_code=204)
-    def delete_item(self, item_id: ItemId, catalogue: Catalogue) -> None:
+    def delete_item(self, item_id: ItemId, catalogue: Catalogue, reindex_job: ReindexJob) -> None:
+        refuse_during_reindex(reindex_job)
         if not catalogue.delete(item_id):
             raise not_found("item", item_id)
 

@@ -111,3 +111,27 @@ def test_health_and_docs(client, engine):
     assert health["status"] == "ok" and health["items"] == engine.catalogue.count()
     assert client.get("/docs/openapi.json").json()["info"]["title"] == "hybridrec"
     assert client.get("/docs/swagger").status_code == 200
+
+
+@pytest.mark.slow
+def test_online_reindex_through_the_admin_api(client, engine, encoder, tmp_path):
+    assert client.post("/v1/admin/reindex", json={}).status_code == 400  # no trained encoder yet
+    assert client.post("/v1/admin/reindex", json={"encoder": str(tmp_path / "nope")}).json()["extra"][0]["key"] == "encoder"
+    folder = tmp_path / "enc"
+    encoder.save(folder)
+    r = client.post("/v1/admin/reindex", json={"encoder": str(folder)})
+    assert r.status_code == 202 and r.json()["state"] == "running"
+    blocked = client.put("/v1/items", json={"items": [ITEM]})
+    if client.get("/v1/admin/reindex").json()["state"] == "running":
+        assert blocked.status_code == 409 and blocked.headers["retry-after"] == "30"
+    import time
+    deadline = time.monotonic() + 120
+    while client.get("/v1/admin/reindex").json()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    state = client.get("/v1/admin/reindex").json()
+    assert state["state"] == "done" and state["items"] == 360, state
+    assert engine.layout.items == state["layout"]["items"] and engine.layout.encoder == str(folder)
+    assert client.put("/v1/items", json={"items": [ITEM]}).json()["upserted"] == 1
+    assert client.get("/v1/items/x-1/similar").status_code == 200
+    models = client.get("/v1/admin/models").json()
+    assert models["serving"] is None and models["versions"] == []

@@ -1,0 +1,136 @@
+"""Fine-tune the bi-encoder on the event log: (recent history as text -> next item text).
+
+Contrastive with in-batch negatives (``encoders.training.train_contrastive``). This puts the
+collaborative signal ("people who had these went on to that") into the text space, so it still
+works for items nobody has touched: they are encoded from their text by the same model.
+Validation holds out each user's newest item and a share of users, and scores dense retrieval
+(the decayed mean of the history's item vectors -> nearest items) with the old and the new model;
+a model is kept only if it is better. Accepted models are served after ``hybridrec reindex``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders import BiEncoder
+from encoders.text import candidate_text, context_text
+from encoders.training import train_contrastive
+from retrieval import metrics
+from retrieval.engine import Engine
+
+
+@dataclass
+class EncoderTrainingSettings:
+    epochs: int = 1
+    max_pairs: int = 20000
+    positions_per_user: int = 3
+    batch_size: int = 32
+    lr: float = 2e-5
+    validation_users: float = 0.1
+    max_validation_users: int = 500
+    device: str = "auto"
+    seed: int = 0
+
+
+def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]], decay: float) -> float:
+    ids = sorted(vectors)
+    matrix = np.stack([vectors[i] for i in ids])
+    position = {i: n for n, i in enumerate(ids)}
+    scores = []
+    for history, target in cases:
+        recent = [h for h in history[-20:] if h in position]
+        if not recent or target not in position:
+            scores.append(0.0)
+            continue
+        weights = np.array([decay ** (len(recent) - 1 - k) for k in range(len(recent))])
+        query = (weights[:, None] * matrix[[position[h] for h in recent]]).sum(axis=0)
+        sims = matrix @ (query / max(np.linalg.norm(query), 1e-9))
+        sims[[position[h] for h in recent]] = -np.inf
+        top = np.argsort(-sims, kind="stable")[:10]
+        scores.append(metrics.ndcg_at(metrics.target_rank([ids[i] for i in top], target), 10))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def _catalogue_vectors(engine: Engine, encoder: BiEncoder | None) -> dict[str, np.ndarray]:
+    """Every item's vector: as stored (encoder None) or re-encoded with ``encoder``."""
+    out, offset = {}, None
+    while True:
+        points, offset = engine.store.scroll(engine.catalogue.collection, limit=512, offset=offset,
+                                             with_vectors=encoder is None)
+        if encoder is None:
+            out.update({p.id: p.vector for p in points})
+        elif points:
+            from encoders import item_text
+            vecs = encoder.encode([item_text(p.payload) for p in points], batch_size=128)
+            out.update({p.id: v for p, v in zip(points, vecs)})
+        if offset is None:
+            return out
+
+
+def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSettings | None = None,
+                  progress_factory: Callable[[str, int], Any] | None = None) -> dict[str, Any]:
+    settings = settings or EncoderTrainingSettings()
+    started = time.perf_counter()
+    rng = random.Random(settings.seed)
+    index = engine.index
+    sequences = {u: index.history(u) for u in engine.log.user_ids() if len(index.history(u)) >= 2}
+    users = sorted(sequences)
+    rng.shuffle(users)
+    n_val = min(settings.max_validation_users, max(1, round(len(users) * settings.validation_users)))
+    val_users, train_users = sorted(users[:n_val]), users[n_val:]
+    if len(train_users) < 2:
+        raise ValueError(f"too little data: {len(sequences)} users with two or more items")
+    cases = []
+    for user in train_users:
+        seq = sequences[user][:-1]  # newest item held out
+        for t in range(max(1, len(seq) - settings.positions_per_user), len(seq)):
+            cases.append((seq[:t], seq[t]))
+    rng.shuffle(cases)
+    cases = cases[: settings.max_pairs]
+    payloads = {p.id: p.payload for p in engine.catalogue.get_many(
+        list({i for h, t in cases for i in (*h[-3:], t)})).values()}
+    pairs = [(context_text([payloads[i] for i in reversed(h[-3:]) if i in payloads]), candidate_text(payloads[t]))
+             for h, t in cases if t in payloads]
+    validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
+    decay = engine.config.profiles.position_decay
+    baseline = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)
+
+    encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
+    bar = progress_factory("train encoder", settings.epochs * len(pairs)) if progress_factory else None
+    epochs = train_contrastive(encoder, pairs, epochs=settings.epochs, batch_size=settings.batch_size,
+                               lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
+    if bar is not None:
+        bar.close()
+    tuned = _dense_ndcg(_catalogue_vectors(engine, encoder), validation_cases, decay)
+    accepted = tuned > baseline
+    version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
+    metadata = {
+        "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "base_model": engine.encoder.model_path, "accepted": accepted,
+        "reason": (f"validation dense NDCG@10 {tuned:.4f} {'>' if accepted else '<='} current encoder {baseline:.4f}"),
+        "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "users": len(val_users)},
+        "pairs": len(pairs), "train_users": len(train_users), "epochs": [asdict(e) for e in epochs],
+        "settings": asdict(settings), "seconds": time.perf_counter() - started,
+    }
+    tmp = models_dir / f".{version}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save(tmp)
+    (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    tmp.rename(models_dir / version)
+    metadata["path"] = str(models_dir / version)
+    return metadata
+
+
+def latest_accepted_encoder(models_dir: Path) -> Path | None:
+    accepted = [p for p in sorted(models_dir.glob("v*"))
+                if (p / "metadata.json").exists() and json.loads((p / "metadata.json").read_text()).get("accepted")]
+    return accepted[-1] if accepted else None

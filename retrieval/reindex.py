@@ -1,0 +1,86 @@
+"""Re-encode the catalogue and every profile with another encoder, then switch atomically.
+
+New collections are written beside the served ones; only when both are complete does
+``active.json`` change (one ``os.replace``). Any failure before that drops the new collections
+and leaves the old layout serving, untouched. The previous layout is kept until the next
+reindex, so a process still serving it is never pulled from under.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from encoders import BiEncoder
+from retrieval.catalogue import Catalogue, items_spec
+from retrieval.engine import Engine
+from retrieval.layout import Layout, write_layout
+from retrieval.profiles import Profiles
+from retrieval.records import parse_item
+
+ITEM_FIELDS = ("id", "title", "description", "brand", "categories", "price", "attributes")
+
+
+@dataclass
+class ReindexReport:
+    layout: Layout
+    items: int
+    users: int
+    seconds: float
+    dropped: list[str]
+
+
+def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_size: int = 256,
+            progress: Callable[[str, int], Any] | None = None, after_batch: Callable[[int], None] | None = None
+            ) -> ReindexReport:
+    """Build the new layout and switch ``engine`` to it; ``after_batch`` is a test hook."""
+    started = time.perf_counter()
+    tag = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    new = Layout(items=f"items__{tag}", users=f"users__{tag}", encoder=encoder_path)
+    old = engine.layout
+    store = engine.store
+    total = engine.catalogue.count()
+    try:
+        store.ensure_collection(items_spec(encoder.dim, new.items))
+        catalogue = Catalogue(store, encoder, engine.catalogue.bm25, collection=new.items)
+        bar = progress("re-encode items", total) if progress else None
+        offset, n, batches = None, 0, 0
+        while True:
+            points, offset = store.scroll(old.items, limit=batch_size, offset=offset)
+            if points:
+                items = [parse_item({k: p.payload[k] for k in ITEM_FIELDS if k in p.payload}) for p in points]
+                catalogue.write(catalogue.encode(items))
+                n += len(items)
+                batches += 1
+                if bar is not None:
+                    bar.update(len(items))
+                if after_batch is not None:
+                    after_batch(batches)
+            if offset is None:
+                break
+        if bar is not None:
+            bar.close()
+        catalogue.optimize()
+        profiles = Profiles(store, engine.log, catalogue, engine.index, engine.config.profiles, collection=new.users)
+        log_position = engine.log.max_seq()
+        users = engine.log.user_ids()
+        bar = progress("rebuild profiles", len(users)) if progress else None
+        profiles.rebuild(users, progress=bar)
+        if bar is not None:
+            bar.close()
+    except BaseException:
+        for name in (new.items, new.users):
+            store.drop_collection(name)
+        raise
+    write_layout(engine.config.data_dir, new)  # the switch
+    engine.switch(new, encoder)
+    # Events that arrived while profiles were rebuilt went to the old profiles; redo those users.
+    engine.profiles.refresh(engine.log.users_after(log_position))
+    # Keep the layout just replaced (a process may still serve it); drop anything older.
+    keep = {new.items, new.users, old.items, old.users}
+    dropped = [c for c in store.collections() if c.startswith(("items__", "users__")) and c not in keep]
+    for name in dropped:
+        store.drop_collection(name)
+    return ReindexReport(new, n, len(users), time.perf_counter() - started, dropped)

@@ -1,0 +1,83 @@
+"""Reindex: new collections, one atomic switch; a failure midway leaves the old index serving."""
+
+import json
+
+import pytest
+
+from retrieval.layout import LAYOUT_FILE, read_layout
+from retrieval.recommender import RecommendRequest
+from retrieval.reindex import reindex
+
+pytestmark = pytest.mark.slow
+
+
+def top(engine, **kw):
+    return [i.id for i in engine.recommender.recommend(RecommendRequest(k=10, **kw)).items]
+
+
+def test_reindex_switches_atomically_and_survives_restart(engine, make_engine, encoder, tmp_path):
+    engine.profiles.record([{"user_id": "u", "type": "click", "item_id": "demo-000005"}])
+    before = top(engine, query="noise cancelling headphones")
+    report = reindex(engine, encoder, encoder_path=None, batch_size=100)
+    assert report.items == 360 and report.users == 1
+    assert engine.layout.items.startswith("items__") and engine.catalogue.collection == engine.layout.items
+    assert read_layout(engine.config.data_dir) == engine.layout
+    assert top(engine, query="noise cancelling headphones") == before  # same encoder, same answers
+    assert engine.recommender.recommend(RecommendRequest(user_id="u")).profile == "stored"
+    engine.close()
+    again = make_engine(tmp_path / "data")
+    assert again.layout == report.layout and again.catalogue.count() == 360
+
+
+def test_failure_midway_leaves_the_old_index_serving(engine, encoder):
+    before_layout = engine.layout
+    before = top(engine, query="standing desk")
+    collections = set(engine.store.collections())
+
+    def die(batch):
+        if batch == 2:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        reindex(engine, encoder, encoder_path=None, batch_size=100, after_batch=die)
+    assert engine.layout == before_layout
+    assert not (engine.config.data_dir / LAYOUT_FILE).exists()
+    assert set(engine.store.collections()) == collections  # partial collections dropped
+    assert top(engine, query="standing desk") == before
+
+
+def test_a_data_directory_is_opened_by_one_process_at_a_time(engine, make_engine, tmp_path):
+    with pytest.raises(RuntimeError, match="in use by pid"):
+        make_engine(tmp_path / "data")
+    engine.close()
+    make_engine(tmp_path / "data").close()
+
+
+def test_layout_file_is_plain_json(tmp_path):
+    from retrieval.layout import Layout, write_layout
+    write_layout(tmp_path, Layout("items__1", "users__1", "/models/enc"))
+    assert json.loads((tmp_path / LAYOUT_FILE).read_text()) == {"items": "items__1", "users": "users__1",
+                                                                  "encoder": "/models/enc"}
+
+
+def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_items, tmp_path):
+    from retrieval.encoder_training import EncoderTrainingSettings, latest_accepted_encoder, train_encoder
+
+    by_cat = {}
+    for item in demo_items:
+        by_cat.setdefault(item["categories"][-1], []).append(item["id"])
+    events = []
+    for u in range(30):
+        cat = sorted(by_cat)[u % len(by_cat)]
+        start = (u // len(by_cat)) * 4
+        events += [{"user_id": f"u{u}", "type": "click", "item_id": i} for i in by_cat[cat][start:start + 4]]
+    engine.profiles.record(events)
+    models = tmp_path / "models"
+    models.mkdir()
+    meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device="cpu"))
+    v = meta["validation"]
+    assert meta["accepted"] == (v["fine_tuned_ndcg@10"] > v["current_encoder_ndcg@10"])
+    assert meta["pairs"] > 0 and v["users"] == 3
+    saved = json.loads((models / meta["version"] / "metadata.json").read_text())
+    assert saved["accepted"] == meta["accepted"]
+    assert latest_accepted_encoder(models) == ((models / meta["version"]) if meta["accepted"] else None)
