@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--max-groups", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--validation-users", type=int, default=500)
     args = parser.parse_args()
     if not DATASET.exists():
         print(f"skipping: {DATASET} is not here")
@@ -73,7 +74,8 @@ def main() -> None:
     points = encode_catalogue(dataset, encoder)
     cases = leave_one_out(dataset.sequences, "test")
     replay = Replay(dataset, encoder, {u: c.history for u, c in cases.items()}, points, EvalConfig(), "rerank")
-    settings = TrainingSettings(epochs=args.epochs, max_groups=args.max_groups, device=args.device)
+    settings = TrainingSettings(epochs=args.epochs, max_groups=args.max_groups, device=args.device,
+                                max_validation_users=args.validation_users)
     report = train_reranker(replay.engine.recommender, replay.engine.rerankers, settings,
                             progress_factory=lambda desc, total: tqdm(total=total, desc=desc, mininterval=2))
     meta = report.metadata

@@ -149,8 +149,10 @@ def validate(recommender: Recommender, model: CrossEncoderReranker | None, cases
     results: dict[str, dict[str, list]] = {"retrieval": {"ranks": [], "lists": []}}
     for blend in BLENDS:
         results[f"blend={blend}"] = {"ranks": [], "lists": []}
+    universe: set[str] = set()  # every candidate any order could have shown: one Gini universe for all
     for history, target in cases:
         retrieved = _retrieve(recommender, history, candidates)
+        universe.update(retrieved)
         results["retrieval"]["ranks"].append(metrics.target_rank(retrieved, target))
         results["retrieval"]["lists"].append(retrieved[:10])
         if model is None or not retrieved:
@@ -163,18 +165,16 @@ def validate(recommender: Recommender, model: CrossEncoderReranker | None, cases
             results[f"blend={blend}"]["ranks"].append(metrics.target_rank(order, target))
             results[f"blend={blend}"]["lists"].append(order[:10])
     n_items = catalogue.count()
-    catalogue_ids = None
+    universe_ids = sorted(universe)
     out = {}
     for name, r in results.items():
         if not r["ranks"]:
             continue
-        if catalogue_ids is None:
-            catalogue_ids = sorted({i for lst in results["retrieval"]["lists"] for i in lst})
         out[name] = {
             "ndcg@10": float(np.mean([metrics.ndcg_at(x, 10) for x in r["ranks"]])),
             "recall@10": float(np.mean([metrics.recall_at(x, 10) for x in r["ranks"]])),
             "coverage@10": metrics.coverage(r["lists"], n_items, 10),
-            "gini@10": metrics.gini(r["lists"], sorted({i for lst in r["lists"] for i in lst}), 10),
+            "gini@10": metrics.gini(r["lists"], universe_ids, 10),
             "users": len(r["ranks"]),
         }
     return out
