@@ -10,9 +10,7 @@ a model is kept only if it is better. Accepted models are served after ``hybridr
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +24,7 @@ from encoders.text import candidate_text, context_text
 from encoders.training import train_contrastive
 from retrieval import metrics
 from retrieval.engine import Engine
+from retrieval.model_versions import ModelVersions, log_sequences, next_item_cases, split_users
 
 
 @dataclass
@@ -81,19 +80,11 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     settings = settings or EncoderTrainingSettings()
     started = time.perf_counter()
     rng = random.Random(settings.seed)
-    index = engine.index
-    sequences = {u: index.history(u) for u in engine.log.user_ids() if len(index.history(u)) >= 2}
-    users = sorted(sequences)
-    rng.shuffle(users)
-    n_val = min(settings.max_validation_users, max(1, round(len(users) * settings.validation_users)))
-    val_users, train_users = sorted(users[:n_val]), users[n_val:]
+    sequences = log_sequences(engine.log, engine.index)
+    train_users, val_users = split_users(sequences, settings.validation_users, settings.max_validation_users, rng)
     if len(train_users) < 2:
         raise ValueError(f"too little data: {len(sequences)} users with two or more items")
-    cases = []
-    for user in train_users:
-        seq = sequences[user][:-1]  # newest item held out
-        for t in range(max(1, len(seq) - settings.positions_per_user), len(seq)):
-            cases.append((seq[:t], seq[t]))
+    cases = next_item_cases(sequences, train_users, settings.positions_per_user)
     rng.shuffle(cases)
     cases = cases[: settings.max_pairs]
     payloads = {p.id: p.payload for p in engine.catalogue.get_many(
@@ -112,25 +103,20 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
         bar.close()
     tuned = _dense_ndcg(_catalogue_vectors(engine, encoder), validation_cases, decay)
     accepted = tuned > baseline
-    version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
     metadata = {
-        "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base_model": engine.encoder.model_path, "accepted": accepted,
         "reason": (f"validation dense NDCG@10 {tuned:.4f} {'>' if accepted else '<='} current encoder {baseline:.4f}"),
         "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "users": len(val_users)},
         "pairs": len(pairs), "train_users": len(train_users), "epochs": [asdict(e) for e in epochs],
         "settings": asdict(settings), "seconds": time.perf_counter() - started,
     }
-    tmp = models_dir / f".{version}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp)
-    (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2))
-    tmp.rename(models_dir / version)
-    metadata["path"] = str(models_dir / version)
+    versions = ModelVersions(models_dir)
+    version = versions.save(encoder.save, metadata)
+    metadata.update(version=version, path=str(versions.path(version)))
     return metadata
 
 
 def latest_accepted_encoder(models_dir: Path) -> Path | None:
-    accepted = [p for p in sorted(models_dir.glob("v*"))
-                if (p / "metadata.json").exists() and json.loads((p / "metadata.json").read_text()).get("accepted")]
-    return accepted[-1] if accepted else None
+    meta = ModelVersions(models_dir).latest_accepted()
+    return Path(models_dir) / meta["version"] if meta else None

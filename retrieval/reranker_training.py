@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,52 +23,21 @@ from encoders.cross_encoder import CrossEncoderReranker
 from encoders.text import candidate_text, context_text
 from encoders.training import RerankGroup, train_listwise
 from retrieval import metrics
+from retrieval.model_versions import ModelVersions, log_sequences, next_item_cases, split_users
 from retrieval.recommender import RecommendRequest, Recommender
 from retrieval.rerank import LoadedReranker, combine
 
 BLENDS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-class RerankerVersions:
-    """Reranker models under ``root/<version>/`` with a ``metadata.json`` each.
-
-    A version directory appears only when complete (written beside it, then renamed), so a
-    crash while saving never leaves a half model that could be served.
-    """
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    def save(self, model: CrossEncoderReranker, metadata: dict[str, Any]) -> str:
-        version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
-        n = 1
-        while (self.root / version).exists():
-            version = f"{version.split('.')[0]}.{n}"
-            n += 1
-        tmp = self.root / f".{version}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save(tmp)
-        (tmp / "metadata.json").write_text(json.dumps({**metadata, "version": version}, indent=2))
-        tmp.rename(self.root / version)
-        return version
-
-    def all(self) -> list[dict[str, Any]]:
-        out = []
-        for path in sorted(self.root.glob("v*")):
-            meta = path / "metadata.json"
-            if path.is_dir() and meta.exists():
-                out.append(json.loads(meta.read_text()))
-        return out
-
-    def latest_accepted(self) -> dict[str, Any] | None:
-        accepted = [m for m in self.all() if m.get("accepted")]
-        return accepted[-1] if accepted else None
+class RerankerVersions(ModelVersions):
+    """Reranker models; only an accepted one can be loaded for serving."""
 
     def load(self, version: str, device: str = "auto") -> LoadedReranker:
-        meta = json.loads((self.root / version / "metadata.json").read_text())
+        meta = json.loads((self.path(version) / "metadata.json").read_text())
         if not meta.get("accepted"):
             raise ValueError(f"reranker {version} was not accepted; it is never served")
-        model = CrossEncoderReranker(self.root / version, device=device).for_inference()
+        model = CrossEncoderReranker(self.path(version), device=device).for_inference()
         return LoadedReranker(version, model, float(meta["blend"]), meta)
 
 
@@ -96,11 +63,6 @@ class TrainingReport:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _sequences(recommender: Recommender) -> dict[str, list[str]]:
-    index = recommender.profiles.index
-    return {u: index.history(u) for u in recommender.profiles.log.user_ids() if len(index.history(u)) >= 2}
-
-
 def _context(recommender: Recommender, history: list[str], payloads: dict[str, Any]) -> str:
     recent = [payloads[i] for i in reversed(history[-5:]) if i in payloads]
     return context_text(recent)
@@ -116,11 +78,7 @@ def build_groups(recommender: Recommender, sequences: dict[str, list[str]], sett
     """Training groups from users' sequences, never using their newest (validation) item."""
     catalogue = recommender.catalogue
     all_ids = sorted({i for seq in sequences.values() for i in seq})
-    cases = []
-    for user in sorted(sequences):
-        seq = sequences[user][:-1]  # the newest item is held out for validation
-        for t in range(max(1, len(seq) - settings.positions_per_user), len(seq)):
-            cases.append((seq[:t], seq[t]))
+    cases = next_item_cases(sequences, sorted(sequences), settings.positions_per_user)
     rng.shuffle(cases)
     cases = cases[: settings.max_groups]
     groups = []
@@ -187,11 +145,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     started = time.perf_counter()
     settings = settings or TrainingSettings()
     rng = random.Random(settings.seed)
-    sequences = _sequences(recommender)
-    users = sorted(sequences)
-    rng.shuffle(users)
-    n_val = min(settings.max_validation_users, max(1, round(len(users) * settings.validation_users)))
-    val_users, train_users = sorted(users[:n_val]), users[n_val:]
+    sequences = log_sequences(recommender.profiles.log, recommender.profiles.index)
+    train_users, val_users = split_users(sequences, settings.validation_users, settings.max_validation_users, rng)
     if len(train_users) < 2:
         return TrainingReport(None, False, f"too little data: {len(sequences)} users with two or more items")
 
@@ -238,5 +193,5 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         "settings": settings.__dict__,
         "seconds": time.perf_counter() - started,
     }
-    version = versions.save(model, metadata)
+    version = versions.save(model.save, metadata)
     return TrainingReport(version, accepted, reason, {**metadata, "version": version})

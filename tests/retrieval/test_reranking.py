@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def save(versions, accepted, blend=1.0):
-    return versions.save(CrossEncoderReranker(device="cpu", max_length=64),
+    return versions.save(CrossEncoderReranker(device="cpu", max_length=64).save,
                          {"accepted": accepted, "blend": blend, "reason": "test"})
 
 

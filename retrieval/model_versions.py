@@ -1,0 +1,79 @@
+"""What both trainers share: versioned model folders, and the split of the event log into
+training and validation (by user, and by holding out each user's newest item)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from retrieval.cooccurrence import CoOccurrenceIndex
+from retrieval.event_log import EventLog
+
+
+class ModelVersions:
+    """Trained models under ``root/<version>/``, each with a ``metadata.json`` that says whether
+    it was accepted. A version appears only when complete (written beside it, then renamed), so
+    a crash while saving never leaves a half model that could be served."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def save(self, write: Callable[[Path], None], metadata: dict[str, Any]) -> str:
+        """``write(folder)`` writes the model; returns the new version."""
+        version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
+        n = 1
+        while (self.root / version).exists():
+            version = f"{version.split('.')[0]}.{n}"
+            n += 1
+        tmp = self.root / f".{version}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write(tmp)
+        (tmp / "metadata.json").write_text(json.dumps({**metadata, "version": version}, indent=2))
+        tmp.rename(self.root / version)
+        return version
+
+    def path(self, version: str) -> Path:
+        return self.root / version
+
+    def all(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self.root.glob("v*")):
+            meta = path / "metadata.json"
+            if path.is_dir() and meta.exists():
+                out.append(json.loads(meta.read_text()))
+        return out
+
+    def latest_accepted(self) -> dict[str, Any] | None:
+        accepted = [m for m in self.all() if m.get("accepted")]
+        return accepted[-1] if accepted else None
+
+
+def log_sequences(log: EventLog, index: CoOccurrenceIndex) -> dict[str, list[str]]:
+    """Each user's distinct items in order, for users with at least two."""
+    return {u: index.history(u) for u in log.user_ids() if len(index.history(u)) >= 2}
+
+
+def split_users(sequences: dict[str, list[str]], share: float, most: int,
+                rng: random.Random) -> tuple[list[str], list[str]]:
+    """(training users, validation users): a seeded share of users, at most ``most``, is held out."""
+    users = sorted(sequences)
+    rng.shuffle(users)
+    n_val = min(most, max(1, round(len(users) * share)))
+    return users[n_val:], sorted(users[:n_val])
+
+
+def next_item_cases(sequences: dict[str, list[str]], users: list[str],
+                    positions: int) -> list[tuple[list[str], str]]:
+    """(history, next item) for the last ``positions`` steps of each user's sequence, never using
+    the newest item, which validation holds out."""
+    cases = []
+    for user in users:
+        seq = sequences[user][:-1]
+        for t in range(max(1, len(seq) - positions), len(seq)):
+            cases.append((seq[:t], seq[t]))
+    return cases
