@@ -42,6 +42,9 @@ class RecommendConfig:
     collaborative_backward: float = 0.5
     sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative")
     rerank_candidates: int = 50  # how much of the top of the fused list the cross-encoder reorders
+    # A profile made only of stated preferences (no history, no query) gets popularity as a weak
+    # prior: validation on cold_users_prefs, NDCG@10 .0093 -> .0101 (BM25 alone .0094).
+    preference_popularity_prior: float = 0.5
 
 
 @dataclass
@@ -97,6 +100,8 @@ class Recommender:
                 proximity=config.collaborative_proximity, backward=config.collaborative_backward),
         }
         self.popular = PopularSource(catalogue, index, w.get("popular", 1.0))
+        self.popularity_prior = PopularSource(catalogue, index, config.preference_popularity_prior,
+                                              fallback=False, name="popularity_prior")
         # Swapped as a whole by ``Engine.reload_reranker``: a request sees the old model or the new.
         self.reranker: LoadedReranker | None = None
 
@@ -176,6 +181,11 @@ class Recommender:
             if result is not None and result.ranked:
                 results.append(result)
         notes = []
+        preferences_only = ctx.profile_vector is not None and not ctx.history and not ctx.query_text
+        if results and preferences_only and req.sources is None and self.config.preference_popularity_prior > 0:
+            prior = self.popularity_prior.candidates(ctx)
+            if prior is not None:
+                results.append(prior)
         if not results or "popular" in wanted:
             results.append(self.popular.candidates(ctx))
             if len(results) == 1:

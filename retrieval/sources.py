@@ -105,13 +105,16 @@ class PopularSource:
 
     name = "popular"
 
-    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0):
-        self.catalogue, self.index, self.weight = catalogue, index, weight
+    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
+                 fallback: bool = True, name: str = "popular"):
+        self.catalogue, self.index, self.weight, self.fallback, self.name = catalogue, index, weight, fallback, name
 
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
         ranked = _keep_matching(
             self.catalogue, [(i, float(n)) for i, n in self.index.popular(ctx.pool * 2)], ctx, ctx.pool
         )
+        if not self.fallback:
+            return SourceResult(self.name, ranked, self.weight) if ranked else None
         if len(ranked) < ctx.pool:
             points, _ = self.catalogue.store.scroll(
                 self.catalogue.collection, limit=ctx.pool + len(ctx.exclude), flt=ctx.item_filter

@@ -158,3 +158,17 @@ def test_deleted_item_is_never_recommended(engine):
     result = engine.recommender.recommend(RecommendRequest(user_id="p", k=50))
     assert target not in {i.id for i in result.items}
     assert engine.catalogue.get(target) is None and not engine.catalogue.delete(target)
+
+
+def test_popularity_is_a_weak_prior_only_for_preference_only_profiles(engine):
+    engine.profiles.set_preferences("p", "ergonomic office chair", {})
+    assert "popularity_prior" not in engine.recommender.recommend(RecommendRequest(user_id="p")).sources  # no one
+    chairs = ids_by_category(engine, "Office Chairs")
+    for n in range(3):  # now some chairs are popular
+        engine.profiles.record([{"user_id": f"buyer{n}", "type": "purchase", "item_id": chairs[0]}])
+    result = engine.recommender.recommend(RecommendRequest(user_id="p"))
+    assert "popularity_prior" in result.sources and categories(result)["Office Chairs"] >= 8
+    assert result.items[0].id == chairs[0]  # the popular chair among the matching ones leads
+    engine.profiles.record([{"user_id": "p", "type": "click", "item_id": chairs[1]}])
+    assert "popularity_prior" not in engine.recommender.recommend(RecommendRequest(user_id="p")).sources
+    assert "popularity_prior" not in engine.recommender.recommend(RecommendRequest(query="office chair")).sources
