@@ -108,9 +108,12 @@ class EventLog:
         rows = self._rows(sql + (" LIMIT ?" if limit else ""), (user_id, limit) if limit else (user_id,))
         return [LoggedEvent(*row) for row in reversed(rows)]
 
-    def user_item_ids(self, user_id: str) -> set[str]:
-        rows = self._rows("SELECT DISTINCT item_id FROM events WHERE user_id = ? AND item_id IS NOT NULL", (user_id,))
-        return {r[0] for r in rows}
+    def user_item_ids(self, user_id: str, types: tuple[str, ...] | None = None) -> set[str]:
+        """Items the user had any event about, or only events of ``types``."""
+        sql = "SELECT DISTINCT item_id FROM events WHERE user_id = ? AND item_id IS NOT NULL"
+        if types:
+            sql += f" AND type IN ({', '.join('?' * len(types))})"
+        return {r[0] for r in self._rows(sql, (user_id, *(types or ())))}
 
     def event_counts(self, user_id: str) -> dict[str, int]:
         rows = self._rows("SELECT type, COUNT(*) FROM events WHERE user_id = ? GROUP BY type", (user_id,))

@@ -132,28 +132,27 @@ class Recommender:
         """Resolve the request into what the sources read: vectors, history, exclusions."""
         ctx = RecommendContext(pool=max(self.config.min_pool, 4 * req.k), item_filter=req.item_filter)
         profile = "none"
+        limit = self.profiles.config.max_events
         history: list[str] = []
-        events = []
         if req.user_id:
-            events = self.profiles.log.user_events(req.user_id, limit=self.profiles.config.max_events)
-            for e in events:
-                if e.item_id and e.type not in ("dislike", "search"):
-                    if e.item_id in history:
-                        history.remove(e.item_id)
-                    history.append(e.item_id)
-            ctx.exclude |= {e.item_id for e in events if e.item_id and e.type == "dislike"}
+            # The co-occurrence index already holds the user's distinct items in order (the same
+            # positive event types), so the hot path reads no events from the log.
+            history = self.profiles.index.history(req.user_id)[-limit:]
+            # Disliked items are never shown again, even with exclude_seen false.
+            ctx.exclude |= self.profiles.log.user_item_ids(
+                req.user_id, types=None if req.exclude_seen else ("dislike",))
+        if req.history:
+            # Each requested item once, at its latest position, after the user's own items.
+            requested = list(reversed(dict.fromkeys(reversed(req.history))))
+            requested_set = set(requested)
+            history = [i for i in history if i not in requested_set] + requested
             if req.exclude_seen:
-                ctx.exclude |= self.profiles.log.user_item_ids(req.user_id)
-        for item_id in req.history:
-            if item_id in history:
-                history.remove(item_id)
-            history.append(item_id)
-        if req.exclude_seen:
-            ctx.exclude |= set(req.history)
+                ctx.exclude |= requested_set
         stated = self.profiles.log.preferences(req.user_id) if req.user_id else None
         if stated is not None and stated.preferences:
             ctx.preference_text = stated.preferences
         if req.history:
+            events = self.profiles.log.user_events(req.user_id, limit=limit) if req.user_id else []
             ctx.profile_vector = self.profiles.compute(events, stated, extra_items=req.history)
             profile = "computed" if ctx.profile_vector is not None else "none"
         elif req.user_id:

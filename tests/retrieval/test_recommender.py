@@ -172,3 +172,13 @@ def test_popularity_is_a_weak_prior_only_for_preference_only_profiles(engine):
     engine.profiles.record([{"user_id": "p", "type": "click", "item_id": chairs[1]}])
     assert "popularity_prior" not in engine.recommender.recommend(RecommendRequest(user_id="p")).sources
     assert "popularity_prior" not in engine.recommender.recommend(RecommendRequest(query="office chair")).sources
+
+
+def test_disliked_items_stay_out_even_when_seen_items_are_allowed(engine):
+    mice = ids_by_category(engine, "Mice")
+    engine.profiles.record([{"user_id": "d", "type": "click", "item_id": i} for i in mice[:3]]
+                           + [{"user_id": "d", "type": "dislike", "item_id": mice[3]}])
+    shown = {i.id for i in engine.recommender.recommend(RecommendRequest(user_id="d", k=40, exclude_seen=False)).items}
+    assert set(mice[:3]) <= shown and mice[3] not in shown
+    merged = engine.recommender.recommend(RecommendRequest(user_id="d", history=[mice[5], mice[4], mice[5]], k=20))
+    assert merged.profile == "computed" and not {mice[4], mice[5], *mice[:4]} & {i.id for i in merged.items}
