@@ -78,10 +78,11 @@ class Catalogue:
         return list(valid.values()), rejected
 
     def encode(self, items: list[Item], batch_size: int = 64) -> list[StoredPoint]:
-        texts = [item_text(item.payload()) for item in items]
+        payloads = [item.payload() for item in items]
+        texts = [item_text(p) for p in payloads]
         vectors = self.encoder.encode(texts, batch_size=batch_size)
         sparse = self.bm25.encode_documents(texts)
-        return [StoredPoint(item.id, item.payload(), vec, sv) for item, vec, sv in zip(items, vectors, sparse)]
+        return [StoredPoint(item.id, p, vec, sv) for item, p, vec, sv in zip(items, payloads, vectors, sparse)]
 
     def write(self, points: list[StoredPoint]) -> None:
         with self._write_lock:

@@ -72,6 +72,7 @@ class CoOccurrenceIndex:
         """
         scores: dict[str, float] = defaultdict(float)
         seen = set(history)
+        sequential = proximity != 0.0 or backward != 1.0
         with self._lock:
             for age, item_id in enumerate(reversed(history)):
                 users = self._item_users.get(item_id)
@@ -81,11 +82,11 @@ class CoOccurrenceIndex:
                 counts: dict[str, float] = defaultdict(float)
                 for user in users:
                     sequence = self._user_items[user]
-                    anchor = sequence.index(item_id) if proximity or backward != 1.0 else 0
+                    anchor = sequence.index(item_id) if sequential else 0
                     for position, other in enumerate(sequence):
                         if other in seen:
                             continue
-                        if proximity or backward != 1.0:
+                        if sequential:
                             steps = position - anchor
                             w = 1.0 / (1.0 + proximity * (abs(steps) - 1))
                             counts[other] += w * (backward if steps < 0 else 1.0)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders import BiEncoder
+from encoders import BiEncoder, item_text
 from encoders.text import candidate_text, context_text
 from encoders.training import train_contrastive
 from retrieval import metrics
@@ -68,7 +68,6 @@ def _catalogue_vectors(engine: Engine, encoder: BiEncoder | None) -> dict[str, n
         if encoder is None:
             out.update({p.id: p.vector for p in points})
         elif points:
-            from encoders import item_text
             vecs = encoder.encode([item_text(p.payload) for p in points], batch_size=128)
             out.update({p.id: v for p, v in zip(points, vecs)})
         if offset is None:

@@ -37,6 +37,7 @@ from retrieval.datasets import Dataset
 from retrieval.engine import Engine, EngineConfig
 from retrieval.profiles import ProfileConfig
 from retrieval.recommender import RecommendConfig, RecommendRequest, Recommender
+from retrieval.sources import rank_hits
 from retrieval.store import StoredPoint
 
 BASELINES = ("popularity", "itemknn", "bm25", "zero_shot")
@@ -151,7 +152,7 @@ def _zero_shot(replay: Replay, user_id, history, prefs) -> list[str]:
     if query is None:
         return []
     hits = catalogue.store.search_dense(catalogue.collection, query, CUTOFF, exclude=set(history))
-    return [h.id for h in sorted(hits, key=lambda h: (-h.score, h.id))]
+    return [item_id for item_id, _ in rank_hits(hits)]
 
 
 METHODS: dict[str, Method] = {
@@ -232,10 +233,11 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
         ("cold_items", cold_replay, [u for u in users if cases[u].target in cold and cold_histories[u]],
          lambda u: (u, cold_histories[u], None)),
         ("cold_users", warm, users, lambda u: (None, cases[u].history[-1:], None)),
-        ("cold_users_prefs", warm, users, lambda u: (f"cold::{u}", [], preference_text(cases[u].history, categories))),
+        ("cold_users_prefs", warm, users, lambda u: (f"cold::{u}", [], stated[u])),
     ]
-    for u in users:  # stated preferences for the never-seen twins of the cold_users_prefs slice
-        text = preference_text(cases[u].history, categories)
+    # Stated preferences for the never-seen twins of the cold_users_prefs slice.
+    stated = {u: preference_text(cases[u].history, categories) for u in users}
+    for u, text in stated.items():
         if text:
             warm.engine.profiles.log.set_preferences(f"cold::{u}", text, {}, time.time())
     warm.engine.profiles.refresh([f"cold::{u}" for u in users])

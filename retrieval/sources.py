@@ -32,7 +32,7 @@ class RecommendContext:
     preference_text: str | None = None  # the user's stated preferences, if any
 
 
-def _ranked(hits) -> list[tuple[str, float]]:
+def rank_hits(hits) -> list[tuple[str, float]]:
     # Qdrant returns equal scores in no fixed order; break ties by id so rankings are reproducible.
     return sorted(((h.id, h.score) for h in hits), key=lambda hs: (-hs[1], hs[0]))
 
@@ -50,7 +50,7 @@ class DenseSource:
         hits = self.catalogue.store.search_dense(
             self.catalogue.collection, vector, ctx.pool, ctx.item_filter, ctx.exclude
         )
-        return SourceResult(self.name, _ranked(hits), self.weight)
+        return SourceResult(self.name, rank_hits(hits), self.weight)
 
 
 class LexicalSource:
@@ -70,7 +70,7 @@ class LexicalSource:
         hits = self.catalogue.store.search_sparse(
             self.catalogue.collection, sparse, ctx.pool, ctx.item_filter, ctx.exclude
         )
-        return SourceResult(self.name, _ranked(hits), self.weight)
+        return SourceResult(self.name, rank_hits(hits), self.weight)
 
 
 def _keep_matching(catalogue: Catalogue, ranked: list[tuple[str, float]], ctx: RecommendContext, limit: int):
