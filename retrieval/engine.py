@@ -68,19 +68,17 @@ class Engine:
         self.encoder = encoder
         self.layout = layout or Layout()
         self._lock_file = lock
-        self.catalogue = Catalogue(store, encoder, Bm25Encoder(), collection=self.layout.items)
+        self.bm25 = Bm25Encoder()
         self.index = CoOccurrenceIndex()
         n = 0
         for event in event_log.iter_events():
             if event.item_id is not None and event.type in POSITIVE_TYPES:
                 self.index.add(event.user_id, event.item_id)
                 n += 1
-        self.profiles = Profiles(store, event_log, self.catalogue, self.index, config.profiles,
-                                 collection=self.layout.users)
+        self.catalogue, self.profiles, self.recommender = self.wire(self.layout, encoder)
         repaired = self.profiles.repair()
         if repaired:
             log.warning("refreshed %d user profiles that were behind the event log", repaired)
-        self.recommender = Recommender(self.catalogue, self.profiles, self.index, config.recommend)
         self.rerankers = RerankerVersions(Path(config.data_dir) / "models" / "reranker")
         self.reload_reranker()
         log.info("engine open: %d items, %d events (%d co-occurrence entries)",
@@ -101,12 +99,17 @@ class Engine:
             lock.close()
             raise
 
-    def switch(self, layout: Layout, encoder: BiEncoder) -> None:
-        """Serve another layout (after a reindex). New objects are built first and then swapped
-        in, so a request in flight finishes on the old catalogue and the next one sees the new."""
-        catalogue = Catalogue(self.store, encoder, self.catalogue.bm25, collection=layout.items)
+    def wire(self, layout: Layout, encoder: BiEncoder) -> tuple[Catalogue, Profiles, Recommender]:
+        """Catalogue, profiles and recommender over a layout's collections (created if missing)."""
+        catalogue = Catalogue(self.store, encoder, self.bm25, collection=layout.items)
         profiles = Profiles(self.store, self.log, catalogue, self.index, self.config.profiles, collection=layout.users)
-        recommender = Recommender(catalogue, profiles, self.index, self.config.recommend)
+        return catalogue, profiles, Recommender(catalogue, profiles, self.index, self.config.recommend)
+
+    def switch(self, layout: Layout, encoder: BiEncoder,
+               wired: tuple[Catalogue, Profiles, Recommender] | None = None) -> None:
+        """Serve another layout (after a reindex). The new objects exist before the swap, so a
+        request in flight finishes on the old catalogue and the next one sees the new."""
+        catalogue, profiles, recommender = wired or self.wire(layout, encoder)
         recommender.reranker = self.recommender.reranker
         self.encoder, self.catalogue, self.profiles, self.recommender, self.layout = (
             encoder, catalogue, profiles, recommender, layout)

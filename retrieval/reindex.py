@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from encoders import BiEncoder
-from retrieval.catalogue import Catalogue, items_spec
 from retrieval.engine import Engine
 from retrieval.layout import Layout, write_layout
-from retrieval.profiles import Profiles
 from retrieval.records import parse_item
 
 ITEM_FIELDS = ("id", "title", "description", "brand", "categories", "price", "attributes")
@@ -43,8 +41,8 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
     store = engine.store
     total = engine.catalogue.count()
     try:
-        store.ensure_collection(items_spec(encoder.dim, new.items))
-        catalogue = Catalogue(store, encoder, engine.catalogue.bm25, collection=new.items)
+        wired = engine.wire(new, encoder)  # creates the new collections
+        catalogue, profiles, _ = wired
         bar = progress("re-encode items", total) if progress else None
         offset, n, batches = None, 0, 0
         while True:
@@ -63,7 +61,6 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
         if bar is not None:
             bar.close()
         catalogue.optimize()
-        profiles = Profiles(store, engine.log, catalogue, engine.index, engine.config.profiles, collection=new.users)
         log_position = engine.log.max_seq()
         users = engine.log.user_ids()
         bar = progress("rebuild profiles", len(users)) if progress else None
@@ -75,7 +72,7 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
             store.drop_collection(name)
         raise
     write_layout(engine.config.data_dir, new)  # the switch
-    engine.switch(new, encoder)
+    engine.switch(new, encoder, wired)
     # Events that arrived while profiles were rebuilt went to the old profiles; redo those users.
     engine.profiles.refresh(engine.log.users_after(log_position))
     # Keep the layout just replaced (a process may still serve it); drop anything older.
