@@ -59,9 +59,6 @@ class CoOccurrenceIndex:
         """Whether the collaborative signal has an opinion about this item (anyone interacted)."""
         return item_id in self._item_users
 
-    def n_users(self, item_id: str) -> int:
-        return len(self._item_users.get(item_id, ()))
-
     def neighbours(self, history: list[str], decay: float = 0.8, limit: int = 200,
                    proximity: float = 0.0, backward: float = 1.0) -> dict[str, float]:
         """Items that co-occur with the history (newest last), scored by decayed cosine co-occurrence.

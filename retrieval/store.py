@@ -8,7 +8,7 @@ server or cluster). Both keep the external id in the payload under ``id`` and us
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -78,9 +78,6 @@ class ItemFilter:
         if self.price_min is not None or self.price_max is not None:
             yield ("range", "price", self.price_min, self.price_max)
 
-    def is_empty(self) -> bool:
-        return not any(True for _ in self.conditions())
-
 
 @dataclass(frozen=True)
 class CollectionSpec:
@@ -91,7 +88,6 @@ class CollectionSpec:
     sparse: bool = False
     keyword_indexes: tuple[str, ...] = ()
     float_indexes: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class VectorStore(Protocol):
