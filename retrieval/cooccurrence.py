@@ -60,12 +60,14 @@ class CoOccurrenceIndex:
         return item_id in self._item_users
 
     def neighbours(self, history: list[str], decay: float = 0.8, limit: int = 200,
-                   proximity: float = 0.0, backward: float = 1.0) -> dict[str, float]:
+                   proximity: float = 0.0, backward: float = 1.0, leave_out: str | None = None) -> dict[str, float]:
         """Items that co-occur with the history (newest last), scored by decayed cosine co-occurrence.
 
         ``proximity`` > 0 makes it sequential: in another user's sequence, an item ``d`` steps away
         from a history item counts ``1 / (1 + proximity x (|d| - 1))``, and ``backward`` scales
         items that came before it rather than after. ``proximity=0, backward=1`` is plain item-kNN.
+        ``leave_out`` ignores one user's own sequence: training on the log must not let a user's
+        logged future vote for itself.
         """
         scores: dict[str, float] = defaultdict(float)
         seen = set(history)
@@ -73,6 +75,8 @@ class CoOccurrenceIndex:
         with self._lock:
             for age, item_id in enumerate(reversed(history)):
                 users = self._item_users.get(item_id)
+                if leave_out is not None and users and leave_out in users:
+                    users = users - {leave_out}
                 if not users:
                     continue
                 weight = decay**age / math.sqrt(len(users))
@@ -90,7 +94,8 @@ class CoOccurrenceIndex:
                         else:
                             counts[other] += 1.0
                 for other, c in counts.items():
-                    scores[other] += weight * c / math.sqrt(len(self._item_users[other]))
+                    n_other = len(self._item_users[other]) - (leave_out in self._item_users[other])
+                    scores[other] += weight * c / math.sqrt(max(1, n_other))
         top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
         return dict(top)
 

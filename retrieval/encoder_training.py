@@ -87,9 +87,9 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     rng.shuffle(cases)
     cases = cases[: settings.max_pairs]
     payloads = {p.id: p.payload for p in engine.catalogue.get_many(
-        list({i for h, t in cases for i in (*h[-3:], t)})).values()}
+        list({i for _, h, t in cases for i in (*h[-3:], t)})).values()}
     pairs = [(context_text([payloads[i] for i in reversed(h[-3:]) if i in payloads]), candidate_text(payloads[t]))
-             for h, t in cases if t in payloads]
+             for _, h, t in cases if t in payloads]
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
     decay = engine.config.profiles.position_decay
     baseline = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)

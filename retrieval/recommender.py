@@ -57,6 +57,9 @@ class RecommendRequest:
     exclude_seen: bool = True
     sources: tuple[str, ...] | None = None  # restrict to these sources (evaluation, debugging)
     rerank: bool = True  # use the accepted reranker, if there is one
+    # Retrieval as if this user's own logged events did not exist: how the trainers build examples
+    # from the log without the user's future (the positive) leaking into their candidates.
+    leave_out_user: str | None = None
 
 
 @dataclass
@@ -130,7 +133,8 @@ class Recommender:
 
     def context(self, req: RecommendRequest) -> tuple[RecommendContext, str]:
         """Resolve the request into what the sources read: vectors, history, exclusions."""
-        ctx = RecommendContext(pool=max(self.config.min_pool, 4 * req.k), item_filter=req.item_filter)
+        ctx = RecommendContext(pool=max(self.config.min_pool, 4 * req.k), item_filter=req.item_filter,
+                               leave_out_user=req.leave_out_user)
         profile = "none"
         limit = self.profiles.config.max_events
         history: list[str] = []

@@ -23,8 +23,13 @@ from encoders.cross_encoder import CrossEncoderReranker
 from encoders.text import candidate_text, context_text
 from encoders.training import RerankGroup, train_listwise
 from retrieval import metrics
-from retrieval.model_versions import ModelVersions, log_sequences, next_item_cases, split_users
-from retrieval.recommender import RecommendRequest, Recommender
+from retrieval.model_versions import (
+    ModelVersions,
+    log_sequences,
+    next_item_cases,
+    split_users,
+)
+from retrieval.recommender import Recommender, RecommendRequest
 from retrieval.rerank import LoadedReranker, combine
 
 BLENDS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -68,8 +73,11 @@ def _context(recommender: Recommender, history: list[str], payloads: dict[str, A
     return context_text(recent)
 
 
-def _retrieve(recommender: Recommender, history: list[str], k: int) -> list[str]:
-    req = RecommendRequest(history=history[-20:], k=k, rerank=False)
+def _retrieve(recommender: Recommender, user: str, history: list[str], k: int) -> list[str]:
+    """The serving retrieval for a past moment of ``user``: their own logged events are left out
+    of the collaborative signal, or the positive (logged) would vote for itself; on the shared
+    dataset that leak made a reranker win validation by +35% NDCG@10 and then halve it on test."""
+    req = RecommendRequest(history=history[-20:], k=k, rerank=False, leave_out_user=user)
     return [i.id for i in recommender.recommend(req).items]
 
 
@@ -82,8 +90,8 @@ def build_groups(recommender: Recommender, sequences: dict[str, list[str]], sett
     rng.shuffle(cases)
     cases = cases[: settings.max_groups]
     groups = []
-    for history, target in cases:
-        hard = [i for i in _retrieve(recommender, history, settings.hard_negatives + 5) if i != target]
+    for user, history, target in cases:
+        hard = [i for i in _retrieve(recommender, user, history, settings.hard_negatives + 5) if i != target]
         hard = hard[: settings.hard_negatives]
         randoms = [i for i in rng.sample(all_ids, min(len(all_ids), settings.random_negatives + 3))
                    if i != target and i not in hard and i not in history][: settings.random_negatives]
@@ -99,7 +107,7 @@ def build_groups(recommender: Recommender, sequences: dict[str, list[str]], sett
     return groups
 
 
-def validate(recommender: Recommender, model: CrossEncoderReranker | None, cases: list[tuple[list[str], str]],
+def validate(recommender: Recommender, model: CrossEncoderReranker | None, cases: list[tuple[str, list[str], str]],
              candidates: int) -> dict[str, Any]:
     """NDCG@10 of the retrieval order and of each blend with the reranker, on held-out cases, plus
     coverage and Gini of the top-10 lists (the collapse guard)."""
@@ -108,8 +116,8 @@ def validate(recommender: Recommender, model: CrossEncoderReranker | None, cases
     for blend in BLENDS:
         results[f"blend={blend}"] = {"ranks": [], "lists": []}
     universe: set[str] = set()  # every candidate any order could have shown: one Gini universe for all
-    for history, target in cases:
-        retrieved = _retrieve(recommender, history, candidates)
+    for user, history, target in cases:
+        retrieved = _retrieve(recommender, user, history, candidates)
         universe.update(retrieved)
         results["retrieval"]["ranks"].append(metrics.target_rank(retrieved, target))
         results["retrieval"]["lists"].append(retrieved[:10])
@@ -165,7 +173,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
                             on_batch=b.update if b else None)
     if b:
         b.close()
-    cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
+    cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users]
     validation = validate(recommender, model.for_inference(), cases, settings.candidates)
     base = validation["retrieval"]
     best_name, best = max(((k, v) for k, v in validation.items() if k != "retrieval"),

@@ -30,6 +30,7 @@ class RecommendContext:
     history: list[str] = field(default_factory=list)  # distinct item ids, oldest first
     history_titles: list[str] = field(default_factory=list)  # titles of the newest history items
     preference_text: str | None = None  # the user's stated preferences, if any
+    leave_out_user: str | None = None  # collaborative signal without this user's own log (training)
 
 
 def rank_hits(hits) -> list[tuple[str, float]]:
@@ -94,7 +95,8 @@ class CollaborativeSource:
         if not ctx.history:
             return None
         scores = self.index.neighbours(ctx.history, decay=self.decay, limit=ctx.pool * 2,
-                                       proximity=self.proximity, backward=self.backward)
+                                       proximity=self.proximity, backward=self.backward,
+                                       leave_out=ctx.leave_out_user)
         ranked = _keep_matching(self.catalogue, list(scores.items()), ctx, ctx.pool)
         return SourceResult(self.name, ranked, self.weight, knows=self.index.knows)
 

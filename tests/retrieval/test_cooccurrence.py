@@ -46,3 +46,14 @@ def test_proximity_favours_items_that_came_right_after():
     assert seq["next"] > seq["x"] > seq["far"]
     assert seq["before"] < plain["before"]  # one step before, halved
     assert seq["far"] < plain["far"]
+
+
+def test_leave_out_ignores_one_users_own_sequence():
+    index = CoOccurrenceIndex()
+    for user, items in {"u1": ["a", "b"], "u2": ["a", "c"]}.items():
+        for item in items:
+            index.add(user, item)
+    assert set(index.neighbours(["a"])) == {"b", "c"}
+    # u1's logged future (b) must not vote for itself when u1's past is the query.
+    assert set(index.neighbours(["a"], leave_out="u1")) == {"c"}
+    assert index.neighbours(["a"], leave_out="u2") == {"b": 1.0}
