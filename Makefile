@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 
-.PHONY: install run test test-fast bench eval demo-catalogue clean
+.PHONY: install run test test-fast bench eval eval-stages demo-catalogue clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ SHARED_DATASET ?= ../shared/data/amazon-office
 eval: install
 	@if [ -d "$(SHARED_DATASET)" ]; then \
 		$(BIN)/hybridrec evaluate --dataset $(SHARED_DATASET) --out benchmarks/eval; \
+	else echo "skipping: $(SHARED_DATASET) is not here"; fi
+
+# The learning stages (zero-shot -> + fine-tuned encoder -> + reranker), trained inside the run.
+# Wants a GPU: on 2 CPU cores training alone takes about an hour (see benchmarks/README.md).
+EVAL_STAGE_USERS ?= 1000
+eval-stages: install
+	@if [ -d "$(SHARED_DATASET)" ]; then \
+		$(BIN)/hybridrec evaluate --dataset $(SHARED_DATASET) --out benchmarks/eval/stages \
+			--max-users $(EVAL_STAGE_USERS) --methods hybrid_retrieval --stages; \
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
 
 demo-catalogue: install

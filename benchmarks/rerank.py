@@ -5,7 +5,10 @@ The event log is the test split's training part (every user's items but the last
 through the real event path; the trainer itself holds out each user's newest logged item and 10%
 of users for validation.
 
-    python benchmarks/rerank.py [--max-groups 3000] [--epochs 1] [--device auto]
+    python benchmarks/rerank.py [--max-groups 3000] [--epochs 1] [--device auto] [--latency-devices cpu cuda]
+
+With ``--latency-devices cpu cuda`` the same trained model is timed on both, so the CUDA / CPU
+ratio comes from one machine and one run.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import percentile, save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
 from encoders.cross_encoder import CrossEncoderReranker  # noqa: E402
+from encoders.device import resolve_device  # noqa: E402
 from encoders.text import candidate_text, context_text  # noqa: E402
 from retrieval.datasets import load_dataset  # noqa: E402
 from retrieval.evaluation import EvalConfig, Replay, encode_catalogue, leave_one_out  # noqa: E402
@@ -65,11 +69,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--validation-users", type=int, default=500)
+    parser.add_argument("--dataset", type=Path, default=DATASET)
+    parser.add_argument("--latency-devices", nargs="+", help="time the trained model on each (default: --device)")
     args = parser.parse_args()
-    if not DATASET.exists():
-        print(f"skipping: {DATASET} is not here")
+    if not args.dataset.exists():
+        print(f"skipping: {args.dataset} is not here")
         return
-    dataset = load_dataset(DATASET)
+    dataset = load_dataset(args.dataset)
     encoder = BiEncoder()
     points = encode_catalogue(dataset, encoder)
     cases = leave_one_out(dataset.sequences, "test")
@@ -86,13 +92,16 @@ def main() -> None:
     print(table(["order", "users", "NDCG@10", "Recall@10", "coverage@10", "gini@10"],
                 [[k, v["users"], v["ndcg@10"], v["recall@10"], v["coverage@10"], v["gini@10"]]
                  for k, v in meta["validation"].items()], title="Validation (held-out newest item, held-out users)"))
-    model = CrossEncoderReranker(replay.engine.rerankers.root / report.version, device=args.device).for_inference()
     users = sorted(cases)[:200]
-    rows = latency(replay, model, users)
+    rows = []
+    for device in args.latency_devices or [args.device]:
+        model = CrossEncoderReranker(replay.engine.rerankers.root / report.version, device=device).for_inference()
+        model.score(["warm up"] * 8, ["warm up"] * 8)  # CUDA context and kernels before the clock
+        rows += latency(replay, model, users)[0 if not rows else 1:]
     print(table(["request", "candidates", "p50 ms", "p99 ms", "p50 / retrieval p50"], rows,
                 title="Rerank latency (one request at a time)"))
     replay.close()
-    path = save(f"rerank_{model.device.split(':')[0]}", {
+    path = save(f"rerank_{resolve_device(settings.device).split(':')[0]}", {
         "version": report.version, "accepted": report.accepted, "reason": report.reason,
         "epochs": meta["epochs"], "groups": meta["groups"], "validation": meta["validation"],
         "latency": [{"request": r[0], "candidates": r[1], "p50_ms": r[2], "p99_ms": r[3], "ratio": r[4]} for r in rows],

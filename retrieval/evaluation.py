@@ -36,12 +36,14 @@ from retrieval import metrics
 from retrieval.datasets import Dataset
 from retrieval.engine import Engine, EngineConfig
 from retrieval.profiles import ProfileConfig
-from retrieval.recommender import RecommendConfig, RecommendRequest, Recommender
+from retrieval.recommender import RecommendConfig, Recommender, RecommendRequest
+from retrieval.rerank import LoadedReranker
 from retrieval.sources import rank_hits
 from retrieval.store import StoredPoint
 
 BASELINES = ("popularity", "itemknn", "bm25", "zero_shot")
 STAGES = ("dense_profile", "collaborative_seq", "hybrid_plain_rrf", "hybrid_retrieval")
+RERANKED = "hybrid_reranked"  # hybrid_retrieval with a cross-encoder over its top (needs a reranker)
 SLICES = ("all", "cold_items", "cold_users", "cold_users_prefs", "long_tail")
 CUTOFF = 50  # ranked lists are this long; metrics at 10 and 50
 
@@ -94,10 +96,11 @@ class Replay:
     """An engine in a scratch directory holding the catalogue and the training histories."""
 
     def __init__(self, dataset: Dataset, encoder: BiEncoder, histories: dict[str, list[str]], points: list[StoredPoint],
-                 config: EvalConfig, label: str):
+                 config: EvalConfig, label: str, reranker: LoadedReranker | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix=f"hybridrec-eval-{label}-"))
         self.engine = Engine.open(EngineConfig(data_dir=self.dir, recommend=config.recommend,
                                                profiles=config.profiles), encoder=encoder)
+        self.engine.recommender.reranker = reranker
         for start in range(0, len(points), 1000):
             self.engine.catalogue.write(points[start:start + 1000])
         self.engine.catalogue.optimize()
@@ -130,13 +133,13 @@ class Replay:
 Method = Callable[[Replay, str | None, list[str], str | None], list[str]]
 
 
-def _pipeline(sources: tuple[str, ...] | None, variant: str = "engine") -> Method:
+def _pipeline(sources: tuple[str, ...] | None, variant: str = "engine", rerank: bool = False) -> Method:
     def run(replay: Replay, user_id, history, prefs) -> list[str]:
         recommender = {"engine": replay.engine.recommender, "plain": replay.plain, "classic": replay.classic}[variant]
         if user_id is not None:
-            req = RecommendRequest(user_id=user_id, k=CUTOFF, sources=sources)
+            req = RecommendRequest(user_id=user_id, k=CUTOFF, sources=sources, rerank=rerank)
         else:
-            req = RecommendRequest(history=history, k=CUTOFF, sources=sources)
+            req = RecommendRequest(history=history, k=CUTOFF, sources=sources, rerank=rerank)
         return [i.id for i in recommender.recommend(req).items]
     return run
 
@@ -164,6 +167,7 @@ METHODS: dict[str, Method] = {
     "collaborative_seq": _pipeline(("collaborative",)),
     "hybrid_plain_rrf": _pipeline(None, variant="plain"),
     "hybrid_retrieval": _pipeline(None),
+    RERANKED: _pipeline(None, rerank=True),
 }
 
 
@@ -200,11 +204,15 @@ def encode_catalogue(dataset: Dataset, encoder: BiEncoder) -> list[StoredPoint]:
 
 
 def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = None,
-             points: list[StoredPoint] | None = None, slices: tuple[str, ...] = SLICES) -> dict[str, Any]:
+             points: list[StoredPoint] | None = None, slices: tuple[str, ...] = SLICES,
+             reranker: LoadedReranker | None = None) -> dict[str, Any]:
     """Run every method on every slice; returns ``{"slices": {slice: {method: metrics}}, "config",
-    "dataset", "seconds"}``. ``points`` (from ``encode_catalogue``) skips re-encoding."""
+    "dataset", "seconds"}``. ``points`` (from ``encode_catalogue``) skips re-encoding; ``reranker``
+    is what the ``hybrid_reranked`` method reorders the top of the fused list with."""
     started = time.perf_counter()
     config = config or EvalConfig()
+    if RERANKED in config.methods and reranker is None:
+        raise ValueError(f"method {RERANKED!r} needs a reranker")
     rng = random.Random(config.seed)
     cases = leave_one_out(dataset.sequences, config.split)
     users = sorted(cases)
@@ -218,14 +226,14 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
     vectors = {p.id: p.vector for p in points}
 
     histories = {u: c.history for u, c in cases.items()}
-    warm = Replay(dataset, encoder, histories, points, config, "warm")
+    warm = Replay(dataset, encoder, histories, points, config, "warm", reranker)
     popularity = Counter(i for h in histories.values() for i in h)
     head = {i for i, _ in popularity.most_common(round(len(catalogue_ids) * config.long_tail_head))}
     cold_histories = {u: [i for i in h if i not in cold] for u, h in histories.items()}
     cold_replay = None
     if "cold_items" in slices:
         cold_replay = Replay(dataset, encoder, {u: h for u, h in cold_histories.items() if h}, points, config,
-                             "cold-items")
+                             "cold-items", reranker)
 
     # (slice, replay, users, request builder)
     plans = [

@@ -105,7 +105,7 @@ def cmd_rebuild_profiles(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from encoders import BiEncoder
     from retrieval.datasets import load_dataset
-    from retrieval.evaluation import EvalConfig, evaluate
+    from retrieval.evaluation import METHODS, RERANKED, EvalConfig, encode_catalogue, evaluate
     from service.evaluation_report import write_report
 
     try:
@@ -113,9 +113,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"error: cannot load the dataset: {err}", file=sys.stderr)
         return 2
+    unknown = [m for m in args.methods or () if m not in METHODS or m == RERANKED]
+    if unknown:
+        print(f"error: --methods: unknown {', '.join(unknown)}; choose from "
+              f"{', '.join(m for m in METHODS if m != RERANKED)}", file=sys.stderr)
+        return 2
     settings = _settings(args)
     config = EvalConfig(seed=args.seed, split=args.split, max_users=args.max_users)
-    results = evaluate(dataset, BiEncoder(settings.encoder, device=settings.device), config)
+    if args.methods:
+        config.methods = tuple(args.methods)
+    encoder = BiEncoder(settings.encoder, device=settings.device)
+    points = encode_catalogue(dataset, encoder)
+    results = evaluate(dataset, encoder, config, points=points)
+    if args.stages:
+        from tqdm import tqdm
+
+        from retrieval.encoder_training import EncoderTrainingSettings
+        from retrieval.evaluation_stages import StageSettings, evaluate_stages
+        from retrieval.reranker_training import TrainingSettings
+
+        stage_settings = StageSettings(
+            encoder=EncoderTrainingSettings(epochs=args.epochs, max_pairs=args.encoder_pairs, device=settings.device,
+                                            seed=args.seed),
+            reranker=TrainingSettings(epochs=args.epochs, max_groups=args.reranker_groups, device=settings.device,
+                                      seed=args.seed),
+            work_dir=args.out / "models")
+        results["stages"] = evaluate_stages(
+            dataset, encoder, config, stage_settings, points=points, zero_shot=results["slices"],
+            progress_factory=lambda desc, total: tqdm(total=total, desc=desc, mininterval=2))
+        results["seconds"] += results["stages"]["seconds"]
     for path in write_report(results, args.out):
         print(f"wrote {path}")
     return 0
@@ -224,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many users")
     evaluate.add_argument("--seed", type=int, default=42)
     evaluate.add_argument("--split", choices=["test", "valid"], default="test")
+    evaluate.add_argument("--methods", nargs="+", help="only these methods (default: every baseline and stage)")
+    evaluate.add_argument("--stages", action="store_true",
+                          help="also train the encoder and the reranker on the training part and report "
+                               "zero-shot -> + fine-tuned encoder -> + reranker (wants a GPU)")
+    evaluate.add_argument("--epochs", type=int, default=1, help="training epochs of each stage")
+    evaluate.add_argument("--encoder-pairs", type=int, default=20000, help="encoder training pairs (--stages)")
+    evaluate.add_argument("--reranker-groups", type=int, default=3000, help="reranker training groups (--stages)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     train = sub.add_parser("train", help="learn from the event log")

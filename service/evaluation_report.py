@@ -36,6 +36,50 @@ def slice_table(methods: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+STAGE_TITLES = {"zero_shot": "zero-shot (hybrid retrieval)", "fine_tuned_encoder": "+ fine-tuned encoder",
+                "reranker": "+ reranker"}
+
+
+def stage_section(stages: dict[str, Any]) -> list[str]:
+    """The learning stages: NDCG@10 / Recall@10 per slice, and what each trainer decided."""
+    enc, rr = stages["encoder_training"], stages["reranker_training"]
+    names = [n for n in STAGE_TITLES if any(n in row for row in stages["table"].values())]
+    lines = [
+        "## Learning from the log: zero-shot -> + fine-tuned encoder -> + reranker",
+        "",
+        f"Both models were trained inside this run on the training part only ({stages['training_users']} users' "
+        "sequences without their validation and test targets); each stage is evaluated like the methods above. "
+        "Cells: NDCG@10 / Recall@10 (change in NDCG@10 against the stage before).",
+        "",
+        "| slice | users | " + " | ".join(STAGE_TITLES[n] for n in names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
+    for slice_name, row in stages["table"].items():
+        cells, previous = [], None
+        for n in names:
+            m = row.get(n)
+            if not m or not m.get("users"):
+                cells.append("-")
+                continue
+            delta = "" if previous is None else f" ({m['ndcg@10'] - previous:+.4f})"
+            cells.append(f"{m['ndcg@10']:.4f} / {m['recall@10']:.4f}{delta}")
+            previous = m["ndcg@10"]
+        users = next((row[n]["users"] for n in names if n in row), 0)
+        lines.append(f"| {slice_name} | {users} | " + " | ".join(cells) + " |")
+    epoch_s = ", ".join(f"{e['seconds']:.0f} s" for e in enc.get("epochs", []))
+    rr_epochs = ", ".join(f"{e['seconds']:.0f} s" for e in rr.get("epochs", []))
+    lines += [
+        "",
+        f"- Encoder: {enc['pairs']} pairs, epochs {epoch_s}; {'accepted' if enc['accepted'] else 'REJECTED'}: "
+        f"{enc['reason']}.",
+        f"- Reranker: {rr.get('groups', 0)} groups ({rr.get('pairs_per_epoch', 0)} pairs per epoch), epochs "
+        f"{rr_epochs}, blend {rr.get('blend')}; {'accepted' if rr['accepted'] else 'REJECTED'}: {rr['reason']}.",
+        f"- A service trained like this would serve: encoder {stages['serving']['encoder']}, reranker "
+        f"{stages['serving']['reranker']}. Rejected models are still measured above so their effect is on record.",
+    ]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
     ds = results["dataset"]
@@ -60,6 +104,8 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for name, methods in results["slices"].items():
         out += ["", f"## {SLICE_TITLES.get(name, name)}", ""] + slice_table(methods)
+    if "stages" in results:
+        out += ["", *stage_section(results["stages"])]
     out += ["", "Plots: `recall_at_k.png` (Recall@K, K = 1..50, all users), "
             "`accuracy_vs_diversity.png` (NDCG@10 against intra-list diversity@10, every slice).", ""]
     return "\n".join(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,14 @@ from encoders import BiEncoder
 from retrieval.engine import Engine, EngineConfig
 from service.cli import demo_catalogue_path
 
+# The model tests run on CPU in CI; HYBRIDREC_TEST_DEVICE=cuda runs the same tests on a GPU machine.
+TEST_DEVICE = os.environ.get("HYBRIDREC_TEST_DEVICE", "cpu")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "amazon-office"
 
 
 @pytest.fixture(scope="session")
 def encoder() -> BiEncoder:
-    return BiEncoder(device="cpu")
+    return BiEncoder(device=TEST_DEVICE)
 
 
 @pytest.fixture(scope="session")

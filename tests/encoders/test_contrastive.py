@@ -5,6 +5,7 @@ import pytest
 
 from encoders import BiEncoder
 from encoders.training import train_contrastive
+from tests.conftest import TEST_DEVICE
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +25,14 @@ def similarity(encoder, a, b):
 
 
 def test_contrastive_training_moves_pairs_together_and_round_trips(tmp_path):
-    encoder = BiEncoder(device="cpu")
+    encoder = BiEncoder(device=TEST_DEVICE)
     anchor, positive = "Zorblax widget, green", "Quantum flux capacitor refill"
     before = similarity(encoder, anchor, positive)
     reports = train_contrastive(encoder, PAIRS * 6, epochs=3, batch_size=6, lr=1e-4, seed=0)
     assert reports[-1].loss < reports[0].loss
     assert similarity(encoder, anchor, positive) > before + 0.05
     encoder.save(tmp_path / "enc")
-    again = BiEncoder(str(tmp_path / "enc"), device="cpu")
+    again = BiEncoder(str(tmp_path / "enc"), device=TEST_DEVICE)
     assert again.name == "enc"
     texts = ["Zorblax widget", "ink"]
     assert np.allclose(again.encode(texts), encoder.encode(texts), atol=1e-5)

@@ -5,6 +5,7 @@ import pytest
 
 from encoders.cross_encoder import CrossEncoderReranker
 from encoders.training import RerankGroup, train_listwise
+from tests.conftest import TEST_DEVICE
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ def margin(reranker):
 
 
 def test_training_moves_scores_the_right_way_and_save_load_is_exact(tmp_path):
-    reranker = CrossEncoderReranker(device="cpu", max_length=64)
+    reranker = CrossEncoderReranker(device=TEST_DEVICE, max_length=64)
     before = margin(reranker)
     groups = [RerankGroup(c, POSITIVE, NEGATIVES) for c in CONTEXTS] * 4
     reports = train_listwise(reranker, groups, epochs=3, groups_per_batch=4, lr=1e-4, seed=1)
@@ -32,13 +33,13 @@ def test_training_moves_scores_the_right_way_and_save_load_is_exact(tmp_path):
     for negative in NEGATIVES:
         assert (pos > reranker.score(CONTEXTS, [negative] * len(CONTEXTS))).all()
     reranker.save(tmp_path / "m")
-    loaded = CrossEncoderReranker(tmp_path / "m", device="cpu", max_length=64)
+    loaded = CrossEncoderReranker(tmp_path / "m", device=TEST_DEVICE, max_length=64)
     pairs = (CONTEXTS, [POSITIVE] * len(CONTEXTS))
     assert np.allclose(loaded.score(*pairs), reranker.score(*pairs), atol=1e-5)
 
 
 def test_training_needs_groups_and_pairs_must_match():
-    reranker = CrossEncoderReranker(device="cpu", max_length=32)
+    reranker = CrossEncoderReranker(device=TEST_DEVICE, max_length=32)
     with pytest.raises(ValueError, match="no training groups"):
         train_listwise(reranker, [])
     with pytest.raises(ValueError, match="pair up"):

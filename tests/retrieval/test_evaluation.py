@@ -6,8 +6,19 @@ import random
 import pytest
 
 from retrieval.datasets import Dataset, load_dataset
-from retrieval.evaluation import EvalConfig, cold_items, evaluate, leave_one_out, preference_text
+from retrieval.encoder_training import EncoderTrainingSettings
+from retrieval.evaluation import (
+    EvalConfig,
+    cold_items,
+    evaluate,
+    leave_one_out,
+    preference_text,
+)
+from retrieval.evaluation_stages import StageSettings, evaluate_stages, training_part
+from retrieval.recommender import RecommendConfig
+from retrieval.reranker_training import TrainingSettings
 from service.cli import main
+from service.evaluation_report import stage_section
 from tests.conftest import SHARED_DATA
 
 
@@ -106,3 +117,42 @@ def test_amazon_loader_on_the_shared_dataset():
     assert ds.stats() == {"items": 2420, "users": 4905, "interactions": 53258}
     assert all(len(seq) >= 5 for seq in ds.sequences.values())
     assert not any("&amp;" in item["title"] for item in ds.items)
+
+
+def test_training_part_never_holds_a_validation_or_test_target():
+    sequences = {"a": ["1", "2", "3", "4", "5"], "b": ["1", "2", "3"], "c": ["9", "8", "7", "6"]}
+    part = training_part(sequences)
+    assert part == {"a": ["1", "2", "3"], "c": ["9", "8"]}  # b would keep one item: nothing to learn
+    for user, seq in part.items():
+        assert sequences[user][-1] not in seq and sequences[user][-2] not in seq
+
+
+@pytest.mark.slow
+def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path):
+    dataset = synthetic_dataset()
+    config = EvalConfig(seed=2, max_users=8, recommend=RecommendConfig(rerank_candidates=10))
+    settings = StageSettings(EncoderTrainingSettings(max_pairs=80, batch_size=16, device="cpu"),
+                             TrainingSettings(max_groups=12, device="cpu", max_validation_users=6),
+                             work_dir=tmp_path / "models")
+    stages = evaluate_stages(dataset, encoder, config, settings, slices=("all", "cold_users"))
+    assert set(stages["table"]) == {"all", "cold_users"}
+    for row in stages["table"].values():
+        assert list(row) == ["zero_shot", "fine_tuned_encoder", "reranker"]
+        assert all(m["users"] == 8 and 0.0 <= m["ndcg@10"] <= 1.0 for m in row.values())
+    enc, rr = stages["encoder_training"], stages["reranker_training"]
+    assert 0 < enc["pairs"] <= 80 and enc["validation"]["users"] > 0
+    assert rr["groups"] == 12 and rr["version"] is not None
+    # The models are kept with their verdicts where the settings asked.
+    assert (tmp_path / "models" / "encoder" / enc["version"] / "metadata.json").exists()
+    assert (tmp_path / "models" / "reranker" / rr["version"] / "metadata.json").exists()
+    report = "\n".join(stage_section(stages))
+    assert "+ fine-tuned encoder" in report and "| all | 8 |" in report
+
+
+def test_cli_rejects_unknown_methods(tmp_path, capsys):
+    src = tmp_path / "ds"
+    src.mkdir()
+    (src / "items.jsonl").write_text(json.dumps({"id": "a", "title": "A pen"}) + "\n")
+    (src / "interactions.jsonl").write_text(json.dumps({"user_id": "u", "item_id": "a", "timestamp": 1}) + "\n")
+    assert main(["evaluate", "--dataset", str(src), "--out", str(tmp_path / "o"), "--methods", "sasrec"]) == 2
+    assert "--methods: unknown sasrec" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 from retrieval.layout import LAYOUT_FILE, read_layout
 from retrieval.recommender import RecommendRequest
 from retrieval.reindex import reindex
+from tests.conftest import TEST_DEVICE
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +75,7 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     engine.profiles.record(events)
     models = tmp_path / "models"
     models.mkdir()
-    meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device="cpu"))
+    meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device=TEST_DEVICE))
     v = meta["validation"]
     assert meta["accepted"] == (v["fine_tuned_ndcg@10"] > v["current_encoder_ndcg@10"])
     assert meta["pairs"] > 0 and v["users"] == 3

@@ -7,12 +7,13 @@ import pytest
 from encoders.cross_encoder import CrossEncoderReranker
 from retrieval.recommender import RecommendRequest
 from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker
+from tests.conftest import TEST_DEVICE
 
 pytestmark = pytest.mark.slow
 
 
 def save(versions, accepted, blend=1.0):
-    return versions.save(CrossEncoderReranker(device="cpu", max_length=64).save,
+    return versions.save(CrossEncoderReranker(device=TEST_DEVICE, max_length=64).save,
                          {"accepted": accepted, "blend": blend, "reason": "test"})
 
 
@@ -56,7 +57,7 @@ def test_train_reranker_end_to_end_on_a_small_log(engine, demo_items):
         events += [{"user_id": f"u{u}", "type": "click", "item_id": i} for i in items]
     engine.profiles.record(events)
     report = train_reranker(engine.recommender, engine.rerankers,
-                            TrainingSettings(max_groups=40, validation_users=0.2, candidates=20, device="cpu"))
+                            TrainingSettings(max_groups=40, validation_users=0.2, candidates=20, device=TEST_DEVICE))
     assert report.version is not None
     meta = {m["version"]: m for m in engine.rerankers.all()}[report.version]
     assert meta["accepted"] == report.accepted and meta["groups"] > 0 and meta["validation_users"] == 7
