@@ -10,6 +10,7 @@ import numpy as np
 
 from encoders import BiEncoder, item_text
 from retrieval.lexical import Bm25Encoder
+from retrieval.query_understanding import ANCHOR_FILLER, Anchor, Facets, words
 from retrieval.records import InvalidRecord, Item, parse_item
 from retrieval.store import CollectionSpec, Hit, ItemFilter, StoredPoint, VectorStore
 
@@ -59,6 +60,7 @@ class Catalogue:
         self.collection = collection
         self.store.ensure_collection(items_spec(encoder.dim, collection))
         self._write_lock = threading.Lock()
+        self._facets: Facets | None = None
 
     @staticmethod
     def validate(rows: list[Any], first_index: int = 0) -> tuple[list[Item], list[Rejection]]:
@@ -87,6 +89,7 @@ class Catalogue:
     def write(self, points: list[StoredPoint]) -> None:
         with self._write_lock:
             self.store.upsert(self.collection, points)
+            self._facets = None
 
     def upsert(self, rows: list[Any], batch_size: int = 64) -> UpsertReport:
         """Validate, encode and store rows; invalid rows are reported and nothing of them is written."""
@@ -113,7 +116,38 @@ class Catalogue:
             return False
         with self._write_lock:
             self.store.delete(self.collection, [item_id])
+            self._facets = None
         return True
+
+    def facets(self) -> Facets:
+        """The brands and categories the catalogue knows (read once, again after any write)."""
+        facets = self._facets
+        if facets is None:
+            payloads, offset = [], None
+            while True:
+                points, offset = self.store.scroll(self.collection, limit=1024, offset=offset, with_vectors=False)
+                payloads += [p.payload for p in points]
+                if offset is None:
+                    break
+            facets = self._facets = Facets.from_payloads(payloads)
+        return facets
+
+    def find_by_title(self, phrase: str, min_overlap: float = 0.6) -> Anchor | None:
+        """The item a phrase names ("the Swingline Optima stapler"): BM25 over item text, kept only
+        if most of the phrase's words are in the item's title."""
+        wanted = [w for w in words(phrase) if w not in ANCHOR_FILLER]
+        if not wanted:
+            return None
+        hits = self.store.search_sparse(self.collection, self.bm25.encode_query(" ".join(wanted)), 5, None, ())
+        payloads = self.get_many([h.id for h in hits])
+        for hit in hits:
+            if hit.id not in payloads:
+                continue
+            payload = payloads[hit.id].payload
+            title_words = set(words(payload.get("title", "")))
+            if sum(w in title_words for w in wanted) / len(wanted) >= min_overlap:
+                return Anchor(hit.id, payload.get("title", ""), payload.get("price"))
+        return None
 
     def similar(self, item_id: str, k: int = 10, flt: ItemFilter | None = None) -> list[Hit] | None:
         """Nearest items by text vector; None if the item is unknown. Works for items nobody

@@ -99,6 +99,11 @@ class CoOccurrenceIndex:
         top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
         return dict(top)
 
+    def shared_users(self, a: str, b: str) -> int:
+        """How many users have both items (the raw co-occurrence behind an explanation)."""
+        with self._lock:
+            return len(self._item_users.get(a, set()) & self._item_users.get(b, set()))
+
     def popular(self, limit: int) -> list[tuple[str, int]]:
         """Items by number of distinct users, most first (ties by id, for determinism)."""
         with self._lock:

@@ -6,14 +6,16 @@ The API, the CLI and the evaluation all call ``Recommender.recommend``; there is
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from encoders.text import candidate_text, context_text
 from retrieval.catalogue import Catalogue
 from retrieval.cooccurrence import CoOccurrenceIndex
+from retrieval.diversity import diversify
 from retrieval.fusion import fuse
 from retrieval.profiles import Profiles
+from retrieval.query_understanding import Anchor, ParsedQuery, QueryParser
 from retrieval.records import InvalidRecord
 from retrieval.rerank import LoadedReranker, combine
 from retrieval.sources import CollaborativeSource, DenseSource, LexicalSource, PopularSource, RecommendContext
@@ -45,6 +47,9 @@ class RecommendConfig:
     # A profile made only of stated preferences (no history, no query) gets popularity as a weak
     # prior: validation on cold_users_prefs, NDCG@10 .0093 -> .0101 (BM25 alone .0094).
     preference_popularity_prior: float = 0.5
+    # MMR strength when a request does not say (benchmarks/diversity.py: the trade-off curve).
+    diversity: float = 0.0
+    diversity_pool: int = 50  # how much of the top the diverse list is picked from
 
 
 @dataclass
@@ -60,6 +65,9 @@ class RecommendRequest:
     # Retrieval as if this user's own logged events did not exist: how the trainers build examples
     # from the log without the user's future (the positive) leaking into their candidates.
     leave_out_user: str | None = None
+    diversity: float | None = None  # 0 = pure relevance .. 1; None = the configured default
+    max_per_category: int | None = None  # at most this many items of one (leaf) category
+    understand_query: bool = True  # parse constraints and an anchor item out of ``query``
 
 
 @dataclass
@@ -78,6 +86,7 @@ class RecommendResult:
     notes: list[str]
     took_ms: float
     reranker: str | None = None  # version of the model that reordered the list, if any
+    interpreted: dict[str, Any] | None = None  # how ``query`` was understood
 
 
 class Recommender:
@@ -126,6 +135,10 @@ class Recommender:
             for i, item_id in enumerate(req.history):
                 if item_id not in known:
                     raise InvalidRecord(f"history[{i}]", f"unknown item {item_id!r}")
+        if req.diversity is not None and not (isinstance(req.diversity, (int, float)) and 0 <= req.diversity <= 1):
+            raise InvalidRecord("diversity", "must be a number between 0 and 1")
+        if req.max_per_category is not None and (not isinstance(req.max_per_category, int) or req.max_per_category < 1):
+            raise InvalidRecord("max_per_category", "must be an integer >= 1")
         if req.sources:
             unknown = set(req.sources) - set(self.sources) - {"popular"}
             if unknown:
@@ -172,9 +185,54 @@ class Recommender:
             ctx.history_titles = [payloads[i].payload["title"] for i in reversed(newest) if i in payloads]
         return ctx, profile
 
+    def query_parser(self) -> QueryParser:
+        facets = self.catalogue.facets()
+        parser = getattr(self, "_parser", None)
+        if parser is None or parser.facets is not facets:
+            parser = self._parser = QueryParser(facets, self.catalogue.find_by_title, self._last_item)
+        return parser
+
+    def _last_item(self, user_id: str) -> Anchor | None:
+        history = self.profiles.index.history(user_id)
+        point = self.catalogue.get(history[-1]) if history else None
+        return Anchor(point.id, point.payload.get("title", ""), point.payload.get("price"), how="history") \
+            if point is not None else None
+
+    def understand(self, req: RecommendRequest) -> tuple[RecommendRequest, ParsedQuery | None]:
+        """The request with its query's constraints and anchor applied (they narrow, never widen)."""
+        if not (req.query and req.query.strip() and req.understand_query):
+            return req, None
+        parsed = self.query_parser().parse(req.query.strip(), user_id=req.user_id)
+        if parsed.categories:
+            self._confirm_categories(parsed)
+        history = req.history
+        if parsed.anchor is not None and parsed.anchor.id not in history:
+            history = [*history, parsed.anchor.id]  # the anchor is the newest thing "in mind", never shown
+        return replace(req, query=parsed.semantic or None, item_filter=parsed.item_filter(req.item_filter),
+                       history=history), parsed
+
+    def _confirm_categories(self, parsed: ParsedQuery, top: int = 20, share: float = 0.25) -> None:
+        """A category word is a constraint only if the query is about it: "lamp for my desk" names
+        "desk" but means lamps. Kept when at least ``share`` of the query's nearest items are in it."""
+        vector = self.profiles.texts.get(parsed.text)
+        hits = self.catalogue.store.search_dense(self.catalogue.collection, vector, top)
+        payloads = self.catalogue.get_many([h.id for h in hits])
+        keys = [{c.lower() for c in (p.payload.get("categories") or ())} for p in payloads.values()]
+        kept = []
+        for category in parsed.categories:
+            found = sum(category.lower() in k for k in keys) / max(1, len(keys))
+            if found >= share:
+                kept.append(category)
+            else:
+                parsed.notes.append(f"'{category}' is mentioned but the query is about something else "
+                                    f"({found:.0%} of its nearest items are in it): not enforced")
+                parsed.matched = [m for m in parsed.matched if m.lower() not in category.lower()]
+        parsed.categories = kept
+
     def recommend(self, req: RecommendRequest) -> RecommendResult:
         started = time.perf_counter()
         self._validate(req)
+        req, parsed = self.understand(req)
         ctx, profile = self.context(req)
         wanted = req.sources or self.config.sources
         results = []
@@ -195,7 +253,12 @@ class Recommender:
                 notes.append("nothing known about this request: showing popular items")
         fused = fuse(results, rrf_k=self.config.rrf_k, no_opinion_credit=self.config.no_opinion_credit)
         reranker = self.reranker if req.rerank else None
-        top = fused[: max(req.k, self.config.rerank_candidates) if reranker else req.k]
+        diversity = self.config.diversity if req.diversity is None else float(req.diversity)
+        diverse = diversity > 0 or req.max_per_category is not None
+        wanted_top = max(req.k, self.config.rerank_candidates) if reranker else req.k
+        if diverse:
+            wanted_top = max(wanted_top, min(self.config.diversity_pool, 3 * req.k))
+        top = fused[:wanted_top]
         payloads = self.catalogue.get_many([c.id for c in top])
         top = [c for c in top if c.id in payloads]  # deleted between retrieval and hydration
         traces = {c.id: {"sources": c.sources, "no_opinion": c.no_opinion} for c in top}
@@ -205,14 +268,27 @@ class Recommender:
             for item_id, rank, score in order:
                 traces[item_id]["rerank"] = {"rank": rank, "score": round(float(score), 6)}
                 scores[item_id] = float(score)
-            ids = [i for i, _, _ in order][: req.k]
+            ids = [i for i, _, _ in order]
             notes.append(f"reranked the top {len(top)} with cross-encoder {reranker.version}")
         else:
-            ids = [c.id for c in top][: req.k]
+            ids = [c.id for c in top]
             if req.rerank:
                 notes.append("no reranker trained yet: ranked by fused retrieval scores")
             else:
                 notes.append("reranking turned off by the request")
+        if diverse and ids:
+            vectors = self.catalogue.vectors(ids) if diversity > 0 else {}
+            leaf = {i: (payloads[i].payload.get("categories") or [None])[-1] for i in ids}
+            picked = diversify(ids, [scores[i] for i in ids], vectors, diversity, req.k, leaf, req.max_per_category)
+            for p in picked:
+                traces[p.id]["diversity"] = {"relevance_rank": p.relevance_rank, "rank": p.rank,
+                                             "moved": p.relevance_rank - p.rank,
+                                             "max_similarity_to_above": round(p.max_similarity, 4)}
+            ids = [p.id for p in picked]
+            moved = sum(1 for p in picked if p.relevance_rank != p.rank)
+            notes.append(f"diversity {diversity:g}" + (f", at most {req.max_per_category} per category"
+                                                        if req.max_per_category else "") + f": {moved} items moved")
+        ids = ids[: req.k]
         items = [RecommendedItem(i, scores[i], payloads[i].payload, traces[i]) for i in ids]
         return RecommendResult(
             items=items,
@@ -221,6 +297,7 @@ class Recommender:
             notes=notes,
             took_ms=(time.perf_counter() - started) * 1000,
             reranker=reranker.version if reranker is not None and items else None,
+            interpreted=parsed.interpreted() if parsed is not None else None,
         )
 
     def _rerank(self, reranker: LoadedReranker, ctx: RecommendContext, ids: list[str], payloads) -> list:

@@ -18,6 +18,7 @@ from retrieval.records import InvalidRecord
 from service.api.admin import AdminController, ReindexJob
 from service.api.errors import http_error_handler, invalid_record_handler
 from service.api.events import EventController
+from service.api.explanations import ExplanationController
 from service.api.health import HealthController
 from service.api.items import ItemController
 from service.api.recommendations import RecommendationController
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app opens one for ``settings.data_dir`` at start-up and closes it at shutdown."""
     settings = settings or Settings.from_env()
     reindex_job = ReindexJob()
+    generator = settings.explanation_generator()  # a bad back-end name fails at start, not per request
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -51,8 +53,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return Provide(dependency, sync_to_thread=False)
 
     return Litestar(
-        route_handlers=[ItemController, EventController, UserController, RecommendationController, HealthController,
-                        AdminController],
+        route_handlers=[ItemController, EventController, UserController, RecommendationController,
+                        ExplanationController, HealthController, AdminController],
         dependencies={
             "engine": provide(None),
             "catalogue": provide("catalogue"),
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             "recommender": provide("recommender"),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "reindex_job": Provide(lambda: reindex_job, sync_to_thread=False),
+            "explanation_generator": Provide(lambda: generator, sync_to_thread=False),
         },
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler},
         lifespan=[lifespan],

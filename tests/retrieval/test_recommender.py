@@ -92,8 +92,13 @@ def test_history_only_and_combined_requests(engine):
     assert not set(mice) & {i.id for i in result.items}
     kept = engine.recommender.recommend(RecommendRequest(history=mice, exclude_seen=False, k=20))
     assert set(mice) <= {i.id for i in kept.items}
-    mixed = engine.recommender.recommend(RecommendRequest(history=mice, query="wireless keyboard"))
+    # Taken literally (no query understanding) the query and the history mix...
+    mixed = engine.recommender.recommend(RecommendRequest(history=mice, query="wireless keyboard",
+                                                          understand_query=False))
     assert categories(mixed)["Keyboards"] >= 1 and categories(mixed)["Mice"] >= 1
+    # ...understood, "keyboard" names a catalogue category: the user asked for keyboards.
+    asked = engine.recommender.recommend(RecommendRequest(history=mice, query="wireless keyboard"))
+    assert categories(asked)["Keyboards"] == 10 and asked.interpreted["constraints"] == {"categories": ["Keyboards"]}
 
 
 def test_bad_requests_name_the_field(engine):

@@ -1,0 +1,66 @@
+"""``/v1/explanations``: why an item is (or would be) recommended, grounded in the scoring."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, post
+from litestar.exceptions import NotFoundException
+
+from prompts import Generator, explain_text
+from retrieval.explanations import Explainer, UnknownItem
+from retrieval.recommender import RecommendRequest, Recommender
+from service.api.schemas import Filters, to_item_filter
+
+
+class ExplanationPost(msgspec.Struct, forbid_unknown_fields=True):
+    """Explain ``item_id`` for a user, an ad-hoc history, a query, or any mix (as in recommendations)."""
+
+    item_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    query: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    history: Annotated[list[str], msgspec.Meta(max_length=500)] = []
+    filters: Filters | None = None
+    rerank: bool = True
+    diversity: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    counterfactual: bool = True
+
+
+class ExplanationOut(msgspec.Struct):
+    item_id: str
+    text: str
+    generator: str
+    guard: dict[str, Any]
+    evidence: dict[str, Any]
+    took_ms: float
+
+
+def explain_item(recommender: Recommender, generator: Generator, req: RecommendRequest, item_id: str,
+                 trace: dict | None = None, rank: int | None = None, counterfactual: bool = True) -> dict[str, Any]:
+    """Evidence from the pipeline, then words from the configured back-end behind the guard."""
+    evidence = Explainer(recommender).evidence(req, item_id, counterfactual=counterfactual, result_trace=trace,
+                                               rank=rank)
+    words = explain_text(evidence, generator, recommender.catalogue.facets().vocabulary())
+    return {"text": words["text"], "generator": words["generator"], "guard": words["guard"], "evidence": evidence}
+
+
+class ExplanationController(Controller):
+    path = "/v1/explanations"
+    tags = ["explanations"]
+
+    @post("/", sync_to_thread=True, summary="Explain a recommendation", status_code=200)
+    def explain(self, data: ExplanationPost, recommender: Recommender, explanation_generator: Generator
+                ) -> ExplanationOut:
+        import time
+
+        started = time.perf_counter()
+        req = RecommendRequest(user_id=data.user_id, query=data.query, history=list(data.history),
+                               item_filter=to_item_filter(data.filters), rerank=data.rerank,
+                               diversity=data.diversity)
+        try:
+            out = explain_item(recommender, explanation_generator, req, data.item_id,
+                               counterfactual=data.counterfactual)
+        except UnknownItem:
+            raise NotFoundException(f"item {data.item_id!r} not found") from None
+        return ExplanationOut(item_id=data.item_id, took_ms=round((time.perf_counter() - started) * 1000, 3), **out)
