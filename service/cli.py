@@ -220,6 +220,52 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """One recommendation request from the shell (the data directory must not be served meanwhile)."""
+    import json
+
+    from retrieval.explanations import Explainer
+    from retrieval.recommender import RecommendRequest
+    from retrieval.records import InvalidRecord
+
+    settings = _settings(args)
+    engine = _open_engine(settings)
+    try:
+        req = RecommendRequest(user_id=args.user_id, query=args.query, history=args.history or [], k=args.k,
+                               diversity=args.diversity, max_per_category=args.max_per_category,
+                               rerank=not args.no_rerank)
+        try:
+            result = engine.recommender.recommend(req)
+        except InvalidRecord as err:
+            print(f"error: {err.field}: {err.reason}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps({"interpreted": result.interpreted, "notes": result.notes,
+                              "items": [{"id": i.id, "score": i.score, **i.payload} for i in result.items]}, indent=1))
+            return 0
+        if result.interpreted:
+            i = result.interpreted
+            print(f"showing results for: {i['semantic_text'] or '(no free text)'}  constraints: "
+                  f"{json.dumps(i['constraints'])}" + (f"  like: {i['anchor']['title']}" if i["anchor"] else ""))
+        generator = settings.explanation_generator() if args.explain else None
+        explainer = Explainer(engine.recommender) if args.explain else None
+        vocabulary = engine.catalogue.facets().vocabulary() if args.explain else None
+        for n, item in enumerate(result.items, start=1):
+            p = item.payload
+            price = f"${p['price']:.2f}" if p.get("price") is not None else "-"
+            print(f"{n:>3}. {item.id}  {p['title']}  ({p.get('brand') or '-'}, {price})")
+            if explainer is not None:
+                from prompts import explain_text
+
+                evidence = explainer.evidence(req, item.id, counterfactual=False, result_trace=item.trace, rank=n)
+                print(f"     why: {explain_text(evidence, generator, vocabulary)['text']}")
+        for note in result.notes:
+            print(f"  note: {note}")
+    finally:
+        engine.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridrec", description="Hybrid recommender service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--encoder", type=Path, help="default: the newest accepted one under models/encoder")
     data_dir(reindex)
     reindex.set_defaults(func=cmd_reindex)
+
+    rec = sub.add_parser("recommend", help="recommend from the shell: a sentence, a user, a history")
+    rec.add_argument("--query", help='a sentence, e.g. "a stapler under $15, not from Swingline"')
+    rec.add_argument("--user-id")
+    rec.add_argument("--history", nargs="+", help="item ids, oldest first")
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--diversity", type=float, help="0 (pure relevance) .. 1")
+    rec.add_argument("--max-per-category", type=int)
+    rec.add_argument("--explain", action="store_true", help="say why, for each item")
+    rec.add_argument("--no-rerank", action="store_true")
+    rec.add_argument("--json", action="store_true", help="machine-readable output")
+    data_dir(rec)
+    rec.set_defaults(func=cmd_recommend)
 
     rebuild = sub.add_parser("rebuild-profiles", help="recompute every user profile from the event log")
     data_dir(rebuild)
