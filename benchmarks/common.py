@@ -35,3 +35,24 @@ def save(name: str, payload: dict) -> Path:
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office"
+
+
+def replay_shared_dataset(path: Path, split: str, label: str, encoder=None, points=None):
+    """The shared dataset's histories for ``split`` replayed into a scratch engine:
+    ``(dataset, encoder, points, cases, replay)``, or None (with a message) when it is absent."""
+    from encoders import BiEncoder
+    from retrieval.datasets import load_dataset
+    from retrieval.evaluation import EvalConfig, Replay, encode_catalogue, leave_one_out
+
+    if not Path(path).exists():
+        print(f"skipping: {path} is not here")
+        return None
+    dataset = load_dataset(path)
+    encoder = encoder or BiEncoder()
+    points = points if points is not None else encode_catalogue(dataset, encoder)
+    cases = leave_one_out(dataset.sequences, split)
+    replay = Replay(dataset, encoder, {u: c.history for u, c in cases.items()}, points, EvalConfig(), label)
+    return dataset, encoder, points, cases, replay

@@ -18,32 +18,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import percentile, save, table  # noqa: E402
-from encoders import BiEncoder  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SHARED_DATASET,
+    percentile,
+    replay_shared_dataset,
+    save,
+    table,
+)
 from prompts import explain_text, make_generator  # noqa: E402
-from retrieval.datasets import load_dataset  # noqa: E402
-from retrieval.evaluation import EvalConfig, Replay, encode_catalogue, leave_one_out  # noqa: E402
 from retrieval.explanations import Explainer  # noqa: E402
 from retrieval.recommender import RecommendRequest  # noqa: E402
 from tests.prompts.fake_openai import FakeOpenAI  # noqa: E402
-
-DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=30)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--dataset", type=Path, default=DATASET)
+    parser.add_argument("--dataset", type=Path, default=SHARED_DATASET)
     args = parser.parse_args()
-    if not args.dataset.exists():
-        print(f"skipping: {args.dataset} is not here")
+    loaded = replay_shared_dataset(args.dataset, "test", "explain")
+    if loaded is None:
         return
-    dataset = load_dataset(args.dataset)
-    encoder = BiEncoder()
-    points = encode_catalogue(dataset, encoder)
-    cases = leave_one_out(dataset.sequences, "test")
-    replay = Replay(dataset, encoder, {u: c.history for u, c in cases.items()}, points, EvalConfig(), "explain")
+    _, _, _, cases, replay = loaded
     recommender = replay.engine.recommender
     explainer = Explainer(recommender)
     vocabulary = replay.engine.catalogue.facets().vocabulary()

@@ -22,13 +22,17 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import percentile, save, table  # noqa: E402
-from encoders import BiEncoder  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SHARED_DATASET,
+    percentile,
+    replay_shared_dataset,
+    save,
+    table,
+)
 from encoders.cross_encoder import CrossEncoderReranker  # noqa: E402
 from encoders.device import resolve_device  # noqa: E402
 from encoders.text import candidate_text, context_text  # noqa: E402
-from retrieval.datasets import load_dataset  # noqa: E402
-from retrieval.evaluation import EvalConfig, Replay, encode_catalogue, leave_one_out  # noqa: E402
+from retrieval.evaluation import Replay  # noqa: E402
 from retrieval.recommender import RecommendRequest  # noqa: E402
 from retrieval.reranker_training import TrainingSettings, train_reranker  # noqa: E402
 
@@ -69,17 +73,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--validation-users", type=int, default=500)
-    parser.add_argument("--dataset", type=Path, default=DATASET)
+    parser.add_argument("--dataset", type=Path, default=SHARED_DATASET)
     parser.add_argument("--latency-devices", nargs="+", help="time the trained model on each (default: --device)")
     args = parser.parse_args()
-    if not args.dataset.exists():
-        print(f"skipping: {args.dataset} is not here")
+    loaded = replay_shared_dataset(args.dataset, "test", "rerank")
+    if loaded is None:
         return
-    dataset = load_dataset(args.dataset)
-    encoder = BiEncoder()
-    points = encode_catalogue(dataset, encoder)
-    cases = leave_one_out(dataset.sequences, "test")
-    replay = Replay(dataset, encoder, {u: c.history for u, c in cases.items()}, points, EvalConfig(), "rerank")
+    _, _, _, cases, replay = loaded
     settings = TrainingSettings(epochs=args.epochs, max_groups=args.max_groups, device=args.device,
                                 max_validation_users=args.validation_users)
     report = train_reranker(replay.engine.recommender, replay.engine.rerankers, settings,

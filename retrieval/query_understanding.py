@@ -250,19 +250,17 @@ class QueryParser:
             if key not in lowered:  # cheap test before the regexes
                 continue
             name = re.escape(key)
-            excl = re.search(rf"\b{_EXCLUDE_CUES}\s+(?:the\s+)?(?:brand\s+)?{name}(?:\s+brand)?(?![\w-])", work,
-                             flags=re.IGNORECASE)
-            if excl:
-                q.exclude_brands.append(self.facets.brands[key])
-                q.matched.append(excl.group(0).strip())
-                work = work.replace(excl.group(0), " ", 1)
-                continue
-            incl = re.search(rf"\b{_INCLUDE_CUES}\s+{name}(?![\w-])|(?<![\w-]){name}\s+brand\b", work,
-                             flags=re.IGNORECASE)
-            if incl:
-                q.brands.append(self.facets.brands[key])
-                q.matched.append(incl.group(0).strip())
-                work = work.replace(incl.group(0), " ", 1)
+            # Exclusion first: "not from Avery" must not read as "from Avery".
+            for pattern, into in (
+                (rf"\b{_EXCLUDE_CUES}\s+(?:the\s+)?(?:brand\s+)?{name}(?:\s+brand)?(?![\w-])", q.exclude_brands),
+                (rf"\b{_INCLUDE_CUES}\s+{name}(?![\w-])|(?<![\w-]){name}\s+brand\b", q.brands),
+            ):
+                m = re.search(pattern, work, flags=re.IGNORECASE)
+                if m:
+                    into.append(self.facets.brands[key])
+                    q.matched.append(m.group(0).strip())
+                    work = work.replace(m.group(0), " ", 1)
+                    break
         return work
 
     def _bare_brands(self, q: ParsedQuery, work: str) -> None:

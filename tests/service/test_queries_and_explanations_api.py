@@ -55,14 +55,16 @@ def test_the_one_i_bought_uses_the_users_history(client, engine):
 
 
 def test_diversity_and_category_cap(client):
-    plain = client.post("/v1/recommendations", json={"query": "office supplies", "k": 10}).json()
-    capped = client.post("/v1/recommendations", json={"query": "office supplies", "k": 10,
+    plain = client.post("/v1/recommendations", json={"query": "office supplies", "k": 10, "diversity": 0}).json()
+    capped = client.post("/v1/recommendations", json={"query": "office supplies", "k": 10, "diversity": 0,
                                                       "max_per_category": 2}).json()
     cats = [i["categories"][-1] for i in capped["items"]]
     assert max(cats.count(c) for c in cats) <= 2 and len(capped["items"]) == 10
     diverse = client.post("/v1/recommendations", json={"query": "office supplies", "k": 10, "diversity": 0.6}).json()
     assert len({i["categories"][-1] for i in diverse["items"]}) >= len({i["categories"][-1] for i in plain["items"]})
     assert all(i["diversity"] is not None for i in diverse["items"]) and plain["items"][0]["diversity"] is None
+    default = client.post("/v1/recommendations", json={"query": "office supplies", "k": 10}).json()
+    assert "diversity 0.3" in " ".join(default["notes"])  # the default chosen by benchmarks/diversity.py
     r = client.post("/v1/recommendations", json={"diversity": 1.5})
     assert r.status_code == 400 and "diversity" in r.text
 
