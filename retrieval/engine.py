@@ -111,6 +111,7 @@ class Engine:
         request in flight finishes on the old catalogue and the next one sees the new."""
         catalogue, profiles, recommender = wired or self.wire(layout, encoder)
         recommender.reranker = self.recommender.reranker
+        recommender.query_suggest = self.recommender.query_suggest
         self.encoder, self.catalogue, self.profiles, self.recommender, self.layout = (
             encoder, catalogue, profiles, recommender, layout)
 

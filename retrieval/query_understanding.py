@@ -174,10 +174,14 @@ class QueryParser:
     ``last_item(user_id)`` resolves "the one I bought"."""
 
     def __init__(self, facets: Facets, find_anchor: AnchorLookup | None = None,
-                 last_item: Callable[[str], Anchor | None] | None = None):
+                 last_item: Callable[[str], Anchor | None] | None = None,
+                 suggest: Callable[[str, list[str], list[str]], dict[str, Any]] | None = None):
         self.facets = facets
         self.find_anchor = find_anchor
         self.last_item = last_item
+        # An optional model's constraints, (query, candidate brands, candidate categories) -> dict;
+        # used only where the rules found nothing, and only what the catalogue's facets confirm.
+        self.suggest = suggest
         # Longest names first, so "office chairs" wins over "chairs".
         self._category_names = sorted(facets.categories, key=len, reverse=True)
         self._brand_names = sorted(facets.brands, key=len, reverse=True)
@@ -191,6 +195,8 @@ class QueryParser:
         self._bare_brands(q, work)  # after the anchor: a brand inside "like <title>" is not a constraint
         work = self._categories(q, work)
         q.semantic = self._clean(work)
+        if self.suggest is not None:
+            self._add_suggestions(q, text)
         if q.anchor is not None and q.relative_price:
             if q.anchor.price is None:
                 q.notes.append(f"the anchor item {q.anchor.id} has no price: '{q.relative_price}' was not enforced")
@@ -205,6 +211,42 @@ class QueryParser:
         return q
 
     # -- pieces ---------------------------------------------------------------------------------
+
+    def _add_suggestions(self, q: ParsedQuery, text: str) -> None:
+        """Fill what the rules left empty from the model, validated: prices must be numbers >= 0,
+        brands and categories must be the catalogue's own (its spelling is used)."""
+        lowered = set(words(text))
+        # Only names sharing a word with the query go into the prompt: a catalogue has thousands.
+        brands = [b for k, b in self.facets.brands.items() if set(words(k)) & lowered][:50]
+        categories = [c for k, c in self.facets.categories.items() if set(words(k)) & lowered][:50]
+        try:
+            raw = self.suggest(text, brands, categories)
+        except Exception as err:  # a model is optional: its failure must not fail the request
+            q.notes.append(f"language-model parser unavailable ({err}); rules only")
+            return
+        added = []
+        for key in ("price_min", "price_max"):
+            value = raw.get(key)
+            if getattr(q, key) is None and value is not None:
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e9:
+                    setattr(q, key, float(value))
+                    added.append(f"{key}={value}")
+                else:
+                    q.notes.append(f"model suggested {key}={value!r}: not a price, ignored")
+        for key, known in (("brands", self.facets.brands), ("exclude_brands", self.facets.brands),
+                           ("categories", self.facets.categories)):
+            values = raw.get(key) or []
+            if getattr(q, key) or not isinstance(values, list):
+                continue
+            for value in values:
+                name = known.get(str(value).lower())
+                if name is None:
+                    q.notes.append(f"model suggested {key} {value!r}, unknown to the catalogue: ignored")
+                else:
+                    getattr(q, key).append(name)
+                    added.append(f"{key}={name}")
+        if added:
+            q.notes.append("added by the language-model parser: " + ", ".join(added))
 
     def _is_quantity(self, work: str, end: int) -> bool:
         """A bare number followed by a noun counts things ("3 rings", "500 sheets"); a price cue

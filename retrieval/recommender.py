@@ -117,6 +117,8 @@ class Recommender:
                                               fallback=False, name="popularity_prior")
         # Swapped as a whole by ``Engine.reload_reranker``: a request sees the old model or the new.
         self.reranker: LoadedReranker | None = None
+        # Optional language-model suggestions for query constraints (see ``QueryParser``).
+        self.query_suggest = None
 
     def _validate(self, req: RecommendRequest) -> None:
         if not isinstance(req.k, int) or not 1 <= req.k <= MAX_K:
@@ -189,8 +191,9 @@ class Recommender:
     def query_parser(self) -> QueryParser:
         facets = self.catalogue.facets()
         parser = getattr(self, "_parser", None)
-        if parser is None or parser.facets is not facets:
-            parser = self._parser = QueryParser(facets, self.catalogue.find_by_title, self._last_item)
+        if parser is None or parser.facets is not facets or parser.suggest is not self.query_suggest:
+            parser = self._parser = QueryParser(facets, self.catalogue.find_by_title, self._last_item,
+                                                self.query_suggest)
         return parser
 
     def _last_item(self, user_id: str) -> Anchor | None:

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from prompts.query_parsing import suggest_constraints
 from retrieval.engine import Engine
 from retrieval.records import InvalidRecord
 from service.api.admin import AdminController, ReindexJob
@@ -35,11 +36,20 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or Settings.from_env()
     reindex_job = ReindexJob()
     generator = settings.explanation_generator()  # a bad back-end name fails at start, not per request
+    if settings.query_parser not in ("rules", "model"):
+        raise ValueError(f"HYBRIDREC_QUERY_PARSER must be 'rules' or 'model', got {settings.query_parser!r}")
+    if settings.query_parser == "model" and generator.name == "template":
+        raise ValueError("HYBRIDREC_QUERY_PARSER=model needs a model: set HYBRIDREC_EXPLAIN_BACKEND to local or openai")
+
+    def suggest(query: str, brands: list[str], categories: list[str]) -> dict:
+        return suggest_constraints(query, generator, brands, categories)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         owned = engine is None
         app.state.engine = engine or Engine.open(settings.engine_config())
+        if settings.query_parser == "model":
+            app.state.engine.recommender.query_suggest = suggest
         try:
             yield
         finally:

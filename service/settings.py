@@ -34,6 +34,9 @@ class Settings:
     openai_model: str = "gpt-4o-mini"
     openai_api_key: str | None = None
     openai_timeout_s: float = 10.0
+    # Query constraints: "rules" (default, deterministic) or "model" (rules, then the explanation
+    # back-end's model fills what they missed, validated against the catalogue).
+    query_parser: str = "rules"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":

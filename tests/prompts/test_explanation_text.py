@@ -36,7 +36,7 @@ def test_template_text_states_only_evidence_and_is_deterministic():
     ("A great Swingline stapler for you.", "names brand 'Swingline'"),
     ("Only $9.99 today!", "states the number 9.99"),
     ("Pairs well with \"Swingline Optima stapler\".", "names title"),
-    ("Perfect for Labels lovers.", "names categorie 'Labels'"),
+    ("Perfect for Labels lovers.", "names category 'Labels'"),
 ])
 def test_guard_catches_what_the_evidence_does_not_hold(text, reason):
     verdict = check_grounded(text, EVIDENCE, VOCABULARY)

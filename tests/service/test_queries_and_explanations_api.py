@@ -137,3 +137,31 @@ def test_cli_recommend_understands_sentences_and_explains(make_engine, demo_poin
     assert out.count("why: ") == 3 and "within your limit of $40" in out
     assert main(["recommend", "--data-dir", str(data_dir), "--diversity", "3"]) == 2
     assert "diversity" in capsys.readouterr().err
+
+
+def test_model_parser_adds_only_what_the_catalogue_confirms(engine, tmp_path):
+    suggestion = ('Sure! {"price_max": 30, "brands": ["Rapid", "Acme Imaginary"], "categories": ["Staplers"], '
+                  '"price_min": "cheap"}')
+    with FakeOpenAI([(200, suggestion, 0)]) as api:
+        with _client(engine, tmp_path, explain_backend="openai", openai_base_url=api.base_url,
+                     query_parser="model") as client:
+            body = client.post("/v1/recommendations", json={"query": "a rapid fix for my paperwork: a stapler"}).json()
+    constraints = body["interpreted"]["constraints"]
+    assert constraints["price_max"] == 30.0 and constraints["brands"] == ["Rapid"]
+    assert constraints["categories"] == ["Staplers"] and "price_min" not in constraints
+    notes = " ".join(body["interpreted"]["notes"])
+    assert "'Acme Imaginary', unknown to the catalogue: ignored" in notes and "not a price" in notes
+    assert all(i["brand"] == "Rapid" and i["price"] <= 30 for i in body["items"])
+    # The model saw only the catalogue names that share a word with the query.
+    assert '"Rapid"' in api.prompts[0] and "Swingline" not in api.prompts[0]
+
+
+def test_model_parser_failure_falls_back_to_rules(engine, tmp_path):
+    with FakeOpenAI([(500, "", 0)]) as api:
+        with _client(engine, tmp_path, explain_backend="openai", openai_base_url=api.base_url,
+                     query_parser="model", openai_timeout_s=1.0) as client:
+            body = client.post("/v1/recommendations", json={"query": "a stapler under $20"}).json()
+    assert body["interpreted"]["constraints"] == {"price_max": 20.0, "categories": ["Staplers"]}
+    assert "rules only" in " ".join(body["interpreted"]["notes"])
+    with pytest.raises(ValueError, match="needs a model"):
+        create_app(Settings(query_parser="model"), engine=engine)
