@@ -133,13 +133,15 @@ class Replay:
 Method = Callable[[Replay, str | None, list[str], str | None], list[str]]
 
 
-def _pipeline(sources: tuple[str, ...] | None, variant: str = "engine", rerank: bool = False) -> Method:
+def _pipeline(sources: tuple[str, ...] | None, variant: str = "engine", rerank: bool = False,
+              diversity: float | None = None) -> Method:
+    """``diversity`` None: the service's default MMR; baselines pass 0 (pure relevance, as classically defined)."""
     def run(replay: Replay, user_id, history, prefs) -> list[str]:
         recommender = {"engine": replay.engine.recommender, "plain": replay.plain, "classic": replay.classic}[variant]
         if user_id is not None:
-            req = RecommendRequest(user_id=user_id, k=CUTOFF, sources=sources, rerank=rerank)
+            req = RecommendRequest(user_id=user_id, k=CUTOFF, sources=sources, rerank=rerank, diversity=diversity)
         else:
-            req = RecommendRequest(history=history, k=CUTOFF, sources=sources, rerank=rerank)
+            req = RecommendRequest(history=history, k=CUTOFF, sources=sources, rerank=rerank, diversity=diversity)
         return [i.id for i in recommender.recommend(req).items]
     return run
 
@@ -159,9 +161,9 @@ def _zero_shot(replay: Replay, user_id, history, prefs) -> list[str]:
 
 
 METHODS: dict[str, Method] = {
-    "popularity": _pipeline(("popular",)),
-    "itemknn": _pipeline(("collaborative",), variant="classic"),
-    "bm25": _pipeline(("lexical",)),
+    "popularity": _pipeline(("popular",), diversity=0.0),
+    "itemknn": _pipeline(("collaborative",), variant="classic", diversity=0.0),
+    "bm25": _pipeline(("lexical",), diversity=0.0),
     "zero_shot": _zero_shot,
     "dense_profile": _pipeline(("dense_profile",)),
     "collaborative_seq": _pipeline(("collaborative",)),

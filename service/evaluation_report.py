@@ -97,7 +97,9 @@ def markdown(results: dict[str, Any]) -> str:
         "items), `zero_shot` (plain mean of history vectors). Stages: `dense_profile` (our weighted, decayed profile "
         "vector alone), `collaborative_seq` (our sequential co-occurrence alone: items that came soon after a history "
         "item in other users' sequences count more), `hybrid_plain_rrf` (all sources, plain RRF), `hybrid_retrieval` (all sources, fusion that "
-        "does not punish items a source has no opinion about).",
+        "does not punish items a source has no opinion about). Baselines rank by relevance alone (diversity 0); "
+        f"the stages run as the service does, with its default diversity {cfg['recommend'].get('diversity', 0)} "
+        "(MMR over the top 50).",
         "",
         "Best value per column in bold (lowest for Gini). Metrics: Recall/NDCG at 10 and 50, MRR@50, catalogue "
         "coverage@10, intra-list diversity@10 (mean pairwise cosine distance), exposure Gini@10.",
