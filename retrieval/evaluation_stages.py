@@ -25,7 +25,6 @@ from encoders import BiEncoder
 from retrieval.datasets import Dataset
 from retrieval.encoder_training import EncoderTrainingSettings, train_encoder
 from retrieval.evaluation import RERANKED, SLICES, EvalConfig, Replay, encode_catalogue, evaluate
-from retrieval.rerank import LoadedReranker
 from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker
 from retrieval.store import StoredPoint
 
@@ -86,13 +85,8 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
         replay.close()
     reranked_results: dict[str, Any] = {}
     if report.version is not None:
-        meta = report.metadata
-        # Loaded directly (not through ``versions.load``) so that a rejected model is measured too;
-        # the service itself never loads one.
-        from encoders.cross_encoder import CrossEncoderReranker
-
-        model = CrossEncoderReranker(versions.path(report.version), device=settings.reranker.device).for_inference()
-        loaded = LoadedReranker(report.version, model, float(meta["blend"]), meta)
+        # A rejected model is measured too (the service itself never loads one).
+        loaded = versions.load(report.version, device=settings.reranker.device, allow_rejected=True)
         reranked_results = evaluate(dataset, serving_encoder, replace(config, methods=(RERANKED,)),
                                     points=serving_points, slices=slices, reranker=loaded)["slices"]
 

@@ -120,8 +120,7 @@ class ParsedQuery:
         price_min = max([v for v in (base.price_min, self.price_min) if v is not None], default=None)
         price_max = min([v for v in (base.price_max, self.price_max) if v is not None], default=None)
         return ItemFilter(
-            categories=tuple(dict.fromkeys([*base.categories, *self.categories])) if not base.categories
-            else base.categories,
+            categories=base.categories or tuple(self.categories),  # the request's own, when it names any
             brands=base.brands or tuple(self.brands),
             exclude_brands=tuple(dict.fromkeys([*base.exclude_brands, *self.exclude_brands])),
             price_min=price_min, price_max=price_max,
@@ -156,13 +155,6 @@ ANCHOR_FILLER = {"the", "a", "an", "one", "my", "that", "this", "your", "their",
 
 # Finds an item whose title matches a phrase: (id, title, price) or None.
 AnchorLookup = Callable[[str], "Anchor | None"]
-
-
-def _amount(groups: tuple[str | None, ...]) -> float | None:
-    for g in groups:
-        if g:
-            return float(g.replace(",", "."))
-    return None
 
 
 def words(text: str) -> list[str]:

@@ -119,6 +119,7 @@ class Recommender:
         self.reranker: LoadedReranker | None = None
         # Optional language-model suggestions for query constraints (see ``QueryParser``).
         self.query_suggest = None
+        self._parser: QueryParser | None = None  # rebuilt when the catalogue's facets change
 
     def _validate(self, req: RecommendRequest) -> None:
         if not isinstance(req.k, int) or not 1 <= req.k <= MAX_K:
@@ -190,7 +191,7 @@ class Recommender:
 
     def query_parser(self) -> QueryParser:
         facets = self.catalogue.facets()
-        parser = getattr(self, "_parser", None)
+        parser = self._parser
         if parser is None or parser.facets is not facets or parser.suggest is not self.query_suggest:
             parser = self._parser = QueryParser(facets, self.catalogue.find_by_title, self._last_item,
                                                 self.query_suggest)
@@ -218,7 +219,8 @@ class Recommender:
     def _confirm_categories(self, parsed: ParsedQuery, top: int = 20, share: float = 0.25) -> None:
         """A category word is a constraint only if the query is about it: "lamp for my desk" names
         "desk" but means lamps. Kept when at least ``share`` of the query's nearest items are in it."""
-        vector = self.profiles.texts.get(parsed.text)
+        # The semantic text's vector: the request encodes it anyway (cached), so this costs no encode.
+        vector = self.profiles.texts.get(parsed.semantic or parsed.text)
         hits = self.catalogue.store.search_dense(self.catalogue.collection, vector, top)
         payloads = self.catalogue.get_many([h.id for h in hits])
         keys = [{c.lower() for c in (p.payload.get("categories") or ())} for p in payloads.values()]
@@ -263,7 +265,8 @@ class Recommender:
         if diverse:
             wanted_top = max(wanted_top, min(self.config.diversity_pool, 3 * req.k))
         top = fused[:wanted_top]
-        payloads = self.catalogue.get_many([c.id for c in top])
+        # One round trip: MMR needs the candidates' vectors, so they come with the payloads.
+        payloads = self.catalogue.get_many([c.id for c in top], with_vectors=diverse and diversity > 0)
         top = [c for c in top if c.id in payloads]  # deleted between retrieval and hydration
         traces = {c.id: {"sources": c.sources, "no_opinion": c.no_opinion} for c in top}
         scores = {c.id: c.score for c in top}
@@ -281,7 +284,7 @@ class Recommender:
             else:
                 notes.append("reranking turned off by the request")
         if diverse and ids:
-            vectors = self.catalogue.vectors(ids) if diversity > 0 else {}
+            vectors = {i: payloads[i].vector for i in ids if payloads[i].vector is not None}
             leaf = {i: (payloads[i].payload.get("categories") or [None])[-1] for i in ids}
             picked = diversify(ids, [scores[i] for i in ids], vectors, diversity, req.k, leaf, req.max_per_category)
             for p in picked:

@@ -38,9 +38,10 @@ BLENDS = (0.25, 0.5, 1.0, 2.0, 4.0)
 class RerankerVersions(ModelVersions):
     """Reranker models; only an accepted one can be loaded for serving."""
 
-    def load(self, version: str, device: str = "auto") -> LoadedReranker:
+    def load(self, version: str, device: str = "auto", allow_rejected: bool = False) -> LoadedReranker:
+        """``allow_rejected`` is for measuring a rejected model offline (evaluation); serving never sets it."""
         meta = json.loads((self.path(version) / "metadata.json").read_text())
-        if not meta.get("accepted"):
+        if not meta.get("accepted") and not allow_rejected:
             raise ValueError(f"reranker {version} was not accepted; it is never served")
         model = CrossEncoderReranker(self.path(version), device=device).for_inference()
         return LoadedReranker(version, model, float(meta["blend"]), meta)
@@ -68,7 +69,7 @@ class TrainingReport:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _context(recommender: Recommender, history: list[str], payloads: dict[str, Any]) -> str:
+def _context(history: list[str], payloads: dict[str, Any]) -> str:
     recent = [payloads[i] for i in reversed(history[-5:]) if i in payloads]
     return context_text(recent)
 
@@ -100,7 +101,7 @@ def build_groups(recommender: Recommender, sequences: dict[str, list[str]], sett
             continue
         negatives = tuple(candidate_text(payloads[i].payload) for i in hard + randoms if i in payloads)
         if negatives:
-            groups.append(RerankGroup(_context(recommender, history, {k: v.payload for k, v in payloads.items()}),
+            groups.append(RerankGroup(_context(history, {k: v.payload for k, v in payloads.items()}),
                                       candidate_text(payloads[target].payload), negatives))
         if progress is not None:
             progress(1)
@@ -124,7 +125,7 @@ def validate(recommender: Recommender, model: CrossEncoderReranker | None, cases
         if model is None or not retrieved:
             continue
         payloads = {k: v.payload for k, v in catalogue.get_many(list({*history[-5:], *retrieved})).items()}
-        context = _context(recommender, history, payloads)
+        context = _context(history, payloads)
         scores = model.score([context] * len(retrieved), [candidate_text(payloads[i]) for i in retrieved])
         for blend in BLENDS:
             order = [i for i, _, _ in combine(retrieved, scores, blend)]

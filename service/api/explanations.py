@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -52,8 +53,6 @@ class ExplanationController(Controller):
     @post("/", sync_to_thread=True, summary="Explain a recommendation", status_code=200)
     def explain(self, data: ExplanationPost, recommender: Recommender, explanation_generator: Generator
                 ) -> ExplanationOut:
-        import time
-
         started = time.perf_counter()
         req = RecommendRequest(user_id=data.user_id, query=data.query, history=list(data.history),
                                item_filter=to_item_filter(data.filters), rerank=data.rerank,
