@@ -41,6 +41,15 @@ class ProfileEvent:
     value: float | None = None
 
 
+def event_weights(events: list[ProfileEvent], now: float, half_life_days: float = 30.0,
+                  position_decay: float = 0.9) -> list[float]:
+    """Each event's signed weight in the profile: ``event_weight x 0.5**(age/half_life) x
+    position_decay**(n_newer_events)`` (what ``aggregate_profile`` sums, and what explanations report)."""
+    n = len(events)
+    return [event_weight(e.event_type, e.value) * 0.5 ** (max(0.0, now - e.timestamp) / 86400.0 / half_life_days)
+            * position_decay ** (n - 1 - i) for i, e in enumerate(events)]
+
+
 def aggregate_profile(
     events: list[ProfileEvent],
     now: float,
@@ -63,17 +72,13 @@ def aggregate_profile(
     """
     total = None
     positive_mass = 0.0
-    n = len(events)
-    for i, event in enumerate(events):
-        weight = event_weight(event.event_type, event.value)
+    for event, weight in zip(events, event_weights(events, now, half_life_days, position_decay)):
         if weight == 0.0:
             continue
-        age_days = max(0.0, now - event.timestamp) / 86400.0
-        decay = 0.5 ** (age_days / half_life_days) * position_decay ** (n - 1 - i)
-        contribution = weight * decay * event.vector
+        contribution = weight * event.vector
         total = contribution if total is None else total + contribution
         if weight > 0:
-            positive_mass += weight * decay
+            positive_mass += weight
     behaviour = None
     if total is not None:
         norm = float(np.linalg.norm(total))

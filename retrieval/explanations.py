@@ -37,26 +37,29 @@ class Explainer:
         self.recommender = recommender
         self.top_history = top_history
 
-    def _rank_of(self, req: RecommendRequest, item_id: str) -> tuple[int | None, float | None, dict | None, Any]:
-        result = self.recommender.recommend(replace(req, k=MAX_K))
+    def _rank_of(self, understood: RecommendRequest, item_id: str) -> tuple[int | None, float | None, dict | None]:
+        """The item's rank, score and trace in the pipeline's answer to an already-understood request."""
+        result = self.recommender.recommend(replace(understood, k=MAX_K, understand_query=False))
         for n, item in enumerate(result.items, start=1):
             if item.id == item_id:
-                return n, item.score, item.trace, result
-        return None, None, None, result
+                return n, item.score, item.trace
+        return None, None, None
 
     def evidence(self, req: RecommendRequest, item_id: str, counterfactual: bool = True,
-                 result_trace: dict | None = None, rank: int | None = None) -> dict[str, Any]:
+                 result_trace: dict | None = None, rank: int | None = None,
+                 understood: tuple[RecommendRequest, Any] | None = None) -> dict[str, Any]:
         """``result_trace``/``rank``: the item's trace from a recommendation already computed (the
-        ``explain: true`` path), so the pipeline is not run again for it."""
+        ``explain: true`` path), so the pipeline is not run again for it; ``understood``: the
+        request as ``Recommender.understand`` returned it, so a query is parsed once per request."""
         rec = self.recommender
         point = rec.catalogue.get(item_id, with_vector=True)
         if point is None:
             raise UnknownItem(item_id)
         p = point.payload
+        understood_req, parsed = understood or rec.understand(req)
         score = None
         if result_trace is None:
-            rank, score, result_trace, _ = self._rank_of(req, item_id)
-        understood, parsed = rec.understand(req)
+            rank, score, result_trace = self._rank_of(understood_req, item_id)
         ev: dict[str, Any] = {
             "item": {"id": item_id, "title": p.get("title", ""), "brand": p.get("brand"),
                      "categories": p.get("categories") or [], "price": p.get("price")},
@@ -77,29 +80,25 @@ class Explainer:
         if "diversity" in trace:
             ev["diversity"] = trace["diversity"]
 
-        # History: what pulls the profile toward this item.
-        history = rec.profiles.index.history(req.user_id)[-rec.profiles.config.max_events:] if req.user_id else []
-        history = [i for i in history if i not in set(understood.history)] + list(understood.history)
-        if parsed is not None and parsed.anchor is not None:
-            history = [i for i in history if i != parsed.anchor.id]
-        history = [i for i in history if i != item_id]
-        if history:
-            vectors = rec.catalogue.vectors(history[-50:])
-            payloads = rec.catalogue.get_many(list(vectors))
-            decay = rec.profiles.config.position_decay
-            recent = [i for i in history[-50:] if i in vectors]
-            weights = np.array([decay ** (len(recent) - 1 - n) for n in range(len(recent))])
-            weights = weights / weights.sum()
+        # History: what pulls the profile toward this item, with the profile's own weights (event
+        # type x time decay x position decay, as shares of its positive mass). The anchor of a
+        # query is reported with the query.
+        events = rec.profiles.log.user_events(req.user_id, limit=rec.profiles.config.max_events) if req.user_id else []
+        weights = rec.profiles.item_weights(events, extra_items=list(understood_req.history))
+        anchor_id = parsed.anchor.id if parsed is not None and parsed.anchor is not None else None
+        weights = {i: wv for i, wv in weights.items() if i not in (item_id, anchor_id)}
+        if weights:
+            payloads = rec.catalogue.get_many(list(weights))
             target = point.vector / max(float(np.linalg.norm(point.vector)), 1e-9)
             rows = []
-            for w, h in zip(weights, recent):
-                sim = float(vectors[h] @ target / max(float(np.linalg.norm(vectors[h])), 1e-9))
+            for h, (w, vector) in weights.items():
+                sim = float(vector @ target / max(float(np.linalg.norm(vector)), 1e-9))
                 rows.append({"id": h, "title": payloads[h].payload.get("title", "") if h in payloads else h,
-                             "weight": round(float(w), 3), "similarity": round(sim, 3),
-                             "contribution": round(float(w) * sim, 4)})
+                             "weight": round(w, 3), "similarity": round(sim, 3), "contribution": round(w * sim, 4)})
             rows.sort(key=lambda r: -r["contribution"])
             ev["history"] = rows[: self.top_history]
-            shared = [(h, rec.profiles.index.shared_users(h, item_id)) for h in recent[-20:]]
+            heaviest = sorted(weights, key=lambda h: -weights[h][0])[:20]
+            shared = [(h, rec.profiles.index.shared_users(h, item_id)) for h in heaviest]
             shared = sorted([s for s in shared if s[1] > 0], key=lambda s: -s[1])[:2]
             ev["collaborative"] = [{"id": h, "title": payloads[h].payload.get("title", h) if h in payloads else h,
                                     "shared_users": n} for h, n in shared]
@@ -110,8 +109,10 @@ class Explainer:
             stated = rec.profiles.log.preferences(req.user_id)
             ev["preferences"] = bool(stated is not None and stated.preferences and "dense_profile" in ev["sources"])
 
-        if counterfactual and ev["history"] and len(history) > 1:
-            ev["counterfactual"] = self._without(understood, history, ev["history"][0], item_id)
+        if counterfactual and ev["history"] and len(weights) > 1:
+            if score is None:  # explain: true passes a trace; the counterfactual needs the score too
+                rank, score, _ = self._rank_of(understood_req, item_id)
+            ev["counterfactual"] = self._without(understood_req, ev["history"][0], item_id, rank, score)
         return ev
 
     def _query_evidence(self, query: str, parsed, payload: dict, vector: np.ndarray) -> dict[str, Any]:
@@ -144,13 +145,10 @@ class Explainer:
                              "similarity": round(sim, 3) if sim is not None else None}
         return out
 
-    def _without(self, req: RecommendRequest, history: list[str], top: dict, item_id: str) -> dict[str, Any]:
-        """The pipeline on the same history with and without the top evidence item."""
-        base = replace(req, user_id=None, history=history, k=MAX_K, understand_query=False,
-                       item_filter=req.item_filter, query=req.query)
-        rank_before, score_before, _, _ = self._rank_of(base, item_id)
-        rank_after, score_after, _, _ = self._rank_of(replace(base, history=[i for i in history if i != top["id"]]),
-                                                      item_id)
+    def _without(self, understood: RecommendRequest, top: dict, item_id: str, rank_before: int | None,
+                 score_before: float | None) -> dict[str, Any]:
+        """The same request once more, as if the top evidence item had never been seen."""
+        rank_after, score_after, _ = self._rank_of(replace(understood, without_items=(top["id"],)), item_id)
         before, after = score_before or 0.0, score_after or 0.0
         return {"without_id": top["id"], "without_title": top["title"],
                 "score_before": round(before, 6), "score_after": round(after, 6),

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from encoders import ProfileEvent, aggregate_profile
+from encoders.profile import event_weights
 from retrieval.catalogue import Catalogue, Rejection
 from retrieval.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
 from retrieval.event_log import EventLog, LoggedEvent
@@ -158,12 +159,11 @@ class Profiles:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def compute(self, events: list[LoggedEvent], stated=None, now: float | None = None,
-                extra_items: list[str] = ()) -> np.ndarray | None:
-        """The profile vector for these events (oldest first), plus ``extra_items`` as views now."""
-        now = time.time() if now is None else now
+    def _profile_events(self, events: list[LoggedEvent], now: float,
+                        extra_items: list[str] = ()) -> list[tuple[str | None, ProfileEvent]]:
+        """(item id or None for a search, event) in profile order; ``extra_items`` are views now."""
         item_vectors = self.catalogue.vectors(list({e.item_id for e in events if e.item_id} | set(extra_items)))
-        profile_events = []
+        out = []
         for e in events:
             if e.item_id is not None:
                 vector = item_vectors.get(e.item_id)
@@ -172,10 +172,31 @@ class Profiles:
             else:
                 vector = None
             if vector is not None:
-                profile_events.append(ProfileEvent(vector, e.type, e.timestamp, e.value))
+                out.append((e.item_id, ProfileEvent(vector, e.type, e.timestamp, e.value)))
         for item_id in extra_items:
             if item_id in item_vectors:
-                profile_events.append(ProfileEvent(item_vectors[item_id], "view", now))
+                out.append((item_id, ProfileEvent(item_vectors[item_id], "view", now)))
+        return out
+
+    def item_weights(self, events: list[LoggedEvent], now: float | None = None,
+                     extra_items: list[str] = ()) -> dict[str, tuple[float, np.ndarray]]:
+        """Each item's share of the profile's positive mass (negative for dislikes), with its vector:
+        the weights ``compute`` uses, for explanations."""
+        now = time.time() if now is None else now
+        pairs = self._profile_events(events, now, extra_items)
+        weights = event_weights([e for _, e in pairs], now, self.config.half_life_days, self.config.position_decay)
+        mass = sum(w for w in weights if w > 0) or 1.0
+        out: dict[str, tuple[float, np.ndarray]] = {}
+        for (item_id, event), w in zip(pairs, weights):
+            if item_id is not None:
+                out[item_id] = (out.get(item_id, (0.0, None))[0] + w / mass, event.vector)
+        return out
+
+    def compute(self, events: list[LoggedEvent], stated=None, now: float | None = None,
+                extra_items: list[str] = ()) -> np.ndarray | None:
+        """The profile vector for these events (oldest first), plus ``extra_items`` as views now."""
+        now = time.time() if now is None else now
+        profile_events = [e for _, e in self._profile_events(events, now, extra_items)]
         preference_vector = self.texts.get(stated.preferences) if stated and stated.preferences else None
         return aggregate_profile(
             profile_events, now, preference_vector,

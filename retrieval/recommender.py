@@ -69,6 +69,9 @@ class RecommendRequest:
     diversity: float | None = None  # 0 = pure relevance .. 1; None = the configured default
     max_per_category: int | None = None  # at most this many items of one (leaf) category
     understand_query: bool = True  # parse constraints and an anchor item out of ``query``
+    # The history as if these items had never been seen (profile, co-occurrence, titles): the
+    # explanations' counterfactual runs the same request with and without its top evidence item.
+    without_items: tuple[str, ...] = ()
 
 
 @dataclass
@@ -169,12 +172,16 @@ class Recommender:
             history = [i for i in history if i not in requested_set] + requested
             if req.exclude_seen:
                 ctx.exclude |= requested_set
+        gone = set(req.without_items)
+        if gone:
+            history = [i for i in history if i not in gone]
         stated = self.profiles.log.preferences(req.user_id) if req.user_id else None
         if stated is not None and stated.preferences:
             ctx.preference_text = stated.preferences
-        if req.history:
+        if req.history or gone:
             events = self.profiles.log.user_events(req.user_id, limit=limit) if req.user_id else []
-            ctx.profile_vector = self.profiles.compute(events, stated, extra_items=req.history)
+            ctx.profile_vector = self.profiles.compute([e for e in events if e.item_id not in gone], stated,
+                                                       extra_items=[i for i in req.history if i not in gone])
             profile = "computed" if ctx.profile_vector is not None else "none"
         elif req.user_id:
             ctx.profile_vector = self.profiles.vector(req.user_id)

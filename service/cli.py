@@ -249,6 +249,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                   f"{json.dumps(i['constraints'])}" + (f"  like: {i['anchor']['title']}" if i["anchor"] else ""))
         generator = settings.explanation_generator() if args.explain else None
         explainer = Explainer(engine.recommender) if args.explain else None
+        understood = engine.recommender.understand(req) if args.explain else None
         vocabulary = engine.catalogue.facets().vocabulary() if args.explain else None
         for n, item in enumerate(result.items, start=1):
             p = item.payload
@@ -257,7 +258,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             if explainer is not None:
                 from prompts import explain_text
 
-                evidence = explainer.evidence(req, item.id, counterfactual=False, result_trace=item.trace, rank=n)
+                evidence = explainer.evidence(req, item.id, counterfactual=False, result_trace=item.trace, rank=n,
+                                              understood=understood)
                 print(f"     why: {explain_text(evidence, generator, vocabulary)['text']}")
         for note in result.notes:
             print(f"  note: {note}")

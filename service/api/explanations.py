@@ -38,10 +38,11 @@ class ExplanationOut(msgspec.Struct):
 
 
 def explain_item(recommender: Recommender, generator: Generator, req: RecommendRequest, item_id: str,
-                 trace: dict | None = None, rank: int | None = None, counterfactual: bool = True) -> dict[str, Any]:
+                 trace: dict | None = None, rank: int | None = None, counterfactual: bool = True,
+                 understood: tuple | None = None) -> dict[str, Any]:
     """Evidence from the pipeline, then words from the configured back-end behind the guard."""
     evidence = Explainer(recommender).evidence(req, item_id, counterfactual=counterfactual, result_trace=trace,
-                                               rank=rank)
+                                               rank=rank, understood=understood)
     words = explain_text(evidence, generator, recommender.catalogue.facets().vocabulary())
     return {"text": words["text"], "generator": words["generator"], "guard": words["guard"], "evidence": evidence}
 

@@ -77,6 +77,7 @@ class RecommendationController(Controller):
             diversity=data.diversity, max_per_category=data.max_per_category, understand_query=data.understand_query,
         )
         result = recommender.recommend(req)
+        understood = recommender.understand(req) if data.explain else None  # parsed once, for every item
         items = []
         for rank, it in enumerate(result.items, start=1):
             p: dict[str, Any] = it.payload
@@ -85,7 +86,7 @@ class RecommendationController(Controller):
                 # The item's own trace from this very ranking; the counterfactual is left to
                 # /v1/explanations, which re-runs the pipeline for one item.
                 explanation = explain_item(recommender, explanation_generator, req, it.id, trace=it.trace, rank=rank,
-                                           counterfactual=False)
+                                           counterfactual=False, understood=understood)
             items.append(RecommendedItemOut(
                 id=it.id, title=p["title"], score=round(it.score, 8), brand=p.get("brand"),
                 categories=p.get("categories") or [], price=p.get("price"),

@@ -85,6 +85,10 @@ def test_explanations_are_grounded_with_numbers_and_a_counterfactual(client, eng
     body = client.post("/v1/explanations", json={"user_id": "u1", "item_id": first}).json()
     cf = body["evidence"]["counterfactual"]
     assert cf["without_id"] == body["evidence"]["history"][0]["id"]
+    # The counterfactual's "before" is the real request's own ranking, not an approximation of it.
+    assert (cf["rank_before"], cf["score_before"]) == (body["evidence"]["rank"], body["evidence"]["score"])
+    # History weights are the profile's own: shares of its positive mass.
+    assert 0 < sum(h["weight"] for h in body["evidence"]["history"]) <= 1.001
     assert cf["score_before"] >= cf["score_after"] and cf["drop"] == pytest.approx(cf["score_before"] - cf["score_after"])
     assert f"{cf['rank_before']} -> " in body["text"]
     assert client.post("/v1/explanations", json={"item_id": "no-such-item"}).status_code == 404
