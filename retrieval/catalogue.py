@@ -89,7 +89,9 @@ class Catalogue:
     def write(self, points: list[StoredPoint]) -> None:
         with self._write_lock:
             self.store.upsert(self.collection, points)
-            self._facets = None
+            # Extend the known names instead of re-reading the whole catalogue on the next query.
+            if self._facets is not None:
+                self._facets = self._facets.with_payloads([p.payload for p in points])
 
     def upsert(self, rows: list[Any], batch_size: int = 64) -> UpsertReport:
         """Validate, encode and store rows; invalid rows are reported and nothing of them is written."""
@@ -116,11 +118,11 @@ class Catalogue:
             return False
         with self._write_lock:
             self.store.delete(self.collection, [item_id])
-            self._facets = None
+        # Facets keep a deleted item's names: a constraint on them just matches nothing more.
         return True
 
     def facets(self) -> Facets:
-        """The brands and categories the catalogue knows (read once, again after any write)."""
+        """The brands, categories and titles the catalogue knows (read once, then kept up to date by writes)."""
         facets = self._facets
         if facets is None:
             payloads, offset = [], None

@@ -68,7 +68,11 @@ class Facets:
 
     @classmethod
     def from_payloads(cls, payloads: list[dict[str, Any]]) -> "Facets":
-        facets = cls()
+        return cls().with_payloads(payloads)
+
+    def with_payloads(self, payloads: list[dict[str, Any]]) -> "Facets":
+        """A new Facets with these items' names added (copy on write: readers never see a change)."""
+        facets = Facets(dict(self.brands), dict(self.categories), list(self.titles))
         for p in payloads:
             if p.get("brand"):
                 facets.brands.setdefault(p["brand"].lower(), p["brand"])

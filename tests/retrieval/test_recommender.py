@@ -187,3 +187,14 @@ def test_disliked_items_stay_out_even_when_seen_items_are_allowed(engine):
     assert set(mice[:3]) <= shown and mice[3] not in shown
     merged = engine.recommender.recommend(RecommendRequest(user_id="d", history=[mice[5], mice[4], mice[5]], k=20))
     assert merged.profile == "computed" and not {mice[4], mice[5], *mice[:4]} & {i.id for i in merged.items}
+
+
+def test_a_brand_written_after_the_first_query_is_understood_without_a_rescan(engine):
+    first = engine.catalogue.facets()
+    engine.recommender.recommend(RecommendRequest(query="a stapler"))
+    engine.catalogue.upsert([{"id": "zz-1", "title": "Zorblax quiet stapler", "brand": "Zorblax",
+                              "categories": ["Office", "Staplers"], "price": 12.0}])
+    facets = engine.catalogue.facets()
+    assert facets is not first and "zorblax" in facets.brands and "zorblax" not in first.brands
+    result = engine.recommender.recommend(RecommendRequest(query="a stapler by Zorblax"))
+    assert result.interpreted["constraints"]["brands"] == ["Zorblax"] and [i.id for i in result.items] == ["zz-1"]
