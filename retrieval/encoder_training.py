@@ -24,20 +24,16 @@ from encoders.text import candidate_text, context_text
 from encoders.training import train_contrastive
 from retrieval import metrics
 from retrieval.engine import Engine
-from retrieval.model_versions import ModelVersions, log_sequences, next_item_cases, split_users
+from retrieval.model_versions import (LogTrainingSettings, ModelVersions, log_sequences, next_item_cases,
+                                      split_users)
 
 
 @dataclass
-class EncoderTrainingSettings:
-    epochs: int = 1
+class EncoderTrainingSettings(LogTrainingSettings):
     max_pairs: int = 20000
     positions_per_user: int = 3
     batch_size: int = 32
     lr: float = 2e-5
-    validation_users: float = 0.1
-    max_validation_users: int = 500
-    device: str = "auto"
-    seed: int = 0
 
 
 def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]], decay: float) -> float:

@@ -8,6 +8,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,18 @@ class ModelVersions:
     def latest_accepted(self) -> dict[str, Any] | None:
         accepted = [m for m in self.all() if m.get("accepted")]
         return accepted[-1] if accepted else None
+
+
+@dataclass
+class LogTrainingSettings:
+    """What both trainers share: epochs, the held-out users, the device and the seed."""
+
+    epochs: int = 1
+    positions_per_user: int = 2  # training positions taken from the end of each user's sequence
+    validation_users: float = 0.1
+    max_validation_users: int = 500
+    device: str = "auto"
+    seed: int = 0
 
 
 def log_sequences(log: EventLog, index: CoOccurrenceIndex) -> dict[str, list[str]]:

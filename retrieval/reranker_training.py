@@ -24,6 +24,7 @@ from encoders.text import candidate_text, context_text
 from encoders.training import RerankGroup, train_listwise
 from retrieval import metrics
 from retrieval.model_versions import (
+    LogTrainingSettings,
     ModelVersions,
     log_sequences,
     next_item_cases,
@@ -48,17 +49,11 @@ class RerankerVersions(ModelVersions):
 
 
 @dataclass
-class TrainingSettings:
-    epochs: int = 1
+class TrainingSettings(LogTrainingSettings):
     max_groups: int = 3000
     hard_negatives: int = 5
     random_negatives: int = 2
-    positions_per_user: int = 2
-    validation_users: float = 0.1
-    max_validation_users: int = 500
     candidates: int = 50  # the top of retrieval that is reranked, in validation as in serving
-    device: str = "auto"
-    seed: int = 0
 
 
 @dataclass
