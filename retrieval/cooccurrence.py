@@ -55,9 +55,20 @@ class CoOccurrenceIndex:
         with self._lock:
             return list(self._user_items.get(user_id, ()))
 
-    def knows(self, item_id: str) -> bool:
-        """Whether the collaborative signal has an opinion about this item (anyone interacted)."""
-        return item_id in self._item_users
+    def knows(self, item_id: str, leave_out: str | None = None) -> bool:
+        """Whether the collaborative signal has an opinion about this item (anyone interacted);
+        ``leave_out`` as in ``neighbours``: an item only that user took is unknown without them."""
+        users = self._item_users.get(item_id)
+        return bool(users) and (leave_out is None or len(users) > 1 or leave_out not in users)
+
+    def user_counts(self, item_ids: list[str], leave_out: str | None = None) -> dict[str, int]:
+        """How many users took each item, not counting ``leave_out``."""
+        with self._lock:
+            counts = {}
+            for item_id in item_ids:
+                users = self._item_users.get(item_id, ())
+                counts[item_id] = len(users) - (leave_out is not None and leave_out in users)
+            return counts
 
     def neighbours(self, history: list[str], decay: float = 0.8, limit: int = 200,
                    proximity: float = 0.0, backward: float = 1.0, leave_out: str | None = None) -> dict[str, float]:

@@ -98,7 +98,8 @@ class CollaborativeSource:
                                        proximity=self.proximity, backward=self.backward,
                                        leave_out=ctx.leave_out_user)
         ranked = _keep_matching(self.catalogue, list(scores.items()), ctx, ctx.pool)
-        return SourceResult(self.name, ranked, self.weight, knows=self.index.knows)
+        leave_out = ctx.leave_out_user
+        return SourceResult(self.name, ranked, self.weight, knows=lambda i: self.index.knows(i, leave_out))
 
 
 class PopularSource:

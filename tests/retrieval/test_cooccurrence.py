@@ -57,3 +57,12 @@ def test_leave_out_ignores_one_users_own_sequence():
     # u1's logged future (b) must not vote for itself when u1's past is the query.
     assert set(index.neighbours(["a"], leave_out="u1")) == {"c"}
     assert index.neighbours(["a"], leave_out="u2") == {"b": 1.0}
+
+
+def test_leaving_a_user_out_hides_what_only_they_took():
+    index = CoOccurrenceIndex()
+    index.add("u1", "a"); index.add("u1", "mine"); index.add("u2", "a")
+    assert index.knows("mine") and not index.knows("mine", leave_out="u1")
+    assert index.knows("a", leave_out="u1")
+    assert index.user_counts(["a", "mine", "zzz"]) == {"a": 2, "mine": 1, "zzz": 0}
+    assert index.user_counts(["a", "mine"], leave_out="u1") == {"a": 1, "mine": 0}
