@@ -125,8 +125,15 @@ class Engine:
             return None
         if current is not None and current.version == meta["version"]:
             return current.version
-        self.recommender.reranker = self.rerankers.load(meta["version"], device=self.config.device)
-        log.info("serving reranker %s (%s)", meta["version"], meta.get("reason", ""))
+        try:
+            loaded = self.rerankers.load(meta["version"], device=self.config.device)
+        except (ValueError, OSError, KeyError) as err:
+            # A model this version cannot read must not take the service down: keep what serves.
+            log.error("reranker %s cannot be served: %s; still serving %s", meta["version"], err,
+                      current.version if current else "fused retrieval")
+            return current.version if current else None
+        self.recommender.reranker = loaded
+        log.info("serving reranker %s, %s (%s)", meta["version"], loaded.description, meta.get("reason", ""))
         return meta["version"]
 
     def close(self) -> None:

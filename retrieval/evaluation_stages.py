@@ -76,7 +76,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     tuned_results = evaluate(dataset, tuned, retrieval_only, points=tuned_points, slices=slices)["slices"]
     serving_encoder, serving_points = (tuned, tuned_points) if encoder_meta["accepted"] else (encoder, points)
 
-    # Stage 3: the cross-encoder, with hard negatives from the retrieval that will serve.
+    # Stage 3: the learned ranker (+ cross-encoder where it is trained), on the retrieval that will serve.
     replay = Replay(dataset, serving_encoder, train_sequences, serving_points, config, "train-reranker")
     versions = RerankerVersions(work / "reranker")
     try:
@@ -104,8 +104,8 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
         "encoder_training": {k: v for k, v in encoder_meta.items() if k != "path"},
         "reranker_training": {"version": report.version, "accepted": report.accepted, "reason": report.reason,
                               **{k: v for k, v in report.metadata.items() if k in (
-                                  "blend", "groups", "pairs_per_epoch", "epochs", "validation", "train_users",
-                                  "validation_users", "seconds", "settings")}},
+                                  "ranker", "cross_encoder", "validation", "train_users", "validation_users",
+                                  "seconds", "settings")}},
         "serving": {"encoder": "fine-tuned" if encoder_meta["accepted"] else "zero-shot",
                     "reranker": "accepted" if report.accepted else "none (rejected)"},
         "seconds": time.perf_counter() - started,

@@ -74,7 +74,8 @@ class Explainer:
         if "popular" in ev["sources"]:
             ev["popular"] = ev["sources"]["popular"]
         if "rerank" in trace and rec.reranker is not None:
-            ev["reranker"] = {"version": rec.reranker.version, "rank": trace["rerank"]["rank"],
+            ev["reranker"] = {"version": rec.reranker.version, "model": rec.reranker.description,
+                              "rank": trace["rerank"]["rank"], "retrieval_rank": trace["rerank"]["retrieval_rank"],
                               "score": trace["rerank"]["score"],
                               "candidates": max(req.k, rec.config.rerank_candidates)}
         if "diversity" in trace:

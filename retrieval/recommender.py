@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from encoders.text import candidate_text, context_text
 from retrieval.catalogue import Catalogue
 from retrieval.cooccurrence import CoOccurrenceIndex
 from retrieval.diversity import diversify
@@ -17,7 +16,8 @@ from retrieval.fusion import fuse
 from retrieval.profiles import Profiles
 from retrieval.query_understanding import Anchor, ParsedQuery, QueryParser
 from retrieval.records import InvalidRecord
-from retrieval.rerank import LoadedReranker, combine
+from retrieval.rank_features import RankCandidate
+from retrieval.rerank import LoadedReranker, rank_inputs, rerank
 from retrieval.sources import CollaborativeSource, DenseSource, LexicalSource, PopularSource, RecommendContext
 from retrieval.store import ItemFilter
 
@@ -266,6 +266,11 @@ class Recommender:
                 notes.append("nothing known about this request: showing popular items")
         fused = fuse(results, rrf_k=self.config.rrf_k, no_opinion_credit=self.config.no_opinion_credit)
         reranker = self.reranker if req.rerank else None
+        if reranker is not None and (ctx.query_text or not ctx.history):
+            # The ranker learned from histories without a search query; elsewhere its features
+            # would be read outside what it was trained on, so retrieval's order stands.
+            notes.append(f"reranker {reranker.version} not used: it ranks history-based requests without a query")
+            reranker = None
         diversity = self.config.diversity if req.diversity is None else float(req.diversity)
         diverse = diversity > 0 or req.max_per_category is not None
         wanted_top = max(req.k, self.config.rerank_candidates) if reranker else req.k
@@ -273,23 +278,29 @@ class Recommender:
             wanted_top = max(wanted_top, min(self.config.diversity_pool, 3 * req.k))
         top = fused[:wanted_top]
         # One round trip: MMR needs the candidates' vectors, so they come with the payloads.
-        payloads = self.catalogue.get_many([c.id for c in top], with_vectors=diverse and diversity > 0)
+        payloads = self.catalogue.get_many([c.id for c in top],
+                                           with_vectors=(diverse and diversity > 0) or reranker is not None)
         top = [c for c in top if c.id in payloads]  # deleted between retrieval and hydration
         traces = {c.id: {"sources": c.sources, "no_opinion": c.no_opinion} for c in top}
         scores = {c.id: c.score for c in top}
         if reranker is not None and top:
-            order = self._rerank(reranker, ctx, [c.id for c in top], payloads)
+            inputs = rank_inputs(self.catalogue, self.profiles.index, ctx.history,
+                                 [RankCandidate(c.id, c.score, c.sources, tuple(c.no_opinion)) for c in top],
+                                 payloads, query=ctx.query_text, preferences=ctx.preference_text)
+            order = rerank(reranker, inputs)
+            retrieval_rank = {item_id: n for n, item_id in enumerate(inputs.ids, start=1)}
             for item_id, rank, score in order:
-                traces[item_id]["rerank"] = {"rank": rank, "score": round(float(score), 6)}
-                scores[item_id] = float(score)
+                traces[item_id]["rerank"] = {"rank": rank, "score": round(score, 6),
+                                             "retrieval_rank": retrieval_rank[item_id]}
+                scores[item_id] = score
             ids = [i for i, _, _ in order]
-            notes.append(f"reranked the top {len(top)} with cross-encoder {reranker.version}")
+            notes.append(f"reranked the top {len(top)} with {reranker.description} {reranker.version}")
         else:
             ids = [c.id for c in top]
-            if req.rerank:
-                notes.append("no reranker trained yet: ranked by fused retrieval scores")
-            else:
+            if not req.rerank:
                 notes.append("reranking turned off by the request")
+            elif self.reranker is None:
+                notes.append("no reranker trained yet: ranked by fused retrieval scores")
         if diverse and ids:
             vectors = {i: payloads[i].vector for i in ids if payloads[i].vector is not None}
             leaf = {i: (payloads[i].payload.get("categories") or [None])[-1] for i in ids}
@@ -313,11 +324,3 @@ class Recommender:
             reranker=reranker.version if reranker is not None and items else None,
             interpreted=parsed.interpreted() if parsed is not None else None,
         )
-
-    def _rerank(self, reranker: LoadedReranker, ctx: RecommendContext, ids: list[str], payloads) -> list:
-        recent_ids = list(reversed(ctx.history[-5:]))
-        recent = self.catalogue.get_many([i for i in recent_ids if i not in payloads])
-        recent = [(payloads.get(i) or recent.get(i)) for i in recent_ids]
-        context = context_text([p.payload for p in recent if p is not None], ctx.query_text, ctx.preference_text)
-        scores = reranker.model.score([context] * len(ids), [candidate_text(payloads[i].payload) for i in ids])
-        return combine(ids, scores, reranker.blend)

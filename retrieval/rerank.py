@@ -1,15 +1,29 @@
-"""The rerank stage of the pipeline: a trained cross-encoder reorders the top of the fused list."""
+"""The rerank stage of the pipeline: a learned ranker reorders the top of the fused list.
+
+The ranker (``ranking_model``) reads each candidate's retrieval evidence (``rank_features``) and,
+when the accepted model includes one, a fine-tuned cross-encoder's score for the (user context,
+candidate text) pair. Which of the two the served model uses was decided on validation by the
+trainer, never assumed. Training, validation and serving all go through ``rank_inputs`` and
+``rerank`` here, so features are computed one way only.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from encoders.cross_encoder import CrossEncoderReranker
+from encoders.text import candidate_text, context_text
+from retrieval.catalogue import Catalogue
+from retrieval.cooccurrence import CoOccurrenceIndex
+from retrieval.rank_features import CROSS_ENCODER_COLUMN, RECENT_ITEMS, RankCandidate, candidate_features
+from retrieval.ranking_model import RankingModel
+from retrieval.store import StoredPoint
 
-RRF_K = 60
+CONTEXT_ITEMS = 5  # newest history items the cross-encoder reads
 
 
 @dataclass
@@ -17,22 +31,67 @@ class LoadedReranker:
     """An accepted model, ready to serve (see ``reranker_training.RerankerVersions.load``)."""
 
     version: str
-    model: CrossEncoderReranker
-    blend: float  # weight of the reranker's rank against the retrieval rank, chosen on validation
+    ranker: RankingModel
+    cross_encoder: CrossEncoderReranker | None
     metadata: dict[str, Any]
 
+    @property
+    def description(self) -> str:
+        return "learned ranker" + (" + cross-encoder" if self.cross_encoder is not None else "")
 
-def combine(retrieval_ids: list[str], scores: np.ndarray, blend: float) -> list[tuple[str, int, float]]:
-    """Reorder by ``1/(k + retrieval rank) + blend / (k + reranker rank)``; returns
-    (id, reranker rank, combined score), best first. Rank fusion is immune to the scale of the
-    cross-encoder's logits, which changes from one trained model to the next.
 
-    >>> [i for i, _, _ in combine(["a", "b", "c"], np.array([0.1, 0.2, 9.0]), blend=4.0)]
-    ['c', 'b', 'a']
+@dataclass
+class RankInputs:
+    """What reranking one request needs, gathered once: features (cross-encoder column empty) and
+    the texts a cross-encoder would read."""
+
+    ids: list[str]
+    features: np.ndarray
+    context: str
+    points: dict[str, StoredPoint]
+
+    def candidate_texts(self) -> list[str]:
+        return [candidate_text(self.points[i].payload) for i in self.ids]
+
+
+def rank_inputs(catalogue: Catalogue, index: CoOccurrenceIndex, history: Sequence[str],
+                candidates: Sequence[RankCandidate], points: dict[str, StoredPoint] | None = None,
+                leave_out_user: str | None = None, query: str | None = None,
+                preferences: str | None = None) -> RankInputs:
+    """Features for ``candidates`` (fused order) given the ``history`` (oldest first).
+
+    ``points`` may pass candidates already fetched with their vectors; ``leave_out_user`` is for
+    training on the log (the user's own events must not count towards popularity).
     """
-    order = np.argsort(-scores, kind="stable")
-    rerank_rank = np.empty(len(order), dtype=int)
-    rerank_rank[order] = np.arange(1, len(order) + 1)
-    combined = [(i, int(rerank_rank[n]), 1.0 / (RRF_K + n + 1) + blend / (RRF_K + rerank_rank[n]))
-                for n, i in enumerate(retrieval_ids)]
-    return sorted(combined, key=lambda x: (-x[2], x[0]))
+    points = dict(points or {})
+    newest = list(reversed(history[-max(RECENT_ITEMS, CONTEXT_ITEMS):]))
+    missing = [i for i in {*(c.id for c in candidates), *newest}
+               if i not in points or points[i].vector is None]
+    if missing:
+        points.update(catalogue.get_many(missing, with_vectors=True))
+    candidates = [c for c in candidates if c.id in points]
+    recent = [points[i] for i in newest if i in points]
+    popularity = index.user_counts([c.id for c in candidates], leave_out=leave_out_user)
+    features = candidate_features(candidates, points, recent[:RECENT_ITEMS], popularity, len(history))
+    context = context_text([p.payload for p in recent[:CONTEXT_ITEMS]], query, preferences)
+    return RankInputs([c.id for c in candidates], features, context, points)
+
+
+def with_cross_encoder(inputs: RankInputs, cross_encoder: CrossEncoderReranker | None) -> np.ndarray:
+    """The features with the cross-encoder's column filled (left NaN without a cross-encoder)."""
+    features = inputs.features
+    if cross_encoder is not None and inputs.ids:
+        features = features.copy()
+        features[:, CROSS_ENCODER_COLUMN] = cross_encoder.score([inputs.context] * len(inputs.ids), inputs.candidate_texts())
+    return features
+
+
+def order_by(ids: Sequence[str], scores: np.ndarray) -> list[tuple[str, int, float]]:
+    """(id, place in the new order, score), best first; ties keep the retrieval order."""
+    order = sorted(range(len(ids)), key=lambda n: (-scores[n], n))
+    return [(ids[n], place, float(scores[n])) for place, n in enumerate(order, start=1)]
+
+
+def rerank(reranker: LoadedReranker, inputs: RankInputs) -> list[tuple[str, int, float]]:
+    """Reorder one request's candidates with the served model."""
+    return order_by(inputs.ids, reranker.ranker.score(with_cross_encoder(inputs, reranker.cross_encoder)))

@@ -1,11 +1,15 @@
-"""Reranking: train a cross-encoder on the event log, accept it only if it beats retrieval, keep
-it versioned, and reorder the top of the fused list with it.
+"""Reranking: learn from the event log how to reorder the top of the fused list, accept the
+model only if it beats retrieval on held-out users, keep it versioned.
 
-Training groups come from the log: for a user's sequence S, the context is S[:t] (newest items
-first, as text) and the positive is S[t]; negatives are the retrieval's own top items that the
-user did not take (hard) plus random catalogue items. The newest item of every user is held out
-for validation, so a model is judged on what it never trained on; users are also split, so
-validation users contribute no training groups at all.
+Two learners, one verdict. The ranker (gradient-boosted trees over each candidate's retrieval
+evidence, ``rank_features``) learns from lists: for a user's sequence S, the candidates retrieval
+gives for S[:t] (without the user's own log, or their future would vote for itself), labelled by
+whether each one is S[t]. The cross-encoder, when trained, learns from groups: the context S[:t]
+as text, the positive S[t], hard negatives (retrieval's own top items the user did not take) and
+random ones; its score becomes one more column of the ranker's features, on lists it never
+trained on. The newest item of every user is held out, and validation users contribute nothing
+to training; the served variant (ranker alone, or ranker + cross-encoder) is the one that won
+validation NDCG@10, and only if it beat the retrieval order.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from encoders.cross_encoder import CrossEncoderReranker
+from encoders.device import resolve_device
 from encoders.text import candidate_text, context_text
 from encoders.training import RerankGroup, train_listwise
 from retrieval import metrics
@@ -30,10 +35,12 @@ from retrieval.model_versions import (
     next_item_cases,
     split_users,
 )
+from retrieval.rank_features import rank_candidates
+from retrieval.ranking_model import RankingModel
 from retrieval.recommender import Recommender, RecommendRequest
-from retrieval.rerank import LoadedReranker, combine
+from retrieval.rerank import LoadedReranker, RankInputs, order_by, rank_inputs, with_cross_encoder
 
-BLENDS = (0.25, 0.5, 1.0, 2.0, 4.0)
+CROSS_ENCODER_FOLDER = "cross_encoder"
 
 
 class RerankerVersions(ModelVersions):
@@ -41,19 +48,34 @@ class RerankerVersions(ModelVersions):
 
     def load(self, version: str, device: str = "auto", allow_rejected: bool = False) -> LoadedReranker:
         """``allow_rejected`` is for measuring a rejected model offline (evaluation); serving never sets it."""
-        meta = json.loads((self.path(version) / "metadata.json").read_text())
+        folder = self.path(version)
+        meta = json.loads((folder / "metadata.json").read_text())
         if not meta.get("accepted") and not allow_rejected:
             raise ValueError(f"reranker {version} was not accepted; it is never served")
-        model = CrossEncoderReranker(self.path(version), device=device).for_inference()
-        return LoadedReranker(version, model, float(meta["blend"]), meta)
+        if "ranker" not in meta:
+            raise ValueError(f"reranker {version} predates the learned ranker; retrain with `hybridrec train reranker`")
+        cross_encoder = None
+        if meta["ranker"].get("cross_encoder"):
+            cross_encoder = CrossEncoderReranker(folder / CROSS_ENCODER_FOLDER, device=device).for_inference()
+        return LoadedReranker(version, RankingModel.load(folder), cross_encoder, meta)
 
 
 @dataclass
 class TrainingSettings(LogTrainingSettings):
-    max_groups: int = 3000
+    max_lists: int = 6000  # ranking lists the ranker learns from
+    # "auto": train the cross-encoder where it is affordable (CUDA); on a CPU it reads ~50 pairs/s,
+    # so scoring every training list would take hours. "on" / "off" decide explicitly.
+    cross_encoder: str = "auto"
+    max_groups: int = 3000  # cross-encoder training groups, taken from other cases than the lists
     hard_negatives: int = 5
     random_negatives: int = 2
-    candidates: int = 50  # the top of retrieval that is reranked, in validation as in serving
+    candidates: int = 50  # the top of retrieval that is reranked, in training and validation as in serving
+
+    def uses_cross_encoder(self) -> bool:
+        if self.cross_encoder not in ("auto", "on", "off"):
+            raise ValueError(f"cross_encoder must be auto, on or off, not {self.cross_encoder!r}")
+        return self.cross_encoder == "on" or (self.cross_encoder == "auto"
+                                              and resolve_device(self.device).startswith("cuda"))
 
 
 @dataclass
@@ -64,30 +86,47 @@ class TrainingReport:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class RankList:
+    """One training or validation case: the retrieval's candidates, their features, the target."""
+
+    user: str
+    target: str
+    inputs: RankInputs
+
+    def labels(self) -> np.ndarray:
+        return np.array([i == self.target for i in self.inputs.ids], dtype=np.int8)
+
+
 def _context(history: list[str], payloads: dict[str, Any]) -> str:
     recent = [payloads[i] for i in reversed(history[-5:]) if i in payloads]
     return context_text(recent)
 
 
-def _retrieve(recommender: Recommender, user: str, history: list[str], k: int) -> list[str]:
+def _retrieve(recommender: Recommender, user: str, history: list[str], k: int):
     """The serving retrieval for a past moment of ``user``: their own logged events are left out
     of the collaborative signal, or the positive (logged) would vote for itself; on the shared
-    dataset that leak made a reranker win validation by +35% NDCG@10 and then halve it on test."""
-    req = RecommendRequest(history=history[-20:], k=k, rerank=False, leave_out_user=user)
-    return [i.id for i in recommender.recommend(req).items]
+    dataset that leak made a reranker win validation by +35% NDCG@10 and then halve it on test.
+    Pure relevance (no diversity): reranking reorders the fused list, diversity comes after."""
+    req = RecommendRequest(history=history[-20:], k=k, rerank=False, leave_out_user=user, diversity=0.0)
+    return recommender.recommend(req).items
 
 
-def build_groups(recommender: Recommender, sequences: dict[str, list[str]], settings: TrainingSettings,
-                 rng: random.Random, progress: Callable[[int], None] | None = None) -> list[RerankGroup]:
-    """Training groups from users' sequences, never using their newest (validation) item."""
+def build_list(recommender: Recommender, user: str, history: list[str], target: str, candidates: int) -> RankList:
+    items = _retrieve(recommender, user, history, candidates)
+    inputs = rank_inputs(recommender.catalogue, recommender.profiles.index, history[-20:], rank_candidates(items),
+                         leave_out_user=user)
+    return RankList(user, target, inputs)
+
+
+def build_groups(recommender: Recommender, cases: list[tuple[str, list[str], str]], settings: TrainingSettings,
+                 rng: random.Random, all_ids: list[str],
+                 progress: Callable[[int], None] | None = None) -> list[RerankGroup]:
+    """Cross-encoder training groups: (context, positive, hard + random negatives) per case."""
     catalogue = recommender.catalogue
-    all_ids = sorted({i for seq in sequences.values() for i in seq})
-    cases = next_item_cases(sequences, sorted(sequences), settings.positions_per_user)
-    rng.shuffle(cases)
-    cases = cases[: settings.max_groups]
     groups = []
     for user, history, target in cases:
-        hard = [i for i in _retrieve(recommender, user, history, settings.hard_negatives + 5) if i != target]
+        hard = [i.id for i in _retrieve(recommender, user, history, settings.hard_negatives + 5) if i.id != target]
         hard = hard[: settings.hard_negatives]
         randoms = [i for i in rng.sample(all_ids, min(len(all_ids), settings.random_negatives + 3))
                    if i != target and i not in hard and i not in history][: settings.random_negatives]
@@ -103,74 +142,31 @@ def build_groups(recommender: Recommender, sequences: dict[str, list[str]], sett
     return groups
 
 
-def validate(recommender: Recommender, model: CrossEncoderReranker | None, cases: list[tuple[str, list[str], str]],
-             candidates: int) -> dict[str, Any]:
-    """NDCG@10 of the retrieval order and of each blend with the reranker, on held-out cases, plus
-    coverage and Gini of the top-10 lists (the collapse guard)."""
-    catalogue = recommender.catalogue
-    results: dict[str, dict[str, list]] = {"retrieval": {"ranks": [], "lists": []}}
-    for blend in BLENDS:
-        results[f"blend={blend}"] = {"ranks": [], "lists": []}
-    universe: set[str] = set()  # every candidate any order could have shown: one Gini universe for all
-    for user, history, target in cases:
-        retrieved = _retrieve(recommender, user, history, candidates)
-        universe.update(retrieved)
-        results["retrieval"]["ranks"].append(metrics.target_rank(retrieved, target))
-        results["retrieval"]["lists"].append(retrieved[:10])
-        if model is None or not retrieved:
-            continue
-        payloads = {k: v.payload for k, v in catalogue.get_many(list({*history[-5:], *retrieved})).items()}
-        context = _context(history, payloads)
-        scores = model.score([context] * len(retrieved), [candidate_text(payloads[i]) for i in retrieved])
-        for blend in BLENDS:
-            order = [i for i, _, _ in combine(retrieved, scores, blend)]
-            results[f"blend={blend}"]["ranks"].append(metrics.target_rank(order, target))
-            results[f"blend={blend}"]["lists"].append(order[:10])
-    n_items = catalogue.count()
-    universe_ids = sorted(universe)
+def _stack(lists: list[RankList]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([rl.inputs.features for rl in lists]), np.concatenate([rl.labels() for rl in lists])
+
+
+def validate(lists: list[RankList], orders: dict[str, Callable[[RankList], list[str]]],
+             catalogue_size: int) -> dict[str, Any]:
+    """NDCG@10 / Recall@10 of each order on held-out lists, plus coverage and Gini of the top-10
+    lists (the collapse guard); one Gini universe (every candidate any order could show) for all."""
+    universe = sorted({i for rl in lists for i in rl.inputs.ids})
     out = {}
-    for name, r in results.items():
-        if not r["ranks"]:
-            continue
+    for name, order in orders.items():
+        ranked = [order(rl) for rl in lists]
+        ranks = [metrics.target_rank(r, rl.target) for r, rl in zip(ranked, lists)]
         out[name] = {
-            "ndcg@10": float(np.mean([metrics.ndcg_at(x, 10) for x in r["ranks"]])),
-            "recall@10": float(np.mean([metrics.recall_at(x, 10) for x in r["ranks"]])),
-            "coverage@10": metrics.coverage(r["lists"], n_items, 10),
-            "gini@10": metrics.gini(r["lists"], universe_ids, 10),
-            "users": len(r["ranks"]),
+            "ndcg@10": float(np.mean([metrics.ndcg_at(x, 10) for x in ranks])) if ranks else 0.0,
+            "recall@10": float(np.mean([metrics.recall_at(x, 10) for x in ranks])) if ranks else 0.0,
+            "coverage@10": metrics.coverage([r[:10] for r in ranked], catalogue_size, 10),
+            "gini@10": metrics.gini([r[:10] for r in ranked], universe, 10),
+            "users": len(ranks),
         }
     return out
 
 
-def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings | None = None,
-                   progress_factory: Callable[[str, int], Any] | None = None) -> TrainingReport:
-    """Build groups, train, validate, and save the model with its verdict. Only an accepted
-    model can ever be loaded for serving."""
-    started = time.perf_counter()
-    settings = settings or TrainingSettings()
-    rng = random.Random(settings.seed)
-    sequences = log_sequences(recommender.profiles.log, recommender.profiles.index)
-    train_users, val_users = split_users(sequences, settings.validation_users, settings.max_validation_users, rng)
-    if len(train_users) < 2:
-        return TrainingReport(None, False, f"too little data: {len(sequences)} users with two or more items")
-
-    def bar(desc: str, total: int):
-        return progress_factory(desc, total) if progress_factory else None
-
-    b = bar("build groups", min(settings.max_groups, sum(min(settings.positions_per_user, len(sequences[u]) - 2)
-                                                         for u in train_users)))
-    groups = build_groups(recommender, {u: sequences[u] for u in train_users}, settings, rng,
-                          progress=b.update if b else None)
-    if b:
-        b.close()
-    model = CrossEncoderReranker(device=settings.device)
-    b = bar("train reranker", settings.epochs * len(groups))
-    epochs = train_listwise(model, groups, epochs=settings.epochs, seed=settings.seed,
-                            on_batch=b.update if b else None)
-    if b:
-        b.close()
-    cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users]
-    validation = validate(recommender, model.for_inference(), cases, settings.candidates)
+def _verdict(validation: dict[str, Any]) -> tuple[str, bool, str]:
+    """The best learned variant, whether it is accepted, and why."""
     base = validation["retrieval"]
     best_name, best = max(((k, v) for k, v in validation.items() if k != "retrieval"),
                           key=lambda kv: kv[1]["ndcg@10"])
@@ -184,18 +180,109 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         reason = f"validation NDCG@10 {best['ndcg@10']:.4f} > retrieval {base['ndcg@10']:.4f} ({best_name})"
     else:
         reason = f"validation NDCG@10 {best['ndcg@10']:.4f} does not beat retrieval {base['ndcg@10']:.4f}"
+    return best_name, accepted, reason
+
+
+def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings | None = None,
+                   progress_factory: Callable[[str, int], Any] | None = None) -> TrainingReport:
+    """Build lists (and groups), train, validate, and save the model with its verdict. Only an
+    accepted model can ever be loaded for serving."""
+    started = time.perf_counter()
+    settings = settings or TrainingSettings()
+    use_cross_encoder = settings.uses_cross_encoder()
+    rng = random.Random(settings.seed)
+    sequences = log_sequences(recommender.profiles.log, recommender.profiles.index)
+    train_users, val_users = split_users(sequences, settings.validation_users, settings.max_validation_users, rng)
+    if len(train_users) < 2:
+        return TrainingReport(None, False, f"too little data: {len(sequences)} users with two or more items")
+
+    def bar(desc: str, total: int):
+        return progress_factory(desc, total) if progress_factory else None
+
+    def run(desc: str, work: list, step: Callable):
+        b = bar(desc, len(work))
+        out = []
+        for w in work:
+            out.append(step(*w))
+            if b:
+                b.update(1)
+        if b:
+            b.close()
+        return out
+
+    cases = next_item_cases(sequences, train_users, settings.positions_per_user)
+    rng.shuffle(cases)
+    list_cases = cases[: settings.max_lists]
+    # The cross-encoder learns from other cases than the ranker's lists, so its score on those
+    # lists is what it will be on unseen requests, not a memorised one.
+    group_cases = cases[settings.max_lists: settings.max_lists + settings.max_groups] or cases[: settings.max_groups]
+
+    def build(user, history, target):
+        return build_list(recommender, user, history, target, settings.candidates)
+
+    lists = run("ranking lists", list_cases, build)
+    val_lists = run("validation lists", [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users], build)
+    if not any(rl.labels().any() for rl in lists):
+        return TrainingReport(None, False, "no next item was ever among the retrieved candidates: nothing to learn")
+
+    cross_encoder, epochs, groups = None, [], []
+    if use_cross_encoder:
+        all_ids = sorted({i for seq in sequences.values() for i in seq})
+        b = bar("cross-encoder groups", len(group_cases))
+        groups = build_groups(recommender, group_cases, settings, rng, all_ids, progress=b.update if b else None)
+        if b:
+            b.close()
+        cross_encoder = CrossEncoderReranker(device=settings.device)
+        b = bar("train cross-encoder", settings.epochs * len(groups))
+        epochs = train_listwise(cross_encoder, groups, epochs=settings.epochs, seed=settings.seed,
+                                on_batch=b.update if b else None)
+        if b:
+            b.close()
+        cross_encoder.for_inference()
+        b = bar("cross-encoder scores", len(lists) + len(val_lists))
+        for rl in lists + val_lists:
+            rl.inputs.features = with_cross_encoder(rl.inputs, cross_encoder)
+            if b:
+                b.update(1)
+        if b:
+            b.close()
+
+    features, labels = _stack(lists)
+    variants = {"ranker": RankingModel.fit(features, labels, seed=settings.seed)}
+    if cross_encoder is not None:
+        variants["ranker+cross_encoder"] = RankingModel.fit(features, labels, uses_cross_encoder=True,
+                                                            seed=settings.seed)
+
+    def ordered_by(model: RankingModel) -> Callable[[RankList], list[str]]:
+        return lambda rl: [i for i, _, _ in order_by(rl.inputs.ids, model.score(rl.inputs.features))]
+
+    orders = {"retrieval": lambda rl: rl.inputs.ids, **{name: ordered_by(m) for name, m in variants.items()}}
+    validation = validate(val_lists, orders, recommender.catalogue.count())
+    best_name, accepted, reason = _verdict(validation)
+    served = variants[best_name]
+    serves_cross_encoder = served.uses_cross_encoder
+
+    def write(folder):
+        served.save(folder)
+        if serves_cross_encoder:
+            cross_encoder.save(folder / CROSS_ENCODER_FOLDER)
+
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "base_model": model.model_path,
         "accepted": accepted,
         "reason": reason,
-        "blend": float(best_name.split("=")[1]),
-        "train_users": len(train_users), "validation_users": len(val_users), "groups": len(groups),
-        "pairs_per_epoch": epochs[0].pairs if epochs else 0,
-        "epochs": [e.__dict__ for e in epochs],
+        "ranker": {"cross_encoder": serves_cross_encoder, "variant": best_name,
+                   "lists": len(lists), "rows": int(len(labels)), "positives": int(labels.sum())},
+        "cross_encoder": ({"base_model": cross_encoder.model_path, "groups": len(groups),
+                           "pairs_per_epoch": epochs[0].pairs if epochs else 0,
+                           "epochs": [e.__dict__ for e in epochs], "kept": serves_cross_encoder}
+                          if cross_encoder is not None else
+                          {"trained": False, "why": f"cross_encoder={settings.cross_encoder} on "
+                                                   f"{resolve_device(settings.device)}"}),
+        "train_users": len(train_users), "validation_users": len(val_users),
         "validation": validation,
         "settings": settings.__dict__,
         "seconds": time.perf_counter() - started,
     }
-    version = versions.save(model.save, metadata)
+    version = versions.save(write, metadata)
     return TrainingReport(version, accepted, reason, {**metadata, "version": version})

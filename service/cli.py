@@ -135,8 +135,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         stage_settings = StageSettings(
             encoder=EncoderTrainingSettings(epochs=args.epochs, max_pairs=args.encoder_pairs, device=settings.device,
                                             seed=args.seed),
-            reranker=TrainingSettings(epochs=args.epochs, max_groups=args.reranker_groups, device=settings.device,
-                                      seed=args.seed),
+            reranker=TrainingSettings(epochs=args.epochs, max_lists=args.reranker_lists, max_groups=args.reranker_groups,
+                                      cross_encoder=args.cross_encoder, device=settings.device, seed=args.seed),
             work_dir=args.out / "models")
         results["stages"] = evaluate_stages(
             dataset, encoder, config, stage_settings, points=points, zero_shot=results["slices"],
@@ -157,8 +157,9 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     try:
         report = train_reranker(
             engine.recommender, engine.rerankers,
-            TrainingSettings(epochs=args.epochs, max_groups=args.max_groups, device=args.device, seed=args.seed),
-            progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="group"),
+            TrainingSettings(epochs=args.epochs, max_lists=args.max_lists, cross_encoder=args.cross_encoder,
+                             max_groups=args.max_groups, device=args.device, seed=args.seed),
+            progress_factory=lambda desc, total: tqdm(total=total, desc=desc),
         )
     finally:
         engine.close()
@@ -167,6 +168,9 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         return 1
     verdict = "accepted" if report.accepted else "rejected (never served)"
     print(f"reranker {report.version} {verdict}: {report.reason}")
+    for name, v in report.metadata["validation"].items():
+        print(f"  validation {name:<22} NDCG@10 {v['ndcg@10']:.4f}  Recall@10 {v['recall@10']:.4f}  "
+              f"coverage@10 {v['coverage@10']:.3f}")
     if report.accepted:
         print("a running service picks it up with: curl -X POST http://HOST:PORT/v1/admin/reload")
     return 0
@@ -304,15 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
                                "zero-shot -> + fine-tuned encoder -> + reranker (wants a GPU)")
     evaluate.add_argument("--epochs", type=int, default=1, help="training epochs of each stage")
     evaluate.add_argument("--encoder-pairs", type=int, default=20000, help="encoder training pairs (--stages)")
-    evaluate.add_argument("--reranker-groups", type=int, default=3000, help="reranker training groups (--stages)")
+    evaluate.add_argument("--reranker-lists", type=int, default=6000, help="ranker training lists (--stages)")
+    evaluate.add_argument("--reranker-groups", type=int, default=3000, help="cross-encoder training groups (--stages)")
+    evaluate.add_argument("--cross-encoder", choices=["auto", "on", "off"], default="auto",
+                          help="train the cross-encoder as a ranker feature (--stages; auto: on a GPU only)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     train = sub.add_parser("train", help="learn from the event log")
     train_sub = train.add_subparsers(dest="what", required=True)
-    reranker = train_sub.add_parser("reranker", help="fine-tune the cross-encoder reranker on the event log")
-    reranker.add_argument("--epochs", type=int, default=1)
+    reranker = train_sub.add_parser(
+        "reranker", help="train the reranker on the event log: a learned ranker over retrieval evidence, "
+                         "with a fine-tuned cross-encoder as one of its features where that wins validation")
+    reranker.add_argument("--epochs", type=int, default=1, help="cross-encoder epochs")
+    reranker.add_argument("--max-lists", type=int, default=6000, help="ranking lists the ranker learns from")
+    reranker.add_argument("--cross-encoder", choices=["auto", "on", "off"], default="auto",
+                          help="train the cross-encoder too (auto: only on a GPU; on a CPU it scores ~50 pairs/s)")
     reranker.add_argument("--max-groups", "--max-pairs", dest="max_groups", type=int, default=3000,
-                          help="training groups (one positive and 7 negatives each)")
+                          help="cross-encoder training groups (one positive and 7 negatives each)")
     reranker.add_argument("--device", default="auto", help="auto, cpu or cuda")
     reranker.add_argument("--seed", type=int, default=0)
     data_dir(reranker)

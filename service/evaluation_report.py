@@ -67,13 +67,21 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         users = next((row[n]["users"] for n in names if n in row), 0)
         lines.append(f"| {slice_name} | {users} | " + " | ".join(cells) + " |")
     epoch_s = ", ".join(f"{e['seconds']:.0f} s" for e in enc.get("epochs", []))
-    rr_epochs = ", ".join(f"{e['seconds']:.0f} s" for e in rr.get("epochs", []))
+    ranker, ce = rr.get("ranker") or {}, rr.get("cross_encoder") or {}
+    if ce.get("groups"):
+        ce_epochs = ", ".join(f"{e['seconds']:.0f} s" for e in ce.get("epochs", []))
+        ce_text = (f"cross-encoder trained on {ce['groups']} groups ({ce['pairs_per_epoch']} pairs per epoch, "
+                   f"epochs {ce_epochs}), {'kept' if ce.get('kept') else 'not kept'} as a feature")
+    else:
+        ce_text = f"cross-encoder not trained ({ce.get('why', 'off')})"
+    validation = "; ".join(f"{name} {v['ndcg@10']:.4f}" for name, v in (rr.get("validation") or {}).items())
     lines += [
         "",
         f"- Encoder: {enc['pairs']} pairs, epochs {epoch_s}; {'accepted' if enc['accepted'] else 'REJECTED'}: "
         f"{enc['reason']}.",
-        f"- Reranker: {rr.get('groups', 0)} groups ({rr.get('pairs_per_epoch', 0)} pairs per epoch), epochs "
-        f"{rr_epochs}, blend {rr.get('blend')}; {'accepted' if rr['accepted'] else 'REJECTED'}: {rr['reason']}.",
+        f"- Reranker: learned ranker on {ranker.get('lists', 0)} lists ({ranker.get('rows', 0)} candidates, "
+        f"{ranker.get('positives', 0)} taken next); {ce_text}; validation NDCG@10: {validation}; "
+        f"{'accepted' if rr['accepted'] else 'REJECTED'}: {rr['reason']}.",
         f"- A service trained like this would serve: encoder {stages['serving']['encoder']}, reranker "
         f"{stages['serving']['reranker']}. Rejected models are still measured above so their effect is on record.",
     ]

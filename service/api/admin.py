@@ -103,5 +103,5 @@ class AdminController(Controller):
 
 
 def _summary(meta: dict) -> dict:
-    keys = ("version", "created", "accepted", "reason", "blend", "groups", "train_users", "validation_users")
+    keys = ("version", "created", "accepted", "reason", "ranker", "cross_encoder", "train_users", "validation_users")
     return {k: meta.get(k) for k in keys}

@@ -132,7 +132,7 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path):
     dataset = synthetic_dataset()
     config = EvalConfig(seed=2, max_users=8, recommend=RecommendConfig(rerank_candidates=10))
     settings = StageSettings(EncoderTrainingSettings(max_pairs=80, batch_size=16, device="cpu"),
-                             TrainingSettings(max_groups=12, device="cpu", max_validation_users=6),
+                             TrainingSettings(max_lists=40, cross_encoder="off", device="cpu", max_validation_users=6),
                              work_dir=tmp_path / "models")
     stages = evaluate_stages(dataset, encoder, config, settings, slices=("all", "cold_users"))
     assert set(stages["table"]) == {"all", "cold_users"}
@@ -141,12 +141,12 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path):
         assert all(m["users"] == 8 and 0.0 <= m["ndcg@10"] <= 1.0 for m in row.values())
     enc, rr = stages["encoder_training"], stages["reranker_training"]
     assert 0 < enc["pairs"] <= 80 and enc["validation"]["users"] > 0
-    assert rr["groups"] == 12 and rr["version"] is not None
+    assert 0 < rr["ranker"]["lists"] <= 40 and rr["version"] is not None and not rr["cross_encoder"]["trained"]
     # The models are kept with their verdicts where the settings asked.
     assert (tmp_path / "models" / "encoder" / enc["version"] / "metadata.json").exists()
     assert (tmp_path / "models" / "reranker" / rr["version"] / "metadata.json").exists()
     report = "\n".join(stage_section(stages))
-    assert "+ fine-tuned encoder" in report and "| all | 8 |" in report
+    assert "+ fine-tuned encoder" in report and "| all | 8 |" in report and "learned ranker on" in report
 
 
 def test_cli_rejects_unknown_methods(tmp_path, capsys):

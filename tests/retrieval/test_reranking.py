@@ -2,40 +2,83 @@
 
 import json
 
+import numpy as np
 import pytest
 
-from encoders.cross_encoder import CrossEncoderReranker
+from retrieval.rank_features import rank_candidates
+from retrieval.ranking_model import RankingModel
 from retrieval.recommender import RecommendRequest
+from retrieval.rerank import rank_inputs
 from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker
 from tests.conftest import TEST_DEVICE
+from tests.retrieval.test_rank_features import synthetic
 
 pytestmark = pytest.mark.slow
 
 
-def save(versions, accepted, blend=1.0):
-    return versions.save(CrossEncoderReranker(device=TEST_DEVICE, max_length=64).save,
-                         {"accepted": accepted, "blend": blend, "reason": "test"})
+def save(versions, accepted, metadata=None):
+    x, y = synthetic(n_lists=60)
+    return versions.save(RankingModel.fit(x, y).save, metadata or {
+        "accepted": accepted, "reason": "test", "ranker": {"cross_encoder": False}})
 
 
-def test_rejected_model_is_never_served_and_accepted_one_is_reported(engine):
+def clicks(engine, user, items):
+    engine.profiles.record([{"user_id": user, "type": "click", "item_id": i} for i in items])
+
+
+def test_rejected_model_is_never_served_and_accepted_one_is_reported(engine, demo_items):
+    clicks(engine, "u1", [demo_items[0]["id"], demo_items[1]["id"]])
+    clicks(engine, "u2", [demo_items[1]["id"], demo_items[2]["id"]])
     assert engine.reload_reranker() is None
     rejected = save(engine.rerankers, accepted=False)
     assert engine.reload_reranker() is None
     with pytest.raises(ValueError, match="never served"):
         engine.rerankers.load(rejected)
-    plain = engine.recommender.recommend(RecommendRequest(query="quiet keyboard", k=5))
+    plain = engine.recommender.recommend(RecommendRequest(user_id="u1", k=5, diversity=0))
     assert plain.reranker is None and any("no reranker" in n for n in plain.notes)
 
-    accepted = save(engine.rerankers, accepted=True, blend=2.0)
+    accepted = save(engine.rerankers, accepted=True)
     assert engine.reload_reranker() == accepted
-    result = engine.recommender.recommend(RecommendRequest(query="quiet keyboard", k=5))
+    result = engine.recommender.recommend(RecommendRequest(user_id="u1", k=5, diversity=0))
     assert result.reranker == accepted and len(result.items) == 5
-    assert all("rerank" in i.trace and i.trace["rerank"]["rank"] >= 1 for i in result.items)
-    off = engine.recommender.recommend(RecommendRequest(query="quiet keyboard", k=5, rerank=False))
+    assert any("learned ranker" in n for n in result.notes)
+    # Pure relevance: the list is the ranker's order, and each item says where retrieval had it.
+    assert [i.trace["rerank"]["rank"] for i in result.items] == [1, 2, 3, 4, 5]
+    assert all(i.trace["rerank"]["retrieval_rank"] >= 1 for i in result.items)
+    off = engine.recommender.recommend(RecommendRequest(user_id="u1", k=5, diversity=0, rerank=False))
     assert off.reranker is None and [i.id for i in off.items] == [i.id for i in plain.items]
+    assert any("turned off" in n for n in off.notes)
+    # A search query is outside what the ranker learned from: retrieval's order, and the note says why.
+    query = engine.recommender.recommend(RecommendRequest(user_id="u1", query="quiet keyboard", k=5))
+    assert query.reranker is None and any("not used" in n for n in query.notes)
     # A newer rejected model does not displace the accepted one.
     save(engine.rerankers, accepted=False)
     assert engine.reload_reranker() == accepted
+
+
+def test_served_order_is_the_models_order_over_the_pipelines_features(engine, demo_items):
+    clicks(engine, "u1", [demo_items[0]["id"], demo_items[5]["id"], demo_items[40]["id"]])
+    clicks(engine, "u2", [demo_items[5]["id"], demo_items[6]["id"]])
+    version = save(engine.rerankers, accepted=True)
+    engine.reload_reranker()
+    served = engine.recommender.recommend(RecommendRequest(user_id="u1", k=10, diversity=0))
+    fused = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, diversity=0, rerank=False))
+    inputs = rank_inputs(engine.catalogue, engine.index, engine.index.history("u1"), rank_candidates(fused.items))
+    model = engine.rerankers.load(version).ranker
+    scores = model.score(inputs.features)
+    expected = [inputs.ids[n] for n in sorted(range(len(scores)), key=lambda n: (-scores[n], n))][:10]
+    assert [i.id for i in served.items] == expected
+    assert [i.score for i in served.items] == pytest.approx(sorted(scores, reverse=True)[:10])
+
+
+def test_unreadable_or_outdated_models_never_take_the_service_down(engine):
+    good = save(engine.rerankers, accepted=True)
+    assert engine.reload_reranker() == good
+    outdated = engine.rerankers.save(lambda folder: folder.mkdir(parents=True),
+                                     {"accepted": True, "blend": 1.0, "reason": "a cross-encoder-only model"})
+    with pytest.raises(ValueError, match="predates"):
+        engine.rerankers.load(outdated)
+    assert engine.reload_reranker() == good  # logged, and the model that served keeps serving
 
 
 def test_partial_saves_are_invisible(tmp_path):
@@ -45,22 +88,47 @@ def test_partial_saves_are_invisible(tmp_path):
     assert versions.all() == [] and versions.latest_accepted() is None
 
 
-def test_train_reranker_end_to_end_on_a_small_log(engine, demo_items):
-    # Users who move through one category; each user sees 4 items of it.
+def category_log(engine, demo_items, users=60):
+    """Users who move through one category, four items each, in catalogue order."""
     by_cat = {}
     for item in demo_items:
         by_cat.setdefault(item["categories"][-1], []).append(item["id"])
     events = []
-    for u in range(36):
-        cat = sorted(by_cat)[u % len(by_cat)]
-        items = by_cat[cat][(u // len(by_cat)) * 4:(u // len(by_cat)) * 4 + 4]
-        events += [{"user_id": f"u{u}", "type": "click", "item_id": i} for i in items]
+    cats = sorted(by_cat)
+    for u in range(users):
+        items = by_cat[cats[u % len(cats)]]
+        start = (u // len(cats)) % max(1, len(items) - 4)
+        events += [{"user_id": f"u{u}", "type": "click", "item_id": i} for i in items[start:start + 4]]
     engine.profiles.record(events)
+
+
+def test_train_reranker_end_to_end_on_a_small_log(engine, demo_items):
+    category_log(engine, demo_items)
     report = train_reranker(engine.recommender, engine.rerankers,
-                            TrainingSettings(max_groups=40, validation_users=0.2, candidates=20, device=TEST_DEVICE))
+                            TrainingSettings(validation_users=0.2, candidates=20, cross_encoder="off", device=TEST_DEVICE))
     assert report.version is not None
     meta = {m["version"]: m for m in engine.rerankers.all()}[report.version]
-    assert meta["accepted"] == report.accepted and meta["groups"] > 0 and meta["validation_users"] == 7
-    assert "retrieval" in meta["validation"] and meta["base_model"]
+    assert meta["accepted"] == report.accepted and meta["validation_users"] == 12
+    assert meta["ranker"]["lists"] > 0 and meta["ranker"]["positives"] > 0 and not meta["ranker"]["cross_encoder"]
+    assert meta["cross_encoder"] == {"trained": False, "why": "cross_encoder=off on cpu"} or TEST_DEVICE != "cpu"
+    assert set(meta["validation"]) == {"retrieval", "ranker"}
     served = engine.reload_reranker()
     assert served == (report.version if report.accepted else None)
+    # The saved model scores exactly as the trained one did: reload and compare on fresh lists.
+    loaded = engine.rerankers.load(report.version, allow_rejected=True)
+    x, _ = synthetic(n_lists=5)
+    assert np.array_equal(loaded.ranker.score(x), RankingModel.load(engine.rerankers.path(report.version)).score(x))
+
+
+def test_train_reranker_with_the_cross_encoder_as_a_feature(engine, demo_items):
+    category_log(engine, demo_items, users=36)
+    report = train_reranker(engine.recommender, engine.rerankers,
+                            TrainingSettings(max_lists=40, max_groups=24, validation_users=0.2, candidates=10,
+                                             cross_encoder="on", device=TEST_DEVICE))
+    meta = {m["version"]: m for m in engine.rerankers.all()}[report.version]
+    assert meta["cross_encoder"]["groups"] > 0 and meta["cross_encoder"]["pairs_per_epoch"] > 0
+    assert set(meta["validation"]) == {"retrieval", "ranker", "ranker+cross_encoder"}
+    kept = meta["ranker"]["cross_encoder"]
+    assert kept == (meta["ranker"]["variant"] == "ranker+cross_encoder") == meta["cross_encoder"]["kept"]
+    loaded = engine.rerankers.load(report.version, device=TEST_DEVICE, allow_rejected=True)
+    assert (loaded.cross_encoder is not None) == kept and loaded.ranker.uses_cross_encoder == kept

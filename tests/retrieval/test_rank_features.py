@@ -1,0 +1,90 @@
+"""The learned ranker's features and model: hand-checked rows, learning, save/load, refusals."""
+
+import math
+
+import numpy as np
+import pytest
+
+from retrieval.rank_features import CROSS_ENCODER_COLUMN, FEATURE_NAMES, RankCandidate, candidate_features
+from retrieval.ranking_model import RankingModel
+from retrieval.store import StoredPoint
+
+
+def point(item_id, vector, category, brand=None, price=None):
+    return StoredPoint(item_id, {"title": item_id, "categories": ["Office", category], "brand": brand, "price": price},
+                       np.asarray(vector, dtype=np.float32))
+
+
+def column(rows, name):
+    return rows[:, FEATURE_NAMES.index(name)]
+
+
+def test_features_are_read_off_the_trace_and_the_newest_items():
+    newest = point("h2", [1, 0], "Pens", brand="Pilot", price=10.0)
+    older = point("h1", [0, 1], "Paper")
+    points = {"a": point("a", [0.6, 0.8], "Pens", brand="Pilot", price=20.0),
+              "b": point("b", [0, 1], "Paper")}
+    candidates = [
+        RankCandidate("a", 0.04, {"dense_profile": {"rank": 2, "score": 0.5}, "collaborative": {"rank": 1, "score": 3.0}}),
+        RankCandidate("b", 0.02, {"dense_profile": {"rank": 1, "score": 0.8}}, no_opinion=("collaborative",)),
+    ]
+    rows = candidate_features(candidates, points, [newest, older], {"a": 7}, history_length=2)
+    assert rows.shape == (2, len(FEATURE_NAMES))
+    assert column(rows, "fused_position_log").tolist() == pytest.approx([0.0, math.log(2)])
+    assert column(rows, "fused_score_relative").tolist() == pytest.approx([1.0, 0.5])
+    assert column(rows, "dense_profile_inverse_rank").tolist() == pytest.approx([0.5, 1.0])
+    assert column(rows, "dense_profile_score_relative").tolist() == pytest.approx([0.5 / 0.8, 1.0])
+    assert column(rows, "collaborative_listed").tolist() == [1.0, 0.0]
+    assert column(rows, "collaborative_no_opinion").tolist() == [0.0, 1.0]
+    assert column(rows, "popularity_log").tolist() == pytest.approx([math.log(8), 0.0])
+    assert column(rows, "similarity_newest").tolist() == pytest.approx([0.6, 0.0])
+    assert column(rows, "similarity_recent_max").tolist() == pytest.approx([0.8, 1.0])
+    assert column(rows, "same_category_newest").tolist() == [1.0, 0.0]
+    assert column(rows, "category_share_recent").tolist() == pytest.approx([0.5, 0.5])
+    assert column(rows, "same_brand_newest").tolist() == [1.0, 0.0]
+    assert column(rows, "price_ratio_log_newest").tolist() == pytest.approx([math.log(2), 0.0])
+    assert column(rows, "price_unknown").tolist() == [0.0, 1.0]
+    assert np.isnan(rows[:, CROSS_ENCODER_COLUMN]).all()
+    with_ce = candidate_features(candidates, points, [newest], {}, 1, cross_encoder=np.array([2.0, -1.0]))
+    assert with_ce[:, CROSS_ENCODER_COLUMN].tolist() == [2.0, -1.0]
+
+
+def synthetic(n_lists=300, size=20, seed=0):
+    """Lists where the item taken next is the one in the newest item's category (plus noise)."""
+    rng = np.random.default_rng(seed)
+    features, labels = [], []
+    for _ in range(n_lists):
+        x = rng.normal(size=(size, len(FEATURE_NAMES))).astype(np.float32)
+        x[:, FEATURE_NAMES.index("same_category_newest")] = 0
+        taken = rng.integers(size)
+        x[taken, FEATURE_NAMES.index("same_category_newest")] = 1
+        x[:, CROSS_ENCODER_COLUMN] = np.nan
+        y = np.zeros(size, dtype=np.int8)
+        y[taken] = 1
+        features.append(x)
+        labels.append(y)
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def test_ranker_learns_which_evidence_predicts_the_next_item_and_round_trips(tmp_path):
+    x, y = synthetic()
+    model = RankingModel.fit(x, y)
+    test_x, test_y = synthetic(n_lists=50, seed=1)
+    scores = model.score(test_x)
+    assert scores[test_y == 1].min() > scores[test_y == 0].max()
+    model.save(tmp_path / "m")
+    loaded = RankingModel.load(tmp_path / "m")
+    assert np.array_equal(loaded.score(test_x), scores)
+
+
+def test_ranker_refuses_bad_training_data_and_other_features(tmp_path):
+    x, y = synthetic(n_lists=20)
+    with pytest.raises(ValueError, match="one class"):
+        RankingModel.fit(x, np.zeros_like(y))
+    with pytest.raises(ValueError, match="columns"):
+        RankingModel.fit(x[:, :3], y)
+    RankingModel.fit(x, y).save(tmp_path / "m")
+    info = tmp_path / "m" / "ranker.json"
+    info.write_text(info.read_text().replace("popularity_log", "popularity"))
+    with pytest.raises(ValueError, match="other features"):
+        RankingModel.load(tmp_path / "m")

@@ -1,0 +1,56 @@
+"""The reranker from the command line to the HTTP response: train, reload without a restart,
+responses and explanations say which model ranked them."""
+
+import json
+
+import pytest
+from litestar.testing import TestClient
+
+from retrieval.engine import Engine, EngineConfig
+from service.app import create_app
+from service.cli import main
+from service.settings import Settings
+from tests.retrieval.test_reranking import category_log, clicks, save
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_reranker_from_the_command_line(encoder, demo_points, demo_items, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    engine = Engine.open(EngineConfig(data_dir=data_dir), encoder=encoder)
+    engine.catalogue.write(demo_points)
+    category_log(engine, demo_items)
+    engine.close()
+    assert main(["train", "reranker", "--data-dir", str(data_dir), "--cross-encoder", "off",
+                 "--max-lists", "200", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    versions = sorted((data_dir / "models" / "reranker").glob("v*"))
+    assert len(versions) == 1
+    meta = json.loads((versions[0] / "metadata.json").read_text())
+    assert f"reranker {meta['version']} {'accepted' if meta['accepted'] else 'rejected'}" in out
+    assert "validation retrieval" in out and "validation ranker" in out
+    assert (versions[0] / "ranker.pkl").exists() and not (versions[0] / "cross_encoder").exists()
+
+
+def test_reload_serves_a_new_model_and_responses_name_it(engine, demo_items, tmp_path):
+    clicks(engine, "u1", [demo_items[0]["id"], demo_items[1]["id"], demo_items[2]["id"]])
+    clicks(engine, "u2", [demo_items[1]["id"], demo_items[3]["id"]])
+    with TestClient(create_app(Settings(data_dir=tmp_path / "unused"), engine=engine)) as client:
+        before = client.post("/v1/recommendations", json={"user_id": "u1", "k": 5}).json()
+        assert before["models"]["reranker"] is None and before["reranked"] is False
+        version = save(engine.rerankers, accepted=True)
+        reloaded = client.post("/v1/admin/reload").json()
+        assert reloaded["serving"] == version
+        assert reloaded["versions"][0]["ranker"] == {"cross_encoder": False}
+        body = client.post("/v1/recommendations", json={"user_id": "u1", "k": 5, "diversity": 0}).json()
+        assert body["models"]["reranker"] == version and body["reranked"] is True
+        assert [i["rerank"]["rank"] for i in body["items"]] == [1, 2, 3, 4, 5]
+        off = client.post("/v1/recommendations", json={"user_id": "u1", "k": 5, "rerank": False}).json()
+        assert off["models"]["reranker"] is None and off["reranked"] is False
+        first = body["items"][0]
+        explained = client.post("/v1/explanations", json={"user_id": "u1", "item_id": first["id"],
+                                                          "diversity": 0}).json()
+        reranker = explained["evidence"]["reranker"]
+        assert reranker["version"] == version and reranker["rank"] == 1
+        assert reranker["retrieval_rank"] == first["rerank"]["retrieval_rank"]
+        assert f"moved it from {reranker['retrieval_rank']} to 1 of the" in explained["text"]
