@@ -1,7 +1,7 @@
 """`make bench`: every speed benchmark, in one run, printed as tables with ratios to baselines.
 
 Quality is measured by `make eval` (hybridrec evaluate on the shared dataset); the learning
-stages by `make eval-stages` (wants a GPU). The last three need the shared dataset and skip
+stages by `make eval-stages`. The last three need the shared dataset and skip
 cleanly without it.
 """
 
@@ -17,8 +17,8 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     for script, args in (("ingest_throughput.py", ["--items", "3000"]),
                          ("latency.py", ["--sizes", "10000", "100000", "--requests", "300"]),
-                         # Training time per epoch (a small epoch on CPU) and rerank latency at 20..200.
-                         ("rerank.py", ["--max-groups", "200", "--validation-users", "100"]),
+                         # Ranker training, a cross-encoder epoch on 200 groups, rerank latency at 20..200.
+                         ("rerank.py", ["--cross-encoder-epoch-groups", "200"]),
                          ("diversity.py", ["--users", "1000"]),
                          ("explanations.py", ["--users", "30"])):
         print(f"\n== {script} {' '.join(args)}", flush=True)

@@ -24,6 +24,9 @@ from retrieval.ranking_model import RankingModel
 from retrieval.store import StoredPoint
 
 CONTEXT_ITEMS = 5  # newest history items the cross-encoder reads
+# The history the ranker's features see (its length is a feature): the trainers replay past
+# moments with at most this many items, so serving reads no more than that either.
+HISTORY_ITEMS = 20
 
 
 @dataclass
@@ -43,26 +46,25 @@ class LoadedReranker:
 @dataclass
 class RankInputs:
     """What reranking one request needs, gathered once: features (cross-encoder column empty) and
-    the texts a cross-encoder would read."""
+    the texts a cross-encoder would read (context, and one document per candidate)."""
 
     ids: list[str]
     features: np.ndarray
     context: str
-    points: dict[str, StoredPoint]
-
-    def candidate_texts(self) -> list[str]:
-        return [candidate_text(self.points[i].payload) for i in self.ids]
+    documents: list[str]
 
 
 def rank_inputs(catalogue: Catalogue, index: CoOccurrenceIndex, history: Sequence[str],
                 candidates: Sequence[RankCandidate], points: dict[str, StoredPoint] | None = None,
                 leave_out_user: str | None = None, query: str | None = None,
-                preferences: str | None = None) -> RankInputs:
+                preferences: str | None = None, texts: bool = True) -> RankInputs:
     """Features for ``candidates`` (fused order) given the ``history`` (oldest first).
 
     ``points`` may pass candidates already fetched with their vectors; ``leave_out_user`` is for
-    training on the log (the user's own events must not count towards popularity).
+    training on the log (the user's own events must not count towards popularity); ``texts=False``
+    leaves the documents out (a trainer holding thousands of lists without a cross-encoder).
     """
+    history = list(history)[-HISTORY_ITEMS:]
     points = dict(points or {})
     newest = list(reversed(history[-max(RECENT_ITEMS, CONTEXT_ITEMS):]))
     missing = [i for i in {*(c.id for c in candidates), *newest}
@@ -74,7 +76,8 @@ def rank_inputs(catalogue: Catalogue, index: CoOccurrenceIndex, history: Sequenc
     popularity = index.user_counts([c.id for c in candidates], leave_out=leave_out_user)
     features = candidate_features(candidates, points, recent[:RECENT_ITEMS], popularity, len(history))
     context = context_text([p.payload for p in recent[:CONTEXT_ITEMS]], query, preferences)
-    return RankInputs([c.id for c in candidates], features, context, points)
+    documents = [candidate_text(points[c.id].payload) for c in candidates] if texts else []
+    return RankInputs([c.id for c in candidates], features, context, documents)
 
 
 def with_cross_encoder(inputs: RankInputs, cross_encoder: CrossEncoderReranker | None) -> np.ndarray:
@@ -82,7 +85,7 @@ def with_cross_encoder(inputs: RankInputs, cross_encoder: CrossEncoderReranker |
     features = inputs.features
     if cross_encoder is not None and inputs.ids:
         features = features.copy()
-        features[:, CROSS_ENCODER_COLUMN] = cross_encoder.score([inputs.context] * len(inputs.ids), inputs.candidate_texts())
+        features[:, CROSS_ENCODER_COLUMN] = cross_encoder.score([inputs.context] * len(inputs.ids), inputs.documents)
     return features
 
 

@@ -38,7 +38,7 @@ from retrieval.model_versions import (
 from retrieval.rank_features import rank_candidates
 from retrieval.ranking_model import RankingModel
 from retrieval.recommender import Recommender, RecommendRequest
-from retrieval.rerank import LoadedReranker, RankInputs, order_by, rank_inputs, with_cross_encoder
+from retrieval.rerank import HISTORY_ITEMS, LoadedReranker, RankInputs, order_by, rank_inputs, with_cross_encoder
 
 CROSS_ENCODER_FOLDER = "cross_encoder"
 
@@ -69,7 +69,7 @@ class TrainingSettings(LogTrainingSettings):
     max_groups: int = 3000  # cross-encoder training groups, taken from other cases than the lists
     hard_negatives: int = 5
     random_negatives: int = 2
-    candidates: int = 50  # the top of retrieval that is reranked, in training and validation as in serving
+    candidates: int | None = None  # the top of retrieval that is reranked; default: as the service does
 
     def uses_cross_encoder(self) -> bool:
         if self.cross_encoder not in ("auto", "on", "off"):
@@ -108,15 +108,26 @@ def _retrieve(recommender: Recommender, user: str, history: list[str], k: int):
     of the collaborative signal, or the positive (logged) would vote for itself; on the shared
     dataset that leak made a reranker win validation by +35% NDCG@10 and then halve it on test.
     Pure relevance (no diversity): reranking reorders the fused list, diversity comes after."""
-    req = RecommendRequest(history=history[-20:], k=k, rerank=False, leave_out_user=user, diversity=0.0)
+    req = RecommendRequest(history=history[-HISTORY_ITEMS:], k=k, rerank=False, leave_out_user=user, diversity=0.0)
     return recommender.recommend(req).items
 
 
-def build_list(recommender: Recommender, user: str, history: list[str], target: str, candidates: int) -> RankList:
+def build_list(recommender: Recommender, user: str, history: list[str], target: str, candidates: int,
+               texts: bool = True) -> RankList:
     items = _retrieve(recommender, user, history, candidates)
-    inputs = rank_inputs(recommender.catalogue, recommender.profiles.index, history[-20:], rank_candidates(items),
-                         leave_out_user=user)
+    inputs = rank_inputs(recommender.catalogue, recommender.profiles.index, history, rank_candidates(items),
+                         leave_out_user=user, texts=texts)
     return RankList(user, target, inputs)
+
+
+class _Quiet:
+    """Progress when nobody asked for a bar."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def build_groups(recommender: Recommender, cases: list[tuple[str, list[str], str]], settings: TrainingSettings,
@@ -190,6 +201,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     started = time.perf_counter()
     settings = settings or TrainingSettings()
     use_cross_encoder = settings.uses_cross_encoder()
+    candidates = settings.candidates or recommender.config.rerank_candidates
     rng = random.Random(settings.seed)
     sequences = log_sequences(recommender.profiles.log, recommender.profiles.index)
     train_users, val_users = split_users(sequences, settings.validation_users, settings.max_validation_users, rng)
@@ -197,18 +209,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         return TrainingReport(None, False, f"too little data: {len(sequences)} users with two or more items")
 
     def bar(desc: str, total: int):
-        return progress_factory(desc, total) if progress_factory else None
-
-    def run(desc: str, work: list, step: Callable):
-        b = bar(desc, len(work))
-        out = []
-        for w in work:
-            out.append(step(*w))
-            if b:
-                b.update(1)
-        if b:
-            b.close()
-        return out
+        return progress_factory(desc, total) if progress_factory else _Quiet()
 
     cases = next_item_cases(sequences, train_users, settings.positions_per_user)
     rng.shuffle(cases)
@@ -217,11 +218,16 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     # lists is what it will be on unseen requests, not a memorised one.
     group_cases = cases[settings.max_lists: settings.max_lists + settings.max_groups] or cases[: settings.max_groups]
 
-    def build(user, history, target):
-        return build_list(recommender, user, history, target, settings.candidates)
+    def build_all(desc: str, work: list[tuple[str, list[str], str]]) -> list[RankList]:
+        b, out = bar(desc, len(work)), []
+        for user, history, target in work:
+            out.append(build_list(recommender, user, history, target, candidates, texts=use_cross_encoder))
+            b.update(1)
+        b.close()
+        return out
 
-    lists = run("ranking lists", list_cases, build)
-    val_lists = run("validation lists", [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users], build)
+    lists = build_all("ranking lists", list_cases)
+    val_lists = build_all("validation lists", [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users])
     if not any(rl.labels().any() for rl in lists):
         return TrainingReport(None, False, "no next item was ever among the retrieved candidates: nothing to learn")
 
@@ -229,23 +235,18 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     if use_cross_encoder:
         all_ids = sorted({i for seq in sequences.values() for i in seq})
         b = bar("cross-encoder groups", len(group_cases))
-        groups = build_groups(recommender, group_cases, settings, rng, all_ids, progress=b.update if b else None)
-        if b:
-            b.close()
+        groups = build_groups(recommender, group_cases, settings, rng, all_ids, progress=b.update)
+        b.close()
         cross_encoder = CrossEncoderReranker(device=settings.device)
         b = bar("train cross-encoder", settings.epochs * len(groups))
-        epochs = train_listwise(cross_encoder, groups, epochs=settings.epochs, seed=settings.seed,
-                                on_batch=b.update if b else None)
-        if b:
-            b.close()
+        epochs = train_listwise(cross_encoder, groups, epochs=settings.epochs, seed=settings.seed, on_batch=b.update)
+        b.close()
         cross_encoder.for_inference()
         b = bar("cross-encoder scores", len(lists) + len(val_lists))
         for rl in lists + val_lists:
             rl.inputs.features = with_cross_encoder(rl.inputs, cross_encoder)
-            if b:
-                b.update(1)
-        if b:
-            b.close()
+            b.update(1)
+        b.close()
 
     features, labels = _stack(lists)
     variants = {"ranker": RankingModel.fit(features, labels, seed=settings.seed)}
@@ -273,7 +274,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         "reason": reason,
         "ranker": {"cross_encoder": serves_cross_encoder, "variant": best_name,
                    "lists": len(lists), "rows": int(len(labels)), "positives": int(labels.sum())},
-        "cross_encoder": ({"base_model": cross_encoder.model_path, "groups": len(groups),
+        "cross_encoder": ({"trained": True, "base_model": cross_encoder.model_path, "groups": len(groups),
                            "pairs_per_epoch": epochs[0].pairs if epochs else 0,
                            "epochs": [e.__dict__ for e in epochs], "kept": serves_cross_encoder}
                           if cross_encoder is not None else
