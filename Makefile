@@ -40,8 +40,9 @@ eval: install
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
 
 # The learning stages (zero-shot -> + fine-tuned encoder -> + reranker), trained inside the run.
-# Wants a GPU: on 2 CPU cores training alone takes about an hour (see benchmarks/README.md).
-EVAL_STAGE_USERS ?= 1000
+# On 2 CPU cores about an hour, most of it the encoder's epoch; the cross-encoder feature is
+# trained only where a GPU makes it affordable (--cross-encoder auto). See benchmarks/README.md.
+EVAL_STAGE_USERS ?= 2000
 eval-stages: install
 	@if [ -d "$(SHARED_DATASET)" ]; then \
 		$(BIN)/hybridrec evaluate --dataset $(SHARED_DATASET) --out benchmarks/eval/stages \

@@ -50,8 +50,8 @@ def render_template_text(evidence: dict[str, Any]) -> str:
         parts.append(t["popular"])
     if evidence.get("reranker"):
         r = evidence["reranker"]
-        parts.append(fill(t["reranker"], model=r["model"], retrieval_rank=r["retrieval_rank"], rank=r["rank"],
-                          candidates=r["candidates"]))
+        parts.append(fill(t["reranker_kept" if r.get("kept_place") else "reranker"], model=r["model"],
+                          retrieval_rank=r["retrieval_rank"], rank=r["rank"], candidates=r["candidates"]))
     if evidence.get("diversity") and evidence["diversity"]["moved"]:
         moved = evidence["diversity"]["moved"]
         parts.append(fill(t["diversity"], direction="up" if moved > 0 else "down", moved=abs(moved)))

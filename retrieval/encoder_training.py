@@ -24,8 +24,8 @@ from encoders.text import candidate_text, context_text
 from encoders.training import train_contrastive
 from retrieval import metrics
 from retrieval.engine import Engine
-from retrieval.model_versions import (LogTrainingSettings, ModelVersions, log_sequences, next_item_cases,
-                                      split_users)
+from retrieval.model_versions import (LogTrainingSettings, ModelVersions, clearly_better, log_sequences,
+                                      next_item_cases, split_users)
 
 
 @dataclass
@@ -36,7 +36,8 @@ class EncoderTrainingSettings(LogTrainingSettings):
     lr: float = 2e-5
 
 
-def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]], decay: float) -> float:
+def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]], decay: float) -> list[float]:
+    """NDCG@10 of dense retrieval for each case."""
     ids = sorted(vectors)
     matrix = np.stack([vectors[i] for i in ids])
     position = {i: n for n, i in enumerate(ids)}
@@ -52,7 +53,7 @@ def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str
         sims[[position[h] for h in recent]] = -np.inf
         top = np.argsort(-sims, kind="stable")[:10]
         scores.append(metrics.ndcg_at(metrics.target_rank([ids[i] for i in top], target), 10))
-    return float(np.mean(scores)) if scores else 0.0
+    return scores
 
 
 def _catalogue_vectors(engine: Engine, encoder: BiEncoder | None) -> dict[str, np.ndarray]:
@@ -88,7 +89,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
              for _, h, t in cases if t in payloads]
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
     decay = engine.config.profiles.position_decay
-    baseline = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)
+    baseline_cases = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)
 
     encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
     bar = progress_factory("train encoder", settings.epochs * len(pairs)) if progress_factory else None
@@ -96,13 +97,16 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
                                lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
     if bar is not None:
         bar.close()
-    tuned = _dense_ndcg(_catalogue_vectors(engine, encoder), validation_cases, decay)
-    accepted = tuned > baseline
+    tuned_cases = _dense_ndcg(_catalogue_vectors(engine, encoder), validation_cases, decay)
+    accepted, gain, se = clearly_better(tuned_cases, baseline_cases)
+    baseline, tuned = float(np.mean(baseline_cases or [0.0])), float(np.mean(tuned_cases or [0.0]))
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base_model": engine.encoder.model_path, "accepted": accepted,
-        "reason": (f"validation dense NDCG@10 {tuned:.4f} {'>' if accepted else '<='} current encoder {baseline:.4f}"),
-        "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "users": len(val_users)},
+        "reason": (f"validation dense NDCG@10 {tuned:.4f} vs current encoder {baseline:.4f}: {gain:+.4f} "
+                   f"(standard error {se:.4f}), {'clearly better' if accepted else 'not clearly better'}"),
+        "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "gain": gain,
+                       "standard_error": se, "users": len(val_users)},
         "pairs": len(pairs), "train_users": len(train_users), "epochs": [asdict(e) for e in epochs],
         "settings": asdict(settings), "seconds": time.perf_counter() - started,
     }

@@ -76,6 +76,7 @@ class Explainer:
         if "rerank" in trace and rec.reranker is not None:
             ev["reranker"] = {"version": rec.reranker.version, "model": rec.reranker.description,
                               "rank": trace["rerank"]["rank"], "retrieval_rank": trace["rerank"]["retrieval_rank"],
+                              "kept_place": trace["rerank"].get("kept_place", False),
                               "score": trace["rerank"]["score"],
                               "candidates": max(req.k, rec.config.rerank_candidates)}
         if "diversity" in trace:

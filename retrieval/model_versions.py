@@ -7,10 +7,12 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from retrieval.cooccurrence import CoOccurrenceIndex
 from retrieval.event_log import EventLog
@@ -90,3 +92,22 @@ def next_item_cases(sequences: dict[str, list[str]], users: list[str],
         for t in range(max(1, len(seq) - positions), len(seq)):
             cases.append((user, seq[:t], seq[t]))
     return cases
+
+
+def clearly_better(new: Sequence[float], old: Sequence[float], margin: float = 1.0) -> tuple[bool, float, float]:
+    """Whether a per-case metric ``new`` beats ``old`` (same cases, paired) by more than ``margin``
+    standard errors of the mean difference: (better, mean difference, standard error).
+
+    A model that is "better" by less than its own noise is not worth a switch (an encoder needs a
+    full reindex): on the shared dataset an encoder with validation +0.0003 NDCG@10 (0.1 standard
+    errors) was accepted and then lost 0.0005 on test (cold items -0.0049).
+
+    >>> clearly_better([1, 1, 0, 1], [0, 1, 0, 0])[0], clearly_better([1, 0], [0, 1])[0]
+    (True, False)
+    """
+    diff = np.asarray(new, dtype=float) - np.asarray(old, dtype=float)
+    if diff.size == 0:
+        return False, 0.0, 0.0
+    mean = float(diff.mean())
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+    return mean > 0 and mean > margin * se, mean, se

@@ -37,6 +37,7 @@ FEATURE_NAMES = (
     "cross_encoder",
 )
 CROSS_ENCODER_COLUMN = FEATURE_NAMES.index("cross_encoder")
+NO_OPINION_COLUMN = FEATURE_NAMES.index("collaborative_no_opinion")
 
 
 @dataclass(frozen=True)

@@ -293,11 +293,11 @@ class Recommender:
                                  texts=reranker.cross_encoder is not None)
             order = rerank(reranker, inputs)
             retrieval_rank = {item_id: n for n, item_id in enumerate(inputs.ids, start=1)}
-            for item_id, rank, score in order:
-                traces[item_id]["rerank"] = {"rank": rank, "score": round(score, 6),
-                                             "retrieval_rank": retrieval_rank[item_id]}
-                scores[item_id] = score
-            ids = [i for i, _, _ in order]
+            for r in order:
+                traces[r.id]["rerank"] = {"rank": r.place, "score": round(r.score, 6),
+                                          "retrieval_rank": retrieval_rank[r.id], "kept_place": r.kept}
+                scores[r.id] = r.score
+            ids = [r.id for r in order]
             notes.append(f"reranked the top {len(top)} with {reranker.description} {reranker.version}")
         else:
             ids = [c.id for c in top]

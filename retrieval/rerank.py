@@ -19,7 +19,7 @@ from encoders.cross_encoder import CrossEncoderReranker
 from encoders.text import candidate_text, context_text
 from retrieval.catalogue import Catalogue
 from retrieval.cooccurrence import CoOccurrenceIndex
-from retrieval.rank_features import CROSS_ENCODER_COLUMN, RECENT_ITEMS, RankCandidate, candidate_features
+from retrieval.rank_features import CROSS_ENCODER_COLUMN, NO_OPINION_COLUMN, RECENT_ITEMS, RankCandidate, candidate_features
 from retrieval.ranking_model import RankingModel
 from retrieval.store import StoredPoint
 
@@ -89,12 +89,43 @@ def with_cross_encoder(inputs: RankInputs, cross_encoder: CrossEncoderReranker |
     return features
 
 
-def order_by(ids: Sequence[str], scores: np.ndarray) -> list[tuple[str, int, float]]:
-    """(id, place in the new order, score), best first; ties keep the retrieval order."""
-    order = sorted(range(len(ids)), key=lambda n: (-scores[n], n))
-    return [(ids[n], place, float(scores[n])) for place, n in enumerate(order, start=1)]
+@dataclass(frozen=True)
+class Ranked:
+    id: str
+    place: int  # 1-based, in the reranked list
+    score: float
+    kept: bool  # the ranker had no opinion: the item kept the place retrieval gave it
 
 
-def rerank(reranker: LoadedReranker, inputs: RankInputs) -> list[tuple[str, int, float]]:
+def order_by(ids: Sequence[str], scores: np.ndarray, kept: np.ndarray | None = None) -> list[Ranked]:
+    """The reranked list, best first; ties keep the retrieval order.
+
+    Items flagged in ``kept`` keep their retrieval place and the others are reordered around them.
+    Their score is the one just above them, so the list's scores never rise going down (diversity
+    reads them as relevance).
+    """
+    n = len(ids)
+    kept = np.zeros(n, dtype=bool) if kept is None else np.asarray(kept, dtype=bool)
+    movable = iter(sorted((i for i in range(n) if not kept[i]), key=lambda i: (-scores[i], i)))
+    out: list[Ranked] = []
+    for place in range(n):
+        if kept[place]:
+            above = out[-1].score if out else max((float(scores[i]) for i in range(n) if not kept[i]), default=0.0)
+            out.append(Ranked(ids[place], place + 1, above, True))
+        else:
+            i = next(movable)
+            out.append(Ranked(ids[i], place + 1, float(scores[i]), False))
+    return out
+
+
+def rank_order(ranker: RankingModel, ids: Sequence[str], features: np.ndarray) -> list[Ranked]:
+    """The ranker's order. It learned from the log, where every item taken had been taken by someone
+    before, so it reads "nobody has taken this yet" as "nobody will": on the shared dataset it sank
+    cold items' NDCG@10 from .077 to .004. Items the collaborative signal has no opinion about are
+    therefore left where retrieval (which handles them: no-opinion fusion) put them."""
+    return order_by(ids, ranker.score(features), features[:, NO_OPINION_COLUMN] > 0)
+
+
+def rerank(reranker: LoadedReranker, inputs: RankInputs) -> list[Ranked]:
     """Reorder one request's candidates with the served model."""
-    return order_by(inputs.ids, reranker.ranker.score(with_cross_encoder(inputs, reranker.cross_encoder)))
+    return rank_order(reranker.ranker, inputs.ids, with_cross_encoder(inputs, reranker.cross_encoder))

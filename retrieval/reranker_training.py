@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import sklearn
 
 from encoders.cross_encoder import CrossEncoderReranker
 from encoders.device import resolve_device
@@ -31,14 +32,15 @@ from retrieval import metrics
 from retrieval.model_versions import (
     LogTrainingSettings,
     ModelVersions,
+    clearly_better,
     log_sequences,
     next_item_cases,
     split_users,
 )
-from retrieval.rank_features import rank_candidates
+from retrieval.rank_features import NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking_model import RankingModel
 from retrieval.recommender import Recommender, RecommendRequest
-from retrieval.rerank import HISTORY_ITEMS, LoadedReranker, RankInputs, order_by, rank_inputs, with_cross_encoder
+from retrieval.rerank import HISTORY_ITEMS, LoadedReranker, RankInputs, rank_inputs, rank_order, with_cross_encoder
 
 CROSS_ENCODER_FOLDER = "cross_encoder"
 
@@ -154,43 +156,54 @@ def build_groups(recommender: Recommender, cases: list[tuple[str, list[str], str
 
 
 def _stack(lists: list[RankList]) -> tuple[np.ndarray, np.ndarray]:
-    return np.concatenate([rl.inputs.features for rl in lists]), np.concatenate([rl.labels() for rl in lists])
+    """Every candidate the ranker will order: those without collaborative opinion keep their place
+    when serving (``rerank.rank_order``), so they are not trained on either."""
+    features = np.concatenate([rl.inputs.features for rl in lists])
+    labels = np.concatenate([rl.labels() for rl in lists])
+    ordered = features[:, NO_OPINION_COLUMN] == 0
+    return features[ordered], labels[ordered]
 
 
 def validate(lists: list[RankList], orders: dict[str, Callable[[RankList], list[str]]],
-             catalogue_size: int) -> dict[str, Any]:
+             catalogue_size: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """NDCG@10 / Recall@10 of each order on held-out lists, plus coverage and Gini of the top-10
-    lists (the collapse guard); one Gini universe (every candidate any order could show) for all."""
+    lists (the collapse guard); one Gini universe (every candidate any order could show) for all.
+    Also each order's NDCG@10 per list, for the paired accept rule."""
     universe = sorted({i for rl in lists for i in rl.inputs.ids})
-    out = {}
+    out, per_case = {}, {}
     for name, order in orders.items():
         ranked = [order(rl) for rl in lists]
         ranks = [metrics.target_rank(r, rl.target) for r, rl in zip(ranked, lists)]
+        per_case[name] = [metrics.ndcg_at(x, 10) for x in ranks]
         out[name] = {
-            "ndcg@10": float(np.mean([metrics.ndcg_at(x, 10) for x in ranks])) if ranks else 0.0,
+            "ndcg@10": float(np.mean(per_case[name])) if ranks else 0.0,
             "recall@10": float(np.mean([metrics.recall_at(x, 10) for x in ranks])) if ranks else 0.0,
             "coverage@10": metrics.coverage([r[:10] for r in ranked], catalogue_size, 10),
             "gini@10": metrics.gini([r[:10] for r in ranked], universe, 10),
             "users": len(ranks),
         }
-    return out
+    return out, per_case
 
 
-def _verdict(validation: dict[str, Any]) -> tuple[str, bool, str]:
-    """The best learned variant, whether it is accepted, and why."""
+def _verdict(validation: dict[str, Any], per_case: dict[str, list[float]]) -> tuple[str, bool, str]:
+    """The best learned variant, whether it is accepted, and why: it must beat the retrieval order
+    by more than the noise of the comparison (``clearly_better``) and must not collapse."""
     base = validation["retrieval"]
     best_name, best = max(((k, v) for k, v in validation.items() if k != "retrieval"),
                           key=lambda kv: kv[1]["ndcg@10"])
+    better, gain, se = clearly_better(per_case[best_name], per_case["retrieval"])
     # Collapse guard: a model that concentrates lists on few items is refused even if NDCG rose.
     collapsed = best["coverage@10"] < 0.5 * base["coverage@10"] or best["gini@10"] > base["gini@10"] + 0.1
-    accepted = best["ndcg@10"] > base["ndcg@10"] and not collapsed
+    accepted = better and not collapsed
+    comparison = (f"validation NDCG@10 {best['ndcg@10']:.4f} ({best_name}) vs retrieval {base['ndcg@10']:.4f}: "
+                  f"{gain:+.4f}, standard error {se:.4f}")
     if collapsed:
         reason = (f"collapse guard: coverage@10 {best['coverage@10']:.3f} vs {base['coverage@10']:.3f}, "
                   f"gini@10 {best['gini@10']:.3f} vs {base['gini@10']:.3f}")
     elif accepted:
-        reason = f"validation NDCG@10 {best['ndcg@10']:.4f} > retrieval {base['ndcg@10']:.4f} ({best_name})"
+        reason = f"{comparison}, clearly better"
     else:
-        reason = f"validation NDCG@10 {best['ndcg@10']:.4f} does not beat retrieval {base['ndcg@10']:.4f}"
+        reason = f"{comparison}, not clearly better"
     return best_name, accepted, reason
 
 
@@ -255,11 +268,11 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
                                                             seed=settings.seed)
 
     def ordered_by(model: RankingModel) -> Callable[[RankList], list[str]]:
-        return lambda rl: [i for i, _, _ in order_by(rl.inputs.ids, model.score(rl.inputs.features))]
+        return lambda rl: [r.id for r in rank_order(model, rl.inputs.ids, rl.inputs.features)]
 
     orders = {"retrieval": lambda rl: rl.inputs.ids, **{name: ordered_by(m) for name, m in variants.items()}}
-    validation = validate(val_lists, orders, recommender.catalogue.count())
-    best_name, accepted, reason = _verdict(validation)
+    validation, per_case = validate(val_lists, orders, recommender.catalogue.count())
+    best_name, accepted, reason = _verdict(validation, per_case)
     served = variants[best_name]
     serves_cross_encoder = served.uses_cross_encoder
 
@@ -272,6 +285,9 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "accepted": accepted,
         "reason": reason,
+        "base_model": (f"gradient-boosted trees (scikit-learn {sklearn.__version__}) over retrieval evidence"
+                       + (f" + cross-encoder fine-tuned from {cross_encoder.model_path}" if serves_cross_encoder else "")),
+        "log_users": len(sequences),
         "ranker": {"cross_encoder": serves_cross_encoder, "variant": best_name,
                    "lists": len(lists), "rows": int(len(labels)), "positives": int(labels.sum())},
         "cross_encoder": ({"trained": True, "base_model": cross_encoder.model_path, "groups": len(groups),

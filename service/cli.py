@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--methods", nargs="+", help="only these methods (default: every baseline and stage)")
     evaluate.add_argument("--stages", action="store_true",
                           help="also train the encoder and the reranker on the training part and report "
-                               "zero-shot -> + fine-tuned encoder -> + reranker (wants a GPU)")
+                               "zero-shot -> + fine-tuned encoder -> + reranker (about an hour on 2 CPU cores)")
     evaluate.add_argument("--epochs", type=int, default=1, help="training epochs of each stage")
     evaluate.add_argument("--encoder-pairs", type=int, default=20000, help="encoder training pairs (--stages)")
     evaluate.add_argument("--reranker-lists", type=int, default=6000, help="ranker training lists (--stages)")

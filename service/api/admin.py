@@ -103,5 +103,6 @@ class AdminController(Controller):
 
 
 def _summary(meta: dict) -> dict:
-    keys = ("version", "created", "accepted", "reason", "ranker", "cross_encoder", "train_users", "validation_users")
+    keys = ("version", "created", "accepted", "reason", "base_model", "ranker", "cross_encoder", "log_users",
+            "train_users", "validation_users")
     return {k: meta.get(k) for k in keys}

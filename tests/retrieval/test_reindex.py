@@ -77,7 +77,8 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     models.mkdir()
     meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device=TEST_DEVICE))
     v = meta["validation"]
-    assert meta["accepted"] == (v["fine_tuned_ndcg@10"] > v["current_encoder_ndcg@10"])
+    assert meta["accepted"] == (v["gain"] > 0 and v["gain"] > v["standard_error"])
+    assert v["gain"] == pytest.approx(v["fine_tuned_ndcg@10"] - v["current_encoder_ndcg@10"])
     assert meta["pairs"] > 0 and v["users"] == 3
     saved = json.loads((models / meta["version"] / "metadata.json").read_text())
     assert saved["accepted"] == meta["accepted"]

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.rank_features import rank_candidates
+from retrieval.rank_features import NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking_model import RankingModel
 from retrieval.recommender import RecommendRequest
-from retrieval.rerank import rank_inputs
+from retrieval.rerank import order_by, rank_inputs
 from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker
 from tests.conftest import TEST_DEVICE
 from tests.retrieval.test_rank_features import synthetic
@@ -57,18 +57,47 @@ def test_rejected_model_is_never_served_and_accepted_one_is_reported(engine, dem
 
 
 def test_served_order_is_the_models_order_over_the_pipelines_features(engine, demo_items):
+    category_log(engine, demo_items)
     clicks(engine, "u1", [demo_items[0]["id"], demo_items[5]["id"], demo_items[40]["id"]])
-    clicks(engine, "u2", [demo_items[5]["id"], demo_items[6]["id"]])
     version = save(engine.rerankers, accepted=True)
     engine.reload_reranker()
     served = engine.recommender.recommend(RecommendRequest(user_id="u1", k=10, diversity=0))
     fused = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, diversity=0, rerank=False))
     inputs = rank_inputs(engine.catalogue, engine.index, engine.index.history("u1"), rank_candidates(fused.items))
     model = engine.rerankers.load(version).ranker
-    scores = model.score(inputs.features)
-    expected = [inputs.ids[n] for n in sorted(range(len(scores)), key=lambda n: (-scores[n], n))][:10]
-    assert [i.id for i in served.items] == expected
-    assert [i.score for i in served.items] == pytest.approx(sorted(scores, reverse=True)[:10])
+    # The model's scores, ordered around the items nobody has taken (order_by is checked by hand below).
+    expected = order_by(inputs.ids, model.score(inputs.features), inputs.features[:, NO_OPINION_COLUMN] > 0)[:10]
+    assert [i.id for i in served.items] == [r.id for r in expected]
+    assert [i.score for i in served.items] == pytest.approx([r.score for r in expected])
+    assert any(not r.kept for r in expected)
+
+
+def test_items_nobody_has_taken_keep_the_place_retrieval_gave_them(engine, demo_items):
+    # u1's history shares items with u2 and u3, so collaborative has opinions about some candidates
+    # and none about the rest of the catalogue (nobody took them).
+    clicks(engine, "u1", [demo_items[0]["id"], demo_items[1]["id"]])
+    clicks(engine, "u2", [demo_items[1]["id"], demo_items[2]["id"], demo_items[3]["id"]])
+    clicks(engine, "u3", [demo_items[0]["id"], demo_items[4]["id"]])
+    save(engine.rerankers, accepted=True)
+    engine.reload_reranker()
+    fused = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, diversity=0, rerank=False))
+    served = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, diversity=0))
+    fused_place = {i.id: n for n, i in enumerate(fused.items, start=1)}
+    cold = [i for i in served.items if "collaborative" in i.trace["no_opinion"]]
+    known = [i for i in served.items if "collaborative" not in i.trace["no_opinion"]]
+    assert cold and known
+    for n, item in enumerate(served.items, start=1):
+        if item in cold:
+            assert item.trace["rerank"]["kept_place"] and n == fused_place[item.id] == item.trace["rerank"]["rank"]
+    assert [i.score for i in served.items] == sorted((i.score for i in served.items), reverse=True)
+
+
+def test_order_by_reorders_around_kept_items():
+    order = order_by(["a", "b", "c", "d"], np.array([0.1, 0.9, 0.5, 0.3]), kept=np.array([0, 0, 1, 0]))
+    assert [(r.id, r.place, r.kept) for r in order] == [("b", 1, False), ("d", 2, False), ("c", 3, True),
+                                                       ("a", 4, False)]
+    assert [r.score for r in order] == [0.9, 0.3, 0.3, 0.1]
+    assert [r.id for r in order_by(["a", "b"], np.array([0.5, 0.5]))] == ["a", "b"]  # ties keep retrieval order
 
 
 def test_unreadable_or_outdated_models_never_take_the_service_down(engine):
@@ -112,6 +141,7 @@ def test_train_reranker_end_to_end_on_a_small_log(engine, demo_items):
     assert meta["ranker"]["lists"] > 0 and meta["ranker"]["positives"] > 0 and not meta["ranker"]["cross_encoder"]
     assert meta["cross_encoder"] == {"trained": False, "why": "cross_encoder=off on cpu"} or TEST_DEVICE != "cpu"
     assert set(meta["validation"]) == {"retrieval", "ranker"}
+    assert meta["base_model"].startswith("gradient-boosted trees") and meta["log_users"] == 60
     served = engine.reload_reranker()
     assert served == (report.version if report.accepted else None)
     # The saved model scores exactly as the trained one did: reload and compare on fresh lists.
