@@ -19,7 +19,8 @@ from encoders.cross_encoder import CrossEncoderReranker
 from encoders.text import candidate_text, context_text
 from retrieval.catalogue import Catalogue
 from retrieval.cooccurrence import CoOccurrenceIndex
-from retrieval.rank_features import CROSS_ENCODER_COLUMN, NO_OPINION_COLUMN, RECENT_ITEMS, RankCandidate, candidate_features
+from retrieval.rank_features import (CROSS_ENCODER_COLUMN, NO_OPINION_COLUMN, RECENT_ITEMS, RankCandidate,
+                                     candidate_features)
 from retrieval.ranking_model import RankingModel
 from retrieval.store import StoredPoint
 

@@ -44,26 +44,33 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
     """The learning stages: NDCG@10 / Recall@10 per slice, and what each trainer decided."""
     enc, rr = stages["encoder_training"], stages["reranker_training"]
     names = [n for n in STAGE_TITLES if any(n in row for row in stages["table"].values())]
+    accepted = {"zero_shot": True, "fine_tuned_encoder": enc["accepted"], "reranker": rr["accepted"]}
+    # Each stage builds on the last one that would serve: the reranker on the zero-shot encoder
+    # when the fine-tuned one was rejected.
+    builds_on = {"fine_tuned_encoder": "zero_shot",
+                 "reranker": "fine_tuned_encoder" if enc["accepted"] else "zero_shot"}
+    titles = [STAGE_TITLES[n] + ("" if accepted[n] else " (rejected, measured anyway)") for n in names]
     lines = [
         "## Learning from the log: zero-shot -> + fine-tuned encoder -> + reranker",
         "",
         f"Both models were trained inside this run on the training part only ({stages['training_users']} users' "
         "sequences without their validation and test targets); each stage is evaluated like the methods above. "
-        "Cells: NDCG@10 / Recall@10 (change in NDCG@10 against the stage before).",
+        "Cells: NDCG@10 / Recall@10 (change in NDCG@10 against the stage it builds on: the reranker builds on "
+        f"the {'fine-tuned' if enc['accepted'] else 'zero-shot'} encoder).",
         "",
-        "| slice | users | " + " | ".join(STAGE_TITLES[n] for n in names) + " |",
+        "| slice | users | " + " | ".join(titles) + " |",
         "|---|---:|" + "---:|" * len(names),
     ]
     for slice_name, row in stages["table"].items():
-        cells, previous = [], None
+        cells = []
         for n in names:
             m = row.get(n)
             if not m or not m.get("users"):
                 cells.append("-")
                 continue
-            delta = "" if previous is None else f" ({m['ndcg@10'] - previous:+.4f})"
+            base = row.get(builds_on.get(n, ""))
+            delta = f" ({m['ndcg@10'] - base['ndcg@10']:+.4f})" if base else ""
             cells.append(f"{m['ndcg@10']:.4f} / {m['recall@10']:.4f}{delta}")
-            previous = m["ndcg@10"]
         users = next((row[n]["users"] for n in names if n in row), 0)
         lines.append(f"| {slice_name} | {users} | " + " | ".join(cells) + " |")
     epoch_s = ", ".join(f"{e['seconds']:.0f} s" for e in enc.get("epochs", []))
