@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--cross-encoder-epoch-groups", type=int, default=200,
                         help="time one cross-encoder epoch on this many groups (0: skip)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--validation-users", type=int, default=500)
+    parser.add_argument("--validation-users", type=int, default=1000)
     parser.add_argument("--latency-users", type=int, default=20)
     parser.add_argument("--dataset", type=Path, default=SHARED_DATASET)
     parser.add_argument("--latency-devices", nargs="+", help="time the cross-encoder on each (default: --device)")

@@ -62,8 +62,10 @@ class LogTrainingSettings:
 
     epochs: int = 1
     positions_per_user: int = 2  # training positions taken from the end of each user's sequence
-    validation_users: float = 0.1
-    max_validation_users: int = 500
+    # A fifth of the users, at most 1,000: with 490 held-out users one standard error of NDCG@10 was
+    # ~7% of it, so a 4% gain on test could not be told from noise on validation.
+    validation_users: float = 0.2
+    max_validation_users: int = 1000
     device: str = "auto"
     seed: int = 0
 

@@ -79,7 +79,7 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     v = meta["validation"]
     assert meta["accepted"] == (v["gain"] > 0 and v["gain"] > v["standard_error"])
     assert v["gain"] == pytest.approx(v["fine_tuned_ndcg@10"] - v["current_encoder_ndcg@10"])
-    assert meta["pairs"] > 0 and v["users"] == 3
+    assert meta["pairs"] > 0 and v["users"] == 6  # a fifth of 30 users
     saved = json.loads((models / meta["version"] / "metadata.json").read_text())
     assert saved["accepted"] == meta["accepted"]
     assert latest_accepted_encoder(models) == ((models / meta["version"]) if meta["accepted"] else None)

@@ -53,4 +53,8 @@ def test_reload_serves_a_new_model_and_responses_name_it(engine, demo_items, tmp
         reranker = explained["evidence"]["reranker"]
         assert reranker["version"] == version and reranker["rank"] == 1
         assert reranker["retrieval_rank"] == first["rerank"]["retrieval_rank"]
-        assert f"moved it from {reranker['retrieval_rank']} to 1 of the" in explained["text"]
+        assert reranker["kept_place"] == first["rerank"]["kept_place"]
+        if reranker["kept_place"]:  # nobody has taken it: the ranker left it where retrieval put it
+            assert "nobody has taken it yet" in explained["text"] and reranker["retrieval_rank"] == 1
+        else:
+            assert f"moved it from {reranker['retrieval_rank']} to 1 of the" in explained["text"]
