@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from retrieval.fusion import FusedCandidate
 from retrieval.store import StoredPoint
 
 SOURCES = ("dense_profile", "lexical", "collaborative")
@@ -40,28 +40,18 @@ CROSS_ENCODER_COLUMN = FEATURE_NAMES.index("cross_encoder")
 NO_OPINION_COLUMN = FEATURE_NAMES.index("collaborative_no_opinion")
 
 
-@dataclass(frozen=True)
-class RankCandidate:
-    """One fused candidate as the ranker sees it: id, fused score and the fusion's trace."""
-
-    id: str
-    score: float
-    sources: Mapping[str, Mapping[str, float]]
-    no_opinion: Sequence[str] = ()
-
-
 def _leaf(point: StoredPoint) -> str | None:
     return (point.payload.get("categories") or [None])[-1]
 
 
-def candidate_features(candidates: Sequence[RankCandidate], points: Mapping[str, StoredPoint],
-                       recent: Sequence[StoredPoint], popularity: Mapping[str, int], history_length: int,
-                       cross_encoder: np.ndarray | None = None) -> np.ndarray:
-    """One row of ``FEATURE_NAMES`` per candidate, in the fused order given.
+def candidate_features(candidates: Sequence[FusedCandidate], points: Mapping[str, StoredPoint],
+                       recent: Sequence[StoredPoint], popularity: Mapping[str, int], history_length: int) -> np.ndarray:
+    """One row of ``FEATURE_NAMES`` per candidate, in the fused order given; the cross-encoder's
+    column is left NaN (``rerank.with_cross_encoder`` fills it where a cross-encoder serves).
 
     ``points`` holds the candidates with their vectors, ``recent`` the newest history items (newest
     first, with vectors), ``popularity`` how many users took each candidate (without the user being
-    trained on, or the positive would count itself), ``cross_encoder`` one score per candidate.
+    trained on, or the positive would count itself).
     """
     rows = np.zeros((len(candidates), len(FEATURE_NAMES)), dtype=np.float32)
     if not candidates:
@@ -97,12 +87,10 @@ def candidate_features(candidates: Sequence[RankCandidate], points: Mapping[str,
         row += [math.log1p(history_length)]
         row.append(float("nan"))
         rows[n] = row
-    if cross_encoder is not None:
-        rows[:, CROSS_ENCODER_COLUMN] = cross_encoder
     return rows
 
 
-def rank_candidates(items: Sequence[Any]) -> list[RankCandidate]:
-    """The candidates of pipeline results (``RecommendedItem``: id, score, trace)."""
-    return [RankCandidate(i.id, i.score, i.trace.get("sources", {}), tuple(i.trace.get("no_opinion", ())))
+def rank_candidates(items: Sequence[Any]) -> list[FusedCandidate]:
+    """The fused candidates behind pipeline results (``RecommendedItem``: id, score, trace)."""
+    return [FusedCandidate(i.id, i.score, i.trace.get("sources", {}), list(i.trace.get("no_opinion", ())))
             for i in items]

@@ -16,7 +16,6 @@ from retrieval.fusion import fuse
 from retrieval.profiles import Profiles
 from retrieval.query_understanding import Anchor, ParsedQuery, QueryParser
 from retrieval.records import InvalidRecord
-from retrieval.rank_features import RankCandidate
 from retrieval.rerank import LoadedReranker, rank_inputs, rerank
 from retrieval.sources import CollaborativeSource, DenseSource, LexicalSource, PopularSource, RecommendContext
 from retrieval.store import ItemFilter
@@ -287,9 +286,7 @@ class Recommender:
         traces = {c.id: {"sources": c.sources, "no_opinion": c.no_opinion} for c in top}
         scores = {c.id: c.score for c in top}
         if reranker is not None and top:
-            inputs = rank_inputs(self.catalogue, self.profiles.index, ctx.history,
-                                 [RankCandidate(c.id, c.score, c.sources, tuple(c.no_opinion)) for c in top],
-                                 payloads, query=ctx.query_text, preferences=ctx.preference_text,
+            inputs = rank_inputs(self.catalogue, self.profiles.index, ctx.history, top, payloads, query=ctx.query_text, preferences=ctx.preference_text,
                                  texts=reranker.cross_encoder is not None)
             order = rerank(reranker, inputs)
             retrieval_rank = {item_id: n for n, item_id in enumerate(inputs.ids, start=1)}

@@ -19,8 +19,8 @@ from encoders.cross_encoder import CrossEncoderReranker
 from encoders.text import candidate_text, context_text
 from retrieval.catalogue import Catalogue
 from retrieval.cooccurrence import CoOccurrenceIndex
-from retrieval.rank_features import (CROSS_ENCODER_COLUMN, NO_OPINION_COLUMN, RECENT_ITEMS, RankCandidate,
-                                     candidate_features)
+from retrieval.fusion import FusedCandidate
+from retrieval.rank_features import CROSS_ENCODER_COLUMN, NO_OPINION_COLUMN, RECENT_ITEMS, candidate_features
 from retrieval.ranking_model import RankingModel
 from retrieval.store import StoredPoint
 
@@ -56,7 +56,7 @@ class RankInputs:
 
 
 def rank_inputs(catalogue: Catalogue, index: CoOccurrenceIndex, history: Sequence[str],
-                candidates: Sequence[RankCandidate], points: dict[str, StoredPoint] | None = None,
+                candidates: Sequence[FusedCandidate], points: dict[str, StoredPoint] | None = None,
                 leave_out_user: str | None = None, query: str | None = None,
                 preferences: str | None = None, texts: bool = True) -> RankInputs:
     """Features for ``candidates`` (fused order) given the ``history`` (oldest first).

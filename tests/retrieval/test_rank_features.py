@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from retrieval.rank_features import CROSS_ENCODER_COLUMN, FEATURE_NAMES, RankCandidate, candidate_features
+from retrieval.fusion import FusedCandidate
+from retrieval.rank_features import CROSS_ENCODER_COLUMN, FEATURE_NAMES, candidate_features
+from retrieval.rerank import RankInputs, with_cross_encoder
 from retrieval.ranking_model import RankingModel
 from retrieval.store import StoredPoint
 
@@ -25,8 +27,8 @@ def test_features_are_read_off_the_trace_and_the_newest_items():
     points = {"a": point("a", [0.6, 0.8], "Pens", brand="Pilot", price=20.0),
               "b": point("b", [0, 1], "Paper")}
     candidates = [
-        RankCandidate("a", 0.04, {"dense_profile": {"rank": 2, "score": 0.5}, "collaborative": {"rank": 1, "score": 3.0}}),
-        RankCandidate("b", 0.02, {"dense_profile": {"rank": 1, "score": 0.8}}, no_opinion=("collaborative",)),
+        FusedCandidate("a", 0.04, {"dense_profile": {"rank": 2, "score": 0.5}, "collaborative": {"rank": 1, "score": 3.0}}),
+        FusedCandidate("b", 0.02, {"dense_profile": {"rank": 1, "score": 0.8}}, no_opinion=["collaborative"]),
     ]
     rows = candidate_features(candidates, points, [newest, older], {"a": 7}, history_length=2)
     assert rows.shape == (2, len(FEATURE_NAMES))
@@ -45,8 +47,29 @@ def test_features_are_read_off_the_trace_and_the_newest_items():
     assert column(rows, "price_ratio_log_newest").tolist() == pytest.approx([math.log(2), 0.0])
     assert column(rows, "price_unknown").tolist() == [0.0, 1.0]
     assert np.isnan(rows[:, CROSS_ENCODER_COLUMN]).all()
-    with_ce = candidate_features(candidates, points, [newest], {}, 1, cross_encoder=np.array([2.0, -1.0]))
+
+
+class FixedScores:
+    """Stands in for a cross-encoder: one score per (context, document) pair, given in advance."""
+
+    def __init__(self, scores):
+        self.scores, self.seen = np.asarray(scores), None
+
+    def score(self, queries, documents):
+        self.seen = list(zip(queries, documents))
+        return self.scores
+
+
+def test_the_cross_encoder_fills_its_own_column_only():
+    features = np.zeros((2, len(FEATURE_NAMES)), dtype=np.float32)
+    features[:, CROSS_ENCODER_COLUMN] = np.nan
+    inputs = RankInputs(["a", "b"], features, "Recently: Gel pen.", ["doc a", "doc b"])
+    model = FixedScores([2.0, -1.0])
+    with_ce = with_cross_encoder(inputs, model)
     assert with_ce[:, CROSS_ENCODER_COLUMN].tolist() == [2.0, -1.0]
+    assert model.seen == [("Recently: Gel pen.", "doc a"), ("Recently: Gel pen.", "doc b")]
+    assert np.isnan(inputs.features[:, CROSS_ENCODER_COLUMN]).all()  # the inputs are not changed
+    assert with_cross_encoder(inputs, None) is inputs.features
 
 
 def synthetic(n_lists=300, size=20, seed=0):
