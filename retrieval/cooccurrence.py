@@ -55,20 +55,21 @@ class CoOccurrenceIndex:
         with self._lock:
             return list(self._user_items.get(user_id, ()))
 
+    def _users(self, item_id: str, leave_out: str | None) -> int:
+        """How many users took the item, not counting ``leave_out`` (callers hold the lock)."""
+        users = self._item_users.get(item_id, ())
+        return len(users) - (leave_out is not None and leave_out in users)
+
     def knows(self, item_id: str, leave_out: str | None = None) -> bool:
         """Whether the collaborative signal has an opinion about this item (anyone interacted);
         ``leave_out`` as in ``neighbours``: an item only that user took is unknown without them."""
-        users = self._item_users.get(item_id)
-        return bool(users) and (leave_out is None or len(users) > 1 or leave_out not in users)
+        with self._lock:
+            return self._users(item_id, leave_out) > 0
 
     def user_counts(self, item_ids: list[str], leave_out: str | None = None) -> dict[str, int]:
         """How many users took each item, not counting ``leave_out``."""
         with self._lock:
-            counts = {}
-            for item_id in item_ids:
-                users = self._item_users.get(item_id, ())
-                counts[item_id] = len(users) - (leave_out is not None and leave_out in users)
-            return counts
+            return {item_id: self._users(item_id, leave_out) for item_id in item_ids}
 
     def neighbours(self, history: list[str], decay: float = 0.8, limit: int = 200,
                    proximity: float = 0.0, backward: float = 1.0, leave_out: str | None = None) -> dict[str, float]:
@@ -105,8 +106,7 @@ class CoOccurrenceIndex:
                         else:
                             counts[other] += 1.0
                 for other, c in counts.items():
-                    n_other = len(self._item_users[other]) - (leave_out in self._item_users[other])
-                    scores[other] += weight * c / math.sqrt(max(1, n_other))
+                    scores[other] += weight * c / math.sqrt(max(1, self._users(other, leave_out)))
         top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
         return dict(top)
 
