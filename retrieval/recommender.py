@@ -285,7 +285,8 @@ class Recommender:
         top = [c for c in top if c.id in payloads]  # deleted between retrieval and hydration
         traces = {c.id: {"sources": c.sources, "no_opinion": c.no_opinion} for c in top}
         scores = {c.id: c.score for c in top}
-        if reranker is not None and top:
+        reranked = reranker is not None and bool(top)
+        if reranked:
             inputs = rank_inputs(self.catalogue, self.profiles.index, ctx.history, top, payloads, query=ctx.query_text, preferences=ctx.preference_text,
                                  texts=reranker.cross_encoder is not None)
             order = rerank(reranker, inputs)
@@ -310,7 +311,7 @@ class Recommender:
             # made MMR reshuffle more (cold items NDCG@10 .0819 -> .0770 at diversity 0.3, equal at 0),
             # so a reranked list enters MMR with fused-like scores of its new ranks.
             relevance = ([1.0 / (self.config.rrf_k + n) for n in range(1, len(ids) + 1)]
-                         if "rerank" in traces[ids[0]] else [scores[i] for i in ids])
+                         if reranked else [scores[i] for i in ids])
             picked = diversify(ids, relevance, vectors, diversity, req.k, leaf, req.max_per_category)
             for p in picked:
                 traces[p.id]["diversity"] = {"relevance_rank": p.relevance_rank, "rank": p.rank,

@@ -40,7 +40,8 @@ from retrieval.model_versions import (
 from retrieval.rank_features import NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking_model import RankingModel
 from retrieval.recommender import Recommender, RecommendRequest
-from retrieval.rerank import HISTORY_ITEMS, LoadedReranker, RankInputs, rank_inputs, rank_order, with_cross_encoder
+from retrieval.rerank import (CONTEXT_ITEMS, HISTORY_ITEMS, LoadedReranker, RankInputs, rank_inputs, rank_order,
+                              with_cross_encoder)
 
 CROSS_ENCODER_FOLDER = "cross_encoder"
 
@@ -101,8 +102,8 @@ class RankList:
 
 
 def _context(history: list[str], payloads: dict[str, Any]) -> str:
-    recent = [payloads[i] for i in reversed(history[-5:]) if i in payloads]
-    return context_text(recent)
+    """The cross-encoder's query side, read exactly as serving reads it (``rerank.rank_inputs``)."""
+    return context_text([payloads[i] for i in reversed(history[-CONTEXT_ITEMS:]) if i in payloads])
 
 
 def _retrieve(recommender: Recommender, user: str, history: list[str], k: int):
@@ -143,7 +144,7 @@ def build_groups(recommender: Recommender, cases: list[tuple[str, list[str], str
         hard = hard[: settings.hard_negatives]
         randoms = [i for i in rng.sample(all_ids, min(len(all_ids), settings.random_negatives + 3))
                    if i != target and i not in hard and i not in history][: settings.random_negatives]
-        payloads = catalogue.get_many(list({*history[-5:], target, *hard, *randoms}))
+        payloads = catalogue.get_many(list({*history[-CONTEXT_ITEMS:], target, *hard, *randoms}))
         if target not in payloads:
             continue
         negatives = tuple(candidate_text(payloads[i].payload) for i in hard + randoms if i in payloads)
