@@ -52,6 +52,12 @@ class RecommendConfig:
     # MMR strength when a request does not say, chosen on validation (benchmarks/diversity.py): the
     # most diverse setting with no NDCG@10 loss there; on test -1.9% NDCG@10, +11% intra-list diversity.
     diversity: float = 0.3
+    # The same rule for lists the learned ranker ordered (benchmarks/diversity.py, ranker trained on
+    # the training part): every MMR step costs NDCG@10 on validation (2,000 users: .0728 at 0, .0721
+    # at .1, .0712 at .2, .0701 at .3), and the ranker's lists are already more diverse than
+    # retrieval's at 0.3 (ILD@10 .515 vs .480): it mixes what people took next with look-alikes.
+    # MMR on top also cost cold items, which the ranker keeps in place (test: .0860 at 0, .0772 at .3).
+    reranked_diversity: float = 0.0
     diversity_pool: int = 50  # how much of the top the diverse list is picked from
 
 
@@ -273,7 +279,8 @@ class Recommender:
             # would be read outside what it was trained on, so retrieval's order stands.
             notes.append(f"reranker {reranker.version} not used: it ranks history-based requests without a query")
             reranker = None
-        diversity = self.config.diversity if req.diversity is None else float(req.diversity)
+        default_diversity = self.config.reranked_diversity if reranker is not None else self.config.diversity
+        diversity = default_diversity if req.diversity is None else float(req.diversity)
         diverse = diversity > 0 or req.max_per_category is not None
         wanted_top = max(req.k, self.config.rerank_candidates) if reranker else req.k
         if diverse:
@@ -296,7 +303,9 @@ class Recommender:
                                           "retrieval_rank": retrieval_rank[r.id], "kept_place": r.kept}
                 scores[r.id] = r.score
             ids = [r.id for r in order]
-            notes.append(f"reranked the top {len(top)} with {reranker.description} {reranker.version}")
+            notes.append(f"reranked the top {len(top)} with {reranker.description} {reranker.version}"
+                         + (f"; diversity {diversity:g}, the default for reranked lists (ask for more with "
+                            f"'diversity')" if req.diversity is None else ""))
         else:
             ids = [c.id for c in top]
             if not req.rerank:
@@ -306,11 +315,14 @@ class Recommender:
         if diverse and ids:
             vectors = {i: payloads[i].vector for i in ids if payloads[i].vector is not None}
             leaf = {i: (payloads[i].payload.get("categories") or [None])[-1] for i in ids}
-            # MMR trades relevance against similarity on the scale it was tuned on (fused scores,
-            # ~1/(k + rank)). The ranker's probabilities are far more skewed; read as relevance they
-            # made MMR reshuffle more (cold items NDCG@10 .0819 -> .0770 at diversity 0.3, equal at 0),
-            # so a reranked list enters MMR with fused-like scores of its new ranks.
-            relevance = ([1.0 / (self.config.rrf_k + n) for n in range(1, len(ids) + 1)]
+            # MMR trades relevance against similarity on the scale it was tuned on: fused scores.
+            # Read as relevance, the ranker's probabilities (far more skewed) and scores of ranks
+            # (1/(k + rank): flatter than fused scores at the top) both made MMR reshuffle reranked
+            # lists more than retrieval's, and items the ranker kept in place (cold ones) paid for it
+            # (NDCG@10 on cold items, 4 seeded splits, diversity 0.3: retrieval .079, ranks .072).
+            # So a reranked list enters MMR with the pool's fused scores, best first: retrieval's
+            # relevance profile in the ranker's order.
+            relevance = (sorted((c.score for c in top), reverse=True)[:len(ids)]
                          if reranked else [scores[i] for i in ids])
             picked = diversify(ids, relevance, vectors, diversity, req.k, leaf, req.max_per_category)
             for p in picked:

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from retrieval.diversity import diversify
 from retrieval.rank_features import NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking_model import RankingModel
 from retrieval.recommender import RecommendRequest
@@ -70,6 +71,37 @@ def test_served_order_is_the_models_order_over_the_pipelines_features(engine, de
     assert [i.id for i in served.items] == [r.id for r in expected]
     assert [i.score for i in served.items] == pytest.approx([r.score for r in expected])
     assert any(not r.kept for r in expected)
+
+
+def test_diverse_reranked_list_is_mmr_over_the_rankers_order_with_retrievals_relevance(engine, demo_items):
+    # MMR was tuned on fused scores: a reranked list enters it with the pool's fused scores, best
+    # first, in the ranker's order (not the ranker's probabilities, not scores of ranks).
+    category_log(engine, demo_items)
+    clicks(engine, "u1", [demo_items[0]["id"], demo_items[5]["id"], demo_items[40]["id"]])
+    save(engine.rerankers, accepted=True)
+    engine.reload_reranker()
+    ranked = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, diversity=0))
+    fused = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, diversity=0, rerank=False))
+    # k=50 all three times: how deep the sources read depends on k.
+    served = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, diversity=0.3))
+    ids = [i.id for i in ranked.items]
+    points = engine.catalogue.get_many(ids, with_vectors=True)
+    vectors = {i: points[i].vector for i in ids}
+    leaf = {i: points[i].payload["categories"][-1] for i in ids}
+    relevance = sorted((i.score for i in fused.items), reverse=True)
+    expected = diversify(ids, relevance, vectors, 0.3, 50, leaf)
+    assert [i.id for i in served.items] == [p.id for p in expected]
+    assert [i.trace["diversity"]["relevance_rank"] for i in served.items] == [p.relevance_rank for p in expected]
+    assert any(p.relevance_rank != p.rank for p in expected)  # MMR did reorder the ranker's list
+    probabilities = diversify(ids, [i.score for i in ranked.items], vectors, 0.3, 50, leaf)
+    assert [p.id for p in probabilities] != [p.id for p in expected]  # the input matters here
+    # Without a diversity in the request, a reranked list keeps the ranker's order (its own default,
+    # chosen on validation) and says so; retrieval's lists keep theirs (MMR 0.3).
+    default = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50))
+    assert [i.id for i in default.items] == ids and all("diversity" not in i.trace for i in default.items)
+    assert any("default for reranked lists" in n for n in default.notes)
+    plain = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, rerank=False))
+    assert all("diversity" in i.trace for i in plain.items) and any(n.startswith("diversity 0.3") for n in plain.notes)
 
 
 def test_items_nobody_has_taken_keep_the_place_retrieval_gave_them(engine, demo_items):
