@@ -40,9 +40,10 @@ def save(name: str, payload: dict) -> Path:
 SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office"
 
 
-def replay_shared_dataset(path: Path, split: str, label: str, encoder=None, points=None):
+def replay_shared_dataset(path: Path, split: str, label: str, encoder=None, points=None, replay: bool = True):
     """The shared dataset's histories for ``split`` replayed into a scratch engine:
-    ``(dataset, encoder, points, cases, replay)``, or None (with a message) when it is absent."""
+    ``(dataset, encoder, points, cases, replay)``, or None (with a message) when it is absent.
+    ``replay=False`` only loads and encodes (the replay is then None)."""
     from encoders import BiEncoder
     from retrieval.datasets import load_dataset
     from retrieval.evaluation import EvalConfig, Replay, encode_catalogue, leave_one_out
@@ -54,5 +55,7 @@ def replay_shared_dataset(path: Path, split: str, label: str, encoder=None, poin
     encoder = encoder or BiEncoder()
     points = points if points is not None else encode_catalogue(dataset, encoder)
     cases = leave_one_out(dataset.sequences, split)
-    replay = Replay(dataset, encoder, {u: c.history for u, c in cases.items()}, points, EvalConfig(), label)
-    return dataset, encoder, points, cases, replay
+    if not replay:
+        return dataset, encoder, points, cases, None
+    engine = Replay(dataset, encoder, {u: c.history for u, c in cases.items()}, points, EvalConfig(), label)
+    return dataset, encoder, points, cases, engine
