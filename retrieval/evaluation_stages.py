@@ -29,6 +29,9 @@ from retrieval.reranker_training import RerankerVersions, TrainingSettings, trai
 from retrieval.store import StoredPoint
 
 STAGE_NAMES = ("zero_shot", "fine_tuned_encoder", "reranker")
+# The reranker stage measured again with retrieval's MMR strength instead of the reranked lists' own
+# default: what that default is worth, on the record beside the stage as served.
+SAME_DIVERSITY = "reranker_retrieval_diversity"
 
 
 @dataclass
@@ -89,6 +92,13 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
         loaded = versions.load(report.version, device=settings.reranker.device, allow_rejected=True)
         reranked_results = evaluate(dataset, serving_encoder, replace(config, methods=(RERANKED,)),
                                     points=serving_points, slices=slices, reranker=loaded)["slices"]
+        if config.recommend.reranked_diversity != config.recommend.diversity:
+            same = replace(config, methods=(RERANKED,),
+                           recommend=replace(config.recommend, reranked_diversity=config.recommend.diversity))
+            same_diversity = evaluate(dataset, serving_encoder, same, points=serving_points, slices=slices,
+                                      reranker=loaded)["slices"]
+            for s in same_diversity:
+                reranked_results[s][SAME_DIVERSITY] = same_diversity[s][RERANKED]
 
     table: dict[str, dict[str, Any]] = {}
     for s in zero_shot:
@@ -98,6 +108,8 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
                     "fine_tuned_encoder": tuned_results[s]["hybrid_retrieval"]}
         if reranked_results:
             table[s]["reranker"] = reranked_results[s][RERANKED]
+            if SAME_DIVERSITY in reranked_results[s]:
+                table[s][SAME_DIVERSITY] = reranked_results[s][SAME_DIVERSITY]
     return {
         "table": table,
         "training_users": len(train_sequences),
@@ -106,6 +118,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
                               **{k: v for k, v in report.metadata.items() if k in (
                                   "ranker", "cross_encoder", "validation", "train_users", "validation_users",
                                   "seconds", "settings")}},
+        "diversity": {"retrieval": config.recommend.diversity, "reranked": config.recommend.reranked_diversity},
         "serving": {"encoder": "fine-tuned" if encoder_meta["accepted"] else "zero-shot",
                     "reranker": "accepted" if report.accepted else "none (rejected)"},
         "seconds": time.perf_counter() - started,

@@ -37,18 +37,21 @@ def slice_table(methods: dict[str, dict[str, Any]]) -> list[str]:
 
 
 STAGE_TITLES = {"zero_shot": "zero-shot (hybrid retrieval)", "fine_tuned_encoder": "+ fine-tuned encoder",
-                "reranker": "+ reranker"}
+                "reranker": "+ reranker", "reranker_retrieval_diversity": "(+ reranker at retrieval's diversity)"}
 
 
 def stage_section(stages: dict[str, Any]) -> list[str]:
     """The learning stages: NDCG@10 / Recall@10 per slice, and what each trainer decided."""
     enc, rr = stages["encoder_training"], stages["reranker_training"]
     names = [n for n in STAGE_TITLES if any(n in row for row in stages["table"].values())]
-    accepted = {"zero_shot": True, "fine_tuned_encoder": enc["accepted"], "reranker": rr["accepted"]}
+    accepted = {"zero_shot": True, "fine_tuned_encoder": enc["accepted"], "reranker": rr["accepted"],
+                "reranker_retrieval_diversity": rr["accepted"]}
     # Each stage builds on the last one that would serve: the reranker on the zero-shot encoder
     # when the fine-tuned one was rejected.
     builds_on = {"fine_tuned_encoder": "zero_shot",
                  "reranker": "fine_tuned_encoder" if enc["accepted"] else "zero_shot"}
+    builds_on["reranker_retrieval_diversity"] = builds_on["reranker"]
+    diversity = stages.get("diversity")
     titles = [STAGE_TITLES[n] + ("" if accepted[n] else " (rejected, measured anyway)") for n in names]
     lines = [
         "## Learning from the log: zero-shot -> + fine-tuned encoder -> + reranker",
@@ -57,6 +60,10 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         "sequences without their validation and test targets); each stage is evaluated like the methods above. "
         "Cells: NDCG@10 / Recall@10 (change in NDCG@10 against the stage it builds on: the reranker builds on "
         f"the {'fine-tuned' if enc['accepted'] else 'zero-shot'} encoder).",
+        *([f"Diversity as served: retrieval's lists MMR {diversity['retrieval']:g}, reranked lists "
+           f"{diversity['reranked']:g} (each chosen on validation by `benchmarks/diversity.py`); the last column is "
+           f"the same ranker with MMR {diversity['retrieval']:g}."]
+          if diversity and "reranker_retrieval_diversity" in names else []),
         "",
         "| slice | users | " + " | ".join(titles) + " |",
         "|---|---:|" + "---:|" * len(names),

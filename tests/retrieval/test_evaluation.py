@@ -137,7 +137,8 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path):
     stages = evaluate_stages(dataset, encoder, config, settings, slices=("all", "cold_users"))
     assert set(stages["table"]) == {"all", "cold_users"}
     for row in stages["table"].values():
-        assert list(row) == ["zero_shot", "fine_tuned_encoder", "reranker"]
+        # The reranker also at retrieval's diversity, beside its own default (0, chosen on validation).
+        assert list(row) == ["zero_shot", "fine_tuned_encoder", "reranker", "reranker_retrieval_diversity"]
         assert all(m["users"] == 8 and 0.0 <= m["ndcg@10"] <= 1.0 for m in row.values())
     enc, rr = stages["encoder_training"], stages["reranker_training"]
     assert 0 < enc["pairs"] <= 80 and enc["validation"]["users"] > 0
@@ -147,6 +148,8 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path):
     assert (tmp_path / "models" / "reranker" / rr["version"] / "metadata.json").exists()
     report = "\n".join(stage_section(stages))
     assert "+ fine-tuned encoder" in report and "| all | 8 |" in report and "learned ranker on" in report
+    assert stages["diversity"] == {"retrieval": 0.3, "reranked": 0.0}
+    assert "reranker at retrieval's diversity" in report and "reranked lists 0" in report
 
 
 def test_cli_rejects_unknown_methods(tmp_path, capsys):
