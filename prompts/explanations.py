@@ -18,6 +18,13 @@ def _num(x: float | None, digits: int = 2) -> str:
     return f"{x:.{digits}f}".rstrip("0").rstrip(".") if isinstance(x, float) else str(x)
 
 
+def _score(x: float | None) -> str:
+    """A score with its significant digits: a ranker's probabilities can be far below 0.0001."""
+    if x is None or x == 0 or abs(x) >= 0.001:
+        return _num(x, 4)
+    return f"{x:.2g}"
+
+
 def render_template_text(evidence: dict[str, Any]) -> str:
     """The deterministic explanation: one sentence per piece of evidence, strongest first."""
     t = load_lines("explanation.txt")
@@ -52,13 +59,18 @@ def render_template_text(evidence: dict[str, Any]) -> str:
         r = evidence["reranker"]
         parts.append(fill(t["reranker_kept" if r.get("kept_place") else "reranker"], model=r["model"],
                           retrieval_rank=r["retrieval_rank"], rank=r["rank"], candidates=r["candidates"]))
+        for key, sign in (("reranker_drivers", 1), ("reranker_held_back", -1)):
+            named = [f"{t['driver_' + d['evidence']]} ({d['effect']:+.4f})" for d in r.get("drivers", [])
+                     if d["effect"] * sign > 0 and "driver_" + d["evidence"] in t]
+            if named:
+                parts.append(fill(t[key], drivers=", ".join(named)))
     if evidence.get("diversity") and evidence["diversity"]["moved"]:
         moved = evidence["diversity"]["moved"]
         parts.append(fill(t["diversity"], direction="up" if moved > 0 else "down", moved=abs(moved)))
     cf = evidence.get("counterfactual")
     if cf:
         parts.append(fill(t["counterfactual"], without_title=cf["without_title"],
-                          score_before=_num(cf["score_before"], 4), score_after=_num(cf["score_after"], 4),
+                          score_before=_score(cf["score_before"]), score_after=_score(cf["score_after"]),
                           rank_before=cf["rank_before"] or "-", rank_after=cf["rank_after"] or "-"))
     if evidence.get("rank") is None:
         parts.append(fill(t["not_in_list"], k=evidence.get("k", 100)))

@@ -78,7 +78,8 @@ class Explainer:
                               "rank": trace["rerank"]["rank"], "retrieval_rank": trace["rerank"]["retrieval_rank"],
                               "kept_place": trace["rerank"].get("kept_place", False),
                               "score": trace["rerank"]["score"],
-                              "candidates": max(req.k, rec.config.rerank_candidates)}
+                              "candidates": max(req.k, rec.config.rerank_candidates),
+                              "drivers": trace["rerank"].get("drivers", [])}
         if "diversity" in trace:
             ev["diversity"] = trace["diversity"]
 

@@ -16,7 +16,7 @@ from retrieval.fusion import fuse
 from retrieval.profiles import Profiles
 from retrieval.query_understanding import Anchor, ParsedQuery, QueryParser
 from retrieval.records import InvalidRecord
-from retrieval.rerank import LoadedReranker, rank_inputs, rerank
+from retrieval.rerank import LoadedReranker, rank_drivers, rank_inputs, rerank
 from retrieval.sources import CollaborativeSource, DenseSource, LexicalSource, PopularSource, RecommendContext
 from retrieval.store import ItemFilter
 
@@ -296,7 +296,8 @@ class Recommender:
         if reranked:
             inputs = rank_inputs(self.catalogue, self.profiles.index, ctx.history, top, payloads, query=ctx.query_text, preferences=ctx.preference_text,
                                  texts=reranker.cross_encoder is not None)
-            order = rerank(reranker, inputs)
+            reranking = rerank(reranker, inputs)
+            order = reranking.order
             retrieval_rank = {item_id: n for n, item_id in enumerate(inputs.ids, start=1)}
             for r in order:
                 traces[r.id]["rerank"] = {"rank": r.place, "score": round(r.score, 6),
@@ -334,6 +335,13 @@ class Recommender:
             notes.append(f"diversity {diversity:g}" + (f", at most {req.max_per_category} per category"
                                                         if req.max_per_category else "") + f": {moved} items moved")
         ids = ids[: req.k]
+        if reranked:
+            # What drove the ranker's score, for the items served and moved by it (explanations name it).
+            row = {item_id: n for n, item_id in enumerate(inputs.ids)}
+            moved_by_ranker = [i for i in ids if i in row and not traces[i]["rerank"]["kept_place"]]
+            found = rank_drivers(reranker.ranker, reranking.features, [row[i] for i in moved_by_ranker])
+            for item_id, drivers in zip(moved_by_ranker, found):
+                traces[item_id]["rerank"]["drivers"] = drivers
         items = [RecommendedItem(i, scores[i], payloads[i].payload, traces[i]) for i in ids]
         return RecommendResult(
             items=items,

@@ -9,6 +9,7 @@ trainer, never assumed. Training, validation and serving all go through ``rank_i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,8 @@ from encoders.text import candidate_text, context_text
 from retrieval.catalogue import Catalogue
 from retrieval.cooccurrence import CoOccurrenceIndex
 from retrieval.fusion import FusedCandidate
-from retrieval.rank_features import CROSS_ENCODER_COLUMN, NO_OPINION_COLUMN, RECENT_ITEMS, candidate_features
+from retrieval.rank_features import (CROSS_ENCODER_COLUMN, FEATURE_NAMES, NO_OPINION_COLUMN, RECENT_ITEMS,
+                                     candidate_features)
 from retrieval.ranking_model import RankingModel
 from retrieval.store import StoredPoint
 
@@ -127,6 +129,64 @@ def rank_order(ranker: RankingModel, ids: Sequence[str], features: np.ndarray) -
     return order_by(ids, ranker.score(features), features[:, NO_OPINION_COLUMN] > 0)
 
 
-def rerank(reranker: LoadedReranker, inputs: RankInputs) -> list[Ranked]:
+@dataclass
+class Reranking:
+    """One request's candidates reordered, with the features exactly as the model scored them."""
+
+    order: list[Ranked]
+    features: np.ndarray  # rows in ``RankInputs.ids`` order; the cross-encoder's column filled where one serves
+
+
+def rerank(reranker: LoadedReranker, inputs: RankInputs) -> Reranking:
     """Reorder one request's candidates with the served model."""
-    return rank_order(reranker.ranker, inputs.ids, with_cross_encoder(inputs, reranker.cross_encoder))
+    features = with_cross_encoder(inputs, reranker.cross_encoder)
+    return Reranking(rank_order(reranker.ranker, inputs.ids, features), features)
+
+
+# The evidence an explanation can name, as groups of the ranker's columns (every column but the
+# history length, which is the same for a whole list).
+DRIVER_GROUPS: dict[str, tuple[str, ...]] = {
+    "collaborative": (*(f"collaborative_{w}" for w in ("listed", "inverse_rank", "score_relative", "score")),
+                      "collaborative_no_opinion"),
+    "popularity": ("popularity_log",),
+    "profile": tuple(f"dense_profile_{w}" for w in ("listed", "inverse_rank", "score_relative", "score")),
+    "words": tuple(f"lexical_{w}" for w in ("listed", "inverse_rank", "score_relative", "score")),
+    "retrieval_place": ("fused_position_log", "fused_score_relative"),
+    "newest_items": ("similarity_newest", "similarity_recent_max", "same_category_newest", "category_share_recent",
+                     "same_brand_newest"),
+    "price": ("price_ratio_log_newest", "price_unknown"),
+    "cross_encoder": ("cross_encoder",),
+}
+_GROUP_COLUMNS = {name: [FEATURE_NAMES.index(c) for c in cols] for name, cols in DRIVER_GROUPS.items()}
+
+
+def rank_drivers(ranker: RankingModel, features: np.ndarray, rows: Sequence[int], top: int = 3) -> list[list[dict]]:
+    """What drove the ranker's score for each of ``rows`` (indices into ``features``, one request's list).
+
+    A group's effect is the item's score minus its score with that group's columns set to the
+    list's medians: the same item with the evidence of a typical candidate of this request. Each
+    group is measured alone (trees interact, so effects need not add up to the score). Returns, per
+    row, the ``top`` largest effects by size: ``[{"evidence": "collaborative", "effect": 0.0213}, ...]``.
+    ``history_length_log`` is the same for the whole list, so it never drives one item over another.
+    """
+    if not len(rows):
+        return []
+    groups = [(name, cols) for name, cols in _GROUP_COLUMNS.items()
+              if name != "cross_encoder" or ranker.uses_cross_encoder]
+    with warnings.catch_warnings():  # a column that is NaN throughout (no cross-encoder) has no median
+        warnings.simplefilter("ignore", RuntimeWarning)
+        typical = np.nanmedian(features, axis=0)
+    variants = []
+    for r in rows:
+        variants.append(features[r])
+        for _, cols in groups:
+            v = features[r].copy()
+            v[cols] = typical[cols]
+            variants.append(v)
+    scores = ranker.score(np.stack(variants)).reshape(len(rows), 1 + len(groups))
+    out = []
+    for s in scores:
+        effects = [(name, float(s[0] - s[1 + g])) for g, (name, _) in enumerate(groups)]
+        effects = sorted((e for e in effects if abs(e[1]) >= 5e-5), key=lambda e: -abs(e[1]))
+        out.append([{"evidence": name, "effect": round(effect, 4)} for name, effect in effects[:top]])
+    return out

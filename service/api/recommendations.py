@@ -34,6 +34,19 @@ class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
     understand_query: bool = True
 
 
+class RankDriverOut(msgspec.Struct):
+    evidence: str  # a group of the ranker's features: collaborative, popularity, profile, words, ...
+    effect: float  # the item's score minus its score with this group at the list's typical values
+
+
+class RerankOut(msgspec.Struct):
+    rank: int
+    score: float
+    retrieval_rank: int
+    kept_place: bool
+    drivers: list[RankDriverOut] = []
+
+
 class RecommendedItemOut(msgspec.Struct):
     id: str
     title: str
@@ -43,7 +56,7 @@ class RecommendedItemOut(msgspec.Struct):
     price: float | None
     sources: dict[str, dict[str, float]]
     no_opinion: list[str]
-    rerank: dict[str, float] | None = None
+    rerank: RerankOut | None = None
     diversity: dict[str, float] | None = None
     explanation: dict[str, Any] | None = None
 
@@ -90,7 +103,8 @@ class RecommendationController(Controller):
             items.append(RecommendedItemOut(
                 id=it.id, title=p["title"], score=round(it.score, 8), brand=p.get("brand"),
                 categories=p.get("categories") or [], price=p.get("price"),
-                sources=it.trace["sources"], no_opinion=it.trace["no_opinion"], rerank=it.trace.get("rerank"),
+                sources=it.trace["sources"], no_opinion=it.trace["no_opinion"],
+                rerank=msgspec.convert(it.trace["rerank"], RerankOut) if "rerank" in it.trace else None,
                 diversity=it.trace.get("diversity"), explanation=explanation,
             ))
         return RecommendationsOut(

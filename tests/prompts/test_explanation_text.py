@@ -32,6 +32,23 @@ def test_template_text_states_only_evidence_and_is_deterministic():
     assert check_grounded(text, EVIDENCE, VOCABULARY).ok
 
 
+def test_template_names_what_drove_the_ranker_and_keeps_small_scores_readable():
+    evidence = {**EVIDENCE, "reranker": {
+        "version": "v1", "model": "learned ranker", "rank": 1, "retrieval_rank": 6, "kept_place": False,
+        "score": 0.00004, "candidates": 50,
+        "drivers": [{"evidence": "collaborative", "effect": 0.0213}, {"evidence": "price", "effect": -0.0031},
+                    {"evidence": "popularity", "effect": 0.0008}]},
+        "counterfactual": {**EVIDENCE["counterfactual"], "score_before": 0.0000412, "score_after": 0.0}}
+    text = render_template_text(evidence)
+    assert ("what raised its score most against a typical candidate of this list: what people took after the "
+            "items in your history (+0.0213), how many people have taken it (+0.0008)") in text
+    assert "what held it back: its price against your newest item's (-0.0031)" in text
+    assert "would fall from 4.1e-05 to 0" in text  # not "from 0 to 0"
+    kept = {**evidence, "reranker": {**evidence["reranker"], "kept_place": True, "drivers": []}}
+    assert "nobody has taken it yet" in render_template_text(kept)
+    assert "what raised" not in render_template_text(kept)
+
+
 @pytest.mark.parametrize("text,reason", [
     ("A great Swingline stapler for you.", "names brand 'Swingline'"),
     ("Only $9.99 today!", "states the number 9.99"),

@@ -7,7 +7,7 @@ import pytest
 
 from retrieval.fusion import FusedCandidate
 from retrieval.rank_features import CROSS_ENCODER_COLUMN, FEATURE_NAMES, candidate_features
-from retrieval.rerank import RankInputs, with_cross_encoder
+from retrieval.rerank import DRIVER_GROUPS, RankInputs, rank_drivers, with_cross_encoder
 from retrieval.ranking_model import RankingModel
 from retrieval.store import StoredPoint
 
@@ -111,3 +111,31 @@ def test_ranker_refuses_bad_training_data_and_other_features(tmp_path):
     info.write_text(info.read_text().replace("popularity_log", "popularity"))
     with pytest.raises(ValueError, match="other features"):
         RankingModel.load(tmp_path / "m")
+
+
+def test_rank_drivers_name_the_evidence_that_raised_an_items_score():
+    model = RankingModel.fit(*synthetic())
+    x, y = synthetic(n_lists=1, size=20, seed=3)
+    taken, other = int(np.flatnonzero(y)[0]), int(np.flatnonzero(y == 0)[0])
+    drivers = rank_drivers(model, x, [taken, other], top=8)
+    # The taken item stands out by its category (the rest of its list has 0 there): that raised it most.
+    assert drivers[0][0]["evidence"] == "newest_items" and drivers[0][0]["effect"] > 0
+    # Its effect is the score minus the score with the group at the list's medians, by hand.
+    typical = x[taken].copy()
+    for name in ("similarity_newest", "similarity_recent_max", "same_category_newest", "category_share_recent",
+                 "same_brand_newest"):
+        typical[FEATURE_NAMES.index(name)] = np.median(x[:, FEATURE_NAMES.index(name)])
+    by_hand = model.score(x[[taken]])[0] - model.score(typical[None, :])[0]
+    assert drivers[0][0]["effect"] == pytest.approx(by_hand, abs=1e-4)
+    # Another item is typical in that respect: the category cannot be what drove it.
+    assert all(d["evidence"] != "newest_items" or abs(d["effect"]) < 0.01 for d in drivers[1])
+    # No cross-encoder in this model: it is never named; sizes are in decreasing order.
+    assert all(d["evidence"] != "cross_encoder" for row in drivers for d in row)
+    assert all([abs(d["effect"]) for d in row] == sorted((abs(d["effect"]) for d in row), reverse=True)
+               for row in drivers)
+    assert rank_drivers(model, x, []) == []
+
+
+def test_every_ranker_column_but_history_length_belongs_to_one_driver_group():
+    columns = [c for cols in DRIVER_GROUPS.values() for c in cols]
+    assert len(columns) == len(set(columns)) and set(columns) == set(FEATURE_NAMES) - {"history_length_log"}

@@ -58,3 +58,24 @@ def test_reload_serves_a_new_model_and_responses_name_it(engine, demo_items, tmp
             assert "nobody has taken it yet" in explained["text"] and reranker["retrieval_rank"] == 1
         else:
             assert f"moved it from {reranker['retrieval_rank']} to 1 of the" in explained["text"]
+
+
+def test_responses_and_explanations_name_what_drove_the_ranker(engine, demo_items, tmp_path):
+    category_log(engine, demo_items)
+    clicks(engine, "u1", [demo_items[0]["id"], demo_items[5]["id"], demo_items[40]["id"]])
+    save(engine.rerankers, accepted=True)
+    engine.reload_reranker()
+    with TestClient(create_app(Settings(data_dir=tmp_path / "unused"), engine=engine)) as client:
+        body = client.post("/v1/recommendations", json={"user_id": "u1", "k": 10}).json()
+        assert body["reranked"] is True
+        for item in body["items"]:  # items the ranker kept in place were not scored by it: no drivers
+            assert not (item["rerank"]["kept_place"] and item["rerank"]["drivers"])
+        driven = [i for i in body["items"] if any(d["effect"] > 0 for d in i["rerank"]["drivers"])]
+        assert driven
+        item = driven[0]
+        explained = client.post("/v1/explanations", json={"user_id": "u1", "item_id": item["id"]}).json()
+        drivers = explained["evidence"]["reranker"]["drivers"]
+        assert drivers == item["rerank"]["drivers"]  # the same request ranks the same way, for the same reasons
+        assert "what raised its score most against a typical candidate" in explained["text"]
+        for d in drivers:
+            assert f"({d['effect']:+.4f})" in explained["text"]
