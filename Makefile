@@ -40,7 +40,7 @@ eval: install
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
 
 # The learning stages (zero-shot -> + fine-tuned encoder -> + reranker), trained inside the run.
-# On 2 CPU cores about an hour, most of it the encoder's epoch; the cross-encoder feature is
+# On 2 CPU cores about 35 minutes, half of it the encoder's epoch; the cross-encoder feature is
 # trained only where a GPU makes it affordable (--cross-encoder auto). See benchmarks/README.md.
 EVAL_STAGE_USERS ?= 2000
 eval-stages: install
