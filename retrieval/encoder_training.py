@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from encoders import BiEncoder, item_text
+from encoders.bi_encoder import centred
 from encoders.text import candidate_text, context_text
 from encoders.training import train_contrastive
 from retrieval import metrics
@@ -54,6 +55,15 @@ def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str
         top = np.argsort(-sims, kind="stable")[:10]
         scores.append(metrics.ndcg_at(metrics.target_rank([ids[i] for i in top], target), 10))
     return scores
+
+
+def _mean_pair_cosine(vectors: np.ndarray, seed: int, pairs: int = 20000) -> float:
+    """How crowded a space is: the mean cosine of random pairs of (unit) item vectors."""
+    if len(vectors) < 2:
+        return 0.0
+    i, j = np.random.default_rng(seed).integers(len(vectors), size=(2, pairs))
+    keep = i != j
+    return float(np.mean(np.sum(vectors[i[keep]] * vectors[j[keep]], axis=1)))
 
 
 def _catalogue_vectors(engine: Engine, encoder: BiEncoder | None) -> dict[str, np.ndarray]:
@@ -92,12 +102,18 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     baseline_cases = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)
 
     encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
+    encoder.center = None  # measured afresh for the new weights below
     bar = progress_factory("train encoder", settings.epochs * len(pairs)) if progress_factory else None
     epochs = train_contrastive(encoder, pairs, epochs=settings.epochs, batch_size=settings.batch_size,
                                lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
     if bar is not None:
         bar.close()
-    tuned_cases = _dense_ndcg(_catalogue_vectors(engine, encoder), validation_cases, decay)
+    tuned_raw = _catalogue_vectors(engine, encoder)
+    raw_matrix = np.stack(list(tuned_raw.values()))
+    encoder.center = raw_matrix.mean(axis=0).astype(np.float32)  # saved with the model (see BiEncoder)
+    tuned_vectors = dict(zip(tuned_raw, centred(raw_matrix, encoder.center)))
+    tuned_cases = _dense_ndcg(tuned_vectors, validation_cases, decay)
+    uncentred = float(np.mean(_dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))
     accepted, gain, se = clearly_better(tuned_cases, baseline_cases)
     baseline, tuned = float(np.mean(baseline_cases or [0.0])), float(np.mean(tuned_cases or [0.0]))
     metadata = {
@@ -106,7 +122,10 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
         "reason": (f"validation dense NDCG@10 {tuned:.4f} vs current encoder {baseline:.4f}: {gain:+.4f} "
                    f"(standard error {se:.4f}), {'clearly better' if accepted else 'not clearly better'}"),
         "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "gain": gain,
-                       "standard_error": se, "users": len(val_users)},
+                       "standard_error": se, "users": len(val_users),
+                       "fine_tuned_without_centring_ndcg@10": uncentred},
+        "centre": {"norm": float(np.linalg.norm(encoder.center)),
+                   "mean_cosine_random_pairs": _mean_pair_cosine(raw_matrix, settings.seed)},
         "pairs": len(pairs), "train_users": len(train_users), "epochs": [asdict(e) for e in epochs],
         "settings": asdict(settings), "seconds": time.perf_counter() - started,
     }

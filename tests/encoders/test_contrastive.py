@@ -38,3 +38,20 @@ def test_contrastive_training_moves_pairs_together_and_round_trips(tmp_path):
     assert np.allclose(again.encode(texts), encoder.encode(texts), atol=1e-5)
     with pytest.raises(ValueError, match="no training pairs"):
         train_contrastive(encoder, [])
+
+
+def test_a_centre_saved_with_the_model_is_taken_out_of_every_vector(tmp_path):
+    encoder = BiEncoder(device=TEST_DEVICE)
+    assert encoder.center is None
+    texts = [a for a, _ in PAIRS] + [b for _, b in PAIRS]
+    plain = encoder.encode(texts)
+    encoder.center = plain.mean(axis=0)
+    centred = encoder.encode(texts)
+    assert np.allclose(np.linalg.norm(centred, axis=1), 1.0, atol=1e-5)
+    expected = plain - plain.mean(axis=0)
+    assert np.allclose(centred, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+    assert np.linalg.norm(centred.mean(axis=0)) < np.linalg.norm(plain.mean(axis=0))
+    encoder.save(tmp_path / "enc")
+    again = BiEncoder(str(tmp_path / "enc"), device=TEST_DEVICE)
+    assert np.array_equal(again.center, encoder.center)
+    assert np.allclose(again.encode(texts), centred, atol=1e-5)

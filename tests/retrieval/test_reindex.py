@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 
+from encoders import BiEncoder, item_text
 from retrieval.layout import LAYOUT_FILE, read_layout
 from retrieval.recommender import RecommendRequest
 from retrieval.reindex import reindex
@@ -82,4 +84,12 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     assert meta["pairs"] > 0 and v["users"] == 6  # a fifth of 30 users
     saved = json.loads((models / meta["version"] / "metadata.json").read_text())
     assert saved["accepted"] == meta["accepted"]
+    # The model carries its catalogue's mean vector, and the saved model encodes with it taken out:
+    # the catalogue re-encoded by it is centred on zero.
+    assert (models / meta["version"] / "center.npy").exists() and meta["centre"]["norm"] > 0
+    assert 0 < meta["centre"]["mean_cosine_random_pairs"] < 1
+    assert "fine_tuned_without_centring_ndcg@10" in v
+    tuned = BiEncoder(str(models / meta["version"]), device=TEST_DEVICE)
+    texts = [item_text(i) for i in demo_items]
+    assert np.linalg.norm(tuned.encode(texts).mean(axis=0)) < 0.5 * meta["centre"]["norm"]
     assert latest_accepted_encoder(models) == ((models / meta["version"]) if meta["accepted"] else None)
