@@ -3,9 +3,11 @@
 Contrastive with in-batch negatives (``encoders.training.train_contrastive``). This puts the
 collaborative signal ("people who had these went on to that") into the text space, so it still
 works for items nobody has touched: they are encoded from their text by the same model.
-Validation holds out each user's newest item and a share of users, and scores dense retrieval
-(the decayed mean of the history's item vectors -> nearest items) with the old and the new model;
-a model is kept only if it is better. Accepted models are served after ``hybridrec reindex``.
+Validation holds out each user's newest item and a share of users, and scores the fused retrieval
+that serves with the old and the new model's item vectors (the new ones in scratch collections);
+a model is kept only if it is clearly better there. Dense retrieval alone (the decayed mean of the
+history's item vectors -> nearest items) is recorded beside it. Accepted models are served after
+``hybridrec reindex``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ from encoders.text import candidate_text, context_text
 from encoders.training import train_contrastive
 from retrieval import metrics
 from retrieval.engine import Engine
+from retrieval.layout import Layout
 from retrieval.model_versions import (LogTrainingSettings, ModelVersions, clearly_better, log_sequences,
                                       next_item_cases, split_users)
+from retrieval.recommender import RecommendRequest
+from retrieval.rerank import HISTORY_ITEMS
+from retrieval.store import StoredPoint
 
 
 @dataclass
@@ -55,6 +61,43 @@ def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str
         top = np.argsort(-sims, kind="stable")[:10]
         scores.append(metrics.ndcg_at(metrics.target_rank([ids[i] for i in top], target), 10))
     return scores
+
+
+def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder: BiEncoder | None = None,
+                vectors: dict[str, np.ndarray] | None = None) -> list[float]:
+    """NDCG@10 of the fused retrieval that serves (every source, no reranker, pure relevance) for
+    each ``(user, history, target)``, the user's own events left out of the collaborative signal
+    as the ranker's trainer does. Without ``vectors``: the served catalogue. With them (and the
+    ``encoder`` that made them, for queries): the catalogue written with those vectors into scratch
+    collections beside the served ones, dropped afterwards; the served ones are never touched."""
+    recommender, scratch = engine.recommender, None
+    if vectors is not None:
+        tag = f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{random.randrange(1 << 30)}"
+        scratch = Layout(items=f"validate__items_{tag}", users=f"validate__users_{tag}")
+    try:
+        if scratch is not None:
+            catalogue, _, recommender = engine.wire(scratch, encoder)
+            offset = None
+            while True:
+                points, offset = engine.store.scroll(engine.catalogue.collection, limit=512, offset=offset)
+                points = [p for p in points if p.id in vectors]
+                if points:
+                    sparse = engine.bm25.encode_documents([item_text(p.payload) for p in points])
+                    catalogue.write([StoredPoint(p.id, p.payload, vectors[p.id], sv) for p, sv in zip(points, sparse)])
+                if offset is None:
+                    break
+            catalogue.optimize()
+        scores = []
+        for user, history, target in cases:
+            req = RecommendRequest(history=history[-HISTORY_ITEMS:], k=10, rerank=False, leave_out_user=user,
+                                   diversity=0.0)
+            ids = [i.id for i in recommender.recommend(req).items]
+            scores.append(metrics.ndcg_at(metrics.target_rank(ids, target), 10))
+        return scores
+    finally:
+        if scratch is not None:
+            for name in (scratch.items, scratch.users):
+                engine.store.drop_collection(name)
 
 
 def _mean_pair_cosine(vectors: np.ndarray, seed: int, pairs: int = 20000) -> float:
@@ -98,8 +141,10 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     pairs = [(context_text([payloads[i] for i in reversed(h[-3:]) if i in payloads]), candidate_text(payloads[t]))
              for _, h, t in cases if t in payloads]
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
+    fused_cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users]
     decay = engine.config.profiles.position_decay
-    baseline_cases = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)
+    baseline_dense = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)
+    baseline_cases = _fused_ndcg(engine, fused_cases)
 
     encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
     encoder.center = None  # measured afresh for the new weights below
@@ -112,18 +157,24 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     raw_matrix = np.stack(list(tuned_raw.values()))
     encoder.center = raw_matrix.mean(axis=0).astype(np.float32)  # saved with the model (see BiEncoder)
     tuned_vectors = dict(zip(tuned_raw, centred(raw_matrix, encoder.center)))
-    tuned_cases = _dense_ndcg(tuned_vectors, validation_cases, decay)
-    uncentred = float(np.mean(_dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))
+    # The verdict is on what serves: the fused retrieval. Dense retrieval alone is recorded beside
+    # it; on the shared dataset a model that won there (+0.0044, 1.6 standard errors) lost 2.5% on
+    # test in the fused pipeline.
+    tuned_cases = _fused_ndcg(engine, fused_cases, encoder, tuned_vectors)
+    dense = {"current_encoder_ndcg@10": float(np.mean(baseline_dense or [0.0])),
+             "fine_tuned_ndcg@10": float(np.mean(_dense_ndcg(tuned_vectors, validation_cases, decay) or [0.0])),
+             "fine_tuned_without_centring_ndcg@10":
+                 float(np.mean(_dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))}
     accepted, gain, se = clearly_better(tuned_cases, baseline_cases)
     baseline, tuned = float(np.mean(baseline_cases or [0.0])), float(np.mean(tuned_cases or [0.0]))
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base_model": engine.encoder.model_path, "accepted": accepted,
-        "reason": (f"validation dense NDCG@10 {tuned:.4f} vs current encoder {baseline:.4f}: {gain:+.4f} "
-                   f"(standard error {se:.4f}), {'clearly better' if accepted else 'not clearly better'}"),
+        "reason": (f"validation NDCG@10 of the fused retrieval {tuned:.4f} vs current encoder {baseline:.4f}: "
+                   f"{gain:+.4f} (standard error {se:.4f}), {'clearly better' if accepted else 'not clearly better'}; "
+                   f"dense retrieval alone {dense['fine_tuned_ndcg@10']:.4f} vs {dense['current_encoder_ndcg@10']:.4f}"),
         "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "gain": gain,
-                       "standard_error": se, "users": len(val_users),
-                       "fine_tuned_without_centring_ndcg@10": uncentred},
+                       "standard_error": se, "users": len(val_users), "dense": dense},
         "centre": {"norm": float(np.linalg.norm(encoder.center)),
                    "mean_cosine_random_pairs": _mean_pair_cosine(raw_matrix, settings.seed)},
         "pairs": len(pairs), "train_users": len(train_users), "epochs": [asdict(e) for e in epochs],

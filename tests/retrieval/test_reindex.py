@@ -88,8 +88,32 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     # the catalogue re-encoded by it is centred on zero.
     assert (models / meta["version"] / "center.npy").exists() and meta["centre"]["norm"] > 0
     assert 0 < meta["centre"]["mean_cosine_random_pairs"] < 1
-    assert "fine_tuned_without_centring_ndcg@10" in v
+    assert set(v["dense"]) == {"current_encoder_ndcg@10", "fine_tuned_ndcg@10", "fine_tuned_without_centring_ndcg@10"}
+    # The verdict is on the fused retrieval: the scratch collections it was measured in are gone,
+    # and the served catalogue is the one it was.
+    assert not [c for c in engine.store.collections() if c.startswith("validate__")]
+    assert engine.catalogue.count() == len(demo_items)
     tuned = BiEncoder(str(models / meta["version"]), device=TEST_DEVICE)
     texts = [item_text(i) for i in demo_items]
     assert np.linalg.norm(tuned.encode(texts).mean(axis=0)) < 0.5 * meta["centre"]["norm"]
     assert latest_accepted_encoder(models) == ((models / meta["version"]) if meta["accepted"] else None)
+
+
+def test_encoder_validation_scores_the_fused_retrieval_with_the_vectors_given(engine, demo_items):
+    from retrieval.encoder_training import _catalogue_vectors, _fused_ndcg
+
+    by_cat = {}
+    for item in demo_items:
+        by_cat.setdefault(item["categories"][-1], []).append(item["id"])
+    # Three items of a category, then a fourth of it: text alone finds it.
+    cases = [(f"u{n}", items[:3], items[3]) for n, items in enumerate(by_cat.values()) if len(items) >= 4]
+    served = _fused_ndcg(engine, cases)
+    assert sum(served) > 0
+    same = _catalogue_vectors(engine, None)
+    # The served vectors written to scratch collections score exactly as the served catalogue does.
+    assert _fused_ndcg(engine, cases, engine.encoder, same) == served
+    # Other vectors give another ranking: each item takes a random other item's vector.
+    rng = np.random.default_rng(0)
+    shuffled = dict(zip(same, rng.permutation(np.stack(list(same.values())))))
+    assert _fused_ndcg(engine, cases, engine.encoder, shuffled) != served
+    assert not [c for c in engine.store.collections() if c.startswith("validate__")]
