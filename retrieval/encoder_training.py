@@ -29,9 +29,7 @@ from retrieval import metrics
 from retrieval.engine import Engine
 from retrieval.layout import Layout
 from retrieval.model_versions import (LogTrainingSettings, ModelVersions, clearly_better, log_sequences,
-                                      next_item_cases, split_users)
-from retrieval.recommender import RecommendRequest
-from retrieval.rerank import HISTORY_ITEMS
+                                      next_item_cases, retrieve_past_moment, split_users)
 from retrieval.store import StoredPoint
 
 
@@ -78,20 +76,17 @@ def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder
         if scratch is not None:
             catalogue, _, recommender = engine.wire(scratch, encoder)
             offset = None
-            while True:
-                points, offset = engine.store.scroll(engine.catalogue.collection, limit=512, offset=offset)
-                points = [p for p in points if p.id in vectors]
-                if points:
-                    sparse = engine.bm25.encode_documents([item_text(p.payload) for p in points])
-                    catalogue.write([StoredPoint(p.id, p.payload, vectors[p.id], sv) for p, sv in zip(points, sparse)])
+            while True:  # payloads and BM25 vectors as stored; only the dense vectors change
+                points, offset = engine.store.scroll(engine.catalogue.collection, limit=512, offset=offset,
+                                                     with_vectors=True)
+                catalogue.write([StoredPoint(p.id, p.payload, vectors[p.id], p.sparse) for p in points
+                                 if p.id in vectors])
                 if offset is None:
                     break
             catalogue.optimize()
         scores = []
         for user, history, target in cases:
-            req = RecommendRequest(history=history[-HISTORY_ITEMS:], k=10, rerank=False, leave_out_user=user,
-                                   diversity=0.0)
-            ids = [i.id for i in recommender.recommend(req).items]
+            ids = [i.id for i in retrieve_past_moment(recommender, user, history, 10)]
             scores.append(metrics.ndcg_at(metrics.target_rank(ids, target), 10))
         return scores
     finally:

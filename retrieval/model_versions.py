@@ -16,6 +16,8 @@ import numpy as np
 
 from retrieval.cooccurrence import CoOccurrenceIndex
 from retrieval.event_log import EventLog
+from retrieval.recommender import RecommendedItem, Recommender, RecommendRequest
+from retrieval.rerank import HISTORY_ITEMS
 
 
 class ModelVersions:
@@ -94,6 +96,15 @@ def next_item_cases(sequences: dict[str, list[str]], users: list[str],
         for t in range(max(1, len(seq) - positions), len(seq)):
             cases.append((user, seq[:t], seq[t]))
     return cases
+
+
+def retrieve_past_moment(recommender: Recommender, user: str, history: list[str], k: int) -> list[RecommendedItem]:
+    """The serving retrieval for a past moment of ``user``: their own logged events are left out
+    of the collaborative signal, or the positive (logged) would vote for itself; on the shared
+    dataset that leak made a reranker win validation by +35% NDCG@10 and then halve it on test.
+    Pure relevance (no diversity, no reranker): what both trainers learn from and validate on."""
+    req = RecommendRequest(history=history[-HISTORY_ITEMS:], k=k, rerank=False, leave_out_user=user, diversity=0.0)
+    return recommender.recommend(req).items
 
 
 def clearly_better(new: Sequence[float], old: Sequence[float], margin: float = 1.0) -> tuple[bool, float, float]:
