@@ -24,11 +24,12 @@ from retrieval.fusion import FusedCandidate
 from retrieval.store import StoredPoint
 
 SOURCES = ("dense_profile", "lexical", "collaborative")
+SOURCE_FEATURES = ("listed", "inverse_rank", "score_relative", "score")  # per source, in this order
 RECENT_ITEMS = 3  # the newest history items the candidate is compared with
 
 FEATURE_NAMES = (
     "fused_position_log", "fused_score_relative",
-    *(f"{s}_{what}" for s in SOURCES for what in ("listed", "inverse_rank", "score_relative", "score")),
+    *(f"{s}_{what}" for s in SOURCES for what in SOURCE_FEATURES),
     "collaborative_no_opinion", "popularity_log",
     "similarity_newest", "similarity_recent_max",
     "same_category_newest", "category_share_recent", "same_brand_newest",

@@ -337,9 +337,8 @@ class Recommender:
         ids = ids[: req.k]
         if reranked:
             # What drove the ranker's score, for the items served and moved by it (explanations name it).
-            row = {item_id: n for n, item_id in enumerate(inputs.ids)}
-            moved_by_ranker = [i for i in ids if i in row and not traces[i]["rerank"]["kept_place"]]
-            found = rank_drivers(reranker.ranker, reranking.features, [row[i] for i in moved_by_ranker])
+            moved_by_ranker = [i for i in ids if i in retrieval_rank and not traces[i]["rerank"]["kept_place"]]
+            found = rank_drivers(reranker.ranker, reranking.features, [retrieval_rank[i] - 1 for i in moved_by_ranker])
             for item_id, drivers in zip(moved_by_ranker, found):
                 traces[item_id]["rerank"]["drivers"] = drivers
         items = [RecommendedItem(i, scores[i], payloads[i].payload, traces[i]) for i in ids]

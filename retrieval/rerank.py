@@ -22,7 +22,7 @@ from retrieval.catalogue import Catalogue
 from retrieval.cooccurrence import CoOccurrenceIndex
 from retrieval.fusion import FusedCandidate
 from retrieval.rank_features import (CROSS_ENCODER_COLUMN, FEATURE_NAMES, NO_OPINION_COLUMN, RECENT_ITEMS,
-                                     candidate_features)
+                                     SOURCE_FEATURES, candidate_features)
 from retrieval.ranking_model import RankingModel
 from retrieval.store import StoredPoint
 
@@ -146,11 +146,10 @@ def rerank(reranker: LoadedReranker, inputs: RankInputs) -> Reranking:
 # The evidence an explanation can name, as groups of the ranker's columns (every column but the
 # history length, which is the same for a whole list).
 DRIVER_GROUPS: dict[str, tuple[str, ...]] = {
-    "collaborative": (*(f"collaborative_{w}" for w in ("listed", "inverse_rank", "score_relative", "score")),
-                      "collaborative_no_opinion"),
+    "collaborative": (*(f"collaborative_{w}" for w in SOURCE_FEATURES), "collaborative_no_opinion"),
     "popularity": ("popularity_log",),
-    "profile": tuple(f"dense_profile_{w}" for w in ("listed", "inverse_rank", "score_relative", "score")),
-    "words": tuple(f"lexical_{w}" for w in ("listed", "inverse_rank", "score_relative", "score")),
+    "profile": tuple(f"dense_profile_{w}" for w in SOURCE_FEATURES),
+    "words": tuple(f"lexical_{w}" for w in SOURCE_FEATURES),
     "retrieval_place": ("fused_position_log", "fused_score_relative"),
     "newest_items": ("similarity_newest", "similarity_recent_max", "same_category_newest", "category_share_recent",
                      "same_brand_newest"),
