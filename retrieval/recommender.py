@@ -31,6 +31,8 @@ class RecommendConfig:
     numbers in benchmarks/README.md), never on test.
     """
 
+    # ``lexical_history`` (BM25 over the newest history titles; default: ``lexical``) is set by a
+    # fine-tuned encoder's layout, chosen with it on validation (``train_encoder``).
     weights: dict[str, float] = field(default_factory=lambda: {
         "dense_query": 1.0, "dense_profile": 0.5, "lexical": 1.0, "collaborative": 1.0, "popular": 1.0,
     })
@@ -118,7 +120,7 @@ class Recommender:
         self.sources = {
             "dense_query": DenseSource(catalogue, "dense_query", "query", w.get("dense_query", 1.0)),
             "dense_profile": DenseSource(catalogue, "dense_profile", "profile", w.get("dense_profile", 1.0)),
-            "lexical": LexicalSource(catalogue, w.get("lexical", 1.0)),
+            "lexical": LexicalSource(catalogue, w.get("lexical", 1.0), w.get("lexical_history")),
             "collaborative": CollaborativeSource(
                 catalogue, index, w.get("collaborative", 1.0), decay=config.collaborative_decay,
                 proximity=config.collaborative_proximity, backward=config.collaborative_backward),

@@ -56,14 +56,18 @@ class DenseSource:
 
 class LexicalSource:
     """BM25 over item text: the query's words, else the titles of the newest history items, else
-    the user's stated preferences."""
+    the user's stated preferences. ``history_weight`` (default: ``weight``) is its weight when it
+    reads history titles: a fine-tuned encoder is chosen with its own balance for those requests
+    (``train_encoder``), which says nothing about how words should weigh against a search query."""
 
     name = "lexical"
 
-    def __init__(self, catalogue: Catalogue, weight: float = 1.0):
+    def __init__(self, catalogue: Catalogue, weight: float = 1.0, history_weight: float | None = None):
         self.catalogue, self.weight = catalogue, weight
+        self.history_weight = weight if history_weight is None else history_weight
 
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        from_history = not ctx.query_text and bool(ctx.history_titles)
         text = ctx.query_text or " ".join(ctx.history_titles) or ctx.preference_text
         if not text:
             return None
@@ -71,7 +75,7 @@ class LexicalSource:
         hits = self.catalogue.store.search_sparse(
             self.catalogue.collection, sparse, ctx.pool, ctx.item_filter, ctx.exclude
         )
-        return SourceResult(self.name, rank_hits(hits), self.weight)
+        return SourceResult(self.name, rank_hits(hits), self.history_weight if from_history else self.weight)
 
 
 def _keep_matching(catalogue: Catalogue, ranked: list[tuple[str, float]], ctx: RecommendContext, limit: int):
