@@ -3,7 +3,11 @@
 Prints NDCG@10 / Recall@10 on all users and on cold items for each setting, so the defaults in
 RecommendConfig / ProfileConfig come from a measurement, not a guess.
 
-    python benchmarks/tune.py [--max-users 2000]
+    python benchmarks/tune.py [--max-users 2000] [--round 1|2|3] [--encoder DIR]
+
+Round 3 is BM25's weight against a fine-tuned encoder's (``--encoder``, e.g. one that
+``make eval-stages`` trained under benchmarks/eval/stages/models/encoder/): the bundled encoder and
+the given one, each at the served weights and with BM25 weighed less.
 """
 
 from __future__ import annotations
@@ -45,6 +49,19 @@ def round2():
                                                 collaborative_proximity=1.0, collaborative_backward=0.5), prof
 
 
+ROUND3_WEIGHTS = ((0.5, 1.0), (0.5, 0.5), (0.5, 0.0), (1.0, 0.5))  # (dense_profile, lexical_history)
+
+
+def round3(encoders: dict[str, str | None]):
+    """Each encoder at each (dense_profile, BM25 over history titles) weighting, the rest as served."""
+    base = RecommendConfig()
+    for name, path in encoders.items():
+        for dense, lexical in ROUND3_WEIGHTS:
+            yield (f"{name} dense{dense:g} lexical{lexical:g}",
+                   replace(base, weights={**base.weights, "dense_profile": dense, "lexical_history": lexical}),
+                   ProfileConfig(), path)
+
+
 ROUND1_BASE = RecommendConfig(weights={"dense_query": 1.0, "dense_profile": 1.0, "lexical": 0.5,
                                        "collaborative": 1.0, "popular": 1.0},
                               collaborative_proximity=0.0, collaborative_backward=1.0)
@@ -70,18 +87,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-users", type=int, default=2000)
     parser.add_argument("--only", nargs="*", help="names of grid points to run")
-    parser.add_argument("--round", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--round", type=int, default=1, choices=[1, 2, 3])
+    parser.add_argument("--encoder", help="a fine-tuned encoder's folder (round 3)")
     args = parser.parse_args()
     if not DATASET.exists():
         print(f"skipping: {DATASET} is not here")
         return
+    if args.round == 3 and not args.encoder:
+        parser.error("--round 3 needs --encoder DIR (a fine-tuned encoder, e.g. from make eval-stages)")
     dataset = load_dataset(DATASET)
-    encoder = BiEncoder()
-    points = encode_catalogue(dataset, encoder)
+    if args.round == 3:
+        grid_points = round3({"zero-shot": None, "fine-tuned": args.encoder})
+    else:
+        grid_points = ((name, rec, prof, None) for name, rec, prof in (grid() if args.round == 1 else round2()))
+    loaded: dict[str | None, tuple[BiEncoder, list]] = {}
     rows, results = [], {}
-    for name, rec, prof in (grid() if args.round == 1 else round2()):
+    for name, rec, prof, path in grid_points:
         if args.only and name not in args.only:
             continue
+        if path not in loaded:
+            encoder = BiEncoder(path) if path else BiEncoder()
+            loaded[path] = (encoder, encode_catalogue(dataset, encoder))
+        encoder, points = loaded[path]
         config = EvalConfig(split="valid", max_users=args.max_users, methods=("hybrid_retrieval",),
                             recommend=rec, profiles=prof)
         out = evaluate(dataset, encoder, config, points=points, slices=("all", "cold_items"))
@@ -91,7 +118,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     print(table(["setting", "all NDCG@10", "all R@10", "cold NDCG@10", "cold R@10"], rows,
                 title=f"Validation split, hybrid_retrieval, {args.max_users} users"))
-    save(f"tune_validation_round{args.round}", {"max_users": args.max_users,
+    save(f"tune_validation_round{args.round}", {"max_users": args.max_users, "encoder": args.encoder,
                              "results": {k: {s: {m: v for m, v in d.items() if m != "recall_curve"}
                                              for s, d in r.items()} for k, r in results.items()}})
 

@@ -1,21 +1,29 @@
-"""Fine-tune the bi-encoder on the event log: (recent history as text -> next item text).
+"""Fine-tune the bi-encoder on the event log: (an item -> the item taken next).
 
 Contrastive with in-batch negatives (``encoders.training.train_contrastive``). This puts the
-collaborative signal ("people who had these went on to that") into the text space, so it still
-works for items nobody has touched: they are encoded from their text by the same model.
+collaborative signal ("people who had this went on to that") into the text space, so it still
+works for items nobody has touched: they are encoded from their text by the same model. Both sides
+of a pair are item texts because that is how the dense profile serves: a decayed mean of the
+history's item vectors, in which the newest item weighs most.
+
 Validation holds out each user's newest item and a share of users, and scores the fused retrieval
-that serves with the old and the new model's item vectors (the new ones in scratch collections);
-a model is kept only if it is clearly better there. Dense retrieval alone (the decayed mean of the
-history's item vectors -> nearest items) is recorded beside it. Accepted models are served after
-``hybridrec reindex``.
+that serves with the old and the new model's item vectors (the new ones in scratch collections).
+On the shared dataset the new encoder gains on cold items at the served weights and nothing
+measurable on all users: for an item someone has taken it relearns what the collaborative source
+already reads exactly. What it adds is what BM25 gave cold items, so the fusion that serves it may
+lean less on BM25: the trainer tries each of ``lexical_weights`` with both encoders and keeps the
+new one, with its weights, only if it is clearly better than what serves and no worse than the old
+encoder at the same weights. Dense retrieval alone is recorded beside it. Accepted models are
+served after ``hybridrec reindex``, which gives the new layout the weights chosen here.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +31,6 @@ import numpy as np
 
 from encoders import BiEncoder, item_text
 from encoders.bi_encoder import centred
-from encoders.text import candidate_text, context_text
 from encoders.training import train_contrastive
 from retrieval import metrics
 from retrieval.engine import Engine
@@ -39,6 +46,10 @@ class EncoderTrainingSettings(LogTrainingSettings):
     positions_per_user: int = 3
     batch_size: int = 32
     lr: float = 2e-5
+    # BM25's weight for history requests (``lexical_history``), tried with each encoder; the other
+    # weights stay as configured. Never 0: BM25 is the only source that reads the exact words, and
+    # without it cold items lost 17-32% on validation (benchmarks/README.md, tune.py round 3).
+    lexical_weights: tuple[float, ...] = (1.0, 0.5)
 
 
 def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]], decay: float) -> list[float]:
@@ -62,19 +73,26 @@ def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str
 
 
 def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder: BiEncoder | None = None,
-                vectors: dict[str, np.ndarray] | None = None) -> list[float]:
+                vectors: dict[str, np.ndarray] | None = None,
+                weightings: list[dict[str, float] | None] | None = None) -> list[list[float]]:
     """NDCG@10 of the fused retrieval that serves (every source, no reranker, pure relevance) for
     each ``(user, history, target)``, the user's own events left out of the collaborative signal
-    as the ranker's trainer does. Without ``vectors``: the served catalogue. With them (and the
+    as the ranker's trainer does; one list per entry of ``weightings`` (fusion weights over the
+    served ones; default: as served). Without ``vectors``: the served catalogue. With them (and the
     ``encoder`` that made them, for queries): the catalogue written with those vectors into scratch
     collections beside the served ones, dropped afterwards; the served ones are never touched."""
-    recommender, scratch = engine.recommender, None
+    weightings = weightings or [None]
+    layout, scratch = engine.layout, None
     if vectors is not None:
         tag = f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{random.randrange(1 << 30)}"
-        scratch = Layout(items=f"validate__items_{tag}", users=f"validate__users_{tag}")
+        layout = scratch = Layout(items=f"validate__items_{tag}", users=f"validate__users_{tag}",
+                                  weights=engine.layout.weights)
+        encoder = encoder or engine.encoder
+    else:
+        encoder = engine.encoder
     try:
         if scratch is not None:
-            catalogue, _, recommender = engine.wire(scratch, encoder)
+            catalogue, _, _ = engine.wire(scratch, encoder)
             offset = None
             while True:  # payloads and BM25 vectors as stored; only the dense vectors change
                 points, offset = engine.store.scroll(engine.catalogue.collection, limit=512, offset=offset,
@@ -84,11 +102,19 @@ def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder
                 if offset is None:
                     break
             catalogue.optimize()
-        scores = []
-        for user, history, target in cases:
-            ids = [i.id for i in retrieve_past_moment(recommender, user, history, 10)]
-            scores.append(metrics.ndcg_at(metrics.target_rank(ids, target), 10))
-        return scores
+        out = []
+        for weights in weightings:
+            if weights is None and scratch is None:
+                recommender = engine.recommender
+            else:
+                weighted = replace(layout, weights={**(layout.weights or {}), **(weights or {})})
+                recommender = engine.wire(weighted, encoder)[2]
+            scores = []
+            for user, history, target in cases:
+                ids = [i.id for i in retrieve_past_moment(recommender, user, history, 10)]
+                scores.append(metrics.ndcg_at(metrics.target_rank(ids, target), 10))
+            out.append(scores)
+        return out
     finally:
         if scratch is not None:
             for name in (scratch.items, scratch.users):
@@ -131,15 +157,19 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     cases = next_item_cases(sequences, train_users, settings.positions_per_user)
     rng.shuffle(cases)
     cases = cases[: settings.max_pairs]
-    payloads = {p.id: p.payload for p in engine.catalogue.get_many(
-        list({i for _, h, t in cases for i in (*h[-3:], t)})).values()}
-    pairs = [(context_text([payloads[i] for i in reversed(h[-3:]) if i in payloads]), candidate_text(payloads[t]))
-             for _, h, t in cases if t in payloads]
+    payloads = {p.id: p.payload for p in engine.catalogue.get_many(list({i for _, h, t in cases for i in (h[-1], t)})).values()}
+    pairs = [(item_text(payloads[h[-1]]), item_text(payloads[t])) for _, h, t in cases
+             if t in payloads and h[-1] in payloads]
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
     fused_cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users]
     decay = engine.config.profiles.position_decay
+    served = engine.recommender.config.weights
+    served_lexical = served.get("lexical_history", served.get("lexical", 1.0))
+    lexical = sorted({served_lexical, *settings.lexical_weights}, reverse=True)
+    weightings = [{"lexical_history": w} for w in lexical]
     baseline_dense = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)
-    baseline_cases = _fused_ndcg(engine, fused_cases)
+    current_by = dict(zip(lexical, _fused_ndcg(engine, fused_cases, weightings=weightings)))
+    baseline_cases = current_by[served_lexical]
 
     encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
     encoder.center = None  # measured afresh for the new weights below
@@ -155,21 +185,37 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     # The verdict is on what serves: the fused retrieval. Dense retrieval alone is recorded beside
     # it; on the shared dataset a model that won there (+0.0044, 1.6 standard errors) lost 2.5% on
     # test in the fused pipeline.
-    tuned_cases = _fused_ndcg(engine, fused_cases, encoder, tuned_vectors)
+    tuned_by = dict(zip(lexical, _fused_ndcg(engine, fused_cases, encoder, tuned_vectors, weightings)))
+    chosen = max(lexical, key=lambda w: (float(np.mean(tuned_by[w] or [0.0])), w))
+    tuned_cases = tuned_by[chosen]
     dense = {"current_encoder_ndcg@10": float(np.mean(baseline_dense or [0.0])),
              "fine_tuned_ndcg@10": float(np.mean(_dense_ndcg(tuned_vectors, validation_cases, decay) or [0.0])),
              "fine_tuned_without_centring_ndcg@10":
                  float(np.mean(_dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))}
-    accepted, gain, se = clearly_better(tuned_cases, baseline_cases)
+    better, gain, se = clearly_better(tuned_cases, baseline_cases)
+    # The weights alone must not be the gain: at the chosen weights the new encoder must be at least
+    # as good as the old one (else the old encoder with those weights would be the better switch).
+    _, own_gain, own_se = clearly_better(tuned_cases, current_by[chosen])
+    accepted = better and own_gain >= 0
     baseline, tuned = float(np.mean(baseline_cases or [0.0])), float(np.mean(tuned_cases or [0.0]))
+    verdict = ("clearly better" if better else "not clearly better") + (
+        "" if own_gain >= 0 or not better else "; but no better than the current encoder at those weights")
+    by_weight = {str(w): {"current_encoder_ndcg@10": float(np.mean(current_by[w] or [0.0])),
+                          "fine_tuned_ndcg@10": float(np.mean(tuned_by[w] or [0.0]))} for w in lexical}
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base_model": engine.encoder.model_path, "accepted": accepted,
-        "reason": (f"validation NDCG@10 of the fused retrieval {tuned:.4f} vs current encoder {baseline:.4f}: "
-                   f"{gain:+.4f} (standard error {se:.4f}), {'clearly better' if accepted else 'not clearly better'}; "
-                   f"dense retrieval alone {dense['fine_tuned_ndcg@10']:.4f} vs {dense['current_encoder_ndcg@10']:.4f}"),
+        "reason": (f"validation NDCG@10 of the fused retrieval {tuned:.4f} (history BM25 weight {chosen:g}) vs "
+                   f"current encoder as served {baseline:.4f} (lexical {served_lexical:g}): {gain:+.4f} "
+                   f"(standard error {se:.4f}), {verdict}; the encoder's own part at lexical {chosen:g}: "
+                   f"{own_gain:+.4f} (standard error {own_se:.4f}); dense retrieval alone "
+                   f"{dense['fine_tuned_ndcg@10']:.4f} vs {dense['current_encoder_ndcg@10']:.4f}"),
         "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "gain": gain,
-                       "standard_error": se, "users": len(val_users), "dense": dense},
+                       "standard_error": se, "encoder_gain_at_chosen_weights": own_gain,
+                       "encoder_gain_standard_error": own_se, "by_lexical_weight": by_weight,
+                       "users": len(val_users), "dense": dense},
+        "fusion_weights": {"lexical_history": chosen},
+        "pairs_kind": "item -> next item",
         "centre": {"norm": float(np.linalg.norm(encoder.center)),
                    "mean_cosine_random_pairs": _mean_pair_cosine(raw_matrix, settings.seed)},
         "pairs": len(pairs), "train_users": len(train_users), "epochs": [asdict(e) for e in epochs],
@@ -179,6 +225,16 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     version = versions.save(encoder.save, metadata)
     metadata.update(version=version, path=str(versions.path(version)))
     return metadata
+
+
+def trained_fusion_weights(model_dir: str | Path) -> dict[str, float] | None:
+    """The fusion weights a trained encoder was chosen with (its version's metadata), or None for
+    a model this trainer did not make (the bundled one, or an older version)."""
+    meta = Path(model_dir) / "metadata.json"
+    if not meta.exists():
+        return None
+    weights = json.loads(meta.read_text()).get("fusion_weights")
+    return {k: float(v) for k, v in weights.items()} if weights else None
 
 
 def latest_accepted_encoder(models_dir: Path) -> Path | None:

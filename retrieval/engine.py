@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from encoders import BiEncoder
@@ -100,10 +100,14 @@ class Engine:
             raise
 
     def wire(self, layout: Layout, encoder: BiEncoder) -> tuple[Catalogue, Profiles, Recommender]:
-        """Catalogue, profiles and recommender over a layout's collections (created if missing)."""
+        """Catalogue, profiles and recommender over a layout's collections (created if missing),
+        fused with the layout's weights where it has its own."""
         catalogue = Catalogue(self.store, encoder, self.bm25, collection=layout.items)
         profiles = Profiles(self.store, self.log, catalogue, self.index, self.config.profiles, collection=layout.users)
-        return catalogue, profiles, Recommender(catalogue, profiles, self.index, self.config.recommend)
+        recommend = self.config.recommend
+        if layout.weights:
+            recommend = replace(recommend, weights={**recommend.weights, **layout.weights})
+        return catalogue, profiles, Recommender(catalogue, profiles, self.index, recommend)
 
     def switch(self, layout: Layout, encoder: BiEncoder,
                wired: tuple[Catalogue, Profiles, Recommender] | None = None) -> None:

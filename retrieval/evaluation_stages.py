@@ -67,7 +67,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
         zero_shot = evaluate(dataset, encoder, retrieval_only, points=points, slices=slices)["slices"]
     train_sequences = training_part(dataset.sequences)
 
-    # Stage 2: the bi-encoder, contrastive on (history -> next item) of the training part.
+    # Stage 2: the bi-encoder, contrastive on (item -> next item) of the training part.
     replay = Replay(dataset, encoder, train_sequences, points, config, "train")
     try:
         encoder_meta = train_encoder(replay.engine, work / "encoder", settings.encoder, progress_factory)
@@ -75,9 +75,15 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
         replay.close()
     tuned = BiEncoder(encoder_meta["path"], device=encoder.device)
     tuned_points = encode_catalogue(dataset, tuned)
+    # The encoder serves with the fusion weights chosen with it (as ``hybridrec reindex`` gives it).
+    tuned_config = replace(config, recommend=replace(
+        config.recommend, weights={**config.recommend.weights, **(encoder_meta.get("fusion_weights") or {})}))
     # The stage is measured whatever the accept rule said, so a rejected model's effect is on record.
-    tuned_results = evaluate(dataset, tuned, retrieval_only, points=tuned_points, slices=slices)["slices"]
+    tuned_results = evaluate(dataset, tuned, replace(tuned_config, methods=("hybrid_retrieval",)),
+                             points=tuned_points, slices=slices)["slices"]
     serving_encoder, serving_points = (tuned, tuned_points) if encoder_meta["accepted"] else (encoder, points)
+    if encoder_meta["accepted"]:
+        config = tuned_config
 
     # Stage 3: the learned ranker (+ cross-encoder where it is trained), on the retrieval that will serve.
     replay = Replay(dataset, serving_encoder, train_sequences, serving_points, config, "train-reranker")
@@ -120,6 +126,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
                                   "seconds", "settings")}},
         "diversity": {"retrieval": config.recommend.diversity, "reranked": config.recommend.reranked_diversity},
         "serving": {"encoder": "fine-tuned" if encoder_meta["accepted"] else "zero-shot",
+                    "weights": config.recommend.weights,
                     "reranker": "accepted" if report.accepted else "none (rejected)"},
         "seconds": time.perf_counter() - started,
     }

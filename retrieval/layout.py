@@ -22,6 +22,10 @@ class Layout:
     items: str = ITEMS
     users: str = USERS
     encoder: str | None = None  # None: the configured (or bundled) encoder
+    # Fusion weights chosen for this encoder when it was trained (``train_encoder``), over the
+    # configured ones: a fine-tuned dense source carries part of what BM25 did, so it serves with
+    # its own balance. None: the configured weights.
+    weights: dict[str, float] | None = None
 
 
 def read_layout(data_dir: str | Path) -> Layout:

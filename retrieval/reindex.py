@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from encoders import BiEncoder
+from retrieval.encoder_training import trained_fusion_weights
 from retrieval.engine import Engine
 from retrieval.layout import Layout, write_layout
 from retrieval.records import parse_item
@@ -33,10 +34,12 @@ class ReindexReport:
 def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_size: int = 256,
             progress: Callable[[str, int], Any] | None = None, after_batch: Callable[[int], None] | None = None
             ) -> ReindexReport:
-    """Build the new layout and switch ``engine`` to it; ``after_batch`` is a test hook."""
+    """Build the new layout and switch ``engine`` to it; ``after_batch`` is a test hook. A trained
+    encoder's fusion weights (chosen with it on validation) become the new layout's."""
     started = time.perf_counter()
     tag = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    new = Layout(items=f"items__{tag}", users=f"users__{tag}", encoder=encoder_path)
+    new = Layout(items=f"items__{tag}", users=f"users__{tag}", encoder=encoder_path,
+                 weights=trained_fusion_weights(encoder_path) if encoder_path else None)
     old = engine.layout
     store = engine.store
     total = engine.catalogue.count()

@@ -97,7 +97,11 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         f"{ranker.get('positives', 0)} taken next); {ce_text}; validation NDCG@10: {validation}; "
         f"{'accepted' if rr['accepted'] else 'REJECTED'}: {rr['reason']}.",
         f"- A service trained like this would serve: encoder {stages['serving']['encoder']}, reranker "
-        f"{stages['serving']['reranker']}. Rejected models are still measured above so their effect is on record.",
+        f"{stages['serving']['reranker']}, fusion weights "
+        f"{', '.join(f'{k} {v:g}' for k, v in (stages['serving'].get('weights') or {}).items())}. "
+        f"The fine-tuned encoder stage is measured with the weights chosen with it "
+        f"({', '.join(f'{k} {v:g}' for k, v in (enc.get('fusion_weights') or {}).items()) or 'as configured'}). "
+        "Rejected models are still measured above so their effect is on record.",
     ]
     return lines
 

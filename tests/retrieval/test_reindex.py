@@ -32,6 +32,36 @@ def test_reindex_switches_atomically_and_survives_restart(engine, make_engine, e
     assert again.layout == report.layout and again.catalogue.count() == 360
 
 
+def test_reindex_serves_a_trained_encoder_with_the_fusion_weights_chosen_for_it(engine, make_engine, encoder,
+                                                                                 tmp_path):
+    version = tmp_path / "models" / "encoder" / "v1"
+    encoder.save(version)
+    (version / "metadata.json").write_text(json.dumps({"accepted": True,
+                                                       "fusion_weights": {"lexical_history": 0.25}}))
+    history = RecommendRequest(k=10, history=["demo-000005", "demo-000006"])
+    query = RecommendRequest(k=10, query="noise cancelling headphones")
+
+    def lexical(req):
+        items = engine.recommender.recommend(req).items
+        return {i.id: i.trace["sources"]["lexical"]["contribution"] for i in items if "lexical" in i.trace["sources"]}
+
+    before_history, before_query = lexical(history), lexical(query)
+    report = reindex(engine, BiEncoder(str(version), device=TEST_DEVICE), str(version), batch_size=200)
+    assert report.layout.weights == {"lexical_history": 0.25} and read_layout(engine.config.data_dir) == report.layout
+    assert engine.recommender.config.weights["lexical_history"] == 0.25
+    assert engine.recommender.config.weights["lexical"] == 1.0  # the others stay as configured
+    # Same vectors; BM25 over the history's titles at a quarter of its weight, a search query's words
+    # as before (the weight was chosen on history requests only).
+    after_history = lexical(history)
+    shared = set(before_history) & set(after_history)
+    assert shared and all(after_history[i] == pytest.approx(before_history[i] / 4) for i in shared)
+    assert lexical(query) == pytest.approx(before_query)
+    engine.close()
+    again = make_engine(tmp_path / "data")
+    assert again.recommender.config.weights["lexical_history"] == 0.25  # kept across restarts
+    again.close()
+
+
 def test_failure_midway_leaves_the_old_index_serving(engine, encoder):
     before_layout = engine.layout
     before = top(engine, query="standing desk")
@@ -60,11 +90,12 @@ def test_layout_file_is_plain_json(tmp_path):
     from retrieval.layout import Layout, write_layout
     write_layout(tmp_path, Layout("items__1", "users__1", "/models/enc"))
     assert json.loads((tmp_path / LAYOUT_FILE).read_text()) == {"items": "items__1", "users": "users__1",
-                                                                  "encoder": "/models/enc"}
+                                                                  "encoder": "/models/enc", "weights": None}
 
 
 def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_items, tmp_path):
-    from retrieval.encoder_training import EncoderTrainingSettings, latest_accepted_encoder, train_encoder
+    from retrieval.encoder_training import (EncoderTrainingSettings, latest_accepted_encoder, train_encoder,
+                                            trained_fusion_weights)
 
     by_cat = {}
     for item in demo_items:
@@ -79,8 +110,18 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     models.mkdir()
     meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device=TEST_DEVICE))
     v = meta["validation"]
-    assert meta["accepted"] == (v["gain"] > 0 and v["gain"] > v["standard_error"])
+    assert meta["accepted"] == (v["gain"] > 0 and v["gain"] > v["standard_error"]
+                                and v["encoder_gain_at_chosen_weights"] >= 0)
     assert v["gain"] == pytest.approx(v["fine_tuned_ndcg@10"] - v["current_encoder_ndcg@10"])
+    # BM25's weight is chosen with the new encoder: the best of those tried, recorded for reindex.
+    by_weight = v["by_lexical_weight"]
+    assert set(by_weight) == {"1.0", "0.5"}
+    chosen = meta["fusion_weights"]["lexical_history"]
+    assert v["fine_tuned_ndcg@10"] == by_weight[str(chosen)]["fine_tuned_ndcg@10"] == \
+        max(b["fine_tuned_ndcg@10"] for b in by_weight.values())
+    assert v["current_encoder_ndcg@10"] == by_weight["1.0"]["current_encoder_ndcg@10"]  # as served
+    assert trained_fusion_weights(models / meta["version"]) == {"lexical_history": chosen}
+    assert trained_fusion_weights(tmp_path) is None  # not a trained version
     assert meta["pairs"] > 0 and v["users"] == 6  # a fifth of 30 users
     saved = json.loads((models / meta["version"] / "metadata.json").read_text())
     assert saved["accepted"] == meta["accepted"]
@@ -107,13 +148,16 @@ def test_encoder_validation_scores_the_fused_retrieval_with_the_vectors_given(en
         by_cat.setdefault(item["categories"][-1], []).append(item["id"])
     # Three items of a category, then a fourth of it: text alone finds it.
     cases = [(f"u{n}", items[:3], items[3]) for n, items in enumerate(by_cat.values()) if len(items) >= 4]
-    served = _fused_ndcg(engine, cases)
+    served, = _fused_ndcg(engine, cases)
     assert sum(served) > 0
     same = _catalogue_vectors(engine, None)
     # The served vectors written to scratch collections score exactly as the served catalogue does.
-    assert _fused_ndcg(engine, cases, engine.encoder, same) == served
+    assert _fused_ndcg(engine, cases, engine.encoder, same) == [served]
     # Other vectors give another ranking: each item takes a random other item's vector.
     rng = np.random.default_rng(0)
     shuffled = dict(zip(same, rng.permutation(np.stack(list(same.values())))))
-    assert _fused_ndcg(engine, cases, engine.encoder, shuffled) != served
+    assert _fused_ndcg(engine, cases, engine.encoder, shuffled) != [served]
+    # Weightings are scored in one pass over the same collections; "as served" is the default.
+    as_served, no_words = _fused_ndcg(engine, cases, engine.encoder, same, [None, {"lexical_history": 0.0}])
+    assert as_served == served and no_words != served
     assert not [c for c in engine.store.collections() if c.startswith("validate__")]
