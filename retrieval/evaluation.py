@@ -253,6 +253,9 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
     warm.engine.profiles.refresh([f"cold::{u}" for u in users])
 
     results: dict[str, dict[str, Any]] = {s: {} for s in SLICES if s in slices}
+    # Each user's target rank per slice and method, in the same user order for every method, so
+    # two methods (or two runs with the same config) can be compared user by user.
+    all_ranks: dict[str, dict[str, list[int | None]]] = {s: {} for s in results}
     ranks_all: dict[str, list[int | None]] = {}
     lists_all: dict[str, list[list[str]]] = {}
     plans = [plan for plan in plans if plan[0] in slices]
@@ -266,12 +269,14 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
                 ranks.append(metrics.target_rank(ranked, cases[u].target))
                 lists.append(ranked)
             results[slice_name][method] = summarise(ranks, lists, catalogue_ids, vectors)
+            all_ranks[slice_name][method] = ranks
             if slice_name == "all":
                 ranks_all[method], lists_all[method] = ranks, lists
     tail_idx = [n for n, u in enumerate(users) if cases[u].target not in head]
     for method in config.methods if "long_tail" in slices and "all" in slices else ():
         results["long_tail"][method] = summarise([ranks_all[method][n] for n in tail_idx],
                                                  [lists_all[method][n] for n in tail_idx], catalogue_ids, vectors)
+        all_ranks["long_tail"][method] = [ranks_all[method][n] for n in tail_idx]
     warm.close()
     if cold_replay is not None:
         cold_replay.close()
@@ -281,5 +286,22 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
                    "evaluated_users": len(users), "encoder": encoder.name, "device": encoder.device,
                    "cutoff": CUTOFF},
         "slices": results,
+        "ranks": all_ranks,  # per user; not written to results.json (see ``paired_change``)
         "seconds": time.perf_counter() - started,
     }
+
+
+def paired_change(new: list[int | None], old: list[int | None], k: int = 10) -> dict[str, float]:
+    """NDCG@k of ``new`` minus ``old`` over the same users (two methods' ``ranks`` from evaluations
+    with the same config), with the standard error of that mean difference.
+
+    >>> paired_change([1, None], [None, None])
+    {'ndcg@10': 0.5, 'standard_error': 0.5}
+    """
+    if len(new) != len(old):
+        raise ValueError(f"not the same users: {len(new)} ranks against {len(old)}")
+    diff = np.array([metrics.ndcg_at(a, k) - metrics.ndcg_at(b, k) for a, b in zip(new, old)], dtype=float)
+    if diff.size == 0:
+        return {f"ndcg@{k}": 0.0, "standard_error": 0.0}
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+    return {f"ndcg@{k}": float(diff.mean()), "standard_error": se}

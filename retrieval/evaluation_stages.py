@@ -24,7 +24,7 @@ from typing import Any
 from encoders import BiEncoder
 from retrieval.datasets import Dataset
 from retrieval.encoder_training import EncoderTrainingSettings, train_encoder
-from retrieval.evaluation import RERANKED, SLICES, EvalConfig, Replay, encode_catalogue, evaluate
+from retrieval.evaluation import RERANKED, SLICES, EvalConfig, Replay, encode_catalogue, evaluate, paired_change
 from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker
 from retrieval.store import StoredPoint
 
@@ -32,6 +32,9 @@ STAGE_NAMES = ("zero_shot", "fine_tuned_encoder", "reranker")
 # The reranker stage measured again with retrieval's MMR strength instead of the reranked lists' own
 # default: what that default is worth, on the record beside the stage as served.
 SAME_DIVERSITY = "reranker_retrieval_diversity"
+# A ranker over zero-shot retrieval, trained and measured when the encoder is accepted: the pipeline
+# that serves if the encoder is not switched in, compared user by user with the one that does.
+RANKER_WITHOUT_ENCODER = "reranker_without_encoder"
 
 
 @dataclass
@@ -46,15 +49,45 @@ def training_part(sequences: dict[str, list[str]]) -> dict[str, list[str]]:
     return {u: seq[:-2] for u, seq in sequences.items() if len(seq) > 3}
 
 
+def _train_and_rank(dataset: Dataset, encoder: BiEncoder, points: list[StoredPoint], config: EvalConfig,
+                    versions: RerankerVersions, settings: StageSettings, slices: tuple[str, ...],
+                    progress_factory: Callable[[str, int], Any] | None, label: str,
+                    same_diversity: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Train a ranker on the training part over this retrieval, then evaluate it (rejected ones too:
+    the service never loads those, but their effect belongs on the record)."""
+    replay = Replay(dataset, encoder, training_part(dataset.sequences), points, config, label)
+    try:
+        report = train_reranker(replay.engine.recommender, versions, settings.reranker, progress_factory)
+    finally:
+        replay.close()
+    if report.version is None:
+        return report, {}
+    loaded = versions.load(report.version, device=settings.reranker.device, allow_rejected=True)
+    results = evaluate(dataset, encoder, replace(config, methods=(RERANKED,)), points=points, slices=slices,
+                       reranker=loaded)
+    if same_diversity and config.recommend.reranked_diversity != config.recommend.diversity:
+        same = replace(config, methods=(RERANKED,),
+                       recommend=replace(config.recommend, reranked_diversity=config.recommend.diversity))
+        other = evaluate(dataset, encoder, same, points=points, slices=slices, reranker=loaded)
+        for s in other["slices"]:
+            results["slices"][s][SAME_DIVERSITY] = other["slices"][s][RERANKED]
+            results["ranks"][s][SAME_DIVERSITY] = other["ranks"][s][RERANKED]
+    return report, results
+
+
 def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = None,
                     settings: StageSettings | None = None, points: list[StoredPoint] | None = None,
                     zero_shot: dict[str, Any] | None = None,
                     progress_factory: Callable[[str, int], Any] | None = None,
                     slices: tuple[str, ...] = SLICES) -> dict[str, Any]:
-    """Train both models on the training part and evaluate the three stages.
+    """Train both models on the training part and evaluate the stages.
 
-    ``zero_shot`` may pass the ``slices`` of an evaluation already run with ``encoder`` (its
-    ``hybrid_retrieval`` rows are the first stage); ``points`` the catalogue encoded with ``encoder``.
+    ``zero_shot`` may pass an evaluation already run with ``encoder`` and ``config`` (its
+    ``hybrid_retrieval`` rows and per-user ranks are the first stage); ``points`` the catalogue
+    encoded with ``encoder``. Every stage carries ``change``: its NDCG@10 minus the stage it builds
+    on, user by user, with the standard error of that difference. When the encoder is accepted, a
+    ranker is also trained over zero-shot retrieval (``RANKER_WITHOUT_ENCODER``), so whether the
+    encoder pays for itself once a ranker serves is measured in the same run.
     Returns ``{"table": {slice: {stage: metrics}}, "encoder_training", "reranker_training", "seconds"}``.
     """
     started = time.perf_counter()
@@ -63,8 +96,9 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     work = Path(settings.work_dir or tempfile.mkdtemp(prefix="hybridrec-eval-stages-"))
     points = points if points is not None else encode_catalogue(dataset, encoder)
     retrieval_only = replace(config, methods=("hybrid_retrieval",))
-    if zero_shot is None or any("hybrid_retrieval" not in zero_shot.get(s, {}) for s in slices):
-        zero_shot = evaluate(dataset, encoder, retrieval_only, points=points, slices=slices)["slices"]
+    if zero_shot is None or any("hybrid_retrieval" not in zero_shot["slices"].get(s, {})
+                                or "hybrid_retrieval" not in zero_shot.get("ranks", {}).get(s, {}) for s in slices):
+        zero_shot = evaluate(dataset, encoder, retrieval_only, points=points, slices=slices)
     train_sequences = training_part(dataset.sequences)
 
     # Stage 2: the bi-encoder, contrastive on (item -> next item) of the training part.
@@ -80,53 +114,58 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
         config.recommend, weights={**config.recommend.weights, **(encoder_meta.get("fusion_weights") or {})}))
     # The stage is measured whatever the accept rule said, so a rejected model's effect is on record.
     tuned_results = evaluate(dataset, tuned, replace(tuned_config, methods=("hybrid_retrieval",)),
-                             points=tuned_points, slices=slices)["slices"]
-    serving_encoder, serving_points = (tuned, tuned_points) if encoder_meta["accepted"] else (encoder, points)
-    if encoder_meta["accepted"]:
-        config = tuned_config
+                             points=tuned_points, slices=slices)
+    accepted = encoder_meta["accepted"]
+    serving_encoder, serving_points, serving_config = (
+        (tuned, tuned_points, tuned_config) if accepted else (encoder, points, config))
 
     # Stage 3: the learned ranker (+ cross-encoder where it is trained), on the retrieval that will serve.
-    replay = Replay(dataset, serving_encoder, train_sequences, serving_points, config, "train-reranker")
-    versions = RerankerVersions(work / "reranker")
-    try:
-        report = train_reranker(replay.engine.recommender, versions, settings.reranker, progress_factory)
-    finally:
-        replay.close()
-    reranked_results: dict[str, Any] = {}
-    if report.version is not None:
-        # A rejected model is measured too (the service itself never loads one).
-        loaded = versions.load(report.version, device=settings.reranker.device, allow_rejected=True)
-        reranked_results = evaluate(dataset, serving_encoder, replace(config, methods=(RERANKED,)),
-                                    points=serving_points, slices=slices, reranker=loaded)["slices"]
-        if config.recommend.reranked_diversity != config.recommend.diversity:
-            same = replace(config, methods=(RERANKED,),
-                           recommend=replace(config.recommend, reranked_diversity=config.recommend.diversity))
-            same_diversity = evaluate(dataset, serving_encoder, same, points=serving_points, slices=slices,
-                                      reranker=loaded)["slices"]
-            for s in same_diversity:
-                reranked_results[s][SAME_DIVERSITY] = same_diversity[s][RERANKED]
+    report, reranked = _train_and_rank(dataset, serving_encoder, serving_points, serving_config,
+                                       RerankerVersions(work / "reranker"), settings, slices, progress_factory,
+                                       "train-reranker")
+    without = None
+    if accepted:
+        without_report, without = _train_and_rank(dataset, encoder, points, config,
+                                                   RerankerVersions(work / "reranker_without_encoder"), settings,
+                                                   slices, progress_factory, "train-reranker-zero-shot",
+                                                   same_diversity=False)
 
+    # (stage, its results, its method, the stage it builds on)
+    stages = [("zero_shot", zero_shot, "hybrid_retrieval", None),
+              ("fine_tuned_encoder", tuned_results, "hybrid_retrieval", "zero_shot")]
+    if reranked:
+        stages += [("reranker", reranked, RERANKED, "fine_tuned_encoder" if accepted else "zero_shot")]
+        if SAME_DIVERSITY in reranked["slices"][slices[0]]:
+            stages += [(SAME_DIVERSITY, reranked, SAME_DIVERSITY, "reranker")]
+    if without:
+        stages += [(RANKER_WITHOUT_ENCODER, without, RERANKED, "reranker")]
     table: dict[str, dict[str, Any]] = {}
-    for s in zero_shot:
-        if s not in slices:
-            continue
-        table[s] = {"zero_shot": zero_shot[s]["hybrid_retrieval"],
-                    "fine_tuned_encoder": tuned_results[s]["hybrid_retrieval"]}
-        if reranked_results:
-            table[s]["reranker"] = reranked_results[s][RERANKED]
-            if SAME_DIVERSITY in reranked_results[s]:
-                table[s][SAME_DIVERSITY] = reranked_results[s][SAME_DIVERSITY]
-    return {
+    for s in slices:
+        table[s] = {}
+        for stage, results, method, base in stages:
+            row = dict(results["slices"][s][method])
+            if base is not None:
+                base_results, base_method = next((r, m) for n, r, m, _ in stages if n == base)
+                row["change"] = {"vs": base, **paired_change(results["ranks"][s][method],
+                                                             base_results["ranks"][s][base_method])}
+            table[s][stage] = row
+    out = {
         "table": table,
         "training_users": len(train_sequences),
         "encoder_training": {k: v for k, v in encoder_meta.items() if k != "path"},
-        "reranker_training": {"version": report.version, "accepted": report.accepted, "reason": report.reason,
-                              **{k: v for k, v in report.metadata.items() if k in (
-                                  "ranker", "cross_encoder", "validation", "train_users", "validation_users",
-                                  "seconds", "settings")}},
+        "reranker_training": _ranker_summary(report),
         "diversity": {"retrieval": config.recommend.diversity, "reranked": config.recommend.reranked_diversity},
-        "serving": {"encoder": "fine-tuned" if encoder_meta["accepted"] else "zero-shot",
-                    "weights": config.recommend.weights,
+        "serving": {"encoder": "fine-tuned" if accepted else "zero-shot",
+                    "weights": serving_config.recommend.weights,
                     "reranker": "accepted" if report.accepted else "none (rejected)"},
         "seconds": time.perf_counter() - started,
     }
+    if without is not None:
+        out["reranker_without_encoder_training"] = _ranker_summary(without_report)
+    return out
+
+
+def _ranker_summary(report) -> dict[str, Any]:
+    return {"version": report.version, "accepted": report.accepted, "reason": report.reason,
+            **{k: v for k, v in report.metadata.items() if k in (
+                "ranker", "cross_encoder", "validation", "train_users", "validation_users", "seconds", "settings")}}

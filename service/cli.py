@@ -139,7 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                       cross_encoder=args.cross_encoder, device=settings.device, seed=args.seed),
             work_dir=args.out / "models")
         results["stages"] = evaluate_stages(
-            dataset, encoder, config, stage_settings, points=points, zero_shot=results["slices"],
+            dataset, encoder, config, stage_settings, points=points, zero_shot=results,
             progress_factory=lambda desc, total: tqdm(total=total, desc=desc, mininterval=2))
         results["seconds"] += results["stages"]["seconds"]
     for path in write_report(results, args.out):

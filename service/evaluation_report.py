@@ -37,7 +37,8 @@ def slice_table(methods: dict[str, dict[str, Any]]) -> list[str]:
 
 
 STAGE_TITLES = {"zero_shot": "zero-shot (hybrid retrieval)", "fine_tuned_encoder": "+ fine-tuned encoder",
-                "reranker": "+ reranker", "reranker_retrieval_diversity": "(+ reranker at retrieval's diversity)"}
+                "reranker": "+ reranker", "reranker_retrieval_diversity": "(+ reranker at retrieval's diversity)",
+                "reranker_without_encoder": "(reranker over zero-shot, no encoder)"}
 
 
 def stage_section(stages: dict[str, Any]) -> list[str]:
@@ -45,7 +46,8 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
     enc, rr = stages["encoder_training"], stages["reranker_training"]
     names = [n for n in STAGE_TITLES if any(n in row for row in stages["table"].values())]
     accepted = {"zero_shot": True, "fine_tuned_encoder": enc["accepted"], "reranker": rr["accepted"],
-                "reranker_retrieval_diversity": rr["accepted"]}
+                "reranker_retrieval_diversity": rr["accepted"],
+                "reranker_without_encoder": (stages.get("reranker_without_encoder_training") or {}).get("accepted")}
     # Each stage builds on the last one that would serve: the reranker on the zero-shot encoder
     # when the fine-tuned one was rejected.
     builds_on = {"fine_tuned_encoder": "zero_shot",
@@ -58,8 +60,10 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         "",
         f"Both models were trained inside this run on the training part only ({stages['training_users']} users' "
         "sequences without their validation and test targets); each stage is evaluated like the methods above. "
-        "Cells: NDCG@10 / Recall@10 (change in NDCG@10 against the stage it builds on: the reranker builds on "
-        f"the {'fine-tuned' if enc['accepted'] else 'zero-shot'} encoder).",
+        "Cells: NDCG@10 / Recall@10 (change in NDCG@10 against the stage it builds on, user by user, ± its "
+        "standard error: the reranker builds on "
+        f"the {'fine-tuned' if enc['accepted'] else 'zero-shot'} encoder; the columns in brackets compare "
+        "with the reranker as served).",
         *([f"Diversity as served: retrieval's lists MMR {diversity['retrieval']:g}, reranked lists "
            f"{diversity['reranked']:g} (each chosen on validation by `benchmarks/diversity.py`); the last column is "
            f"the same ranker with MMR {diversity['retrieval']:g}."]
@@ -75,8 +79,11 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
             if not m or not m.get("users"):
                 cells.append("-")
                 continue
-            base = row.get(builds_on.get(n, ""))
-            delta = f" ({m['ndcg@10'] - base['ndcg@10']:+.4f})" if base else ""
+            change, base = m.get("change"), row.get(builds_on.get(n, ""))
+            if change:  # paired, user by user
+                delta = f" ({change['ndcg@10']:+.4f} ± {change['standard_error']:.4f})"
+            else:  # results written before changes were paired
+                delta = f" ({m['ndcg@10'] - base['ndcg@10']:+.4f})" if base else ""
             cells.append(f"{m['ndcg@10']:.4f} / {m['recall@10']:.4f}{delta}")
         users = next((row[n]["users"] for n in names if n in row), 0)
         lines.append(f"| {slice_name} | {users} | " + " | ".join(cells) + " |")
@@ -89,6 +96,7 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
     else:
         ce_text = f"cross-encoder not trained ({ce.get('why', 'off')})"
     validation = "; ".join(f"{name} {v['ndcg@10']:.4f}" for name, v in (rr.get("validation") or {}).items())
+    without = stages.get("reranker_without_encoder_training")
     lines += [
         "",
         f"- Encoder: {enc['pairs']} pairs, epochs {epoch_s}; {'accepted' if enc['accepted'] else 'REJECTED'}: "
@@ -96,6 +104,8 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         f"- Reranker: learned ranker on {ranker.get('lists', 0)} lists ({ranker.get('rows', 0)} candidates, "
         f"{ranker.get('positives', 0)} taken next); {ce_text}; validation NDCG@10: {validation}; "
         f"{'accepted' if rr['accepted'] else 'REJECTED'}: {rr['reason']}.",
+        *([f"- Reranker over zero-shot retrieval (trained the same way, for the comparison in brackets): "
+           f"{'accepted' if without['accepted'] else 'REJECTED'}: {without['reason']}."] if without else []),
         f"- A service trained like this would serve: encoder {stages['serving']['encoder']}, reranker "
         f"{stages['serving']['reranker']}, fusion weights "
         f"{', '.join(f'{k} {v:g}' for k, v in (stages['serving'].get('weights') or {}).items())}. "
@@ -189,6 +199,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
 def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    # Per-user ranks stay in memory (paired standard errors); the file keeps the aggregates.
+    (out / "results.json").write_text(json.dumps({k: v for k, v in results.items() if k != "ranks"}, indent=2))
     (out / "report.md").write_text(markdown(results))
     return [out / "report.md", out / "results.json", *plots(results, out)]

@@ -128,7 +128,16 @@ def test_training_part_never_holds_a_validation_or_test_target():
 
 
 @pytest.mark.slow
-def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path):
+@pytest.mark.parametrize("encoder_accepted", [True, False])
+def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, monkeypatch, encoder_accepted):
+    import retrieval.evaluation_stages as evaluation_stages
+
+    real_train_encoder = evaluation_stages.train_encoder
+
+    def train_encoder(*args, **kwargs):  # the real training, with the verdict this case needs
+        return {**real_train_encoder(*args, **kwargs), "accepted": encoder_accepted}
+
+    monkeypatch.setattr(evaluation_stages, "train_encoder", train_encoder)
     dataset = synthetic_dataset()
     config = EvalConfig(seed=2, max_users=8, recommend=RecommendConfig(rerank_candidates=10))
     settings = StageSettings(EncoderTrainingSettings(max_pairs=80, batch_size=16, device="cpu"),
@@ -136,18 +145,37 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path):
                              work_dir=tmp_path / "models")
     stages = evaluate_stages(dataset, encoder, config, settings, slices=("all", "cold_users"))
     assert set(stages["table"]) == {"all", "cold_users"}
+    # Each stage against the one it builds on; with an accepted encoder, also the ranker that would
+    # serve without it (trained the same way over zero-shot retrieval) against the ranker that does.
+    builds_on = {"fine_tuned_encoder": "zero_shot",
+                 "reranker": "fine_tuned_encoder" if encoder_accepted else "zero_shot",
+                 "reranker_retrieval_diversity": "reranker", "reranker_without_encoder": "reranker"}
     for row in stages["table"].values():
         # The reranker also at retrieval's diversity, beside its own default (0, chosen on validation).
-        assert list(row) == ["zero_shot", "fine_tuned_encoder", "reranker", "reranker_retrieval_diversity"]
+        assert list(row) == ["zero_shot", "fine_tuned_encoder", "reranker", "reranker_retrieval_diversity",
+                             *(["reranker_without_encoder"] if encoder_accepted else [])]
         assert all(m["users"] == 8 and 0.0 <= m["ndcg@10"] <= 1.0 for m in row.values())
+        assert "change" not in row["zero_shot"]
+        for stage, base in builds_on.items():
+            if stage in row:
+                change = row[stage]["change"]
+                assert change["vs"] == base and change["standard_error"] >= 0
+                # The mean of the user-by-user differences is the difference of the means.
+                assert change["ndcg@10"] == pytest.approx(row[stage]["ndcg@10"] - row[base]["ndcg@10"])
     enc, rr = stages["encoder_training"], stages["reranker_training"]
     assert 0 < enc["pairs"] <= 80 and enc["validation"]["users"] > 0
     assert 0 < rr["ranker"]["lists"] <= 40 and rr["version"] is not None and not rr["cross_encoder"]["trained"]
     # The models are kept with their verdicts where the settings asked.
     assert (tmp_path / "models" / "encoder" / enc["version"] / "metadata.json").exists()
     assert (tmp_path / "models" / "reranker" / rr["version"] / "metadata.json").exists()
+    without = stages.get("reranker_without_encoder_training")
+    assert (without is not None) == encoder_accepted
+    if without:
+        assert (tmp_path / "models" / "reranker_without_encoder" / without["version"] / "metadata.json").exists()
+    assert stages["serving"]["encoder"] == ("fine-tuned" if encoder_accepted else "zero-shot")
     report = "\n".join(stage_section(stages))
     assert "+ fine-tuned encoder" in report and "| all | 8 |" in report and "learned ranker on" in report
+    assert " ± " in report and ("reranker over zero-shot" in report) == encoder_accepted
     assert stages["diversity"] == {"retrieval": 0.3, "reranked": 0.0}
     assert "reranker at retrieval's diversity" in report and "reranked lists 0" in report
 
