@@ -130,7 +130,7 @@ def test_training_part_never_holds_a_validation_or_test_target():
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder_accepted", [True, False])
 def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, monkeypatch, encoder_accepted):
-    import retrieval.evaluation_stages as evaluation_stages
+    from retrieval import evaluation_stages
 
     real_train_encoder = evaluation_stages.train_encoder
 
