@@ -197,6 +197,8 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     print(f"encoder {meta['version']} {'accepted' if meta['accepted'] else 'rejected'}: {meta['reason']}")
     if meta["accepted"]:
         print(f"serve it with: hybridrec reindex --data-dir {settings.data_dir}   (or POST /v1/admin/reindex)")
+        print("it was judged on retrieval alone: where a reranker serves, retrain the reranker after the reindex "
+              "(hybridrec train reranker) and compare it with the one serving now")
     return 0
 
 
