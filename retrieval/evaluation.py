@@ -300,8 +300,5 @@ def paired_change(new: list[int | None], old: list[int | None], k: int = 10) -> 
     """
     if len(new) != len(old):
         raise ValueError(f"not the same users: {len(new)} ranks against {len(old)}")
-    diff = np.array([metrics.ndcg_at(a, k) - metrics.ndcg_at(b, k) for a, b in zip(new, old)], dtype=float)
-    if diff.size == 0:
-        return {f"ndcg@{k}": 0.0, "standard_error": 0.0}
-    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
-    return {f"ndcg@{k}": float(diff.mean()), "standard_error": se}
+    mean, se = metrics.paired_difference([metrics.ndcg_at(r, k) for r in new], [metrics.ndcg_at(r, k) for r in old])
+    return {f"ndcg@{k}": mean, "standard_error": se}

@@ -26,6 +26,19 @@ def recall_at(rank: int | None, k: int) -> float:
     return 1.0 if rank is not None and rank <= k else 0.0
 
 
+def paired_difference(new: Sequence[float], old: Sequence[float]) -> tuple[float, float]:
+    """Mean of ``new - old`` over the same cases, and the standard error of that mean.
+
+    >>> paired_difference([1, 0], [0, 0])
+    (0.5, 0.5)
+    """
+    diff = np.asarray(new, dtype=float) - np.asarray(old, dtype=float)
+    if diff.size == 0:
+        return 0.0, 0.0
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+    return float(diff.mean()), se
+
+
 def ndcg_at(rank: int | None, k: int) -> float:
     """One relevant item: the ideal DCG is 1, so NDCG@k = 1 / log2(rank + 1)."""
     return 1.0 / math.log2(rank + 1) if rank is not None and rank <= k else 0.0

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from retrieval.cooccurrence import CoOccurrenceIndex
 from retrieval.event_log import EventLog
+from retrieval.metrics import paired_difference
 from retrieval.recommender import RecommendedItem, Recommender, RecommendRequest
 from retrieval.rerank import HISTORY_ITEMS
 
@@ -118,9 +117,5 @@ def clearly_better(new: Sequence[float], old: Sequence[float], margin: float = 1
     >>> clearly_better([1, 1, 0, 1], [0, 1, 0, 0])[0], clearly_better([1, 0], [0, 1])[0]
     (True, False)
     """
-    diff = np.asarray(new, dtype=float) - np.asarray(old, dtype=float)
-    if diff.size == 0:
-        return False, 0.0, 0.0
-    mean = float(diff.mean())
-    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+    mean, se = paired_difference(new, old)
     return mean > 0 and mean > margin * se, mean, se
