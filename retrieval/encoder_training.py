@@ -34,7 +34,6 @@ from encoders.bi_encoder import centred
 from encoders.training import train_contrastive
 from retrieval import metrics
 from retrieval.engine import Engine
-from retrieval.layout import Layout
 from retrieval.model_versions import (LogTrainingSettings, ModelVersions, clearly_better, log_sequences,
                                       next_item_cases, retrieve_past_moment, split_users)
 from retrieval.store import StoredPoint
@@ -81,15 +80,10 @@ def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder
     served ones; default: as served). Without ``vectors``: the served catalogue. With them (and the
     ``encoder`` that made them, for queries): the catalogue written with those vectors into scratch
     collections beside the served ones, dropped afterwards; the served ones are never touched."""
-    weightings = weightings or [None]
-    layout, scratch = engine.layout, None
+    layout, scratch, encoder = engine.layout, None, encoder or engine.encoder
     if vectors is not None:
         tag = f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{random.randrange(1 << 30)}"
-        layout = scratch = Layout(items=f"validate__items_{tag}", users=f"validate__users_{tag}",
-                                  weights=engine.layout.weights)
-        encoder = encoder or engine.encoder
-    else:
-        encoder = engine.encoder
+        layout = scratch = replace(layout, items=f"validate__items_{tag}", users=f"validate__users_{tag}")
     try:
         if scratch is not None:
             catalogue, _, _ = engine.wire(scratch, encoder)
@@ -103,12 +97,9 @@ def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder
                     break
             catalogue.optimize()
         out = []
-        for weights in weightings:
-            if weights is None and scratch is None:
-                recommender = engine.recommender
-            else:
-                weighted = replace(layout, weights={**(layout.weights or {}), **(weights or {})})
-                recommender = engine.wire(weighted, encoder)[2]
+        for weights in weightings or [None]:
+            recommender = engine.wire(replace(layout, weights={**(layout.weights or {}), **(weights or {})}),
+                                      encoder)[2]
             scores = []
             for user, history, target in cases:
                 ids = [i.id for i in retrieve_past_moment(recommender, user, history, 10)]
@@ -163,8 +154,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
     fused_cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users]
     decay = engine.config.profiles.position_decay
-    served = engine.recommender.config.weights
-    served_lexical = served.get("lexical_history", served.get("lexical", 1.0))
+    served_lexical = engine.recommender.sources["lexical"].history_weight
     lexical = sorted({served_lexical, *settings.lexical_weights}, reverse=True)
     weightings = [{"lexical_history": w} for w in lexical]
     baseline_dense = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)

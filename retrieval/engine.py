@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoders import BiEncoder
@@ -104,9 +104,7 @@ class Engine:
         fused with the layout's weights where it has its own."""
         catalogue = Catalogue(self.store, encoder, self.bm25, collection=layout.items)
         profiles = Profiles(self.store, self.log, catalogue, self.index, self.config.profiles, collection=layout.users)
-        recommend = self.config.recommend
-        if layout.weights:
-            recommend = replace(recommend, weights={**recommend.weights, **layout.weights})
+        recommend = self.config.recommend.with_weights(layout.weights)
         return catalogue, profiles, Recommender(catalogue, profiles, self.index, recommend)
 
     def switch(self, layout: Layout, encoder: BiEncoder,

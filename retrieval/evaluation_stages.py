@@ -110,8 +110,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     tuned = BiEncoder(encoder_meta["path"], device=encoder.device)
     tuned_points = encode_catalogue(dataset, tuned)
     # The encoder serves with the fusion weights chosen with it (as ``hybridrec reindex`` gives it).
-    tuned_config = replace(config, recommend=replace(
-        config.recommend, weights={**config.recommend.weights, **(encoder_meta.get("fusion_weights") or {})}))
+    tuned_config = replace(config, recommend=config.recommend.with_weights(encoder_meta.get("fusion_weights")))
     # The stage is measured whatever the accept rule said, so a rejected model's effect is on record.
     tuned_results = evaluate(dataset, tuned, replace(tuned_config, methods=("hybrid_retrieval",)),
                              points=tuned_points, slices=slices)

@@ -62,6 +62,10 @@ class RecommendConfig:
     reranked_diversity: float = 0.0
     diversity_pool: int = 50  # how much of the top the diverse list is picked from
 
+    def with_weights(self, overrides: dict[str, float] | None) -> RecommendConfig:
+        """These settings with some source weights replaced (a layout's, an encoder's choice)."""
+        return replace(self, weights={**self.weights, **overrides}) if overrides else self
+
 
 @dataclass
 class RecommendRequest:
