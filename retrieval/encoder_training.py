@@ -19,7 +19,6 @@ served after ``hybridrec reindex``, which gives the new layout the weights chose
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from encoders.training import train_contrastive
 from retrieval import metrics
 from retrieval.engine import Engine
 from retrieval.model_versions import (LogTrainingSettings, ModelVersions, clearly_better, log_sequences,
-                                      next_item_cases, retrieve_past_moment, split_users)
+                                      next_item_cases, read_metadata, retrieve_past_moment, split_users)
 from retrieval.store import StoredPoint
 
 
@@ -220,10 +219,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
 def trained_fusion_weights(model_dir: str | Path) -> dict[str, float] | None:
     """The fusion weights a trained encoder was chosen with (its version's metadata), or None for
     a model this trainer did not make (the bundled one, or an older version)."""
-    meta = Path(model_dir) / "metadata.json"
-    if not meta.exists():
-        return None
-    weights = json.loads(meta.read_text()).get("fusion_weights")
+    weights = (read_metadata(model_dir) or {}).get("fusion_weights")
     return {k: float(v) for k, v in weights.items()} if weights else None
 
 

@@ -28,7 +28,6 @@ from retrieval.evaluation import RERANKED, SLICES, EvalConfig, Replay, encode_ca
 from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker
 from retrieval.store import StoredPoint
 
-STAGE_NAMES = ("zero_shot", "fine_tuned_encoder", "reranker")
 # The reranker stage measured again with retrieval's MMR strength instead of the reranked lists' own
 # default: what that default is worth, on the record beside the stage as served.
 SAME_DIVERSITY = "reranker_retrieval_diversity"
@@ -138,13 +137,14 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
             stages += [(SAME_DIVERSITY, reranked, SAME_DIVERSITY, "reranker")]
     if without:
         stages += [(RANKER_WITHOUT_ENCODER, without, RERANKED, "reranker")]
+    measured = {stage: (results, method) for stage, results, method, _ in stages}
     table: dict[str, dict[str, Any]] = {}
     for s in slices:
         table[s] = {}
         for stage, results, method, base in stages:
             row = dict(results["slices"][s][method])
             if base is not None:
-                base_results, base_method = next((r, m) for n, r, m, _ in stages if n == base)
+                base_results, base_method = measured[base]
                 row["change"] = {"vs": base, **paired_change(results["ranks"][s][method],
                                                              base_results["ranks"][s][base_method])}
             table[s][stage] = row

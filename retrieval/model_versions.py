@@ -18,6 +18,14 @@ from retrieval.metrics import paired_difference
 from retrieval.recommender import RecommendedItem, Recommender, RecommendRequest
 from retrieval.rerank import HISTORY_ITEMS
 
+METADATA_FILE = "metadata.json"
+
+
+def read_metadata(folder: str | Path) -> dict[str, Any] | None:
+    """A saved model's metadata, or None where the folder holds no version of ours."""
+    meta = Path(folder) / METADATA_FILE
+    return json.loads(meta.read_text()) if meta.exists() else None
+
 
 class ModelVersions:
     """Trained models under ``root/<version>/``, each with a ``metadata.json`` that says whether
@@ -37,7 +45,7 @@ class ModelVersions:
         tmp = self.root / f".{version}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         write(tmp)
-        (tmp / "metadata.json").write_text(json.dumps({**metadata, "version": version}, indent=2))
+        (tmp / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}, indent=2))
         tmp.rename(self.root / version)
         return version
 
@@ -47,9 +55,9 @@ class ModelVersions:
     def all(self) -> list[dict[str, Any]]:
         out = []
         for path in sorted(self.root.glob("v*")):
-            meta = path / "metadata.json"
-            if path.is_dir() and meta.exists():
-                out.append(json.loads(meta.read_text()))
+            meta = read_metadata(path) if path.is_dir() else None
+            if meta is not None:
+                out.append(meta)
         return out
 
     def latest_accepted(self) -> dict[str, Any] | None:
