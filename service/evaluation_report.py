@@ -48,11 +48,6 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
     accepted = {"zero_shot": True, "fine_tuned_encoder": enc["accepted"], "reranker": rr["accepted"],
                 "reranker_retrieval_diversity": rr["accepted"],
                 "reranker_without_encoder": (stages.get("reranker_without_encoder_training") or {}).get("accepted")}
-    # Each stage builds on the last one that would serve: the reranker on the zero-shot encoder
-    # when the fine-tuned one was rejected.
-    builds_on = {"fine_tuned_encoder": "zero_shot",
-                 "reranker": "fine_tuned_encoder" if enc["accepted"] else "zero_shot"}
-    builds_on["reranker_retrieval_diversity"] = builds_on["reranker"]
     diversity = stages.get("diversity")
     titles = [STAGE_TITLES[n] + ("" if accepted[n] else " (rejected, measured anyway)") for n in names]
     lines = [
@@ -79,11 +74,8 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
             if not m or not m.get("users"):
                 cells.append("-")
                 continue
-            change, base = m.get("change"), row.get(builds_on.get(n, ""))
-            if change:  # paired, user by user
-                delta = f" ({change['ndcg@10']:+.4f} ± {change['standard_error']:.4f})"
-            else:  # results written before changes were paired
-                delta = f" ({m['ndcg@10'] - base['ndcg@10']:+.4f})" if base else ""
+            change = m.get("change")  # against the stage it builds on, user by user (evaluate_stages)
+            delta = f" ({change['ndcg@10']:+.4f} ± {change['standard_error']:.4f})" if change else ""
             cells.append(f"{m['ndcg@10']:.4f} / {m['recall@10']:.4f}{delta}")
         users = next((row[n]["users"] for n in names if n in row), 0)
         lines.append(f"| {slice_name} | {users} | " + " | ".join(cells) + " |")
