@@ -274,9 +274,9 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
                 ranks_all[method], lists_all[method] = ranks, lists
     tail_idx = [n for n, u in enumerate(users) if cases[u].target not in head]
     for method in config.methods if "long_tail" in slices and "all" in slices else ():
-        results["long_tail"][method] = summarise([ranks_all[method][n] for n in tail_idx],
-                                                 [lists_all[method][n] for n in tail_idx], catalogue_ids, vectors)
-        all_ranks["long_tail"][method] = [ranks_all[method][n] for n in tail_idx]
+        all_ranks["long_tail"][method] = tail_ranks = [ranks_all[method][n] for n in tail_idx]
+        results["long_tail"][method] = summarise(tail_ranks, [lists_all[method][n] for n in tail_idx],
+                                                 catalogue_ids, vectors)
     warm.close()
     if cold_replay is not None:
         cold_replay.close()
