@@ -10,6 +10,10 @@ random ones; its score becomes one more column of the ranker's features, on list
 trained on. The newest item of every user is held out, and validation users contribute nothing
 to training; the served variant (ranker alone, or ranker + cross-encoder) is the one that won
 validation NDCG@10, and only if it beat the retrieval order.
+
+Lists are the pool a ranker reorders (``RecommendConfig.ranker_pool_weights``), which may be fused
+otherwise than the order served without a ranker (a fine-tuned encoder's layout tunes that order);
+validation then compares the ranker with the served order, which is what it replaces.
 """
 
 from __future__ import annotations
@@ -97,6 +101,9 @@ class RankList:
     user: str
     target: str
     inputs: RankInputs
+    # The retrieval order served without a ranker, where the pool is fused otherwise (validation
+    # compares the ranker with what it replaces); None: the pool's own order.
+    served: list[str] | None = None
 
     def labels(self) -> np.ndarray:
         return np.array([i == self.target for i in self.inputs.ids], dtype=np.int8)
@@ -109,7 +116,7 @@ def _context(history: list[str], payloads: dict[str, Any]) -> str:
 
 def build_list(recommender: Recommender, user: str, history: list[str], target: str, candidates: int,
                texts: bool = True) -> RankList:
-    items = retrieve_past_moment(recommender, user, history, candidates)
+    items = retrieve_past_moment(recommender, user, history, candidates, ranker_pool=True)
     inputs = rank_inputs(recommender.catalogue, recommender.profiles.index, history, rank_candidates(items),
                          leave_out_user=user, texts=texts)
     return RankList(user, target, inputs)
@@ -132,7 +139,8 @@ def build_groups(recommender: Recommender, cases: list[tuple[str, list[str], str
     catalogue = recommender.catalogue
     groups = []
     for user, history, target in cases:
-        hard = [i.id for i in retrieve_past_moment(recommender, user, history, settings.hard_negatives + 5) if i.id != target]
+        hard = [i.id for i in retrieve_past_moment(recommender, user, history, settings.hard_negatives + 5,
+                                                   ranker_pool=True) if i.id != target]
         hard = hard[: settings.hard_negatives]
         randoms = [i for i in rng.sample(all_ids, min(len(all_ids), settings.random_negatives + 3))
                    if i != target and i not in hard and i not in history][: settings.random_negatives]
@@ -234,6 +242,12 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
 
     lists = build_all("ranking lists", list_cases)
     val_lists = build_all("validation lists", [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users])
+    if recommender.pool_weights is not None:
+        b = bar("served order", len(val_lists))
+        for rl in val_lists:
+            rl.served = [i.id for i in retrieve_past_moment(recommender, rl.user, sequences[rl.user][:-1], 10)]
+            b.update(1)
+        b.close()
     if not any(rl.labels().any() for rl in lists):
         return TrainingReport(None, False, "no next item was ever among the retrieved candidates: nothing to learn")
 
@@ -263,7 +277,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     def ordered_by(model: RankingModel) -> Callable[[RankList], list[str]]:
         return lambda rl: [r.id for r in rank_order(model, rl.inputs.ids, rl.inputs.features)]
 
-    orders = {"retrieval": lambda rl: rl.inputs.ids, **{name: ordered_by(m) for name, m in variants.items()}}
+    orders = {"retrieval": lambda rl: rl.served or rl.inputs.ids,
+              **{name: ordered_by(m) for name, m in variants.items()}}
     validation, per_case = validate(val_lists, orders, recommender.catalogue.count())
     best_name, accepted, reason = _verdict(validation, per_case)
     served = variants[best_name]
@@ -290,6 +305,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
                           {"trained": False, "why": f"cross_encoder={settings.cross_encoder} on "
                                                    f"{resolve_device(settings.device)}"}),
         "train_users": len(train_users), "validation_users": len(val_users),
+        "pool_weights": recommender.config.ranker_pool_weights or recommender.config.weights,
         "validation": validation,
         "settings": settings.__dict__,
         "seconds": time.perf_counter() - started,

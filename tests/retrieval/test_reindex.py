@@ -56,6 +56,9 @@ def test_reindex_serves_a_trained_encoder_with_the_fusion_weights_chosen_for_it(
     shared = set(before_history) & set(after_history)
     assert shared and all(after_history[i] == pytest.approx(before_history[i] / 4) for i in shared)
     assert lexical(query) == pytest.approx(before_query)
+    # The pool a ranker reorders keeps BM25 at its configured weight (a ranker picks from it).
+    assert engine.recommender.config.ranker_pool_weights == {**engine.config.recommend.weights}
+    assert lexical(RecommendRequest(k=10, history=history.history, ranker_pool=True)) == pytest.approx(before_history)
     engine.close()
     again = make_engine(tmp_path / "data")
     assert again.recommender.config.weights["lexical_history"] == 0.25  # kept across restarts

@@ -1,6 +1,7 @@
 """Reranker versions and the rerank stage: only accepted models serve, and responses say which."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -55,6 +56,25 @@ def test_rejected_model_is_never_served_and_accepted_one_is_reported(engine, dem
     # A newer rejected model does not displace the accepted one.
     save(engine.rerankers, accepted=False)
     assert engine.reload_reranker() == accepted
+
+
+def test_a_ranker_reorders_its_own_pool_where_the_served_order_is_fused_otherwise(engine, demo_items):
+    category_log(engine, demo_items)
+    clicks(engine, "u1", [demo_items[0]["id"], demo_items[5]["id"]])
+    # A layout that serves its order without BM25 over the history (weight 0 drops the source).
+    recommender = engine.wire(replace(engine.layout, weights={"lexical_history": 0.0}), engine.encoder)[2]
+    request = RecommendRequest(user_id="u1", k=10, diversity=0)
+
+    def lexical_hits(result):
+        return sum("lexical" in i.trace["sources"] for i in result.items)
+
+    plain = recommender.recommend(request)
+    assert plain.reranker is None and lexical_hits(plain) == 0
+    assert lexical_hits(recommender.recommend(replace(request, ranker_pool=True))) > 0
+    recommender.reranker = engine.rerankers.load(save(engine.rerankers, accepted=True))
+    reranked = recommender.recommend(request)
+    assert reranked.reranker is not None and lexical_hits(reranked) > 0
+    assert lexical_hits(recommender.recommend(replace(request, rerank=False))) == 0
 
 
 def test_served_order_is_the_models_order_over_the_pipelines_features(engine, demo_items):
@@ -180,6 +200,21 @@ def test_train_reranker_end_to_end_on_a_small_log(engine, demo_items):
     loaded = engine.rerankers.load(report.version, allow_rejected=True)
     x, _ = synthetic(n_lists=5)
     assert np.array_equal(loaded.ranker.score(x), RankingModel.load(engine.rerankers.path(report.version)).score(x))
+
+
+def test_train_reranker_learns_from_the_pool_and_is_judged_against_the_served_order(engine, demo_items):
+    category_log(engine, demo_items)
+    recommender = engine.wire(replace(engine.layout, weights={"lexical_history": 0.0}), engine.encoder)[2]
+    settings = TrainingSettings(validation_users=0.2, candidates=20, cross_encoder="off", device=TEST_DEVICE)
+    report = train_reranker(recommender, engine.rerankers, settings)
+    meta = {m["version"]: m for m in engine.rerankers.all()}[report.version]
+    assert meta["pool_weights"] == engine.config.recommend.weights  # BM25 at its configured weight
+    # The baseline is the order served without BM25, not the pool's own: a different number.
+    same = train_reranker(engine.recommender, engine.rerankers, settings)
+    other = {m["version"]: m for m in engine.rerankers.all()}[same.version]
+    assert other["pool_weights"] == engine.config.recommend.weights
+    assert meta["validation"]["retrieval"]["ndcg@10"] != other["validation"]["retrieval"]["ndcg@10"]
+    assert meta["validation"]["ranker"]["ndcg@10"] == pytest.approx(other["validation"]["ranker"]["ndcg@10"])
 
 
 def test_train_reranker_with_the_cross_encoder_as_a_feature(engine, demo_items):
