@@ -34,6 +34,9 @@ SAME_DIVERSITY = "reranker_retrieval_diversity"
 # A ranker over zero-shot retrieval, trained and measured when the encoder is accepted: the pipeline
 # that serves if the encoder is not switched in, compared user by user with the one that does.
 RANKER_WITHOUT_ENCODER = "reranker_without_encoder"
+# Zero-shot retrieval with the fusion weights chosen with the fine-tuned encoder: the encoder's own
+# part of its stage, apart from the weights' (measured whenever the encoder comes with weights).
+WEIGHTS_WITHOUT_ENCODER = "zero_shot_at_encoder_weights"
 
 
 @dataclass
@@ -86,7 +89,9 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     encoded with ``encoder``. Every stage carries ``change``: its NDCG@10 minus the stage it builds
     on, user by user, with the standard error of that difference. When the encoder is accepted, a
     ranker is also trained over zero-shot retrieval (``RANKER_WITHOUT_ENCODER``), so whether the
-    encoder pays for itself once a ranker serves is measured in the same run.
+    encoder pays for itself once a ranker serves is measured in the same run; zero-shot retrieval
+    with the fusion weights chosen with the encoder
+    (``WEIGHTS_WITHOUT_ENCODER``) tells the encoder's part from the weights'.
     Returns ``{"table": {slice: {stage: metrics}}, "encoder_training", "reranker_training", "seconds"}``.
     """
     started = time.perf_counter()
@@ -113,6 +118,10 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     # The stage is measured whatever the accept rule said, so a rejected model's effect is on record.
     tuned_results = evaluate(dataset, tuned, replace(tuned_config, methods=("hybrid_retrieval",)),
                              points=tuned_points, slices=slices)
+    reweighted = None
+    if encoder_meta.get("fusion_weights"):
+        reweighted = evaluate(dataset, encoder, replace(tuned_config, methods=("hybrid_retrieval",)),
+                              points=points, slices=slices)
     accepted = encoder_meta["accepted"]
     serving_encoder, serving_points, serving_config = (
         (tuned, tuned_points, tuned_config) if accepted else (encoder, points, config))
@@ -131,6 +140,8 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     # (stage, its results, its method, the stage it builds on)
     stages = [("zero_shot", zero_shot, "hybrid_retrieval", None),
               ("fine_tuned_encoder", tuned_results, "hybrid_retrieval", "zero_shot")]
+    if reweighted:
+        stages += [(WEIGHTS_WITHOUT_ENCODER, reweighted, "hybrid_retrieval", "fine_tuned_encoder")]
     if reranked:
         stages += [("reranker", reranked, RERANKED, "fine_tuned_encoder" if accepted else "zero_shot")]
         if SAME_DIVERSITY in reranked["slices"][slices[0]]:

@@ -37,7 +37,7 @@ def slice_table(methods: dict[str, dict[str, Any]]) -> list[str]:
 
 
 STAGE_TITLES = {"zero_shot": "zero-shot (hybrid retrieval)", "fine_tuned_encoder": "+ fine-tuned encoder",
-                "reranker": "+ reranker", "reranker_retrieval_diversity": "(+ reranker at retrieval's diversity)",
+                "zero_shot_at_encoder_weights": "(zero-shot at the encoder's weights)", "reranker": "+ reranker", "reranker_retrieval_diversity": "(+ reranker at retrieval's diversity)",
                 "reranker_without_encoder": "(reranker over zero-shot, no encoder)"}
 
 
@@ -45,7 +45,8 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
     """The learning stages: NDCG@10 / Recall@10 per slice, and what each trainer decided."""
     enc, rr = stages["encoder_training"], stages["reranker_training"]
     names = [n for n in STAGE_TITLES if any(n in row for row in stages["table"].values())]
-    accepted = {"zero_shot": True, "fine_tuned_encoder": enc["accepted"], "reranker": rr["accepted"],
+    accepted = {"zero_shot": True, "fine_tuned_encoder": enc["accepted"], "zero_shot_at_encoder_weights": True,
+                "reranker": rr["accepted"],
                 "reranker_retrieval_diversity": rr["accepted"],
                 "reranker_without_encoder": (stages.get("reranker_without_encoder_training") or {}).get("accepted")}
     diversity = stages.get("diversity")
@@ -57,8 +58,9 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         "sequences without their validation and test targets); each stage is evaluated like the methods above. "
         "Cells: NDCG@10 / Recall@10 (change in NDCG@10 against the stage it builds on, user by user, ± its "
         "standard error: the reranker builds on "
-        f"the {'fine-tuned' if enc['accepted'] else 'zero-shot'} encoder; the columns in brackets compare "
-        "with the reranker as served).",
+        f"the {'fine-tuned' if enc['accepted'] else 'zero-shot'} encoder; a column in brackets compares with "
+        "the stage it stands beside: zero-shot at the encoder's weights with the fine-tuned encoder, so its "
+        "change is minus the encoder's own part; the other rankers with the reranker as served).",
         *([f"Diversity as served: retrieval's lists MMR {diversity['retrieval']:g}, reranked lists "
            f"{diversity['reranked']:g} (each chosen on validation by `benchmarks/diversity.py`); the last column is "
            f"the same ranker with MMR {diversity['retrieval']:g}."]

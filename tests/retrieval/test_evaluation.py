@@ -147,13 +147,14 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     assert set(stages["table"]) == {"all", "cold_users"}
     # Each stage against the one it builds on; with an accepted encoder, also the ranker that would
     # serve without it (trained the same way over zero-shot retrieval) against the ranker that does.
-    builds_on = {"fine_tuned_encoder": "zero_shot",
+    # Zero-shot at the encoder's weights stands beside the encoder: its change is minus the encoder's part.
+    builds_on = {"fine_tuned_encoder": "zero_shot", "zero_shot_at_encoder_weights": "fine_tuned_encoder",
                  "reranker": "fine_tuned_encoder" if encoder_accepted else "zero_shot",
                  "reranker_retrieval_diversity": "reranker", "reranker_without_encoder": "reranker"}
     for row in stages["table"].values():
         # The reranker also at retrieval's diversity, beside its own default (0, chosen on validation).
-        assert list(row) == ["zero_shot", "fine_tuned_encoder", "reranker", "reranker_retrieval_diversity",
-                             *(["reranker_without_encoder"] if encoder_accepted else [])]
+        assert list(row) == ["zero_shot", "fine_tuned_encoder", "zero_shot_at_encoder_weights", "reranker",
+                             "reranker_retrieval_diversity", *(["reranker_without_encoder"] if encoder_accepted else [])]
         assert all(m["users"] == 8 and 0.0 <= m["ndcg@10"] <= 1.0 for m in row.values())
         assert "change" not in row["zero_shot"]
         for stage, base in builds_on.items():
@@ -176,6 +177,7 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     report = "\n".join(stage_section(stages))
     assert "+ fine-tuned encoder" in report and "| all | 8 |" in report and "learned ranker on" in report
     assert " ± " in report and ("reranker over zero-shot" in report) == encoder_accepted
+    assert "zero-shot at the encoder's weights" in report
     assert stages["diversity"] == {"retrieval": 0.3, "reranked": 0.0}
     assert "reranker at retrieval's diversity" in report and "reranked lists 0" in report
 
