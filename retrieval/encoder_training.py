@@ -12,8 +12,9 @@ On the shared dataset the new encoder gains on cold items at the served weights 
 measurable on all users: for an item someone has taken it relearns what the collaborative source
 already reads exactly. What it adds is what BM25 gave cold items, so the fusion that serves it may
 lean less on BM25: the trainer tries each of ``lexical_weights`` with both encoders and keeps the
-new one, with its weights, only if it is clearly better than what serves and no worse than the old
-encoder at the same weights. Dense retrieval alone is recorded beside it. Accepted models are
+new one, with its weights, only if it is clearly better than what serves and than the old encoder
+at the same weights. The weights tune the order served as is; a ranker's pool keeps the
+configured ones (``RecommendConfig.with_weights``). Dense retrieval alone is recorded beside it. Accepted models are
 served after ``hybridrec reindex``, which gives the new layout the weights chosen here.
 """
 
@@ -182,13 +183,16 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
              "fine_tuned_without_centring_ndcg@10":
                  float(np.mean(_dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))}
     better, gain, se = clearly_better(tuned_cases, baseline_cases)
-    # The weights alone must not be the gain: at the chosen weights the new encoder must be at least
-    # as good as the old one (else the old encoder with those weights would be the better switch).
-    _, own_gain, own_se = clearly_better(tuned_cases, current_by[chosen])
-    accepted = better and own_gain >= 0
+    # The weights alone must not be the gain: at the chosen weights the new encoder must be clearly
+    # better than the old one too (else the switch is the weights, not a reindex). On the shared
+    # dataset an encoder let through at "no worse" (+0.0024, 1.3 standard errors on 981 users)
+    # was level with the old one at the same weights on every user of both splits (+0.0000 test,
+    # +0.0002 validation, standard error 0.0009): its stage's gain was the weights'.
+    own_better, own_gain, own_se = clearly_better(tuned_cases, current_by[chosen])
+    accepted = better and own_better
     baseline, tuned = float(np.mean(baseline_cases or [0.0])), float(np.mean(tuned_cases or [0.0]))
     verdict = ("clearly better" if better else "not clearly better") + (
-        "" if own_gain >= 0 or not better else "; but no better than the current encoder at those weights")
+        "" if own_better or not better else "; but not clearly better than the current encoder at those weights")
     by_weight = {str(w): {"current_encoder_ndcg@10": float(np.mean(current_by[w] or [0.0])),
                           "fine_tuned_ndcg@10": float(np.mean(tuned_by[w] or [0.0]))} for w in lexical}
     metadata = {
