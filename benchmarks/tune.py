@@ -3,17 +3,23 @@
 Prints NDCG@10 / Recall@10 on all users and on cold items for each setting, so the defaults in
 RecommendConfig / ProfileConfig come from a measurement, not a guess.
 
-    python benchmarks/tune.py [--max-users 2000] [--round 1|2|3] [--encoder DIR]
+    python benchmarks/tune.py [--max-users 2000] [--round 1|2|3|4] [--encoder DIR]
 
 Round 3 is BM25's weight against a fine-tuned encoder's (``--encoder``, e.g. one that
 ``make eval-stages`` trained under benchmarks/eval/stages/models/encoder/): the bundled encoder and
 the given one, each at the served weights and with BM25 weighed less.
+
+Round 4 is the pool a learned ranker reorders when the served order weighs BM25 over the history
+at 0.5 (as a fine-tuned encoder's layout may): a ranker trained on the training part over that
+same pool, and one over the pool at the configured weights (``RecommendConfig.with_weights``),
+each measured against the served order; with ``--encoder``, that encoder, else the bundled one.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,10 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
+from retrieval import metrics  # noqa: E402
 from retrieval.datasets import load_dataset  # noqa: E402
-from retrieval.evaluation import EvalConfig, encode_catalogue, evaluate  # noqa: E402
+from retrieval.evaluation import RERANKED, EvalConfig, Replay, encode_catalogue, evaluate  # noqa: E402
+from retrieval.evaluation_stages import training_part  # noqa: E402
 from retrieval.profiles import ProfileConfig  # noqa: E402
 from retrieval.recommender import RecommendConfig  # noqa: E402
+from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker  # noqa: E402
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office"
 
@@ -62,6 +71,37 @@ def round3(encoders: dict[str, str | None]):
                    ProfileConfig(), path)
 
 
+def round4(dataset, encoder: BiEncoder, points: list, max_users: int) -> dict:
+    """Train a ranker over each pool and evaluate it (valid split; history requests, no diversity)."""
+    base = RecommendConfig(diversity=0.0)
+    served = base.with_weights({"lexical_history": 0.5})
+    pools = {"pool as the served order (BM25 history 0.5)": replace(served, ranker_pool_weights=served.weights),
+             "pool at the configured weights (BM25 history 1.0)": served}
+    work = Path(tempfile.mkdtemp(prefix="hybridrec-tune4-"))
+    out, ranks = {}, {}
+    for n, (name, rec) in enumerate(pools.items()):
+        config = EvalConfig(split="valid", max_users=max_users, methods=("hybrid_retrieval", RERANKED), recommend=rec)
+        replay = Replay(dataset, encoder, training_part(dataset.sequences), points, config, "train-ranker")
+        try:
+            report = train_reranker(replay.engine.recommender, RerankerVersions(work / str(n)),
+                                    TrainingSettings(cross_encoder="off", seed=42))
+        finally:
+            replay.close()
+        ranker = RerankerVersions(work / str(n)).load(report.version, allow_rejected=True)
+        result = evaluate(dataset, encoder, config, points=points, slices=("all", "cold_items"), reranker=ranker)
+        out[name] = {s: {m: {k: v for k, v in d.items() if k != "recall_curve"} for m, d in r.items()}
+                     for s, r in result["slices"].items()}
+        ranks[name] = result["ranks"]
+    first, second = list(pools)
+    for s in ("all", "cold_items"):
+        mean, se = metrics.paired_difference(
+            [metrics.ndcg_at(r, 10) for r in ranks[second][s][RERANKED]],
+            [metrics.ndcg_at(r, 10) for r in ranks[first][s][RERANKED]])
+        out.setdefault("ranker_over_configured_minus_served_pool", {})[s] = {
+            "ndcg@10": mean, "standard_error": se, "users": len(ranks[first][s][RERANKED])}
+    return out
+
+
 ROUND1_BASE = RecommendConfig(weights={"dense_query": 1.0, "dense_profile": 1.0, "lexical": 0.5,
                                        "collaborative": 1.0, "popular": 1.0},
                               collaborative_proximity=0.0, collaborative_backward=1.0)
@@ -87,8 +127,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-users", type=int, default=2000)
     parser.add_argument("--only", nargs="*", help="names of grid points to run")
-    parser.add_argument("--round", type=int, default=1, choices=[1, 2, 3])
-    parser.add_argument("--encoder", help="a fine-tuned encoder's folder (round 3)")
+    parser.add_argument("--round", type=int, default=1, choices=[1, 2, 3, 4])
+    parser.add_argument("--encoder", help="a fine-tuned encoder's folder (rounds 3 and 4)")
     args = parser.parse_args()
     if not DATASET.exists():
         print(f"skipping: {DATASET} is not here")
@@ -96,6 +136,18 @@ def main() -> None:
     if args.round == 3 and not args.encoder:
         parser.error("--round 3 needs --encoder DIR (a fine-tuned encoder, e.g. from make eval-stages)")
     dataset = load_dataset(DATASET)
+    if args.round == 4:
+        encoder = BiEncoder(args.encoder) if args.encoder else BiEncoder()
+        found = round4(dataset, encoder, encode_catalogue(dataset, encoder), args.max_users)
+        rows = [[f"{name}: {method}", found[name][s][method]["ndcg@10"], s]
+                for name in found if name != "ranker_over_configured_minus_served_pool"
+                for s in ("all", "cold_items") for method in found[name][s]]
+        rows += [[f"ranker over configured - over served pool (± {d['standard_error']:.4f})", d["ndcg@10"], s]
+                 for s, d in found["ranker_over_configured_minus_served_pool"].items()]
+        print(table(["setting", "NDCG@10", "slice"], rows,
+                    title=f"Validation split, the ranker's pool, {args.max_users} users"))
+        save("tune_validation_round4", {"max_users": args.max_users, "encoder": args.encoder, "results": found})
+        return
     if args.round == 3:
         grid_points = round3({"zero-shot": None, "fine-tuned": args.encoder})
     else:

@@ -277,7 +277,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     def ordered_by(model: RankingModel) -> Callable[[RankList], list[str]]:
         return lambda rl: [r.id for r in rank_order(model, rl.inputs.ids, rl.inputs.features)]
 
-    orders = {"retrieval": lambda rl: rl.served or rl.inputs.ids,
+    orders = {"retrieval": lambda rl: rl.inputs.ids if rl.served is None else rl.served,
               **{name: ordered_by(m) for name, m in variants.items()}}
     validation, per_case = validate(val_lists, orders, recommender.catalogue.count())
     best_name, accepted, reason = _verdict(validation, per_case)
