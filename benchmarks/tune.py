@@ -29,11 +29,21 @@ from benchmarks.common import save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
 from retrieval import metrics  # noqa: E402
 from retrieval.datasets import load_dataset  # noqa: E402
-from retrieval.evaluation import RERANKED, EvalConfig, Replay, encode_catalogue, evaluate  # noqa: E402
+from retrieval.evaluation import (  # noqa: E402
+    RERANKED,
+    EvalConfig,
+    Replay,
+    encode_catalogue,
+    evaluate,
+)
 from retrieval.evaluation_stages import training_part  # noqa: E402
 from retrieval.profiles import ProfileConfig  # noqa: E402
 from retrieval.recommender import RecommendConfig  # noqa: E402
-from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker  # noqa: E402
+from retrieval.reranker_training import (  # noqa: E402
+    RerankerVersions,
+    TrainingSettings,
+    train_reranker,
+)
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office"
 
