@@ -81,6 +81,14 @@ class RecommendConfig:
         return replace(self, weights={**self.weights, **overrides}, ranker_pool_weights=dict(pool))
 
 
+def source_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Every weight a source reads, with its default: 1.0, and BM25's over history titles
+    (``lexical_history``) that of ``lexical``."""
+    out = {name: weights.get(name, 1.0)
+           for name in ("dense_query", "dense_profile", "lexical", "collaborative", "popular")}
+    return {**out, "lexical_history": weights.get("lexical_history", out["lexical"])}
+
+
 @dataclass
 class RecommendRequest:
     user_id: str | None = None
@@ -137,22 +145,20 @@ class Recommender:
         self.catalogue = catalogue
         self.profiles = profiles
         self.config = config
-        w = config.weights
+        w = source_weights(config.weights)
         self.sources = {
-            "dense_query": DenseSource(catalogue, "dense_query", "query", w.get("dense_query", 1.0)),
-            "dense_profile": DenseSource(catalogue, "dense_profile", "profile", w.get("dense_profile", 1.0)),
-            "lexical": LexicalSource(catalogue, w.get("lexical", 1.0), w.get("lexical_history")),
+            "dense_query": DenseSource(catalogue, "dense_query", "query", w["dense_query"]),
+            "dense_profile": DenseSource(catalogue, "dense_profile", "profile", w["dense_profile"]),
+            "lexical": LexicalSource(catalogue, w["lexical"], w["lexical_history"]),
             "collaborative": CollaborativeSource(
-                catalogue, index, w.get("collaborative", 1.0), decay=config.collaborative_decay,
+                catalogue, index, w["collaborative"], decay=config.collaborative_decay,
                 proximity=config.collaborative_proximity, backward=config.collaborative_backward),
         }
-        self.popular = PopularSource(catalogue, index, w.get("popular", 1.0))
-        # A ranker reorders history requests only, so the pool's BM25 weight is the history one.
-        p = config.ranker_pool_weights
-        self.pool_weights = None if p is None else {
-            "dense_query": p.get("dense_query", 1.0), "dense_profile": p.get("dense_profile", 1.0),
-            "lexical": p.get("lexical_history", p.get("lexical", 1.0)), "collaborative": p.get("collaborative", 1.0),
-            "popular": p.get("popular", 1.0)}
+        self.popular = PopularSource(catalogue, index, w["popular"])
+        # Each source result's weight in the pool a ranker reorders. A ranker reorders history
+        # requests only, so BM25's is its history weight.
+        pool = None if config.ranker_pool_weights is None else source_weights(config.ranker_pool_weights)
+        self.pool_weights = None if pool is None else {**pool, "lexical": pool["lexical_history"]}
         self.popularity_prior = PopularSource(catalogue, index, config.preference_popularity_prior,
                                               fallback=False, name="popularity_prior")
         # Swapped as a whole by ``Engine.reload_reranker``: a request sees the old model or the new.
