@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
-from retrieval import metrics  # noqa: E402
 from retrieval.datasets import load_dataset  # noqa: E402
 from retrieval.evaluation import (  # noqa: E402
     RERANKED,
@@ -35,6 +34,7 @@ from retrieval.evaluation import (  # noqa: E402
     Replay,
     encode_catalogue,
     evaluate,
+    paired_change,
 )
 from retrieval.evaluation_stages import training_part  # noqa: E402
 from retrieval.profiles import ProfileConfig  # noqa: E402
@@ -77,7 +77,7 @@ def round3(encoders: dict[str, str | None]):
     for name, path in encoders.items():
         for dense, lexical in ROUND3_WEIGHTS:
             yield (f"{name} dense{dense:g} lexical{lexical:g}",
-                   replace(base, weights={**base.weights, "dense_profile": dense, "lexical_history": lexical}),
+                   base.with_weights({"dense_profile": dense, "lexical_history": lexical}),
                    ProfileConfig(), path)
 
 
@@ -104,11 +104,9 @@ def round4(dataset, encoder: BiEncoder, points: list, max_users: int) -> dict:
         ranks[name] = result["ranks"]
     first, second = list(pools)
     for s in ("all", "cold_items"):
-        mean, se = metrics.paired_difference(
-            [metrics.ndcg_at(r, 10) for r in ranks[second][s][RERANKED]],
-            [metrics.ndcg_at(r, 10) for r in ranks[first][s][RERANKED]])
         out.setdefault("ranker_over_configured_minus_served_pool", {})[s] = {
-            "ndcg@10": mean, "standard_error": se, "users": len(ranks[first][s][RERANKED])}
+            **paired_change(ranks[second][s][RERANKED], ranks[first][s][RERANKED]),
+            "users": len(ranks[first][s][RERANKED])}
     return out
 
 
