@@ -92,7 +92,8 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     encoder pays for itself once a ranker serves is measured in the same run; zero-shot retrieval
     with the fusion weights chosen with the encoder
     (``WEIGHTS_WITHOUT_ENCODER``) tells the encoder's part from the weights'.
-    Returns ``{"table": {slice: {stage: metrics}}, "encoder_training", "reranker_training", "seconds"}``.
+    Returns ``{"table": {slice: {stage: metrics}}, "accepted": {stage: bool}, "encoder_training",
+    "reranker_training", "seconds"}``.
     """
     started = time.perf_counter()
     config = config or EvalConfig()
@@ -137,22 +138,23 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
                                                    slices, progress_factory, "train-reranker-zero-shot",
                                                    same_diversity=False)
 
-    # (stage, its results, its method, the stage it builds on)
-    stages = [("zero_shot", zero_shot, "hybrid_retrieval", None),
-              ("fine_tuned_encoder", tuned_results, "hybrid_retrieval", "zero_shot")]
+    # (stage, its results, its method, the stage it builds on, whether its model was accepted)
+    stages = [("zero_shot", zero_shot, "hybrid_retrieval", None, True),
+              ("fine_tuned_encoder", tuned_results, "hybrid_retrieval", "zero_shot", accepted)]
     if reweighted:
-        stages += [(WEIGHTS_WITHOUT_ENCODER, reweighted, "hybrid_retrieval", "fine_tuned_encoder")]
+        stages += [(WEIGHTS_WITHOUT_ENCODER, reweighted, "hybrid_retrieval", "fine_tuned_encoder", True)]
     if reranked:
-        stages += [("reranker", reranked, RERANKED, "fine_tuned_encoder" if accepted else "zero_shot")]
+        stages += [("reranker", reranked, RERANKED, "fine_tuned_encoder" if accepted else "zero_shot",
+                    report.accepted)]
         if SAME_DIVERSITY in reranked["slices"][slices[0]]:
-            stages += [(SAME_DIVERSITY, reranked, SAME_DIVERSITY, "reranker")]
+            stages += [(SAME_DIVERSITY, reranked, SAME_DIVERSITY, "reranker", report.accepted)]
     if without:
-        stages += [(RANKER_WITHOUT_ENCODER, without, RERANKED, "reranker")]
-    measured = {stage: (results, method) for stage, results, method, _ in stages}
+        stages += [(RANKER_WITHOUT_ENCODER, without, RERANKED, "reranker", without_report.accepted)]
+    measured = {stage: (results, method) for stage, results, method, _, _ in stages}
     table: dict[str, dict[str, Any]] = {}
     for s in slices:
         table[s] = {}
-        for stage, results, method, base in stages:
+        for stage, results, method, base, _ in stages:
             row = dict(results["slices"][s][method])
             if base is not None:
                 base_results, base_method = measured[base]
@@ -161,6 +163,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
             table[s][stage] = row
     out = {
         "table": table,
+        "accepted": {stage: ok for stage, _, _, _, ok in stages},
         "training_users": len(train_sequences),
         "encoder_training": {k: v for k, v in encoder_meta.items() if k != "path"},
         "reranker_training": _ranker_summary(report),

@@ -174,10 +174,15 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     if without:
         assert (tmp_path / "models" / "reranker_without_encoder" / without["version"] / "metadata.json").exists()
     assert stages["serving"]["encoder"] == ("fine-tuned" if encoder_accepted else "zero-shot")
+    # Each stage's verdict, from the trainer behind it; the report marks the rejected ones.
+    assert stages["accepted"]["fine_tuned_encoder"] == encoder_accepted
+    assert stages["accepted"]["reranker"] == rr["accepted"] and stages["accepted"]["zero_shot_at_encoder_weights"]
+    assert set(stages["accepted"]) == set(stages["table"]["all"])
     report = "\n".join(stage_section(stages))
     assert "+ fine-tuned encoder" in report and "| all | 8 |" in report and "learned ranker on" in report
     assert " ± " in report and ("reranker over zero-shot" in report) == encoder_accepted
     assert "zero-shot at the encoder's weights" in report
+    assert ("+ fine-tuned encoder (rejected, measured anyway)" in report) == (not encoder_accepted)
     assert stages["diversity"] == {"retrieval": 0.3, "reranked": 0.0}
     assert "reranker at retrieval's diversity" in report and "reranked lists 0" in report
 
