@@ -14,8 +14,9 @@ already reads exactly. What it adds is what BM25 gave cold items, so the fusion 
 lean less on BM25: the trainer tries each of ``lexical_weights`` with both encoders and keeps the
 new one, with its weights, only if it is clearly better than what serves and than the old encoder
 at the same weights. The weights tune the order served as is; a ranker's pool keeps the
-configured ones (``RecommendConfig.with_weights``). Dense retrieval alone is recorded beside it. Accepted models are
-served after ``hybridrec reindex``, which gives the new layout the weights chosen here.
+configured ones (``RecommendConfig.with_weights``). Dense retrieval alone is recorded beside it.
+Accepted models are served after ``hybridrec reindex``, which gives the new layout the weights
+chosen here.
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     cases = next_item_cases(sequences, train_users, settings.positions_per_user)
     rng.shuffle(cases)
     cases = cases[: settings.max_pairs]
-    payloads = {p.id: p.payload for p in engine.catalogue.get_many(list({i for _, h, t in cases for i in (h[-1], t)})).values()}
+    wanted = list({i for _, h, t in cases for i in (h[-1], t)})
+    payloads = {p.id: p.payload for p in engine.catalogue.get_many(wanted).values()}
     pairs = [(item_text(payloads[h[-1]]), item_text(payloads[t])) for _, h, t in cases
              if t in payloads and h[-1] in payloads]
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
