@@ -32,7 +32,7 @@ import numpy as np
 
 from encoders import BiEncoder, item_text
 from encoders.bi_encoder import centred
-from encoders.training import train_contrastive
+from encoders.training import train_adapter, train_contrastive
 from retrieval import metrics
 from retrieval.engine import Engine
 from retrieval.model_versions import (LogTrainingSettings, ModelVersions, clearly_better, log_sequences,
@@ -42,6 +42,17 @@ from retrieval.store import StoredPoint
 
 @dataclass
 class EncoderTrainingSettings(LogTrainingSettings):
+    # "adapter": a linear map over the frozen encoder's vectors, trained on (history profile -> next
+    # item); "full": contrastive fine-tuning of the whole transformer on (item -> next item) pairs.
+    # On the shared dataset's validation split (every user, the cold items cold for the trainer too)
+    # the adapter's own part in the fused retrieval was +0.0038 NDCG@10 (standard error 0.0009) and
+    # it trains in about a minute on 2 CPU cores; one epoch of "full" took 17-21 minutes there and
+    # its own part was +0.0002 (standard error 0.0009).
+    method: str = "adapter"
+    adapter_epochs: int = 14
+    adapter_batch_size: int = 512
+    adapter_lr: float = 1e-3
+    history_length: int = 20  # newest history items in a training profile (as ``_dense_ndcg`` reads)
     max_pairs: int = 20000
     positions_per_user: int = 3
     batch_size: int = 32
@@ -146,13 +157,6 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     train_users, val_users = split_users(sequences, settings.validation_users, settings.max_validation_users, rng)
     if len(train_users) < 2:
         raise ValueError(f"too little data: {len(sequences)} users with two or more items")
-    cases = next_item_cases(sequences, train_users, settings.positions_per_user)
-    rng.shuffle(cases)
-    cases = cases[: settings.max_pairs]
-    wanted = list({i for _, h, t in cases for i in (h[-1], t)})
-    payloads = {p.id: p.payload for p in engine.catalogue.get_many(wanted).values()}
-    pairs = [(item_text(payloads[h[-1]]), item_text(payloads[t])) for _, h, t in cases
-             if t in payloads and h[-1] in payloads]
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
     fused_cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users]
     decay = engine.config.profiles.position_decay
@@ -164,16 +168,49 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     baseline_cases = current_by[served_lexical]
 
     encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
-    encoder.center = None  # measured afresh for the new weights below
-    bar = progress_factory("train encoder", settings.epochs * len(pairs)) if progress_factory else None
-    epochs = train_contrastive(encoder, pairs, epochs=settings.epochs, batch_size=settings.batch_size,
-                               lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
+    encoder.center = None  # measured afresh for the new weights below (full fine-tuning only)
+    if settings.method == "adapter":
+        # The map's input is what the model writes before any centring; the catalogue is encoded once.
+        raw = _catalogue_vectors(engine, encoder)
+        rows = {item: n for n, item in enumerate(raw)}
+        matrix = np.stack(list(raw.values()))
+        examples = []
+        for user in train_users:
+            seq = [rows[i] for i in sequences[user] if i in rows]
+            for t in range(1, len(seq)):
+                history = seq[max(0, t - settings.history_length):t]
+                if seq[t] not in history:
+                    examples.append((history, seq[t]))
+        bar = progress_factory("train encoder adapter", settings.adapter_epochs * len(examples)) \
+            if progress_factory else None
+        mapping, epochs = train_adapter(matrix, examples, decay, epochs=settings.adapter_epochs,
+                                        batch_size=settings.adapter_batch_size, lr=settings.adapter_lr,
+                                        seed=settings.seed, on_batch=bar.update if bar else None)
+        encoder.add_adapter(mapping)
+        mapped = matrix @ mapping.numpy()  # what the saved model encodes (the adapter test checks it)
+        tuned_raw = dict(zip(raw, mapped / np.linalg.norm(mapped, axis=1, keepdims=True)))
+        raw_matrix = np.stack(list(tuned_raw.values()))
+        # Centring was the mend for full fine-tuning's narrow cone; the adapter was measured without it.
+        tuned_vectors = tuned_raw
+        pairs_kind, n_pairs = "history profile -> next item (linear adapter)", len(examples)
+    else:
+        cases = next_item_cases(sequences, train_users, settings.positions_per_user)
+        rng.shuffle(cases)
+        cases = cases[: settings.max_pairs]
+        wanted = list({i for _, h, t in cases for i in (h[-1], t)})
+        payloads = {p.id: p.payload for p in engine.catalogue.get_many(wanted).values()}
+        pairs = [(item_text(payloads[h[-1]]), item_text(payloads[t])) for _, h, t in cases
+                 if t in payloads and h[-1] in payloads]
+        bar = progress_factory("train encoder", settings.epochs * len(pairs)) if progress_factory else None
+        epochs = train_contrastive(encoder, pairs, epochs=settings.epochs, batch_size=settings.batch_size,
+                                   lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
+        tuned_raw = _catalogue_vectors(engine, encoder)
+        raw_matrix = np.stack(list(tuned_raw.values()))
+        encoder.center = raw_matrix.mean(axis=0).astype(np.float32)  # saved with the model (see BiEncoder)
+        tuned_vectors = dict(zip(tuned_raw, centred(raw_matrix, encoder.center)))
+        pairs_kind, n_pairs = "item -> next item", len(pairs)
     if bar is not None:
         bar.close()
-    tuned_raw = _catalogue_vectors(engine, encoder)
-    raw_matrix = np.stack(list(tuned_raw.values()))
-    encoder.center = raw_matrix.mean(axis=0).astype(np.float32)  # saved with the model (see BiEncoder)
-    tuned_vectors = dict(zip(tuned_raw, centred(raw_matrix, encoder.center)))
     # The verdict is on what serves: the fused retrieval. Dense retrieval alone is recorded beside
     # it; on the shared dataset a model that won there (+0.0044, 1.6 standard errors) lost 2.5% on
     # test in the fused pipeline.
@@ -210,10 +247,10 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
                        "encoder_gain_standard_error": own_se, "by_lexical_weight": by_weight,
                        "users": len(val_users), "dense": dense},
         "fusion_weights": {"lexical_history": chosen},
-        "pairs_kind": "item -> next item",
-        "centre": {"norm": float(np.linalg.norm(encoder.center)),
+        "pairs_kind": pairs_kind,
+        "centre": {"norm": float(np.linalg.norm(encoder.center)) if encoder.center is not None else None,
                    "mean_cosine_random_pairs": _mean_pair_cosine(raw_matrix, settings.seed)},
-        "pairs": len(pairs), "train_users": len(train_users), "epochs": [asdict(e) for e in epochs],
+        "pairs": n_pairs, "train_users": len(train_users), "epochs": [asdict(e) for e in epochs],
         "settings": asdict(settings), "seconds": time.perf_counter() - started,
     }
     versions = ModelVersions(models_dir)

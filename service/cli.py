@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -128,13 +129,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.stages:
         from tqdm import tqdm
 
-        from retrieval.encoder_training import EncoderTrainingSettings
         from retrieval.evaluation_stages import StageSettings, evaluate_stages
         from retrieval.reranker_training import TrainingSettings
 
         stage_settings = StageSettings(
-            encoder=EncoderTrainingSettings(epochs=args.epochs, max_pairs=args.encoder_pairs, device=settings.device,
-                                            seed=args.seed),
+            encoder=_encoder_settings(args.encoder_method, args.encoder_epochs, max_pairs=args.encoder_pairs,
+                                      device=settings.device, seed=args.seed),
             reranker=TrainingSettings(epochs=args.epochs, max_lists=args.reranker_lists, max_groups=args.reranker_groups,
                                       cross_encoder=args.cross_encoder, device=settings.device, seed=args.seed),
             work_dir=args.out / "models")
@@ -176,19 +176,29 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encoder_settings(method: str, epochs: int | None, **others):
+    """Encoder training settings; ``epochs`` (None: the method's default) counts the chosen method's."""
+    from retrieval.encoder_training import EncoderTrainingSettings
+
+    settings = EncoderTrainingSettings(method=method, **others)
+    if epochs is not None:
+        settings = replace(settings, **{"adapter_epochs" if method == "adapter" else "epochs": epochs})
+    return settings
+
+
 def cmd_train_encoder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from retrieval.encoder_training import EncoderTrainingSettings, train_encoder
+    from retrieval.encoder_training import train_encoder
 
     settings = _settings(args)
     engine = _open_engine(settings)
     models_dir = settings.data_dir / "models" / "encoder"
     models_dir.mkdir(parents=True, exist_ok=True)
     try:
-        meta = train_encoder(engine, models_dir, EncoderTrainingSettings(
-            epochs=args.epochs, max_pairs=args.max_pairs, device=args.device, seed=args.seed),
-            progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="pair"))
+        meta = train_encoder(engine, models_dir, _encoder_settings(args.method, args.epochs, max_pairs=args.max_pairs,
+                                                                   device=args.device, seed=args.seed),
+                             progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="pair"))
     except ValueError as err:
         print(f"no model trained: {err}", file=sys.stderr)
         return 1
@@ -308,8 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--stages", action="store_true",
                           help="also train the encoder and the reranker on the training part and report "
                                "zero-shot -> + fine-tuned encoder -> + reranker (about an hour on 2 CPU cores)")
-    evaluate.add_argument("--epochs", type=int, default=1, help="training epochs of each stage")
-    evaluate.add_argument("--encoder-pairs", type=int, default=20000, help="encoder training pairs (--stages)")
+    evaluate.add_argument("--epochs", type=int, default=1, help="cross-encoder training epochs (--stages)")
+    evaluate.add_argument("--encoder-method", choices=["adapter", "full"], default="adapter",
+                          help="how the encoder stage is trained (--stages; see hybridrec train encoder --help)")
+    evaluate.add_argument("--encoder-epochs", type=int, help="encoder epochs (--stages; default: the method's)")
+    evaluate.add_argument("--encoder-pairs", type=int, default=20000, help="full fine-tuning's pairs (--stages)")
     evaluate.add_argument("--reranker-lists", type=int, default=6000, help="ranker training lists (--stages)")
     evaluate.add_argument("--reranker-groups", type=int, default=3000, help="cross-encoder training groups (--stages)")
     evaluate.add_argument("--cross-encoder", choices=["auto", "on", "off"], default="auto",
@@ -332,9 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(reranker)
     reranker.set_defaults(func=cmd_train_reranker)
 
-    enc = train_sub.add_parser("encoder", help="contrastive fine-tuning of the bi-encoder on the event log")
-    enc.add_argument("--epochs", type=int, default=1)
-    enc.add_argument("--max-pairs", type=int, default=20000)
+    enc = train_sub.add_parser("encoder", help="fine-tune the bi-encoder on the event log")
+    enc.add_argument("--method", choices=["adapter", "full"], default="adapter",
+                     help="adapter: a linear map over the encoder's vectors, trained on (history -> next item) "
+                          "(about a minute on a CPU); full: contrastive fine-tuning of the whole transformer "
+                          "on (item -> next item) pairs (GPU-sized)")
+    enc.add_argument("--epochs", type=int, help="default: 14 for the adapter, 1 for full")
+    enc.add_argument("--max-pairs", type=int, default=20000, help="training pairs of full fine-tuning")
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda")
     enc.add_argument("--seed", type=int, default=0)
     data_dir(enc)

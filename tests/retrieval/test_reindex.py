@@ -111,7 +111,8 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     engine.profiles.record(events)
     models = tmp_path / "models"
     models.mkdir()
-    meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device=TEST_DEVICE))
+    meta = train_encoder(engine, models, EncoderTrainingSettings(method="full", max_pairs=60, batch_size=8,
+                                                                 device=TEST_DEVICE))
     v = meta["validation"]
     own = v["encoder_gain_at_chosen_weights"]  # clearly better than the old encoder at those weights too
     assert meta["accepted"] == (v["gain"] > 0 and v["gain"] > v["standard_error"]
@@ -142,6 +143,40 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     texts = [item_text(i) for i in demo_items]
     assert np.linalg.norm(tuned.encode(texts).mean(axis=0)) < 0.5 * meta["centre"]["norm"]
     assert latest_accepted_encoder(models) == ((models / meta["version"]) if meta["accepted"] else None)
+
+
+def test_an_encoder_adapter_is_trained_on_profiles_and_saved_as_the_model_validated(engine, demo_items, tmp_path):
+    from retrieval.encoder_training import EncoderTrainingSettings, latest_accepted_encoder, train_encoder
+
+    by_cat = {}
+    for item in demo_items:
+        by_cat.setdefault(item["categories"][-1], []).append(item["id"])
+    events = []
+    for u in range(30):
+        cat = sorted(by_cat)[u % len(by_cat)]
+        start = (u // len(by_cat)) * 4
+        events += [{"user_id": f"u{u}", "type": "click", "item_id": i} for i in by_cat[cat][start:start + 4]]
+    engine.profiles.record(events)
+    models = tmp_path / "models"
+    meta = train_encoder(engine, models, EncoderTrainingSettings(device=TEST_DEVICE))  # the default method
+    v = meta["validation"]
+    assert meta["pairs_kind"] == "history profile -> next item (linear adapter)"
+    # 24 training users x 3 (history, next item) examples each; the held-out users' items are not used.
+    assert meta["pairs"] == 24 * 3 and v["users"] == 6
+    assert len(meta["epochs"]) == meta["settings"]["adapter_epochs"]
+    assert meta["accepted"] == (v["gain"] > v["standard_error"] and v["gain"] > 0
+                                and v["encoder_gain_at_chosen_weights"] > v["encoder_gain_standard_error"]
+                                and v["encoder_gain_at_chosen_weights"] > 0)
+    folder = models / meta["version"]
+    assert not (folder / "center.npy").exists() and meta["centre"]["norm"] is None
+    # The saved folder is a sentence-transformers model with the map as its last modules: it moves
+    # vectors (so reindex has something to switch to) and keeps them unit length.
+    texts = [item_text(i) for i in demo_items]
+    tuned, plain = BiEncoder(str(folder), device=TEST_DEVICE).encode(texts), engine.encoder.encode(texts)
+    assert np.allclose(np.linalg.norm(tuned, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(tuned, plain, atol=1e-3)
+    assert not [c for c in engine.store.collections() if c.startswith("validate__")]
+    assert latest_accepted_encoder(models) == (folder if meta["accepted"] else None)
 
 
 def test_encoder_validation_scores_the_fused_retrieval_with_the_vectors_given(engine, demo_items):
