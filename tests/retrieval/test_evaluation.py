@@ -125,6 +125,8 @@ def test_training_part_never_holds_a_validation_or_test_target():
     assert part == {"a": ["1", "2", "3"], "c": ["9", "8"]}  # b would keep one item: nothing to learn
     for user, seq in part.items():
         assert sequences[user][-1] not in seq and sequences[user][-2] not in seq
+    # The cold-items slice's items are new to the trainers too; a sequence left with one item goes.
+    assert training_part(sequences, leave_out={"2", "8"}) == {"a": ["1", "3"]}
 
 
 @pytest.mark.slow
@@ -132,10 +134,15 @@ def test_training_part_never_holds_a_validation_or_test_target():
 def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, monkeypatch, encoder_accepted):
     from retrieval import evaluation_stages
 
-    real_train_encoder = evaluation_stages.train_encoder
+    from retrieval.evaluation import cold_items
+    from retrieval.model_versions import log_sequences
 
-    def train_encoder(*args, **kwargs):  # the real training, with the verdict this case needs
-        return {**real_train_encoder(*args, **kwargs), "accepted": encoder_accepted}
+    real_train_encoder = evaluation_stages.train_encoder
+    seen_by_trainer: set[str] = set()
+
+    def train_encoder(engine, *args, **kwargs):  # the real training, with the verdict this case needs
+        seen_by_trainer.update(i for seq in log_sequences(engine.log, engine.index).values() for i in seq)
+        return {**real_train_encoder(engine, *args, **kwargs), "accepted": encoder_accepted}
 
     monkeypatch.setattr(evaluation_stages, "train_encoder", train_encoder)
     dataset = synthetic_dataset()
@@ -145,6 +152,10 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
                              work_dir=tmp_path / "models")
     stages = evaluate_stages(dataset, encoder, config, settings, slices=("all", "cold_users"))
     assert set(stages["table"]) == {"all", "cold_users"}
+    # The cold-items slice's items are as new to the trainers as to the slice.
+    cold = cold_items([row["id"] for row in dataset.items], config.cold_item_fraction, config.seed)
+    assert cold and seen_by_trainer and not seen_by_trainer & cold
+    assert stages["cold_items_left_out_of_training"] == len(cold)
     # Each stage against the one it builds on; with an accepted encoder, also the ranker that would
     # serve without it (trained the same way over zero-shot retrieval) against the ranker that does.
     # Zero-shot at the encoder's weights stands beside the encoder: its change is minus the encoder's part.
@@ -164,7 +175,8 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
                 # The mean of the user-by-user differences is the difference of the means.
                 assert change["ndcg@10"] == pytest.approx(row[stage]["ndcg@10"] - row[base]["ndcg@10"])
     enc, rr = stages["encoder_training"], stages["reranker_training"]
-    assert 0 < enc["pairs"] <= 80 and enc["validation"]["users"] > 0
+    assert enc["pairs"] > 0 and enc["validation"]["users"] > 0
+    assert enc["pairs_kind"] == "history profile -> next item (linear adapter)"  # the default method
     assert 0 < rr["ranker"]["lists"] <= 40 and rr["version"] is not None and not rr["cross_encoder"]["trained"]
     # The models are kept with their verdicts where the settings asked.
     assert (tmp_path / "models" / "encoder" / enc["version"] / "metadata.json").exists()
