@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also train the encoder and the reranker on the training part and report "
                                "zero-shot -> + fine-tuned encoder -> + reranker (about an hour on 2 CPU cores)")
     evaluate.add_argument("--epochs", type=int, default=1, help="cross-encoder training epochs (--stages)")
-    evaluate.add_argument("--encoder-method", choices=["adapter", "full"], default="adapter",
+    evaluate.add_argument("--encoder-method", choices=["full", "adapter"], default="full",
                           help="how the encoder stage is trained (--stages; see hybridrec train encoder --help)")
     evaluate.add_argument("--encoder-epochs", type=int, help="encoder epochs (--stages; default: the method's)")
     evaluate.add_argument("--encoder-pairs", type=int, default=20000, help="full fine-tuning's pairs (--stages)")
@@ -346,10 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     reranker.set_defaults(func=cmd_train_reranker)
 
     enc = train_sub.add_parser("encoder", help="fine-tune the bi-encoder on the event log")
-    enc.add_argument("--method", choices=["adapter", "full"], default="adapter",
-                     help="adapter: a linear map over the encoder's vectors, trained on (history -> next item) "
-                          "(about a minute on a CPU); full: contrastive fine-tuning of the whole transformer "
-                          "on (item -> next item) pairs (GPU-sized)")
+    enc.add_argument("--method", choices=["full", "adapter"], default="full",
+                     help="full: contrastive fine-tuning of the whole transformer on (item -> next item) pairs; "
+                          "adapter: a linear map over the encoder's vectors, trained on (history -> next item) in "
+                          "about a minute on a CPU (it won validation and lost cold items on test: see "
+                          "benchmarks/README.md)")
     enc.add_argument("--epochs", type=int, help="default: 14 for the adapter, 1 for full")
     enc.add_argument("--max-pairs", type=int, default=20000, help="training pairs of full fine-tuning")
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda")

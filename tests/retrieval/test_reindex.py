@@ -111,8 +111,7 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     engine.profiles.record(events)
     models = tmp_path / "models"
     models.mkdir()
-    meta = train_encoder(engine, models, EncoderTrainingSettings(method="full", max_pairs=60, batch_size=8,
-                                                                 device=TEST_DEVICE))
+    meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device=TEST_DEVICE))
     v = meta["validation"]
     own = v["encoder_gain_at_chosen_weights"]  # clearly better than the old encoder at those weights too
     assert meta["accepted"] == (v["gain"] > 0 and v["gain"] > v["standard_error"]
@@ -158,7 +157,7 @@ def test_an_encoder_adapter_is_trained_on_profiles_and_saved_as_the_model_valida
         events += [{"user_id": f"u{u}", "type": "click", "item_id": i} for i in by_cat[cat][start:start + 4]]
     engine.profiles.record(events)
     models = tmp_path / "models"
-    meta = train_encoder(engine, models, EncoderTrainingSettings(device=TEST_DEVICE))  # the default method
+    meta = train_encoder(engine, models, EncoderTrainingSettings(method="adapter", device=TEST_DEVICE))
     v = meta["validation"]
     assert meta["pairs_kind"] == "history profile -> next item (linear adapter)"
     # 24 training users x 3 (history, next item) examples each; the held-out users' items are not used.
