@@ -52,7 +52,10 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         "## Learning from the log: zero-shot -> + fine-tuned encoder -> + reranker",
         "",
         f"Both models were trained inside this run on the training part only ({stages['training_users']} users' "
-        "sequences without their validation and test targets); each stage is evaluated like the methods above. "
+        "sequences without their validation and test targets"
+        + (f", and without the {stages['cold_items_left_out_of_training']} cold items, as new to the trainers as "
+           "to their slice" if stages.get("cold_items_left_out_of_training") else "")
+        + "); each stage is evaluated like the methods above. "
         "Cells: NDCG@10 / Recall@10 (change in NDCG@10 against the stage it builds on, user by user, ± its "
         "standard error: the reranker builds on "
         f"the {'fine-tuned' if enc['accepted'] else 'zero-shot'} encoder; a column in brackets compares with "
