@@ -17,6 +17,14 @@ import torch
 from encoders.cross_encoder import CrossEncoderReranker
 
 
+def shuffled_batches(rows: list, batch_size: int, rng: random.Random):
+    """One epoch: ``rows`` in an order drawn from ``rng``, in batches of ``batch_size``."""
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    for start in range(0, len(order), batch_size):
+        yield [rows[i] for i in order[start:start + batch_size]]
+
+
 @dataclass(frozen=True)
 class RerankGroup:
     context: str
@@ -59,11 +67,8 @@ def train_listwise(
     use_amp = reranker.device.startswith("cuda")
     reports = []
     for epoch in range(1, epochs + 1):
-        order = list(range(len(groups)))
-        rng.shuffle(order)
         started, total_loss, pairs = time.perf_counter(), 0.0, 0
-        for start in range(0, len(order), groups_per_batch):
-            batch = [groups[i] for i in order[start:start + groups_per_batch]]
+        for batch in shuffled_batches(groups, groups_per_batch, rng):
             queries, docs, sizes = [], [], []
             for g in batch:
                 candidates = [g.positive, *g.negatives]
@@ -130,15 +135,13 @@ def train_contrastive(
 
     reports = []
     for epoch in range(1, epochs + 1):
-        order = list(range(len(pairs)))
-        rng.shuffle(order)
         started, total_loss, n_batches, n_pairs = time.perf_counter(), 0.0, 0, 0
-        for start in range(0, len(order), batch_size):
+        for drawn in shuffled_batches(pairs, batch_size, rng):
             batch, positives = [], set()
-            for i in order[start:start + batch_size]:
-                if pairs[i][1] not in positives:
-                    positives.add(pairs[i][1])
-                    batch.append(pairs[i])
+            for pair in drawn:
+                if pair[1] not in positives:
+                    positives.add(pair[1])
+                    batch.append(pair)
             if len(batch) < 2:
                 continue
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
@@ -200,11 +203,8 @@ def train_adapter(
     pad = n  # a zero row: histories of different lengths in one batch
     reports = []
     for epoch in range(1, epochs + 1):
-        order = list(range(len(examples)))
-        rng.shuffle(order)
         started, total_loss, n_batches = time.perf_counter(), 0.0, 0
-        for start in range(0, len(order), batch_size):
-            batch = [examples[i] for i in order[start:start + batch_size]]
+        for batch in shuffled_batches(examples, batch_size, rng):
             longest = max(len(h) for h, _ in batch)
             rows = torch.full((len(batch), longest), pad, dtype=torch.long)
             weights = torch.zeros(len(batch), longest)

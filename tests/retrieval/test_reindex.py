@@ -96,10 +96,8 @@ def test_layout_file_is_plain_json(tmp_path):
                                                                   "encoder": "/models/enc", "weights": None}
 
 
-def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_items, tmp_path):
-    from retrieval.encoder_training import (EncoderTrainingSettings, latest_accepted_encoder, train_encoder,
-                                            trained_fusion_weights)
-
+def record_category_runs(engine, demo_items):
+    """30 users, each clicking four items of one category in a row."""
     by_cat = {}
     for item in demo_items:
         by_cat.setdefault(item["categories"][-1], []).append(item["id"])
@@ -109,6 +107,13 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
         start = (u // len(by_cat)) * 4
         events += [{"user_id": f"u{u}", "type": "click", "item_id": i} for i in by_cat[cat][start:start + 4]]
     engine.profiles.record(events)
+
+
+def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_items, tmp_path):
+    from retrieval.encoder_training import (EncoderTrainingSettings, latest_accepted_encoder, train_encoder,
+                                            trained_fusion_weights)
+
+    record_category_runs(engine, demo_items)
     models = tmp_path / "models"
     models.mkdir()
     meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device=TEST_DEVICE))
@@ -147,15 +152,7 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
 def test_an_encoder_adapter_is_trained_on_profiles_and_saved_as_the_model_validated(engine, demo_items, tmp_path):
     from retrieval.encoder_training import EncoderTrainingSettings, latest_accepted_encoder, train_encoder
 
-    by_cat = {}
-    for item in demo_items:
-        by_cat.setdefault(item["categories"][-1], []).append(item["id"])
-    events = []
-    for u in range(30):
-        cat = sorted(by_cat)[u % len(by_cat)]
-        start = (u // len(by_cat)) * 4
-        events += [{"user_id": f"u{u}", "type": "click", "item_id": i} for i in by_cat[cat][start:start + 4]]
-    engine.profiles.record(events)
+    record_category_runs(engine, demo_items)
     models = tmp_path / "models"
     meta = train_encoder(engine, models, EncoderTrainingSettings(method="adapter", device=TEST_DEVICE))
     v = meta["validation"]
