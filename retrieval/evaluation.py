@@ -84,6 +84,12 @@ def cold_items(items: list[str], fraction: float, seed: int) -> set[str]:
     return set(rng.sample(sorted(items), round(len(items) * fraction)))
 
 
+def cold_slice_items(dataset: Dataset, config: EvalConfig) -> set[str]:
+    """The items the cold-items slice treats as new under ``config`` (anything trained for that
+    slice must leave them out too: ``evaluation_stages.training_part``)."""
+    return cold_items([row["id"] for row in dataset.items], config.cold_item_fraction, config.seed)
+
+
 def preference_text(history: list[str], categories: dict[str, list[str]], top: int = 3) -> str | None:
     """A stated preference built only from the leaf categories of the user's history."""
     counts = Counter(categories[i][-1] for i in history if categories.get(i))
@@ -222,7 +228,7 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
         users = sorted(rng.sample(users, config.max_users))
     catalogue_ids = [row["id"] for row in dataset.items]
     categories = {row["id"]: row.get("categories") or [] for row in dataset.items}
-    cold = cold_items(catalogue_ids, config.cold_item_fraction, config.seed)
+    cold = cold_slice_items(dataset, config)
 
     points = points if points is not None else encode_catalogue(dataset, encoder)
     vectors = {p.id: p.vector for p in points}

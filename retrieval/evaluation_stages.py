@@ -2,9 +2,10 @@
 
 Both models learn from the *training part* of the split only: every user's sequence without its
 last two items (the validation and the test targets) and without the cold-items slice's items,
-replayed into a scratch engine exactly as the service would hold it. The trainers then hold out their own newest item per user for their
-accept-only-if-better rule, so neither model ever sees a validation or test target. Each stage is
-then evaluated on every slice with the same protocol as the baselines (``evaluation.evaluate``).
+replayed into a scratch engine exactly as the service would hold it. The trainers then hold out
+their own newest item per user for their accept-only-if-better rule, so neither model ever sees a
+validation or test target. Each stage is then evaluated on every slice with the same protocol as
+the baselines (``evaluation.evaluate``).
 
 Example::
 
@@ -24,8 +25,8 @@ from typing import Any
 from encoders import BiEncoder
 from retrieval.datasets import Dataset
 from retrieval.encoder_training import EncoderTrainingSettings, train_encoder
-from retrieval.evaluation import (RERANKED, SLICES, EvalConfig, Replay, cold_items, encode_catalogue, evaluate,
-                                  paired_change)
+from retrieval.evaluation import (RERANKED, SLICES, EvalConfig, Replay, cold_slice_items, encode_catalogue,
+                                  evaluate, paired_change)
 from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker
 from retrieval.store import StoredPoint
 
@@ -53,13 +54,8 @@ def training_part(sequences: dict[str, list[str]], leave_out: set[str] | frozens
     items of ``leave_out``: the cold-items slice's items, which must be as new to the trainers as
     they are to the slice (with their interactions in training, an encoder adapter scored cold items
     +0.0068 NDCG@10 on validation; trained without them, -0.0180)."""
-    out = {}
-    for user, seq in sequences.items():
-        if len(seq) > 3:
-            kept = [i for i in seq[:-2] if i not in leave_out]
-            if len(kept) > 1:  # one item is nothing to learn from
-                out[user] = kept
-    return out
+    kept = {u: [i for i in seq[:-2] if i not in leave_out] for u, seq in sequences.items()}
+    return {u: seq for u, seq in kept.items() if len(seq) > 1}  # one item is nothing to learn from
 
 
 def _train_and_rank(dataset: Dataset, encoder: BiEncoder, points: list[StoredPoint], config: EvalConfig,
@@ -115,7 +111,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     if zero_shot is None or any("hybrid_retrieval" not in zero_shot["slices"].get(s, {})
                                 or "hybrid_retrieval" not in zero_shot.get("ranks", {}).get(s, {}) for s in slices):
         zero_shot = evaluate(dataset, encoder, retrieval_only, points=points, slices=slices)
-    cold = cold_items([row["id"] for row in dataset.items], config.cold_item_fraction, config.seed)
+    cold = cold_slice_items(dataset, config)
     train_sequences = training_part(dataset.sequences, leave_out=cold)
 
     # Stage 2: the bi-encoder, contrastive on (item -> next item) of the training part.

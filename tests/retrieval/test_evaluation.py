@@ -134,7 +134,7 @@ def test_training_part_never_holds_a_validation_or_test_target():
 def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, monkeypatch, encoder_accepted):
     from retrieval import evaluation_stages
 
-    from retrieval.evaluation import cold_items
+    from retrieval.evaluation import cold_slice_items
     from retrieval.model_versions import log_sequences
 
     real_train_encoder = evaluation_stages.train_encoder
@@ -153,7 +153,7 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     stages = evaluate_stages(dataset, encoder, config, settings, slices=("all", "cold_users"))
     assert set(stages["table"]) == {"all", "cold_users"}
     # The cold-items slice's items are as new to the trainers as to the slice.
-    cold = cold_items([row["id"] for row in dataset.items], config.cold_item_fraction, config.seed)
+    cold = cold_slice_items(dataset, config)
     assert cold and seen_by_trainer and not seen_by_trainer & cold
     assert stages["cold_items_left_out_of_training"] == len(cold)
     # Each stage against the one it builds on; with an accepted encoder, also the ranker that would
