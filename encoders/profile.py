@@ -41,13 +41,22 @@ class ProfileEvent:
     value: float | None = None
 
 
+def position_weights(n: int, position_decay: float) -> list[float]:
+    """The weight of each of ``n`` items, oldest first, by position alone: ``position_decay`` per
+    newer item, the newest 1.
+
+    >>> position_weights(3, 0.5)
+    [0.25, 0.5, 1.0]
+    """
+    return [position_decay ** (n - 1 - i) for i in range(n)]
+
+
 def event_weights(events: list[ProfileEvent], now: float, half_life_days: float = 30.0,
                   position_decay: float = 0.9) -> list[float]:
     """Each event's signed weight in the profile: ``event_weight x 0.5**(age/half_life) x
     position_decay**(n_newer_events)`` (what ``aggregate_profile`` sums, and what explanations report)."""
-    n = len(events)
     return [event_weight(e.event_type, e.value) * 0.5 ** (max(0.0, now - e.timestamp) / 86400.0 / half_life_days)
-            * position_decay ** (n - 1 - i) for i, e in enumerate(events)]
+            * p for e, p in zip(events, position_weights(len(events), position_decay))]
 
 
 def aggregate_profile(

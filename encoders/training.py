@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from encoders.cross_encoder import CrossEncoderReranker
+from encoders.profile import position_weights
 
 
 def shuffled_batches(rows: list, batch_size: int, rng: random.Random):
@@ -210,8 +211,7 @@ def train_adapter(
             weights = torch.zeros(len(batch), longest)
             for r, (history, _) in enumerate(batch):
                 rows[r, :len(history)] = torch.tensor(history)
-                weights[r, :len(history)] = torch.tensor(
-                    [position_decay ** (len(history) - 1 - k) for k in range(len(history))])
+                weights[r, :len(history)] = torch.tensor(position_weights(len(history), position_decay))
             targets = torch.tensor([t for _, t in batch])
             mapped = torch.nn.functional.normalize(items + items @ delta, dim=-1)
             padded = torch.cat([mapped, torch.zeros(1, dim)])

@@ -32,12 +32,18 @@ import numpy as np
 
 from encoders import BiEncoder, item_text
 from encoders.bi_encoder import centred
+from encoders.profile import position_weights
 from encoders.training import train_adapter, train_contrastive
 from retrieval import metrics
 from retrieval.engine import Engine
 from retrieval.model_versions import (LogTrainingSettings, ModelVersions, clearly_better, log_sequences,
                                       next_item_cases, read_metadata, retrieve_past_moment, split_users)
 from retrieval.store import StoredPoint
+
+
+# Newest history items in a profile the trainer builds (validation and the adapter's examples); at
+# the served position decay (0.5) an older one weighs under a millionth of the newest.
+PROFILE_ITEMS = 20
 
 
 @dataclass
@@ -52,7 +58,6 @@ class EncoderTrainingSettings(LogTrainingSettings):
     adapter_epochs: int = 14
     adapter_batch_size: int = 512
     adapter_lr: float = 1e-3
-    history_length: int = 20  # newest history items in a training profile (as ``_dense_ndcg`` reads)
     max_pairs: int = 20000
     positions_per_user: int = 3
     batch_size: int = 32
@@ -70,11 +75,11 @@ def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str
     position = {i: n for n, i in enumerate(ids)}
     scores = []
     for history, target in cases:
-        recent = [h for h in history[-20:] if h in position]
+        recent = [h for h in history[-PROFILE_ITEMS:] if h in position]
         if not recent or target not in position:
             scores.append(0.0)
             continue
-        weights = np.array([decay ** (len(recent) - 1 - k) for k in range(len(recent))])
+        weights = np.array(position_weights(len(recent), decay))
         query = (weights[:, None] * matrix[[position[h] for h in recent]]).sum(axis=0)
         sims = matrix @ (query / max(np.linalg.norm(query), 1e-9))
         sims[[position[h] for h in recent]] = -np.inf
@@ -163,22 +168,24 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     served_lexical = engine.recommender.sources["lexical"].history_weight
     lexical = sorted({served_lexical, *settings.lexical_weights}, reverse=True)
     weightings = [{"lexical_history": w} for w in lexical]
-    baseline_dense = _dense_ndcg(_catalogue_vectors(engine, None), validation_cases, decay)
+    stored = _catalogue_vectors(engine, None)
+    baseline_dense = _dense_ndcg(stored, validation_cases, decay)
     current_by = dict(zip(lexical, _fused_ndcg(engine, fused_cases, weightings=weightings)))
     baseline_cases = current_by[served_lexical]
 
     encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
     encoder.center = None  # measured afresh for the new weights below (full fine-tuning only)
     if settings.method == "adapter":
-        # The map's input is what the model writes before any centring; the catalogue is encoded once.
-        raw = _catalogue_vectors(engine, encoder)
+        # The map's input is what the model writes before any centring: the stored vectors, unless
+        # the served encoder takes a centre out of them.
+        raw = stored if engine.encoder.center is None else _catalogue_vectors(engine, encoder)
         rows = {item: n for n, item in enumerate(raw)}
         matrix = np.stack(list(raw.values()))
         examples = []
         for user in train_users:
             seq = [rows[i] for i in sequences[user] if i in rows]
             for t in range(1, len(seq)):
-                history = seq[max(0, t - settings.history_length):t]
+                history = seq[max(0, t - PROFILE_ITEMS):t]
                 if seq[t] not in history:
                     examples.append((history, seq[t]))
         bar = progress_factory("train encoder adapter", settings.adapter_epochs * len(examples)) \
