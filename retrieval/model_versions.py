@@ -94,12 +94,12 @@ def split_users(sequences: dict[str, list[str]], share: float, most: int,
 
 
 def next_item_cases(sequences: dict[str, list[str]], users: list[str],
-                    positions: int) -> list[tuple[str, list[str], str]]:
+                    positions: int, left_out: int = 1) -> list[tuple[str, list[str], str]]:
     """(user, history, next item) for the last ``positions`` steps of each user's sequence, never using
-    the newest item, which validation holds out."""
+    its ``left_out`` newest items (the newest is what validation holds out)."""
     cases = []
     for user in users:
-        seq = sequences[user][:-1]
+        seq = sequences[user][:len(sequences[user]) - left_out]
         for t in range(max(1, len(seq) - positions), len(seq)):
             cases.append((user, seq[:t], seq[t]))
     return cases

@@ -197,6 +197,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     models_dir.mkdir(parents=True, exist_ok=True)
     try:
         meta = train_encoder(engine, models_dir, _encoder_settings(args.method, args.epochs, max_pairs=args.max_pairs,
+                                                                   validation_gap=args.validation_gap,
                                                                    device=args.device, seed=args.seed),
                              progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="pair"))
     except ValueError as err:
@@ -353,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "benchmarks/README.md)")
     enc.add_argument("--epochs", type=int, help="default: 14 for the adapter, 1 for full")
     enc.add_argument("--max-pairs", type=int, default=20000, help="training pairs of full fine-tuning")
+    enc.add_argument("--validation-gap", type=int, default=2,
+                     help="each training user's newest items left out of training, so that the model is judged "
+                          "this many steps past its data, as it will serve (0: judged on fresh data, which "
+                          "accepted an encoder that gave nothing on test)")
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda")
     enc.add_argument("--seed", type=int, default=0)
     data_dir(enc)
