@@ -20,7 +20,9 @@ def main() -> int:
                          # Ranker training, a cross-encoder epoch on 200 groups, rerank latency at 20..200.
                          ("rerank.py", ["--cross-encoder-epoch-groups", "200"]),
                          ("diversity.py", ["--users", "1000"]),
-                         ("explanations.py", ["--users", "30"])):
+                         ("explanations.py", ["--users", "30"]),
+                         # How fast an encoder adapter goes stale (why validation_gap is 2).
+                         ("staleness.py", [])):
         print(f"\n== {script} {' '.join(args)}", flush=True)
         code = subprocess.call([sys.executable, str(HERE / script), *args])
         if code:

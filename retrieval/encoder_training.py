@@ -75,8 +75,28 @@ class EncoderTrainingSettings(LogTrainingSettings):
     validation_gap: int = 2
 
 
-def _dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]], decay: float) -> list[float]:
-    """NDCG@10 of dense retrieval for each case."""
+def adapter_examples(sequences: dict[str, list[str]], users: list[str], rows: dict[str, int],
+                     left_out: int = 0) -> list[tuple[list[int], int]]:
+    """The adapter's examples: (the newest ``PROFILE_ITEMS`` history item rows, next item row) for
+    every step of each user's sequence but its ``left_out`` newest items; items without a row (not
+    in the catalogue) are skipped, and so is a next item already in the history.
+
+    >>> adapter_examples({"u": ["a", "b", "c"]}, ["u"], {"a": 0, "b": 1, "c": 2}, left_out=1)
+    [([0], 1)]
+    """
+    examples = []
+    for user in users:
+        seq = [rows[i] for i in sequences[user][:len(sequences[user]) - left_out] if i in rows]
+        for t in range(1, len(seq)):
+            history = seq[max(0, t - PROFILE_ITEMS):t]
+            if seq[t] not in history:
+                examples.append((history, seq[t]))
+    return examples
+
+
+def dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]], decay: float) -> list[float]:
+    """NDCG@10 of dense retrieval alone for each (history, target) case: the profile the service
+    builds (decayed sum of the newest ``PROFILE_ITEMS`` item vectors) against every item but the history."""
     ids = sorted(vectors)
     matrix = np.stack([vectors[i] for i in ids])
     position = {i: n for n, i in enumerate(ids)}
@@ -181,7 +201,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     lexical = sorted({served_lexical, *settings.lexical_weights}, reverse=True)
     weightings = [{"lexical_history": w} for w in lexical]
     stored = _catalogue_vectors(engine, None)
-    baseline_dense = _dense_ndcg(stored, validation_cases, decay)
+    baseline_dense = dense_ndcg(stored, validation_cases, decay)
     current_by = dict(zip(lexical, _fused_ndcg(engine, fused_cases, weightings=weightings)))
     baseline_cases = current_by[served_lexical]
 
@@ -193,13 +213,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
         raw = stored if engine.encoder.center is None else _catalogue_vectors(engine, encoder)
         rows = {item: n for n, item in enumerate(raw)}
         matrix = np.stack(list(raw.values()))
-        examples = []
-        for user in train_users:
-            seq = [rows[i] for i in sequences[user][:len(sequences[user]) - gap] if i in rows]
-            for t in range(1, len(seq)):
-                history = seq[max(0, t - PROFILE_ITEMS):t]
-                if seq[t] not in history:
-                    examples.append((history, seq[t]))
+        examples = adapter_examples(sequences, train_users, rows, left_out=gap)
         if not examples:
             raise ValueError(too_short)
         bar = progress_factory("train encoder adapter", settings.adapter_epochs * len(examples)) \
@@ -241,9 +255,9 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     chosen = max(lexical, key=lambda w: (float(np.mean(tuned_by[w] or [0.0])), w))
     tuned_cases = tuned_by[chosen]
     dense = {"current_encoder_ndcg@10": float(np.mean(baseline_dense or [0.0])),
-             "fine_tuned_ndcg@10": float(np.mean(_dense_ndcg(tuned_vectors, validation_cases, decay) or [0.0])),
+             "fine_tuned_ndcg@10": float(np.mean(dense_ndcg(tuned_vectors, validation_cases, decay) or [0.0])),
              "fine_tuned_without_centring_ndcg@10":
-                 float(np.mean(_dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))}
+                 float(np.mean(dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))}
     better, gain, se = clearly_better(tuned_cases, baseline_cases)
     # The weights alone must not be the gain: at the chosen weights the new encoder must be clearly
     # better than the old one too (else the switch is the weights, not a reindex). On the shared

@@ -1,0 +1,87 @@
+"""How fast what an encoder learns from the log goes stale: a linear adapter (``hybridrec train
+encoder --method adapter``) trained on every user's sequence up to some point, scored with dense
+retrieval alone on a target 1, 2 or 3 steps past the end of its training data, paired user by user
+with the zero-shot encoder on the same targets (the same-run baseline).
+
+This is why the encoder trainer leaves each training user's newest items out (``validation_gap``):
+the stage run's test target is two steps past the trainers' data, so a model judged on the very
+next item (one step) is judged on the easy case.
+
+    python benchmarks/staleness.py [--epochs 14]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import SHARED_DATASET, replay_shared_dataset, save, table  # noqa: E402
+from encoders.training import train_adapter  # noqa: E402
+from retrieval.encoder_training import adapter_examples, dense_ndcg  # noqa: E402
+from retrieval.metrics import paired_difference  # noqa: E402
+from retrieval.profiles import ProfileConfig  # noqa: E402
+
+# (each sequence's newest items left out of training, the target's position from the end): the
+# target is left_out - position + 1 steps past the end of the training data.
+RUNS = [(1, 1), (2, 1), (3, 1), (2, 2), (3, 2), (3, 3)]
+NAMES = {1: "test (last item)", 2: "validation (second to last)", 3: "third to last"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, default=SHARED_DATASET)
+    parser.add_argument("--epochs", type=int, default=14)
+    args = parser.parse_args()
+    loaded = replay_shared_dataset(args.dataset, "test", "encode", replay=False)
+    if loaded is None:
+        return 0
+    dataset, _, points, _, _ = loaded
+    started = time.perf_counter()
+    decay = ProfileConfig().position_decay
+    vectors = {p.id: np.asarray(p.vector, dtype=np.float32) for p in points}
+    ids = list(vectors)
+    rows = {item: n for n, item in enumerate(ids)}
+    matrix = np.stack([vectors[i] for i in ids])
+    sequences = dataset.sequences
+    users = sorted(sequences)
+    cases = {k: [(sequences[u][:-k], sequences[u][-k]) for u in users] for k in NAMES}
+    zero_shot = {k: dense_ndcg(vectors, c, decay) for k, c in cases.items()}
+    result_rows, results = [], []
+    for left_out in sorted({lo for lo, _ in RUNS}):
+        examples = adapter_examples(sequences, users, rows, left_out=left_out)
+        bar = tqdm(total=args.epochs * len(examples), desc=f"adapter without the newest {left_out}", mininterval=2)
+        mapping, _ = train_adapter(matrix, examples, decay, epochs=args.epochs, on_batch=bar.update)
+        bar.close()
+        mapped = matrix @ mapping.numpy()
+        tuned = dict(zip(ids, mapped / np.linalg.norm(mapped, axis=1, keepdims=True)))
+        for lo, k in RUNS:
+            if lo != left_out:
+                continue
+            steps = left_out - k + 1
+            scores = dense_ndcg(tuned, cases[k], decay)
+            gain, se = paired_difference(scores, zero_shot[k])
+            base = float(np.mean(zero_shot[k]))
+            results.append({"left_out": left_out, "target": NAMES[k], "steps_past_training_data": steps,
+                            "examples": len(examples), "zero_shot_ndcg@10": base,
+                            "adapter_ndcg@10": float(np.mean(scores)), "gain": gain, "standard_error": se})
+            result_rows.append([NAMES[k], steps, len(examples), f"{base:.4f}", f"{np.mean(scores):.4f}",
+                                f"{gain:+.4f} ± {se:.4f}", f"{np.mean(scores) / base:.3f}"])
+    result_rows.sort(key=lambda r: (r[0], r[1]))
+    print(table(["target", "steps past training data", "examples", "zero-shot NDCG@10", "adapter NDCG@10",
+                 "gain ± se", "ratio"], result_rows,
+                f"Dense retrieval alone, every user ({len(users)}), adapter vs zero-shot on the same targets"))
+    path = save("staleness", {"users": len(users), "epochs": args.epochs, "runs": results,
+                              "seconds": time.perf_counter() - started})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
