@@ -21,7 +21,7 @@ def main() -> int:
                          ("rerank.py", ["--cross-encoder-epoch-groups", "200"]),
                          ("diversity.py", ["--users", "1000"]),
                          ("explanations.py", ["--users", "30"]),
-                         # How fast an encoder adapter goes stale (why validation_gap is 2).
+                         # How fast an encoder adapter's gain goes stale (the encoder trainer's validation_gap).
                          ("staleness.py", [])):
         print(f"\n== {script} {' '.join(args)}", flush=True)
         code = subprocess.call([sys.executable, str(HERE / script), *args])

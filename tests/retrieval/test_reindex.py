@@ -157,11 +157,11 @@ def test_an_encoder_adapter_is_trained_on_profiles_and_saved_as_the_model_valida
     meta = train_encoder(engine, models, EncoderTrainingSettings(method="adapter", device=TEST_DEVICE))
     v = meta["validation"]
     assert meta["pairs_kind"] == "history profile -> next item (linear adapter)"
-    # 24 training users x 1 (history, next item) example each: of each user's four items the newest
-    # two are left out (validation_gap), so that validation judges the model two steps past its data;
+    # 24 training users x 2 (history, next item) examples each: of each user's four items the newest
+    # is left out (validation_gap), so that validation judges the model on the item after its data;
     # the held-out users' items are not used.
-    assert meta["settings"]["validation_gap"] == 2 and "judged 2 step(s) past" in meta["reason"]
-    assert meta["pairs"] == 24 * 1 and v["users"] == 6
+    assert meta["settings"]["validation_gap"] == 1 and "judged 1 step(s) past" in meta["reason"]
+    assert meta["pairs"] == 24 * 2 and v["users"] == 6
     assert len(meta["epochs"]) == meta["settings"]["adapter_epochs"]
     assert meta["accepted"] == (v["gain"] > v["standard_error"] and v["gain"] > 0
                                 and v["encoder_gain_at_chosen_weights"] > v["encoder_gain_standard_error"]
@@ -185,9 +185,9 @@ def test_the_encoder_trainer_leaves_each_users_newest_items_out_by_the_validatio
     fresh = train_encoder(engine, tmp_path / "fresh", EncoderTrainingSettings(method="adapter", validation_gap=0,
                                                                               adapter_epochs=1, device=TEST_DEVICE))
     assert fresh["pairs"] == 24 * 3  # every step of the four items
-    full = train_encoder(engine, tmp_path / "full", EncoderTrainingSettings(validation_gap=1, max_pairs=60,
+    full = train_encoder(engine, tmp_path / "full", EncoderTrainingSettings(validation_gap=2, max_pairs=60,
                                                                             batch_size=8, device=TEST_DEVICE))
-    assert full["pairs"] == 24 * 2  # the steps to the second and the third item
+    assert full["pairs"] == 24 * 1  # the step to the second item only
     # Users too short for the gap: a clear error, and nothing is saved.
     with pytest.raises(ValueError, match="validation_gap 3 a training user needs 5 or more items"):
         train_encoder(engine, tmp_path / "short", EncoderTrainingSettings(method="adapter", validation_gap=3,
