@@ -29,8 +29,8 @@ from benchmarks.common import (  # noqa: E402
     table,
 )
 from retrieval import metrics  # noqa: E402
-from retrieval.evaluation import EvalConfig, Replay, cold_slice_items  # noqa: E402
-from retrieval.evaluation_stages import training_part  # noqa: E402
+from retrieval.evaluation import EvalConfig, Replay  # noqa: E402
+from retrieval.evaluation_stages import stage_training_sequences  # noqa: E402
 from retrieval.recommender import RecommendRequest  # noqa: E402
 from retrieval.rerank import LoadedReranker  # noqa: E402
 from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker  # noqa: E402
@@ -42,10 +42,8 @@ SETTINGS = [(0.0, None), (0.1, None), (0.2, None), (0.3, None), (0.5, None), (0.
 def train_ranker(path: Path) -> tuple[LoadedReranker, dict, tuple]:
     """A learned ranker trained on the training part of the shared dataset (no cross-encoder)."""
     dataset, encoder, points, _, _ = replay_shared_dataset(path, "test", "encode", replay=False)
-    # The cold-items slice's items are left out of training, as in the stage run.
     config = EvalConfig()
-    replay = Replay(dataset, encoder, training_part(dataset.sequences, leave_out=cold_slice_items(dataset, config)),
-                    points, config, "train-ranker")
+    replay = Replay(dataset, encoder, stage_training_sequences(dataset, config), points, config, "train-ranker")
     versions = RerankerVersions(Path(tempfile.mkdtemp(prefix="hybridrec-bench-diversity-")))
     try:
         report = train_reranker(replay.engine.recommender, versions, TrainingSettings(cross_encoder="off"),

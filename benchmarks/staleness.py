@@ -29,9 +29,9 @@ from retrieval.encoder_training import adapter_examples, dense_ndcg  # noqa: E40
 from retrieval.metrics import paired_difference  # noqa: E402
 from retrieval.profiles import ProfileConfig  # noqa: E402
 
-# (each sequence's newest items left out of training, the target's position from the end): the
-# target is left_out - position + 1 steps past the end of the training data.
-RUNS = [(1, 1), (2, 1), (3, 1), (2, 2), (3, 2), (3, 3)]
+# Each sequence's newest items left out of training -> the targets scored (position from the end);
+# a target is left_out - position + 1 steps past the end of the training data.
+RUNS = {1: [1], 2: [1, 2], 3: [1, 2, 3]}
 NAMES = {1: "test (last item)", 2: "validation (second to last)", 3: "third to last"}
 
 
@@ -55,16 +55,14 @@ def main() -> int:
     cases = {k: [(sequences[u][:-k], sequences[u][-k]) for u in users] for k in NAMES}
     zero_shot = {k: dense_ndcg(vectors, c, decay) for k, c in cases.items()}
     result_rows, results = [], []
-    for left_out in sorted({lo for lo, _ in RUNS}):
-        examples = adapter_examples(sequences, users, rows, left_out=left_out)
+    for left_out, targets in RUNS.items():
+        examples = adapter_examples({u: sequences[u][:-left_out] for u in users}, rows)
         bar = tqdm(total=args.epochs * len(examples), desc=f"adapter without the newest {left_out}", mininterval=2)
         mapping, _ = train_adapter(matrix, examples, decay, epochs=args.epochs, on_batch=bar.update)
         bar.close()
         mapped = matrix @ mapping.numpy()
         tuned = dict(zip(ids, mapped / np.linalg.norm(mapped, axis=1, keepdims=True)))
-        for lo, k in RUNS:
-            if lo != left_out:
-                continue
+        for k in targets:
             steps = left_out - k + 1
             scores = dense_ndcg(tuned, cases[k], decay)
             gain, se = paired_difference(scores, zero_shot[k])

@@ -32,12 +32,11 @@ from retrieval.evaluation import (  # noqa: E402
     RERANKED,
     EvalConfig,
     Replay,
-    cold_slice_items,
     encode_catalogue,
     evaluate,
     paired_change,
 )
-from retrieval.evaluation_stages import training_part  # noqa: E402
+from retrieval.evaluation_stages import stage_training_sequences  # noqa: E402
 from retrieval.profiles import ProfileConfig  # noqa: E402
 from retrieval.recommender import RecommendConfig  # noqa: E402
 from retrieval.reranker_training import (  # noqa: E402
@@ -92,10 +91,7 @@ def round4(dataset, encoder: BiEncoder, points: list, max_users: int) -> dict:
     out, ranks = {}, {}
     for n, (name, rec) in enumerate(pools.items()):
         config = EvalConfig(split="valid", max_users=max_users, methods=("hybrid_retrieval", RERANKED), recommend=rec)
-        # The cold-items slice's items are left out of training, as in the stage run (else that
-        # slice measures a ranker that learned its items).
-        replay = Replay(dataset, encoder, training_part(dataset.sequences, leave_out=cold_slice_items(dataset, config)),
-                        points, config, "train-ranker")
+        replay = Replay(dataset, encoder, stage_training_sequences(dataset, config), points, config, "train-ranker")
         try:
             report = train_reranker(replay.engine.recommender, RerankerVersions(work / str(n)),
                                     TrainingSettings(cross_encoder="off", seed=42))

@@ -76,18 +76,17 @@ class EncoderTrainingSettings(LogTrainingSettings):
     validation_gap: int = 1
 
 
-def adapter_examples(sequences: dict[str, list[str]], users: list[str], rows: dict[str, int],
-                     left_out: int = 0) -> list[tuple[list[int], int]]:
+def adapter_examples(sequences: dict[str, list[str]], rows: dict[str, int]) -> list[tuple[list[int], int]]:
     """The adapter's examples: (the newest ``PROFILE_ITEMS`` history item rows, next item row) for
-    every step of each user's sequence but its ``left_out`` newest items; items without a row (not
-    in the catalogue) are skipped, and so is a next item already in the history.
+    every step of every sequence; items without a row (not in the catalogue) are skipped, and so is
+    a next item already in the history.
 
-    >>> adapter_examples({"u": ["a", "b", "c"]}, ["u"], {"a": 0, "b": 1, "c": 2}, left_out=1)
-    [([0], 1)]
+    >>> adapter_examples({"u": ["a", "b", "c"]}, {"a": 0, "b": 1, "c": 2})
+    [([0], 1), ([0, 1], 2)]
     """
     examples = []
-    for user in users:
-        seq = [rows[i] for i in sequences[user][:len(sequences[user]) - left_out] if i in rows]
+    for sequence in sequences.values():
+        seq = [rows[i] for i in sequence if i in rows]
         for t in range(1, len(seq)):
             history = seq[max(0, t - PROFILE_ITEMS):t]
             if seq[t] not in history:
@@ -193,8 +192,12 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     gap = settings.validation_gap
     if gap < 0:
         raise ValueError(f"validation_gap must be 0 or more (newest items left out of training), got {gap}")
-    too_short = (f"no training examples: with validation_gap {gap} a training user needs {gap + 2} or more "
-                 "items; log more events or lower the gap")
+    # What the model learns from: each training user's sequence without its ``gap`` newest items.
+    trained = {u: sequences[u][:len(sequences[u]) - gap] for u in train_users}
+    trained = {u: seq for u, seq in trained.items() if len(seq) > 1}
+    if not trained:
+        raise ValueError(f"no training examples: with validation_gap {gap} a training user needs {gap + 2} or "
+                         "more items; log more events or lower the gap")
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in val_users]
     fused_cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users]
     decay = engine.config.profiles.position_decay
@@ -214,9 +217,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
         raw = stored if engine.encoder.center is None else _catalogue_vectors(engine, encoder)
         rows = {item: n for n, item in enumerate(raw)}
         matrix = np.stack(list(raw.values()))
-        examples = adapter_examples(sequences, train_users, rows, left_out=gap)
-        if not examples:
-            raise ValueError(too_short)
+        examples = adapter_examples(trained, rows)
         bar = progress_factory("train encoder adapter", settings.adapter_epochs * len(examples)) \
             if progress_factory else None
         mapping, epochs = train_adapter(matrix, examples, decay, epochs=settings.adapter_epochs,
@@ -230,9 +231,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
         tuned_vectors = tuned_raw
         pairs_kind, n_pairs = "history profile -> next item (linear adapter)", len(examples)
     else:
-        cases = next_item_cases(sequences, train_users, settings.positions_per_user, left_out=gap)
-        if not cases:
-            raise ValueError(too_short)
+        cases = next_item_cases(trained, list(trained), settings.positions_per_user, left_out=0)
         rng.shuffle(cases)
         cases = cases[: settings.max_pairs]
         wanted = list({i for _, h, t in cases for i in (h[-1], t)})

@@ -58,6 +58,13 @@ def training_part(sequences: dict[str, list[str]], leave_out: set[str] | frozens
     return {u: seq for u, seq in kept.items() if len(seq) > 1}  # one item is nothing to learn from
 
 
+def stage_training_sequences(dataset: Dataset, config: EvalConfig) -> dict[str, list[str]]:
+    """What a model trained for ``evaluate``'s slices may learn from: the training part of every
+    sequence, without the cold-items slice's items (the stage run's trainers and the benchmarks'
+    rankers alike)."""
+    return training_part(dataset.sequences, leave_out=cold_slice_items(dataset, config))
+
+
 def _train_and_rank(dataset: Dataset, encoder: BiEncoder, points: list[StoredPoint], config: EvalConfig,
                     versions: RerankerVersions, settings: StageSettings, slices: tuple[str, ...],
                     progress_factory: Callable[[str, int], Any] | None, label: str,
@@ -111,8 +118,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     if zero_shot is None or any("hybrid_retrieval" not in zero_shot["slices"].get(s, {})
                                 or "hybrid_retrieval" not in zero_shot.get("ranks", {}).get(s, {}) for s in slices):
         zero_shot = evaluate(dataset, encoder, retrieval_only, points=points, slices=slices)
-    cold = cold_slice_items(dataset, config)
-    train_sequences = training_part(dataset.sequences, leave_out=cold)
+    train_sequences = stage_training_sequences(dataset, config)
 
     # Stage 2: the bi-encoder, contrastive on (item -> next item) of the training part.
     replay = Replay(dataset, encoder, train_sequences, points, config, "train")
@@ -173,7 +179,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
         "table": table,
         "accepted": {stage: ok for stage, _, _, _, ok in stages},
         "training_users": len(train_sequences),
-        "cold_items_left_out_of_training": len(cold),
+        "cold_items_left_out_of_training": len(cold_slice_items(dataset, config)),
         "encoder_training": {k: v for k, v in encoder_meta.items() if k != "path"},
         "reranker_training": _ranker_summary(report),
         "diversity": {"retrieval": config.recommend.diversity, "reranked": config.recommend.reranked_diversity},
