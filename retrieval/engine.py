@@ -99,13 +99,16 @@ class Engine:
             lock.close()
             raise
 
-    def wire(self, layout: Layout, encoder: BiEncoder) -> tuple[Catalogue, Profiles, Recommender]:
+    def wire(self, layout: Layout, encoder: BiEncoder,
+             index: CoOccurrenceIndex | None = None) -> tuple[Catalogue, Profiles, Recommender]:
         """Catalogue, profiles and recommender over a layout's collections (created if missing),
-        fused with the layout's weights where it has its own."""
+        fused with the layout's weights where it has its own; ``index``: another co-occurrence
+        index than the log's (a trainer's replay of an earlier moment of the log)."""
+        index = self.index if index is None else index
         catalogue = Catalogue(self.store, encoder, self.bm25, collection=layout.items)
-        profiles = Profiles(self.store, self.log, catalogue, self.index, self.config.profiles, collection=layout.users)
+        profiles = Profiles(self.store, self.log, catalogue, index, self.config.profiles, collection=layout.users)
         recommend = self.config.recommend.with_weights(layout.weights)
-        return catalogue, profiles, Recommender(catalogue, profiles, self.index, recommend)
+        return catalogue, profiles, Recommender(catalogue, profiles, index, recommend)
 
     def switch(self, layout: Layout, encoder: BiEncoder,
                wired: tuple[Catalogue, Profiles, Recommender] | None = None) -> None:

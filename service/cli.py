@@ -355,9 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--epochs", type=int, help="default: 14 for the adapter, 1 for full")
     enc.add_argument("--max-pairs", type=int, default=20000, help="training pairs of full fine-tuning")
     enc.add_argument("--validation-gap", type=int, default=1,
-                     help="each training user's newest items left out of training, so that the model is judged "
-                          "this many steps past its data (1: the next item; 2 did not make validation predict "
-                          "test on the shared dataset: benchmarks/README.md)")
+                     help="each user's newest items left out of training (1 or more: the newest is what "
+                          "validation judges), so that the model is judged this many steps past its data (1: the "
+                          "next item; 2 did not make validation predict test on the shared dataset: "
+                          "benchmarks/README.md)")
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda")
     enc.add_argument("--seed", type=int, default=0)
     data_dir(enc)

@@ -119,8 +119,12 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device=TEST_DEVICE))
     v = meta["validation"]
     own = v["encoder_gain_at_chosen_weights"]  # clearly better than the old encoder at those weights too
+    tail = v["long_tail"]  # and not clearly worse on the long-tail targets
     assert meta["accepted"] == (v["gain"] > 0 and v["gain"] > v["standard_error"]
-                                and own > 0 and own > v["encoder_gain_standard_error"])
+                                and own > 0 and own > v["encoder_gain_standard_error"]
+                                and not (tail["encoder_gain_at_chosen_weights"] < 0
+                                         and -tail["encoder_gain_at_chosen_weights"] > tail["standard_error"]))
+    assert 0 < tail["users"] <= v["users"]
     assert v["gain"] == pytest.approx(v["fine_tuned_ndcg@10"] - v["current_encoder_ndcg@10"])
     # BM25's weight is chosen with the new encoder: the best of those tried, recorded for reindex.
     by_weight = v["by_lexical_weight"]
@@ -131,7 +135,7 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     assert v["current_encoder_ndcg@10"] == by_weight["1.0"]["current_encoder_ndcg@10"]  # as served
     assert trained_fusion_weights(models / meta["version"]) == {"lexical_history": chosen}
     assert trained_fusion_weights(tmp_path) is None  # not a trained version
-    assert meta["pairs"] > 0 and v["users"] == 6  # a fifth of 30 users
+    assert meta["pairs"] > 0 and v["users"] == 30  # every user's newest item is judged
     saved = json.loads((models / meta["version"] / "metadata.json").read_text())
     assert saved["accepted"] == meta["accepted"]
     # The model carries its catalogue's mean vector, and the saved model encodes with it taken out:
@@ -157,11 +161,11 @@ def test_an_encoder_adapter_is_trained_on_profiles_and_saved_as_the_model_valida
     meta = train_encoder(engine, models, EncoderTrainingSettings(method="adapter", device=TEST_DEVICE))
     v = meta["validation"]
     assert meta["pairs_kind"] == "history profile -> next item (linear adapter)"
-    # 24 training users x 2 (history, next item) examples each: of each user's four items the newest
-    # is left out (validation_gap), so that validation judges the model on the item after its data;
-    # the held-out users' items are not used.
+    # 30 users x 2 (history, next item) examples each: of each user's four items the newest is left
+    # out (validation_gap) and is what validation judges, so the model is judged on the item after
+    # its data; no user is held out of training.
     assert meta["settings"]["validation_gap"] == 1 and "judged 1 step(s) past" in meta["reason"]
-    assert meta["pairs"] == 24 * 2 and v["users"] == 6
+    assert meta["pairs"] == 30 * 2 and v["users"] == 30 and meta["train_users"] == 30
     assert len(meta["epochs"]) == meta["settings"]["adapter_epochs"]
     assert meta["accepted"] == (v["gain"] > v["standard_error"] and v["gain"] > 0
                                 and v["encoder_gain_at_chosen_weights"] > v["encoder_gain_standard_error"]
@@ -182,19 +186,20 @@ def test_the_encoder_trainer_leaves_each_users_newest_items_out_by_the_validatio
     from retrieval.encoder_training import EncoderTrainingSettings, train_encoder
 
     record_category_runs(engine, demo_items)
-    fresh = train_encoder(engine, tmp_path / "fresh", EncoderTrainingSettings(method="adapter", validation_gap=0,
-                                                                              adapter_epochs=1, device=TEST_DEVICE))
-    assert fresh["pairs"] == 24 * 3  # every step of the four items
+    one = train_encoder(engine, tmp_path / "one", EncoderTrainingSettings(method="adapter", validation_gap=1,
+                                                                          adapter_epochs=1, device=TEST_DEVICE))
+    assert one["pairs"] == 30 * 2  # the steps to the second and third items
     full = train_encoder(engine, tmp_path / "full", EncoderTrainingSettings(validation_gap=2, max_pairs=60,
                                                                             batch_size=8, device=TEST_DEVICE))
-    assert full["pairs"] == 24 * 1  # the step to the second item only
+    assert full["pairs"] == 30 * 1  # the step to the second item only
     # Users too short for the gap: a clear error, and nothing is saved.
-    with pytest.raises(ValueError, match="validation_gap 3 a training user needs 5 or more items"):
+    with pytest.raises(ValueError, match="validation_gap 3 a user needs 5 or more items"):
         train_encoder(engine, tmp_path / "short", EncoderTrainingSettings(method="adapter", validation_gap=3,
                                                                           device=TEST_DEVICE))
     assert not (tmp_path / "short").exists() or not any((tmp_path / "short").iterdir())
-    with pytest.raises(ValueError, match="validation_gap must be 0 or more"):
-        train_encoder(engine, tmp_path / "negative", EncoderTrainingSettings(validation_gap=-1, device=TEST_DEVICE))
+    # The newest item is the validation target: a model that learned from it could not be judged.
+    with pytest.raises(ValueError, match="validation_gap must be 1 or more"):
+        train_encoder(engine, tmp_path / "zero", EncoderTrainingSettings(validation_gap=0, device=TEST_DEVICE))
 
 
 def test_encoder_validation_scores_the_fused_retrieval_with_the_vectors_given(engine, demo_items):
@@ -218,3 +223,22 @@ def test_encoder_validation_scores_the_fused_retrieval_with_the_vectors_given(en
     as_served, no_words = _fused_ndcg(engine, cases, engine.encoder, same, [None, {"lexical_history": 0.0}])
     assert as_served == served and no_words != served
     assert not [c for c in engine.store.collections() if c.startswith("validate__")]
+
+
+def test_encoder_validation_knows_only_the_log_before_each_users_newest_item(engine, demo_items):
+    """Every user took ``a`` and then ``b`` last. Judged with the log's own index, the others' newest
+    items vote for ``b``: a future no model trained before those items could know. Judged as the
+    evaluation replays the log, nobody has taken ``b`` yet."""
+    from retrieval.encoder_training import _fused_ndcg, replayed_before_newest
+
+    a, b = demo_items[0]["id"], demo_items[-1]["id"]
+    engine.profiles.record([{"user_id": f"u{n}", "type": "purchase", "item_id": i}
+                            for n in range(8) for i in (a, b)])
+    cases = [(f"u{n}", [a], b) for n in range(8)]
+    # The collaborative source alone, so that only what it knows decides.
+    collaborative_only = [{"dense_profile": 0.0, "lexical_history": 0.0}]
+    with_future, = _fused_ndcg(engine, cases, weightings=collaborative_only)
+    replayed, = _fused_ndcg(engine, cases, weightings=collaborative_only,
+                            index=replayed_before_newest({f"u{n}": [a, b] for n in range(8)}))
+    assert with_future == [1.0] * 8
+    assert replayed == [0.0] * 8
