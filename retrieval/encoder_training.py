@@ -39,8 +39,8 @@ from encoders.training import train_adapter, train_contrastive
 from retrieval import metrics
 from retrieval.cooccurrence import CoOccurrenceIndex
 from retrieval.engine import Engine
-from retrieval.model_versions import (LogTrainingSettings, ModelVersions, clearly_better, log_sequences,
-                                      next_item_cases, read_metadata)
+from retrieval.model_versions import (LogTrainingSettings, ModelVersions, clearly_better, judged_users,
+                                      log_sequences, next_item_cases, read_metadata)
 from retrieval.recommender import RecommendRequest
 from retrieval.store import StoredPoint
 
@@ -78,13 +78,6 @@ class EncoderTrainingSettings(LogTrainingSettings):
     # encoder at +0.0044 (2.2 standard errors) whose own part on test was -0.0020 ± 0.0009, trained
     # on 29% fewer pairs (benchmarks/README.md, "Found (session 8)"). So the default stays 1.
     validation_gap: int = 1
-    # Who is judged: every user's newest item (a seeded share, at most this many users). No user is
-    # held out of training: the trainer judges as the offline evaluation replays the log. With
-    # users held out entirely (a fifth, at most 1,000), it accepted an encoder at +0.0044 ± 0.0020
-    # whose own part was +0.0009 ± 0.0009 on the evaluation's validation split and -0.0020 ± 0.0009
-    # on test (stage run 10).
-    validation_users: float = 1.0
-    max_validation_users: int = 5000
     # The long-tail targets, on which the new model must not be clearly worse: those outside this
     # share of the catalogue's most taken items (as ``EvalConfig.long_tail_head``).
     long_tail_head: float = 0.2
@@ -233,9 +226,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
                          "more items; log more events or lower the gap")
     # Judged as the offline evaluation replays the log: each user's newest item is the target, and
     # the collaborative signal knows the log as it stood before every user's newest item.
-    judged = sorted(sequences)
-    n_judged = min(settings.max_validation_users, max(1, round(len(judged) * settings.validation_users)))
-    judged = sorted(rng.sample(judged, n_judged))
+    judged = judged_users(sequences, settings.validation_users, settings.max_validation_users, rng)
     before_newest = replayed_before_newest(sequences)
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in judged]
     fused_cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in judged]

@@ -1,5 +1,5 @@
 """Reranking: learn from the event log how to reorder the top of the fused list, accept the
-model only if it beats retrieval on held-out users, keep it versioned.
+model only if it beats retrieval on users' newest items, keep it versioned.
 
 Two learners, one verdict. The ranker (gradient-boosted trees over each candidate's retrieval
 evidence, ``rank_features``) learns from lists: for a user's sequence S, the candidates retrieval
@@ -7,8 +7,8 @@ gives for S[:t] (without the user's own log, or their future would vote for itse
 whether each one is S[t]. The cross-encoder, when trained, learns from groups: the context S[:t]
 as text, the positive S[t], hard negatives (retrieval's own top items the user did not take) and
 random ones; its score becomes one more column of the ranker's features, on lists it never
-trained on. The newest item of every user is held out, and validation users contribute nothing
-to training; the served variant (ranker alone, or ranker + cross-encoder) is the one that won
+trained on. The newest item of every user is held out of training, and validation judges it;
+the served variant (ranker alone, or ranker + cross-encoder) is the one that won
 validation NDCG@10, and only if it beat the retrieval order.
 
 Lists are the pool a ranker reorders (``RecommendConfig.ranker_pool_weights``), which may be fused
@@ -38,9 +38,9 @@ from retrieval.model_versions import (
     ModelVersions,
     clearly_better,
     log_sequences,
+    judged_users,
     next_item_cases,
     retrieve_past_moment,
-    split_users,
 )
 from retrieval.rank_features import NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking_model import RankingModel
@@ -218,9 +218,12 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     candidates = settings.candidates or recommender.config.rerank_candidates
     rng = random.Random(settings.seed)
     sequences = log_sequences(recommender.profiles.log, recommender.profiles.index)
-    train_users, val_users = split_users(sequences, settings.validation_users, settings.max_validation_users, rng)
-    if len(train_users) < 2:
+    if len(sequences) < 2:
         return TrainingReport(None, False, f"too little data: {len(sequences)} users with two or more items")
+    # Every user's steps before their newest item are training lists; a seeded sample of users'
+    # newest items is what validation judges (no user is held out: see ``TrainingSettings``).
+    train_users = sorted(sequences)
+    val_users = judged_users(sequences, settings.validation_users, settings.max_validation_users, rng)
 
     def bar(desc: str, total: int):
         return progress_factory(desc, total) if progress_factory else _Quiet()

@@ -190,6 +190,9 @@ def test_train_reranker_end_to_end_on_a_small_log(engine, demo_items):
     assert report.version is not None
     meta = {m["version"]: m for m in engine.rerankers.all()}[report.version]
     assert meta["accepted"] == report.accepted and meta["validation_users"] == 12
+    # Nobody is held out: every user's earlier steps are lists, and the judged users' newest items
+    # are never among them (``next_item_cases`` leaves each user's newest item out).
+    assert meta["train_users"] == meta["log_users"] == 60
     assert meta["ranker"]["lists"] > 0 and meta["ranker"]["positives"] > 0 and not meta["ranker"]["cross_encoder"]
     assert meta["cross_encoder"] == {"trained": False, "why": "cross_encoder=off on cpu"} or TEST_DEVICE != "cpu"
     assert set(meta["validation"]) == {"retrieval", "ranker"}
