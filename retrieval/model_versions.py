@@ -67,7 +67,7 @@ class ModelVersions:
 
 @dataclass
 class LogTrainingSettings:
-    """What both trainers share: epochs, the held-out users, the device and the seed."""
+    """What both trainers share: epochs, whose newest item validation judges, the device and the seed."""
 
     epochs: int = 1
     positions_per_user: int = 2  # training positions taken from the end of each user's sequence
