@@ -134,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         stage_settings = StageSettings(
             encoder=_encoder_settings(args.encoder_method, args.encoder_epochs, max_pairs=args.encoder_pairs,
-                                      device=settings.device, seed=args.seed),
+                                      refit=args.encoder_refit, device=settings.device, seed=args.seed),
             reranker=TrainingSettings(epochs=args.epochs, max_lists=args.reranker_lists, max_groups=args.reranker_groups,
                                       cross_encoder=args.cross_encoder, device=settings.device, seed=args.seed),
             work_dir=args.out / "models")
@@ -198,7 +198,8 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     try:
         meta = train_encoder(engine, models_dir, _encoder_settings(args.method, args.epochs, max_pairs=args.max_pairs,
                                                                    validation_gap=args.validation_gap,
-                                                                   device=args.device, seed=args.seed),
+                                                                   refit=args.refit, device=args.device,
+                                                                   seed=args.seed),
                              progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="pair"))
     except ValueError as err:
         print(f"no model trained: {err}", file=sys.stderr)
@@ -324,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how the encoder stage is trained (--stages; see hybridrec train encoder --help)")
     evaluate.add_argument("--encoder-epochs", type=int, help="encoder epochs (--stages; default: the method's)")
     evaluate.add_argument("--encoder-pairs", type=int, default=20000, help="full fine-tuning's pairs (--stages)")
+    evaluate.add_argument("--encoder-refit", action="store_true",
+                          help="refit the accepted encoder on the whole training part (--stages; see hybridrec "
+                               "train encoder --refit)")
     evaluate.add_argument("--reranker-lists", type=int, default=6000, help="ranker training lists (--stages)")
     evaluate.add_argument("--reranker-groups", type=int, default=3000, help="cross-encoder training groups (--stages)")
     evaluate.add_argument("--cross-encoder", choices=["auto", "on", "off"], default="auto",
@@ -359,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "validation judges), so that the model is judged this many steps past its data (1: the "
                           "next item; 2 did not make validation predict test on the shared dataset: "
                           "benchmarks/README.md)")
+    enc.add_argument("--refit", action="store_true",
+                     help="once accepted, train again on every user's whole sequence and save that model, so it "
+                          "serves --validation-gap steps fresher (not yet measured by a stage run)")
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda")
     enc.add_argument("--seed", type=int, default=0)
     data_dir(enc)

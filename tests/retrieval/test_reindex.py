@@ -1,6 +1,7 @@
 """Reindex: new collections, one atomic switch; a failure midway leaves the old index serving."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -200,6 +201,47 @@ def test_the_encoder_trainer_leaves_each_users_newest_items_out_by_the_validatio
     # The newest item is the validation target: a model that learned from it could not be judged.
     with pytest.raises(ValueError, match="validation_gap must be 1 or more"):
         train_encoder(engine, tmp_path / "zero", EncoderTrainingSettings(validation_gap=0, device=TEST_DEVICE))
+
+
+def record_category_switches(engine, demo_items):
+    """60 users, each going from one category to its partner and back twice: A, B, A, B. The last
+    B of each user is an item nobody took before, so only a model that learned "after A comes B"
+    finds it; text and the collaborative source find more A."""
+    by_cat = {}
+    for item in demo_items:
+        by_cat.setdefault(item["categories"][-1], []).append(item["id"])
+    cats = sorted(by_cat)
+    events = []
+    for u in range(60):
+        a, b, j = by_cat[cats[2 * (u % 6)]], by_cat[cats[2 * (u % 6) + 1]], u // 6
+        events += [{"user_id": f"u{u}", "type": "click", "item_id": i} for i in (a[j], b[j], a[10 + j], b[10 + j])]
+    engine.profiles.record(events)
+
+
+def test_an_accepted_encoder_is_refitted_on_every_whole_sequence_and_that_model_saved(engine, demo_items, tmp_path):
+    from retrieval.encoder_training import EncoderTrainingSettings, train_encoder
+
+    record_category_switches(engine, demo_items)
+    settings = EncoderTrainingSettings(method="adapter", device=TEST_DEVICE)
+    judged = train_encoder(engine, tmp_path / "judged", settings)
+    refitted = train_encoder(engine, tmp_path / "refitted", replace(settings, refit=True))
+    assert judged["accepted"] and refitted["accepted"], judged["reason"]
+    # The same verdict (the refit comes after it), on the same 60 users' newest items.
+    assert refitted["validation"] == judged["validation"] and "refit" not in judged
+    r = refitted["refit"]
+    # Each user's four items whole: three (history, next item) steps, the judged newest one too.
+    assert r["saved"] and r["pairs"] == 60 * 3 and r["train_users"] == 60 and refitted["pairs"] == 60 * 2
+    assert "refitted on every user's whole sequence (180 examples)" in refitted["reason"]
+    # Having seen the judged targets, the refit scores them above what the judged model did unseen.
+    assert r["seen_targets_dense_ndcg@10"] >= judged["validation"]["dense"]["fine_tuned_ndcg@10"]
+    # What is saved is the refitted model, not the judged one.
+    texts = [item_text(i) for i in demo_items]
+    saved_judged = BiEncoder(str(tmp_path / "judged" / judged["version"]), device=TEST_DEVICE).encode(texts)
+    saved_refit = BiEncoder(str(tmp_path / "refitted" / refitted["version"]), device=TEST_DEVICE).encode(texts)
+    assert not np.allclose(saved_judged, saved_refit, atol=1e-4)
+    # A rejected model is not refitted.
+    rejected = train_encoder(engine, tmp_path / "rejected", replace(settings, refit=True, adapter_epochs=0))
+    assert not rejected["accepted"] and "refit" not in rejected
 
 
 def test_encoder_validation_scores_the_fused_retrieval_with_the_vectors_given(engine, demo_items):
