@@ -40,8 +40,9 @@ eval: install
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
 
 # The learning stages (zero-shot -> + fine-tuned encoder -> + reranker), trained inside the run.
-# On 2 CPU cores about two hours (stage run 11: 128 min), a third of it the encoder's epoch; the
-# cross-encoder feature is trained only where a GPU makes it affordable (--cross-encoder auto).
+# On 2 CPU cores about an hour when nothing else runs (stage run 12: 62 min), a third of it the
+# encoder's epoch; the cross-encoder feature is trained only where a GPU makes it affordable
+# (--cross-encoder auto).
 # See benchmarks/README.md.
 # Every user of the shared dataset (4,905): the stages differ by a few thousandths of NDCG@10,
 # and 2,000 users left paired standard errors of 0.0016-0.0027, too coarse to tell them apart.

@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--methods", nargs="+", help="only these methods (default: every baseline and stage)")
     evaluate.add_argument("--stages", action="store_true",
                           help="also train the encoder and the reranker on the training part and report "
-                               "zero-shot -> + fine-tuned encoder -> + reranker (about two hours on 2 CPU cores)")
+                               "zero-shot -> + fine-tuned encoder -> + reranker (about an hour on 2 CPU cores)")
     evaluate.add_argument("--epochs", type=int, default=1, help="cross-encoder training epochs (--stages)")
     evaluate.add_argument("--encoder-method", choices=["full", "adapter"], default="full",
                           help="how the encoder stage is trained (--stages; see hybridrec train encoder --help)")
