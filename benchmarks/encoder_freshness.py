@@ -1,0 +1,139 @@
+"""Whether the fine-tuned encoder's own part survives to the test target, by how fresh its training
+data is: the shipped trainer (``hybridrec train encoder``, full fine-tuning) run on a log that stops
+``gap - 1`` items before each sequence's test target (the cold-items slice's items left out), so
+the model has learned every step up to ``gap`` steps before the target. Each model is scored on the
+test split with the fused retrieval as it would serve (the fusion weights chosen with it), paired
+user by user with the zero-shot encoder at the same weights (the same-run baseline), every slice,
+beside its trainer's own verdict.
+
+Gap 3 is the stage run's encoder (the training part stops before the validation target and the
+trainer holds out one more item); gap 2 is what ``--refit`` would save there; gap 1 has learned
+everything but the test target, the freshest model a service retraining between a user's events
+could serve. Gaps 1 and 2 learn from the validation targets: diagnostics, never stage-table
+entries. Trained models are kept under ``benchmarks/out/encoder_freshness/`` and reused, so a run
+that was stopped resumes where it was (about 25 min per gap on 2 CPU cores, 6 min per evaluation).
+
+    python benchmarks/encoder_freshness.py [--gaps 1 2 3] [--stage-encoder MODEL_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import SHARED_DATASET, save, table  # noqa: E402
+from encoders import BiEncoder  # noqa: E402
+from retrieval.datasets import load_dataset  # noqa: E402
+from retrieval.encoder_training import EncoderTrainingSettings, train_encoder  # noqa: E402
+from retrieval.evaluation import SLICES, EvalConfig, Replay, encode_catalogue, evaluate, paired_change  # noqa: E402
+from retrieval.evaluation_stages import cold_slice_items  # noqa: E402
+
+WORK = Path(__file__).resolve().parent / "out" / "encoder_freshness"
+METHOD = "hybrid_retrieval"
+
+
+def log_before(sequences: dict[str, list[str]], gap: int, leave_out: set[str]) -> dict[str, list[str]]:
+    """Each sequence without its newest ``gap - 1`` items and without ``leave_out``: a log whose
+    trainer, holding out one more item, learns every step up to ``gap`` steps before the target."""
+    kept = {u: [i for i in seq[:len(seq) - (gap - 1)] if i not in leave_out] for u, seq in sequences.items()}
+    return {u: seq for u, seq in kept.items() if len(seq) > 1}
+
+
+def trained_model(gap: int, dataset, base: BiEncoder, points, config: EvalConfig, max_users: int | None
+                  ) -> dict:
+    """The trainer's metadata for ``gap`` (with ``path``), trained now unless a run before kept it."""
+    models = WORK / f"gap{gap}" / ("all" if max_users is None else f"users{max_users}")
+    done = sorted(models.glob("v*/metadata.json"))
+    if done:
+        meta = json.loads(done[-1].read_text())
+        print(f"gap {gap}: reusing {done[-1].parent}")
+        return {**meta, "path": str(done[-1].parent)}
+    log = log_before(dataset.sequences, gap, cold_slice_items(dataset, config))
+    if max_users is not None:
+        log = dict(sorted(log.items())[:max_users])
+    replay = Replay(dataset, base, log, points, config, f"freshness-gap{gap}")
+    try:
+        return train_encoder(replay.engine, models, EncoderTrainingSettings(device="cpu"),
+                             lambda desc, n: tqdm(total=n, desc=f"gap {gap}: {desc}", mininterval=5))
+    finally:
+        replay.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, default=SHARED_DATASET)
+    parser.add_argument("--gaps", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
+    parser.add_argument("--stage-encoder", type=Path,
+                        help="a stage run's encoder (gap 3: benchmarks/eval/stages/models/encoder/<version>), "
+                             "measured instead of training gap 3 again")
+    parser.add_argument("--max-users", type=int, help="train on this many users and test as many (a smoke run)")
+    args = parser.parse_args()
+    if not args.dataset.exists():
+        print(f"skipping: {args.dataset} is not here")
+        return 0
+    started = time.perf_counter()
+    dataset = load_dataset(args.dataset)
+    config = EvalConfig(seed=42, split="test", max_users=args.max_users or 5000, methods=(METHOD,))
+    base = BiEncoder(device="cpu")
+    points = encode_catalogue(dataset, base)
+    models = {}
+    if args.stage_encoder:
+        meta = json.loads((args.stage_encoder / "metadata.json").read_text())
+        models[3] = {**meta, "path": str(args.stage_encoder)}
+    for gap in sorted(set(args.gaps) - set(models)):
+        models[gap] = trained_model(gap, dataset, base, points, config, args.max_users)
+
+    zero_shot: dict[str, dict] = {}  # by fusion weights: the baseline each model is paired with
+
+    def zero_shot_at(weights: dict | None) -> dict:
+        key = json.dumps(weights or {}, sort_keys=True)
+        if key not in zero_shot:
+            at = replace(config, recommend=config.recommend.with_weights(weights))
+            zero_shot[key] = evaluate(dataset, base, at, points=points, slices=SLICES)
+        return zero_shot[key]
+
+    rows, runs = [], []
+    for gap, meta in sorted(models.items(), reverse=True):
+        weights = meta.get("fusion_weights")
+        baseline = zero_shot_at(weights)
+        encoder = BiEncoder(meta["path"], device="cpu")
+        at = replace(config, recommend=config.recommend.with_weights(weights))
+        tuned = evaluate(dataset, encoder, at, points=encode_catalogue(dataset, encoder), slices=SLICES)
+        validation = meta["validation"]
+        run = {"gap": gap, "model": meta["path"], "accepted": meta["accepted"], "pairs": meta["pairs"],
+               "train_users": meta["train_users"], "fusion_weights": weights,
+               "verdict_own_part": validation["encoder_gain_at_chosen_weights"],
+               "verdict_standard_error": validation["encoder_gain_standard_error"],
+               "verdict_users": validation["users"], "slices": {}}
+        for s in SLICES:
+            change = paired_change(tuned["ranks"][s][METHOD], baseline["ranks"][s][METHOD])
+            a, b = baseline["slices"][s][METHOD], tuned["slices"][s][METHOD]
+            run["slices"][s] = {"users": b.get("users"), "zero_shot_ndcg@10": a["ndcg@10"],
+                                "fine_tuned_ndcg@10": b["ndcg@10"], "zero_shot_recall@10": a["recall@10"],
+                                "fine_tuned_recall@10": b["recall@10"], "own_part": change["ndcg@10"],
+                                "standard_error": change["standard_error"]}
+            rows.append([gap, s, b.get("users", ""), f"{a['ndcg@10']:.4f}", f"{b['ndcg@10']:.4f}",
+                         f"{change['ndcg@10']:+.4f} ± {change['standard_error']:.4f}",
+                         f"{b['ndcg@10'] / a['ndcg@10']:.3f}" if a["ndcg@10"] else "-",
+                         f"{run['verdict_own_part']:+.4f} ± {run['verdict_standard_error']:.4f}" if s == "all" else ""])
+        runs.append(run)
+    print(table(["gap", "slice", "users", "zero-shot NDCG@10", "fine-tuned NDCG@10", "own part ± se (test)",
+                 "ratio", "trainer's verdict (own part)"], rows,
+                "Fine-tuned encoder vs zero-shot at the same fusion weights, test split, by steps of staleness"))
+    if args.max_users is None:  # a smoke run's numbers are not kept
+        path = save("encoder_freshness", {"users": config.max_users, "runs": runs,
+                                          "seconds": time.perf_counter() - started})
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
