@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "benchmarks/README.md)")
     enc.add_argument("--refit", action="store_true",
                      help="once accepted, train again on every user's whole sequence and save that model, so it "
-                          "serves --validation-gap steps fresher (not yet measured by a stage run)")
+                          "serves --validation-gap steps fresher (measured level on the shared dataset: benchmarks/README.md)")
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda")
     enc.add_argument("--seed", type=int, default=0)
     data_dir(enc)
