@@ -34,34 +34,29 @@ from encoders import BiEncoder  # noqa: E402
 from retrieval.datasets import load_dataset  # noqa: E402
 from retrieval.encoder_training import EncoderTrainingSettings, train_encoder  # noqa: E402
 from retrieval.evaluation import SLICES, EvalConfig, Replay, encode_catalogue, evaluate, paired_change  # noqa: E402
-from retrieval.evaluation_stages import cold_slice_items  # noqa: E402
+from retrieval.evaluation_stages import cold_slice_items, training_part  # noqa: E402
+from retrieval.model_versions import ModelVersions, read_metadata  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "out" / "encoder_freshness"
 METHOD = "hybrid_retrieval"
 
 
-def log_before(sequences: dict[str, list[str]], gap: int, leave_out: set[str]) -> dict[str, list[str]]:
-    """Each sequence without its newest ``gap - 1`` items and without ``leave_out``: a log whose
-    trainer, holding out one more item, learns every step up to ``gap`` steps before the target."""
-    kept = {u: [i for i in seq[:len(seq) - (gap - 1)] if i not in leave_out] for u, seq in sequences.items()}
-    return {u: seq for u, seq in kept.items() if len(seq) > 1}
-
-
 def trained_model(gap: int, dataset, base: BiEncoder, points, config: EvalConfig, max_users: int | None
                   ) -> dict:
     """The trainer's metadata for ``gap`` (with ``path``), trained now unless a run before kept it."""
-    models = WORK / f"gap{gap}" / ("all" if max_users is None else f"users{max_users}")
-    done = sorted(models.glob("v*/metadata.json"))
+    versions = ModelVersions(WORK / f"gap{gap}" / ("all" if max_users is None else f"users{max_users}"))
+    done = versions.all()
     if done:
-        meta = json.loads(done[-1].read_text())
-        print(f"gap {gap}: reusing {done[-1].parent}")
-        return {**meta, "path": str(done[-1].parent)}
-    log = log_before(dataset.sequences, gap, cold_slice_items(dataset, config))
+        path = versions.path(done[-1]["version"])
+        print(f"gap {gap}: reusing {path}")
+        return {**done[-1], "path": str(path)}
+    # The trainer holds out one more item, so it learns every step up to ``gap`` before the target.
+    log = training_part(dataset.sequences, cold_slice_items(dataset, config), newest=gap - 1)
     if max_users is not None:
         log = dict(sorted(log.items())[:max_users])
     replay = Replay(dataset, base, log, points, config, f"freshness-gap{gap}")
     try:
-        return train_encoder(replay.engine, models, EncoderTrainingSettings(device="cpu"),
+        return train_encoder(replay.engine, versions.root, EncoderTrainingSettings(device="cpu"),
                              lambda desc, n: tqdm(total=n, desc=f"gap {gap}: {desc}", mininterval=5))
     finally:
         replay.close()
@@ -79,33 +74,31 @@ def main() -> int:
     if not args.dataset.exists():
         print(f"skipping: {args.dataset} is not here")
         return 0
+    models = {}
+    if args.stage_encoder:
+        meta = read_metadata(args.stage_encoder)
+        if meta is None:
+            parser.error(f"--stage-encoder {args.stage_encoder}: no saved encoder there (no metadata.json); "
+                         "pass benchmarks/eval/stages/models/encoder/<version> from `make eval-stages`")
+        models[3] = {**meta, "path": str(args.stage_encoder)}
     started = time.perf_counter()
     dataset = load_dataset(args.dataset)
     config = EvalConfig(seed=42, split="test", max_users=args.max_users or 5000, methods=(METHOD,))
     base = BiEncoder(device="cpu")
     points = encode_catalogue(dataset, base)
-    models = {}
-    if args.stage_encoder:
-        meta = json.loads((args.stage_encoder / "metadata.json").read_text())
-        models[3] = {**meta, "path": str(args.stage_encoder)}
     for gap in sorted(set(args.gaps) - set(models)):
         models[gap] = trained_model(gap, dataset, base, points, config, args.max_users)
 
     zero_shot: dict[str, dict] = {}  # by fusion weights: the baseline each model is paired with
-
-    def zero_shot_at(weights: dict | None) -> dict:
-        key = json.dumps(weights or {}, sort_keys=True)
-        if key not in zero_shot:
-            at = replace(config, recommend=config.recommend.with_weights(weights))
-            zero_shot[key] = evaluate(dataset, base, at, points=points, slices=SLICES)
-        return zero_shot[key]
-
     rows, runs = [], []
     for gap, meta in sorted(models.items(), reverse=True):
         weights = meta.get("fusion_weights")
-        baseline = zero_shot_at(weights)
-        encoder = BiEncoder(meta["path"], device="cpu")
         at = replace(config, recommend=config.recommend.with_weights(weights))
+        key = json.dumps(weights or {}, sort_keys=True)
+        if key not in zero_shot:
+            zero_shot[key] = evaluate(dataset, base, at, points=points, slices=SLICES)
+        baseline = zero_shot[key]
+        encoder = BiEncoder(meta["path"], device="cpu")
         tuned = evaluate(dataset, encoder, at, points=encode_catalogue(dataset, encoder), slices=SLICES)
         validation = meta["validation"]
         run = {"gap": gap, "model": meta["path"], "accepted": meta["accepted"], "pairs": meta["pairs"],

@@ -48,13 +48,13 @@ class StageSettings:
     work_dir: Path | None = None  # where the trained models are kept (default: a scratch folder)
 
 
-def training_part(sequences: dict[str, list[str]], leave_out: set[str] | frozenset[str] = frozenset()
-                  ) -> dict[str, list[str]]:
-    """Every sequence without its validation and test targets (its last two items), and without the
-    items of ``leave_out``: the cold-items slice's items, which must be as new to the trainers as
-    they are to the slice (with their interactions in training, an encoder adapter scored cold items
-    +0.0068 NDCG@10 on validation; trained without them, -0.0180)."""
-    kept = {u: [i for i in seq[:-2] if i not in leave_out] for u, seq in sequences.items()}
+def training_part(sequences: dict[str, list[str]], leave_out: set[str] | frozenset[str] = frozenset(),
+                  newest: int = 2) -> dict[str, list[str]]:
+    """Every sequence without its ``newest`` items (by default its validation and test targets),
+    and without the items of ``leave_out``: the cold-items slice's items, which must be as new to
+    the trainers as they are to the slice (with their interactions in training, an encoder adapter
+    scored cold items +0.0068 NDCG@10 on validation; trained without them, -0.0180)."""
+    kept = {u: [i for i in seq[:len(seq) - newest] if i not in leave_out] for u, seq in sequences.items()}
     return {u: seq for u, seq in kept.items() if len(seq) > 1}  # one item is nothing to learn from
 
 

@@ -127,6 +127,8 @@ def test_training_part_never_holds_a_validation_or_test_target():
         assert sequences[user][-1] not in seq and sequences[user][-2] not in seq
     # The cold-items slice's items are new to the trainers too; a sequence left with one item goes.
     assert training_part(sequences, leave_out={"2", "8"}) == {"a": ["1", "3"]}
+    # Fewer newest items held back (the freshness benchmark's logs): only the test target goes.
+    assert training_part(sequences, newest=1) == {"a": ["1", "2", "3", "4"], "b": ["1", "2"], "c": ["9", "8", "7"]}
 
 
 @pytest.mark.slow
