@@ -13,9 +13,12 @@ scratch collections). The new model must also not be clearly worse on long-tail 
 On the shared dataset the new encoder gains on cold items at the served weights and nothing
 measurable on all users: for an item someone has taken it relearns what the collaborative source
 already reads exactly. What it adds is what BM25 gave cold items, so the fusion that serves it may
-lean less on BM25: the trainer tries each of ``lexical_weights`` with both encoders and keeps the
-new one, with its weights, only if it is clearly better than what serves and than the old encoder
-at the same weights. The weights tune the order served as is; a ranker's pool keeps the
+lean less on BM25 and more on the profile vector: the trainer tries each pair of
+``lexical_weights`` x ``dense_profile_weights`` with both encoders and keeps the new one, with its
+weights, only if it is clearly better than what serves and than the old encoder at the same
+weights. At the zero-shot profile weight (0.5) a fine-tuned encoder's own part was level on test
+(-0.0001 ± 0.0009); at 1.0 it was +0.0021 ± 0.0012, cold items +0.0073, while zero-shot scored the
+same at either weight (0.0706; benchmarks/README.md, "Found (session 11)"). The weights tune the order served as is; a ranker's pool keeps the
 configured ones (``RecommendConfig.with_weights``). Dense retrieval alone is recorded beside it.
 Accepted models are served after ``hybridrec reindex``, which gives the new layout the weights
 chosen here.
@@ -70,6 +73,10 @@ class EncoderTrainingSettings(LogTrainingSettings):
     # weights stay as configured. Never 0: BM25 is the only source that reads the exact words, and
     # without it cold items lost 17-32% on validation (benchmarks/README.md, tune.py round 3).
     lexical_weights: tuple[float, ...] = (1.0, 0.5)
+    # The profile vector's weight in requests without a query (``dense_profile_without_query``),
+    # tried with each encoder and each BM25 weight. The zero-shot profile was tuned to 0.5 (tune.py
+    # round 3: 1.0 was no better); a fine-tuned profile is worth more than that zero-shot one.
+    dense_profile_weights: tuple[float, ...] = (0.5, 1.0)
     # Each user's newest items left out of the model's training data (1 or more: the newest is the
     # validation target), so that validation judges the model on a target this many steps past the
     # end of what it learned from (1: the very next item). A served model ages, and what an adapter
@@ -91,6 +98,16 @@ class EncoderTrainingSettings(LogTrainingSettings):
     # scored test like the judged model (+0.0004 ± 0.0006), and even a model trained on everything
     # but the test targets was level there (benchmarks/encoder_freshness.py).
     refit: bool = False
+
+
+def fusion_weights(pair: tuple[float, float]) -> dict[str, float]:
+    """The fusion weights the trainer tries and records: (BM25 over history titles, the profile
+    in a request without a query)."""
+    return {"lexical_history": pair[0], "dense_profile_without_query": pair[1]}
+
+
+def _weights_text(pair: tuple[float, float]) -> str:
+    return f"history BM25 weight {pair[0]:g}, profile weight {pair[1]:g}"
 
 
 def replayed_before_newest(sequences: dict[str, list[str]]) -> CoOccurrenceIndex:
@@ -305,21 +322,26 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     tail = [n for n, (_, target) in enumerate(validation_cases) if target not in head]
     decay = engine.config.profiles.position_decay
     served_lexical = engine.recommender.sources["lexical"].history_weight
-    lexical = sorted({served_lexical, *settings.lexical_weights}, reverse=True)
-    weightings = [{"lexical_history": w} for w in lexical]
+    served_dense = engine.recommender.sources["dense_profile"].without_query_weight
+    served = (served_lexical, served_dense)
+    # (BM25 weight over history titles, profile weight without a query), the served pair first.
+    grid = [served] + sorted({(lw, dw) for lw in settings.lexical_weights
+                              for dw in settings.dense_profile_weights} - {served}, key=lambda p: (-p[0], p[1]))
+    weightings = [fusion_weights(p) for p in grid]
     stored = _catalogue_vectors(engine, None)
     baseline_dense = dense_ndcg(stored, validation_cases, decay)
-    current_by = dict(zip(lexical, _fused_ndcg(engine, fused_cases, weightings=weightings, index=before_newest)))
-    baseline_cases = current_by[served_lexical]
+    current_by = dict(zip(grid, _fused_ndcg(engine, fused_cases, weightings=weightings, index=before_newest)))
+    baseline_cases = current_by[served]
 
     fit = _fit(engine, settings, trained, stored, rng, progress_factory)
     encoder, tuned_raw, tuned_vectors, raw_matrix = fit.encoder, fit.raw, fit.vectors, fit.raw_matrix
     # The verdict is on what serves: the fused retrieval. Dense retrieval alone is recorded beside
     # it; on the shared dataset a model that won there (+0.0044, 1.6 standard errors) lost 2.5% on
     # test in the fused pipeline.
-    tuned_by = dict(zip(lexical, _fused_ndcg(engine, fused_cases, encoder, tuned_vectors, weightings,
-                                             index=before_newest)))
-    chosen = max(lexical, key=lambda w: (float(np.mean(tuned_by[w] or [0.0])), w))
+    tuned_by = dict(zip(grid, _fused_ndcg(engine, fused_cases, encoder, tuned_vectors, weightings,
+                                          index=before_newest)))
+    # The best pair for the new encoder; on a tie the served one, then the grid's order.
+    chosen = max(grid, key=lambda p: (float(np.mean(tuned_by[p] or [0.0])), p == served))
     tuned_cases = tuned_by[chosen]
     dense = {"current_encoder_ndcg@10": float(np.mean(baseline_dense or [0.0])),
              "fine_tuned_ndcg@10": float(np.mean(dense_ndcg(tuned_vectors, validation_cases, decay) or [0.0])),
@@ -343,25 +365,25 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     verdict = ("clearly better" if better else "not clearly better") + (
         "" if own_better or not better else "; but not clearly better than the current encoder at those weights") + (
         "; but clearly worse on long-tail targets" if better and own_better and tail_worse else "")
-    by_weight = {str(w): {"current_encoder_ndcg@10": float(np.mean(current_by[w] or [0.0])),
-                          "fine_tuned_ndcg@10": float(np.mean(tuned_by[w] or [0.0]))} for w in lexical}
+    by_weight = [{**fusion_weights(p), "current_encoder_ndcg@10": float(np.mean(current_by[p] or [0.0])),
+                  "fine_tuned_ndcg@10": float(np.mean(tuned_by[p] or [0.0]))} for p in grid]
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base_model": engine.encoder.model_path, "accepted": accepted,
-        "reason": (f"validation NDCG@10 of the fused retrieval {tuned:.4f} (history BM25 weight {chosen:g}) vs "
-                   f"current encoder as served {baseline:.4f} (lexical {served_lexical:g}): {gain:+.4f} "
-                   f"(standard error {se:.4f}), {verdict}; the encoder's own part at lexical {chosen:g}: "
+        "reason": (f"validation NDCG@10 of the fused retrieval {tuned:.4f} ({_weights_text(chosen)}) vs "
+                   f"current encoder as served {baseline:.4f} ({_weights_text(served)}): {gain:+.4f} "
+                   f"(standard error {se:.4f}), {verdict}; the encoder's own part at those weights: "
                    f"{own_gain:+.4f} (standard error {own_se:.4f}), on {len(tail)} long-tail targets "
                    f"{-tail_loss:+.4f} (standard error {tail_se:.4f}); dense retrieval alone "
                    f"{dense['fine_tuned_ndcg@10']:.4f} vs {dense['current_encoder_ndcg@10']:.4f}; judged {gap} "
                    f"step(s) past the end of its training data, on {len(judged)} users' newest items"),
         "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "gain": gain,
                        "standard_error": se, "encoder_gain_at_chosen_weights": own_gain,
-                       "encoder_gain_standard_error": own_se, "by_lexical_weight": by_weight,
+                       "encoder_gain_standard_error": own_se, "by_fusion_weights": by_weight,
                        "long_tail": {"users": len(tail), "encoder_gain_at_chosen_weights": -tail_loss,
                                      "standard_error": tail_se},
                        "users": len(judged), "dense": dense},
-        "fusion_weights": {"lexical_history": chosen},
+        "fusion_weights": fusion_weights(chosen),
         "pairs_kind": fit.pairs_kind,
         "centre": {"norm": float(np.linalg.norm(encoder.center)) if encoder.center is not None else None,
                    "mean_cosine_random_pairs": _mean_pair_cosine(raw_matrix, settings.seed)},

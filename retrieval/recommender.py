@@ -31,8 +31,10 @@ class RecommendConfig:
     numbers in benchmarks/README.md), never on test.
     """
 
-    # ``lexical_history`` (BM25 over the newest history titles; default: ``lexical``) is set by a
-    # fine-tuned encoder's layout, chosen with it on validation (``train_encoder``).
+    # ``lexical_history`` (BM25 over the newest history titles; default: ``lexical``) and
+    # ``dense_profile_without_query`` (the profile vector in a request without a query; default:
+    # ``dense_profile``) are set by a fine-tuned encoder's layout, chosen with it on validation
+    # (``train_encoder``).
     weights: dict[str, float] = field(default_factory=lambda: {
         "dense_query": 1.0, "dense_profile": 0.5, "lexical": 1.0, "collaborative": 1.0, "popular": 1.0,
     })
@@ -82,11 +84,13 @@ class RecommendConfig:
 
 
 def source_weights(weights: dict[str, float]) -> dict[str, float]:
-    """Every weight a source reads, with its default: 1.0, and BM25's over history titles
-    (``lexical_history``) that of ``lexical``."""
+    """Every weight a source reads, with its default: 1.0, BM25's over history titles
+    (``lexical_history``) that of ``lexical``, and the profile's in a request without a query
+    (``dense_profile_without_query``) that of ``dense_profile``."""
     out = {name: weights.get(name, 1.0)
            for name in ("dense_query", "dense_profile", "lexical", "collaborative", "popular")}
-    return {**out, "lexical_history": weights.get("lexical_history", out["lexical"])}
+    return {**out, "lexical_history": weights.get("lexical_history", out["lexical"]),
+            "dense_profile_without_query": weights.get("dense_profile_without_query", out["dense_profile"])}
 
 
 @dataclass
@@ -148,7 +152,8 @@ class Recommender:
         w = source_weights(config.weights)
         self.sources = {
             "dense_query": DenseSource(catalogue, "dense_query", "query", w["dense_query"]),
-            "dense_profile": DenseSource(catalogue, "dense_profile", "profile", w["dense_profile"]),
+            "dense_profile": DenseSource(catalogue, "dense_profile", "profile", w["dense_profile"],
+                                         w["dense_profile_without_query"]),
             "lexical": LexicalSource(catalogue, w["lexical"], w["lexical_history"]),
             "collaborative": CollaborativeSource(
                 catalogue, index, w["collaborative"], decay=config.collaborative_decay,
@@ -156,9 +161,10 @@ class Recommender:
         }
         self.popular = PopularSource(catalogue, index, w["popular"])
         # Each source result's weight in the pool a ranker reorders. A ranker reorders history
-        # requests only, so BM25's is its history weight.
+        # requests only, so BM25's is its history weight and the profile's its weight without a query.
         pool = None if config.ranker_pool_weights is None else source_weights(config.ranker_pool_weights)
-        self.pool_weights = None if pool is None else {**pool, "lexical": pool["lexical_history"]}
+        self.pool_weights = None if pool is None else {**pool, "lexical": pool["lexical_history"],
+                                                       "dense_profile": pool["dense_profile_without_query"]}
         self.popularity_prior = PopularSource(catalogue, index, config.preference_popularity_prior,
                                               fallback=False, name="popularity_prior")
         # Swapped as a whole by ``Engine.reload_reranker``: a request sees the old model or the new.

@@ -39,10 +39,16 @@ def rank_hits(hits) -> list[tuple[str, float]]:
 
 
 class DenseSource:
-    """Nearest items to a vector (the profile or the query) in the bi-encoder space."""
+    """Nearest items to a vector (the profile or the query) in the bi-encoder space.
+    ``without_query_weight`` (default: ``weight``) is the profile's weight in a request without a
+    query (a history or stated preferences alone): a fine-tuned encoder is chosen with its own
+    weight there (``train_encoder``), which says nothing about how a profile should weigh against
+    a search query."""
 
-    def __init__(self, catalogue: Catalogue, name: str, use: str, weight: float = 1.0):
+    def __init__(self, catalogue: Catalogue, name: str, use: str, weight: float = 1.0,
+                 without_query_weight: float | None = None):
         self.catalogue, self.name, self.use, self.weight = catalogue, name, use, weight
+        self.without_query_weight = weight if without_query_weight is None else without_query_weight
 
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
         vector = ctx.query_vector if self.use == "query" else ctx.profile_vector
@@ -51,7 +57,8 @@ class DenseSource:
         hits = self.catalogue.store.search_dense(
             self.catalogue.collection, vector, ctx.pool, ctx.item_filter, ctx.exclude
         )
-        return SourceResult(self.name, rank_hits(hits), self.weight)
+        weight = self.without_query_weight if self.use == "profile" and not ctx.query_text else self.weight
+        return SourceResult(self.name, rank_hits(hits), weight)
 
 
 class LexicalSource:

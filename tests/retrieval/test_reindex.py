@@ -127,14 +127,19 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
                                          and -tail["encoder_gain_at_chosen_weights"] > tail["standard_error"]))
     assert 0 < tail["users"] <= v["users"]
     assert v["gain"] == pytest.approx(v["fine_tuned_ndcg@10"] - v["current_encoder_ndcg@10"])
-    # BM25's weight is chosen with the new encoder: the best of those tried, recorded for reindex.
-    by_weight = v["by_lexical_weight"]
-    assert set(by_weight) == {"1.0", "0.5"}
-    chosen = meta["fusion_weights"]["lexical_history"]
-    assert v["fine_tuned_ndcg@10"] == by_weight[str(chosen)]["fine_tuned_ndcg@10"] == \
-        max(b["fine_tuned_ndcg@10"] for b in by_weight.values())
-    assert v["current_encoder_ndcg@10"] == by_weight["1.0"]["current_encoder_ndcg@10"]  # as served
-    assert trained_fusion_weights(models / meta["version"]) == {"lexical_history": chosen}
+    # BM25's and the profile's weights are chosen with the new encoder: the best pair of those
+    # tried, recorded for reindex.
+    by_weight = v["by_fusion_weights"]
+    key = ("lexical_history", "dense_profile_without_query")
+    tried = [(b[key[0]], b[key[1]]) for b in by_weight]
+    assert tried[0] == (1.0, 0.5)  # as served first
+    assert sorted(tried) == [(0.5, 0.5), (0.5, 1.0), (1.0, 0.5), (1.0, 1.0)]
+    chosen = meta["fusion_weights"]
+    assert set(chosen) == set(key)
+    row = next(b for b in by_weight if (b[key[0]], b[key[1]]) == (chosen[key[0]], chosen[key[1]]))
+    assert v["fine_tuned_ndcg@10"] == row["fine_tuned_ndcg@10"] == max(b["fine_tuned_ndcg@10"] for b in by_weight)
+    assert v["current_encoder_ndcg@10"] == by_weight[0]["current_encoder_ndcg@10"]  # as served
+    assert trained_fusion_weights(models / meta["version"]) == chosen
     assert trained_fusion_weights(tmp_path) is None  # not a trained version
     assert meta["pairs"] > 0 and v["users"] == 30  # every user's newest item is judged
     saved = json.loads((models / meta["version"] / "metadata.json").read_text())

@@ -77,6 +77,23 @@ def test_a_ranker_reorders_its_own_pool_where_the_served_order_is_fused_otherwis
     assert lexical_hits(recommender.recommend(replace(request, rerank=False))) == 0
 
 
+def test_the_profile_weight_without_a_query_leaves_query_requests_and_the_ranker_pool_alone(engine, demo_items):
+    category_log(engine, demo_items)
+    clicks(engine, "u1", [demo_items[0]["id"], demo_items[5]["id"]])
+    # A layout whose profile does not vote where there is no query (weight 0 drops the source).
+    recommender = engine.wire(replace(engine.layout, weights={"dense_profile_without_query": 0.0}),
+                              engine.encoder)[2]
+    request = RecommendRequest(user_id="u1", k=10, diversity=0)
+
+    def profile_hits(result):
+        return sum("dense_profile" in i.trace["sources"] for i in result.items)
+
+    assert profile_hits(recommender.recommend(request)) == 0
+    assert profile_hits(recommender.recommend(replace(request, query="stapler"))) > 0
+    assert profile_hits(recommender.recommend(replace(request, ranker_pool=True))) > 0
+    assert profile_hits(engine.recommender.recommend(request)) > 0  # the served layout is untouched
+
+
 def test_served_order_is_the_models_order_over_the_pipelines_features(engine, demo_items):
     category_log(engine, demo_items)
     clicks(engine, "u1", [demo_items[0]["id"], demo_items[5]["id"], demo_items[40]["id"]])
