@@ -14,6 +14,11 @@ entries. Trained models are kept under ``benchmarks/out/encoder_freshness/`` and
 that was stopped resumes where it was (about 25 min per gap on 2 CPU cores, 6 min per evaluation).
 
     python benchmarks/encoder_freshness.py [--gaps 1 2 3] [--stage-encoder MODEL_DIR]
+        [--weights dense_profile_without_query=1.0 ...]
+
+``--weights`` measures every model (and its zero-shot baseline) with these fusion weights over the
+ones its trainer chose: how much of a model's own part the weights it serves with let through
+(its results go to ``encoder_freshness_weights.json``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from retrieval.encoder_training import EncoderTrainingSettings, train_encoder  #
 from retrieval.evaluation import SLICES, EvalConfig, Replay, encode_catalogue, evaluate, paired_change  # noqa: E402
 from retrieval.evaluation_stages import cold_slice_items, training_part  # noqa: E402
 from retrieval.model_versions import ModelVersions, read_metadata  # noqa: E402
+from retrieval.recommender import source_weights  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "out" / "encoder_freshness"
 METHOD = "hybrid_retrieval"
@@ -70,7 +76,18 @@ def main() -> int:
                         help="a stage run's encoder (gap 3: benchmarks/eval/stages/models/encoder/<version>), "
                              "measured instead of training gap 3 again")
     parser.add_argument("--max-users", type=int, help="train on this many users and test as many (a smoke run)")
+    parser.add_argument("--weights", nargs="+", default=[], metavar="SOURCE=WEIGHT",
+                        help="fusion weights over each model's chosen ones, e.g. dense_profile_without_query=1.0")
     args = parser.parse_args()
+    overrides = {}
+    for item in args.weights:
+        name, _, value = item.partition("=")
+        if name not in source_weights({}):
+            parser.error(f"--weights {item!r}: unknown source {name!r}; one of {', '.join(source_weights({}))}")
+        try:
+            overrides[name] = float(value)
+        except ValueError:
+            parser.error(f"--weights {item!r}: expected SOURCE=WEIGHT with a number, e.g. dense_profile_without_query=1.0")
     if not args.dataset.exists():
         print(f"skipping: {args.dataset} is not here")
         return 0
@@ -92,7 +109,7 @@ def main() -> int:
     zero_shot: dict[str, dict] = {}  # by fusion weights: the baseline each model is paired with
     rows, runs = [], []
     for gap, meta in sorted(models.items(), reverse=True):
-        weights = meta.get("fusion_weights")
+        weights = {**(meta.get("fusion_weights") or {}), **overrides} or None
         at = replace(config, recommend=config.recommend.with_weights(weights))
         key = json.dumps(weights or {}, sort_keys=True)
         if key not in zero_shot:
@@ -122,7 +139,8 @@ def main() -> int:
                  "ratio", "trainer's verdict (own part)"], rows,
                 "Fine-tuned encoder vs zero-shot at the same fusion weights, test split, by steps of staleness"))
     if args.max_users is None:  # a smoke run's numbers are not kept
-        path = save("encoder_freshness", {"users": config.max_users, "runs": runs,
+        path = save("encoder_freshness_weights" if overrides else "encoder_freshness",
+                    {"users": config.max_users, "weights_over_chosen": overrides, "runs": runs,
                                           "seconds": time.perf_counter() - started})
         print(f"wrote {path}")
     return 0
