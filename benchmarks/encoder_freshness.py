@@ -87,7 +87,8 @@ def main() -> int:
         try:
             overrides[name] = float(value)
         except ValueError:
-            parser.error(f"--weights {item!r}: expected SOURCE=WEIGHT with a number, e.g. dense_profile_without_query=1.0")
+            parser.error(f"--weights {item!r}: expected SOURCE=WEIGHT with a number, "
+                         "e.g. dense_profile_without_query=1.0")
     if not args.dataset.exists():
         print(f"skipping: {args.dataset} is not here")
         return 0

@@ -18,10 +18,10 @@ lean less on BM25 and more on the profile vector: the trainer tries each pair of
 weights, only if it is clearly better than what serves and than the old encoder at the same
 weights. At the zero-shot profile weight (0.5) a fine-tuned encoder's own part was level on test
 (-0.0001 ± 0.0009); at 1.0 it was +0.0021 ± 0.0012, cold items +0.0073, while zero-shot scored the
-same at either weight (0.0706; benchmarks/README.md, "Found (session 11)"). The weights tune the order served as is; a ranker's pool keeps the
-configured ones (``RecommendConfig.with_weights``). Dense retrieval alone is recorded beside it.
-Accepted models are served after ``hybridrec reindex``, which gives the new layout the weights
-chosen here.
+same at either weight (0.0706; benchmarks/README.md, "Found (session 11)"). The weights tune the
+order served as is; a ranker's pool keeps the configured ones (``RecommendConfig.with_weights``).
+Dense retrieval alone is recorded beside it. Accepted models are served after ``hybridrec
+reindex``, which gives the new layout the weights chosen here.
 """
 
 from __future__ import annotations
