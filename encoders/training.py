@@ -187,7 +187,7 @@ def train_adapter(
     (``position_decay`` per newer item). The loss is a softmax over the batch's next items, the
     history's own items left out (in-batch negatives, so items nobody has taken are never pushed
     away: a softmax over the whole catalogue taught the map that an item without interactions is
-    never wanted, and cold items lost 40% NDCG@10 on the shared dataset's validation split).
+    never wanted, which costs cold items; docs/research.md, "Not defaults: the adapter and --refit").
 
     Example::
 

@@ -1,6 +1,7 @@
 """Item co-occurrence: the collaborative signal, kept in memory and derived from the event log.
 
-Item-kNN with cosine-normalised co-occurrence counts over users, as measured on the shared dataset.
+Item-kNN with cosine-normalised co-occurrence counts over users (the ``itemknn`` baseline and the
+``collaborative_seq`` stage of ``make eval``; settings from benchmarks/tune.py).
 It only has an opinion about items someone has interacted with; ``knows`` says which.
 """
 

@@ -10,15 +10,13 @@ Validation judges each user's newest item, which the model never sees, as the of
 replays the log (the collaborative signal as it stood before every user's newest item), and scores
 the fused retrieval that serves with the old and the new model's item vectors (the new ones in
 scratch collections). The new model must also not be clearly worse on long-tail targets.
-On the shared dataset the new encoder gains on cold items at the served weights and nothing
-measurable on all users: for an item someone has taken it relearns what the collaborative source
-already reads exactly. What it adds is what BM25 gave cold items, so the fusion that serves it may
-lean less on BM25 and more on the profile vector: the trainer tries each pair of
+For an item someone has taken, the new encoder relearns what the collaborative source already
+reads exactly; what it adds is what BM25 gave cold items, so the fusion that serves it may lean
+less on BM25 and more on the profile vector: the trainer tries each pair of
 ``lexical_weights`` x ``dense_profile_weights`` with both encoders and keeps the new one, with its
 weights, only if it is clearly better than what serves and than the old encoder at the same
-weights. At the zero-shot profile weight (0.5) a fine-tuned encoder's own part was level on test
-(-0.0001 ± 0.0009); at 1.0 it was +0.0021 ± 0.0012, cold items +0.0073, while zero-shot scored the
-same at either weight (0.0706; benchmarks/README.md, "Found (session 11)"). The weights tune the
+weights (why: docs/research.md, "The encoder's fusion weights"; measured by
+benchmarks/encoder_freshness.py --weights and ``make eval-stages``). The weights tune the
 order served as is; a ranker's pool keeps the configured ones (``RecommendConfig.with_weights``).
 Dense retrieval alone is recorded beside it. Accepted models are served after ``hybridrec
 reindex``, which gives the new layout the weights chosen here.
@@ -56,11 +54,10 @@ PROFILE_ITEMS = 20
 @dataclass
 class EncoderTrainingSettings(LogTrainingSettings):
     # "full": contrastive fine-tuning of the whole transformer on (item -> next item) pairs; "adapter":
-    # a linear map over the frozen encoder's vectors, trained on (history profile -> next item), in
-    # about a minute on 2 CPU cores (one "full" epoch: 17-21 minutes). The adapter won validation (own
-    # part +0.0073, standard error 0.0025, in the trainer; +0.0033 ± 0.0012 on every user of the
-    # validation split) and gave nothing on test (-0.0001 ± 0.0012) while costing cold items
-    # -0.0111 ± 0.0060 (stage run 9, benchmarks/README.md), so it is not the default.
+    # a linear map over the frozen encoder's vectors, trained on (history profile -> next item), far
+    # faster than a "full" epoch. The adapter wins validation but not test and costs cold items, so
+    # it is not the default (docs/research.md, "Not defaults: the adapter and --refit";
+    # ``hybridrec evaluate --stages --encoder-method adapter``).
     method: str = "full"
     adapter_epochs: int = 14
     adapter_batch_size: int = 512
@@ -71,32 +68,30 @@ class EncoderTrainingSettings(LogTrainingSettings):
     lr: float = 2e-5
     # BM25's weight for history requests (``lexical_history``), tried with each encoder; the other
     # weights stay as configured. Never 0: BM25 is the only source that reads the exact words, and
-    # without it cold items lost 17-32% on validation (benchmarks/README.md, tune.py round 3).
+    # cold items need it (benchmarks/tune.py --round 3).
     lexical_weights: tuple[float, ...] = (1.0, 0.5)
     # The profile vector's weight in requests without a query (``dense_profile_without_query``),
-    # tried with each encoder and each BM25 weight. The zero-shot profile was tuned to 0.5 (tune.py
-    # round 3: 1.0 was no better); a fine-tuned profile is worth more than that zero-shot one.
+    # tried with each encoder and each BM25 weight. The zero-shot profile was tuned to 0.5
+    # (benchmarks/tune.py --round 3); a fine-tuned profile is worth more than that zero-shot one.
     dense_profile_weights: tuple[float, ...] = (0.5, 1.0)
     # Each user's newest items left out of the model's training data (1 or more: the newest is the
     # validation target), so that validation judges the model on a target this many steps past the
     # end of what it learned from (1: the very next item). A served model ages, and what an adapter
-    # learns loses about half its gain per step (benchmarks/staleness.py). But judging two steps
-    # past did not make validation predict test: stage run 10 (gap 2, full fine-tuning) accepted an
-    # encoder at +0.0044 (2.2 standard errors) whose own part on test was -0.0020 ± 0.0009, trained
-    # on 29% fewer pairs (benchmarks/README.md, "Found (session 8)"). So the default stays 1.
+    # learns fades with each step (benchmarks/staleness.py). But judging two steps past did not
+    # make validation predict test for full fine-tuning, and it trains on fewer pairs, so the
+    # default stays 1 (docs/research.md, "The validation gap").
     validation_gap: int = 1
     # The long-tail targets, on which the new model must not be clearly worse: those outside this
     # share of the catalogue's most taken items (as ``EvalConfig.long_tail_head``).
     long_tail_head: float = 0.2
     # After an accepted verdict, train the model once more from the base, on every user's whole
     # sequence (the judged items too), and save that one: it starts serving ``validation_gap`` steps
-    # nearer the items it will meet. What a model learns fades with each step past its data (an
-    # adapter's gain on test: +0.0088 one step past, +0.0040 two, +0.0023 three;
-    # benchmarks/staleness.py). The verdict is then on the procedure, not on the saved weights; the
+    # nearer the items it will meet. What a model learns fades with each step past its data
+    # (benchmarks/staleness.py). The verdict is then on the procedure, not on the saved weights; the
     # refitted model must still score the judged targets, which it has now seen, at least as well as
-    # the judged model did unseen, or the judged model is saved. Off: on the shared dataset a refit
-    # scored test like the judged model (+0.0004 ± 0.0006), and even a model trained on everything
-    # but the test targets was level there (benchmarks/encoder_freshness.py).
+    # the judged model did unseen, or the judged model is saved. Off: a refit scores test like the
+    # judged model, for a second epoch's time (docs/research.md, "Not defaults: the adapter and
+    # --refit"; benchmarks/encoder_freshness.py).
     refit: bool = False
 
 
@@ -336,8 +331,8 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     fit = _fit(engine, settings, trained, stored, rng, progress_factory)
     encoder, tuned_raw, tuned_vectors, raw_matrix = fit.encoder, fit.raw, fit.vectors, fit.raw_matrix
     # The verdict is on what serves: the fused retrieval. Dense retrieval alone is recorded beside
-    # it; on the shared dataset a model that won there (+0.0044, 1.6 standard errors) lost 2.5% on
-    # test in the fused pipeline.
+    # it; a model can win there and lose in the fused pipeline (docs/research.md, "Judging the
+    # encoder").
     tuned_by = dict(zip(grid, _fused_ndcg(engine, fused_cases, encoder, tuned_vectors, weightings,
                                           index=before_newest)))
     # The best pair for the new encoder; on a tie the served one, then the grid's order.
@@ -349,15 +344,13 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
                  float(np.mean(dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))}
     better, gain, se = clearly_better(tuned_cases, baseline_cases)
     # The weights alone must not be the gain: at the chosen weights the new encoder must be clearly
-    # better than the old one too (else the switch is the weights, not a reindex). On the shared
-    # dataset an encoder let through at "no worse" (+0.0024, 1.3 standard errors on 981 users)
-    # was level with the old one at the same weights on every user of both splits (+0.0000 test,
-    # +0.0002 validation, standard error 0.0009): its stage's gain was the weights'.
+    # better than the old one too (else the switch is the weights, not a reindex): a gain that is
+    # the weights' alone has passed a looser rule before (docs/research.md, "Judging the encoder";
+    # the stage table's "zero-shot at the encoder's weights" column, ``make eval-stages``).
     own_better, own_gain, own_se = clearly_better(tuned_cases, current_by[chosen])
     # Nor may it buy the gain on popular targets with the tail: the targets that follow a log run
-    # to the tail more than the log's own newest items (on the shared dataset 23.5% of test targets
-    # were taken under five times before, against 14.8% of validation targets), and a model that
-    # learned the head relearns what the collaborative source reads already.
+    # to the tail more than the log's own newest items, and a model that learned the head relearns
+    # what the collaborative source reads already (docs/research.md, "Judging the encoder").
     tail_worse, tail_loss, tail_se = clearly_better([current_by[chosen][n] for n in tail],
                                                     [tuned_cases[n] for n in tail])
     accepted = better and own_better and not tail_worse

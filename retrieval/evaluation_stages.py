@@ -52,8 +52,8 @@ def training_part(sequences: dict[str, list[str]], leave_out: set[str] | frozens
                   newest: int = 2) -> dict[str, list[str]]:
     """Every sequence without its ``newest`` items (by default its validation and test targets),
     and without the items of ``leave_out``: the cold-items slice's items, which must be as new to
-    the trainers as they are to the slice (with their interactions in training, an encoder adapter
-    scored cold items +0.0068 NDCG@10 on validation; trained without them, -0.0180)."""
+    the trainers as they are to the slice (with their interactions in training the slice measures
+    models that learned its items: docs/research.md, "Leaks")."""
     kept = {u: [i for i in seq[:len(seq) - newest] if i not in leave_out] for u, seq in sequences.items()}
     return {u: seq for u, seq in kept.items() if len(seq) > 1}  # one item is nothing to learn from
 

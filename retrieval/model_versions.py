@@ -73,9 +73,8 @@ class LogTrainingSettings:
     positions_per_user: int = 2  # training positions taken from the end of each user's sequence
     # Whose newest item validation judges: a share of the users, at most this many. No user is held
     # out of training (the models never see anyone's newest item). With a fifth of the users held
-    # out, at most 1,000, the comparisons' standard errors were as large as the gains: the encoder
-    # trainer accepted a model at +0.0044 ± 0.0020 that lost on test (stage run 10), the ranker's
-    # rejected one at +0.0030 ± 0.0036 that won test by +0.0087 ± 0.0017 (stage run 11).
+    # out, the comparisons' standard errors were as large as the gains, and verdicts disagreed with
+    # test both ways (docs/research.md, "Judging every user's newest item").
     validation_users: float = 1.0
     max_validation_users: int = 5000
     device: str = "auto"
@@ -112,8 +111,8 @@ def next_item_cases(sequences: dict[str, list[str]], users: list[str],
 def retrieve_past_moment(recommender: Recommender, user: str, history: list[str], k: int,
                          ranker_pool: bool = False) -> list[RecommendedItem]:
     """The serving retrieval for a past moment of ``user``: their own logged events are left out
-    of the collaborative signal, or the positive (logged) would vote for itself; on the shared
-    dataset that leak made a reranker win validation by +35% NDCG@10 and then halve it on test.
+    of the collaborative signal, or the positive (logged) would vote for itself: that leak makes a
+    model win validation and lose on test (docs/research.md, "Leaks").
     Pure relevance (no diversity, no reranker): what both trainers learn from and validate on;
     ``ranker_pool``: fused as the pool a ranker reorders rather than as the order served as is."""
     req = RecommendRequest(history=history[-HISTORY_ITEMS:], k=k, rerank=False, leave_out_user=user, diversity=0.0,
@@ -126,8 +125,8 @@ def clearly_better(new: Sequence[float], old: Sequence[float], margin: float = 1
     standard errors of the mean difference: (better, mean difference, standard error).
 
     A model that is "better" by less than its own noise is not worth a switch (an encoder needs a
-    full reindex): on the shared dataset an encoder with validation +0.0003 NDCG@10 (0.1 standard
-    errors) was accepted and then lost 0.0005 on test (cold items -0.0049).
+    full reindex), and such models have lost on test (docs/research.md, "Judging every user's
+    newest item").
 
     >>> clearly_better([1, 1, 0, 1], [0, 1, 0, 0])[0], clearly_better([1, 0], [0, 1])[0]
     (True, False)

@@ -27,7 +27,7 @@ from threadpoolctl import ThreadpoolController
 from retrieval.rank_features import CROSS_ENCODER_COLUMN, FEATURE_NAMES
 
 # A request scores at most a few hundred rows: OpenMP threads cost more than they save there, and
-# on a busy machine their hand-offs gave p99 300 ms where one thread gives 1.3 ms (2 cores, 50 rows).
+# on a busy machine their hand-offs dominate the tail latency (benchmarks/rerank.py, ranker stage).
 _THREADS = ThreadpoolController()
 
 MODEL_FILE = "ranker.pkl"

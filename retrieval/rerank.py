@@ -123,9 +123,10 @@ def order_by(ids: Sequence[str], scores: np.ndarray, kept: np.ndarray | None = N
 
 def rank_order(ranker: RankingModel, ids: Sequence[str], features: np.ndarray) -> list[Ranked]:
     """The ranker's order. It learned from the log, where every item taken had been taken by someone
-    before, so it reads "nobody has taken this yet" as "nobody will": on the shared dataset it sank
-    cold items' NDCG@10 from .077 to .004. Items the collaborative signal has no opinion about are
-    therefore left where retrieval (which handles them: no-opinion fusion) put them."""
+    before, so it reads "nobody has taken this yet" as "nobody will" and sinks cold items
+    (docs/research.md, "The ranker and cold items"; the cold-items slice of ``make eval-stages``).
+    Items the collaborative signal has no opinion about are therefore left where retrieval (which
+    handles them: no-opinion fusion) put them."""
     return order_by(ids, ranker.score(features), features[:, NO_OPINION_COLUMN] > 0)
 
 
