@@ -45,8 +45,8 @@ def replay_shared_dataset(path: Path, split: str, label: str, encoder=None, poin
     ``(dataset, encoder, points, cases, replay)``, or None (with a message) when it is absent.
     ``replay=False`` only loads and encodes (the replay is then None)."""
     from encoders import BiEncoder
-    from retrieval.datasets import load_dataset
-    from retrieval.evaluation import EvalConfig, Replay, encode_catalogue, leave_one_out
+    from retrieval.evaluation.datasets import load_dataset
+    from retrieval.evaluation.replay import EvalConfig, Replay, encode_catalogue, leave_one_out
 
     if not Path(path).exists():
         print(f"skipping: {path} is not here")

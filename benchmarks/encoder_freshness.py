@@ -36,12 +36,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATASET, save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
-from retrieval.datasets import load_dataset  # noqa: E402
-from retrieval.encoder_training import EncoderTrainingSettings, train_encoder  # noqa: E402
-from retrieval.evaluation import SLICES, EvalConfig, Replay, encode_catalogue, evaluate, paired_change  # noqa: E402
-from retrieval.evaluation_stages import cold_slice_items, training_part  # noqa: E402
-from retrieval.model_versions import ModelVersions, read_metadata  # noqa: E402
-from retrieval.recommender import source_weights  # noqa: E402
+from retrieval.evaluation.datasets import load_dataset  # noqa: E402
+from retrieval.evaluation.replay import (  # noqa: E402
+    SLICES,
+    EvalConfig,
+    Replay,
+    cold_slice_items,  # noqa: E402
+    encode_catalogue,
+    evaluate,
+    paired_change,
+)
+from retrieval.evaluation.stages import training_part  # noqa: E402
+from retrieval.pipeline.config import source_weights  # noqa: E402
+from retrieval.registry import ModelVersions, read_metadata  # noqa: E402
+from retrieval.training.encoder import EncoderTrainingSettings, train_encoder  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "out" / "encoder_freshness"
 METHOD = "hybrid_retrieval"

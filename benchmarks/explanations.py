@@ -26,8 +26,8 @@ from benchmarks.common import (  # noqa: E402
     table,
 )
 from prompts import explain_text, make_generator  # noqa: E402
-from retrieval.explanations import Explainer  # noqa: E402
-from retrieval.recommender import RecommendRequest  # noqa: E402
+from retrieval.explain.evidence import Explainer  # noqa: E402
+from retrieval.pipeline.request import RecommendRequest  # noqa: E402
 from tests.prompts.fake_openai import FakeOpenAI  # noqa: E402
 
 

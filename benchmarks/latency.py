@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import percentile, save, table  # noqa: E402
 from encoders import BiEncoder, item_text  # noqa: E402
 from retrieval.engine import Engine, EngineConfig  # noqa: E402
-from retrieval.records import parse_item  # noqa: E402
-from retrieval.store import StoredPoint  # noqa: E402
+from retrieval.storage.records import parse_item  # noqa: E402
+from retrieval.storage.vector_store import StoredPoint  # noqa: E402
 from scripts.make_demo_catalogue import CATEGORIES, make_items  # noqa: E402
 
 BASE = 2000

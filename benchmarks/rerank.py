@@ -39,12 +39,13 @@ from benchmarks.common import (  # noqa: E402
 from encoders.cross_encoder import CrossEncoderReranker  # noqa: E402
 from encoders.device import resolve_device  # noqa: E402
 from encoders.training import train_listwise  # noqa: E402
-from retrieval.evaluation import Replay  # noqa: E402
-from retrieval.model_versions import log_sequences, next_item_cases  # noqa: E402
-from retrieval.rank_features import rank_candidates  # noqa: E402
-from retrieval.recommender import Recommender, RecommendRequest  # noqa: E402
-from retrieval.rerank import rank_inputs, rerank  # noqa: E402
-from retrieval.reranker_training import TrainingSettings, build_groups, train_reranker  # noqa: E402
+from retrieval.evaluation.replay import Replay  # noqa: E402
+from retrieval.pipeline.recommender import Recommender  # noqa: E402
+from retrieval.pipeline.request import RecommendRequest  # noqa: E402
+from retrieval.ranking.features import rank_candidates  # noqa: E402
+from retrieval.ranking.rerank import rank_inputs, rerank  # noqa: E402
+from retrieval.training.common import log_sequences, next_item_cases  # noqa: E402
+from retrieval.training.reranker import TrainingSettings, build_groups, train_reranker  # noqa: E402
 
 SIZES = (20, 50, 100, 200)
 

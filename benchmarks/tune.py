@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
-from retrieval.datasets import load_dataset  # noqa: E402
-from retrieval.evaluation import (  # noqa: E402
+from retrieval.evaluation.datasets import load_dataset  # noqa: E402
+from retrieval.evaluation.replay import (  # noqa: E402
     RERANKED,
     EvalConfig,
     Replay,
@@ -36,14 +36,11 @@ from retrieval.evaluation import (  # noqa: E402
     evaluate,
     paired_change,
 )
-from retrieval.evaluation_stages import stage_training_sequences  # noqa: E402
-from retrieval.profiles import ProfileConfig  # noqa: E402
-from retrieval.recommender import RecommendConfig  # noqa: E402
-from retrieval.reranker_training import (  # noqa: E402
-    RerankerVersions,
-    TrainingSettings,
-    train_reranker,
-)
+from retrieval.evaluation.stages import stage_training_sequences  # noqa: E402
+from retrieval.pipeline.config import RecommendConfig  # noqa: E402
+from retrieval.registry import RerankerVersions  # noqa: E402
+from retrieval.state.profiles import ProfileConfig  # noqa: E402
+from retrieval.training.reranker import TrainingSettings, train_reranker  # noqa: E402
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office"
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from encoders.device import resolve_device
 
-
 # A fine-tuned model folder may hold the mean of its catalogue's vectors (see ``BiEncoder.center``).
 CENTER_FILE = "center.npy"
 

@@ -18,6 +18,13 @@ from encoders.cross_encoder import CrossEncoderReranker
 from encoders.profile import position_weights
 
 
+def warmup_then_linear_decay(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate rises over the first tenth of ``steps``, then falls linearly to zero."""
+    warmup = max(1, steps // 10)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / max(1, steps - warmup)))
+
+
 def shuffled_batches(rows: list, batch_size: int, rng: random.Random):
     """One epoch: ``rows`` in an order drawn from ``rng``, in batches of ``batch_size``."""
     order = list(range(len(rows)))
@@ -62,9 +69,7 @@ def train_listwise(
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * ((len(groups) + groups_per_batch - 1) // groups_per_batch)
-    warmup = max(1, steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / max(1, steps - warmup)))
+    scheduler = warmup_then_linear_decay(optimizer, steps)
     use_amp = reranker.device.startswith("cuda")
     reports = []
     for epoch in range(1, epochs + 1):
@@ -124,9 +129,7 @@ def train_contrastive(
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps = max(1, epochs * (len(pairs) // batch_size))
-    warmup = max(1, steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / max(1, steps - warmup)))
+    scheduler = warmup_then_linear_decay(optimizer, steps)
     use_amp = encoder.device.startswith("cuda")
     preprocess = getattr(model, "preprocess", None) or model.tokenize
 

@@ -1,7 +1,7 @@
 """What we say to language models: templates as files, rendering, generator back-ends, the guard.
 
 Stdlib only (the local back-end imports transformers lazily). Evidence arrives as plain data
-(built by ``retrieval.explanations``); nothing here can change a score.
+(built by ``retrieval.explain.evidence``); nothing here can change a score.
 
 Example::
 

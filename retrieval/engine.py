@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoders import BiEncoder
-from retrieval.catalogue import Catalogue
-from retrieval.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
-from retrieval.edge_store import EdgeVectorStore
-from retrieval.event_log import EventLog
-from retrieval.layout import Layout, read_layout
-from retrieval.lexical import Bm25Encoder
-from retrieval.profiles import ProfileConfig, Profiles
-from retrieval.recommender import RecommendConfig, Recommender
-from retrieval.reranker_training import RerankerVersions
-from retrieval.store import VectorStore
+from retrieval.pipeline.config import RecommendConfig
+from retrieval.pipeline.recommender import Recommender
+from retrieval.registry import ModelRegistry
+from retrieval.state.bm25 import Bm25Encoder
+from retrieval.state.catalogue import Catalogue
+from retrieval.state.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
+from retrieval.state.profiles import ProfileConfig, Profiles
+from retrieval.storage.edge import EdgeVectorStore
+from retrieval.storage.event_log import EventLog
+from retrieval.storage.layout import Layout, read_layout
+from retrieval.storage.vector_store import VectorStore
 
 log = logging.getLogger("hybridrec.engine")
 
@@ -43,7 +44,7 @@ def open_store(config: EngineConfig) -> VectorStore:
     if config.qdrant_url:
         from qdrant_client import QdrantClient
 
-        from retrieval.client_store import ClientVectorStore
+        from retrieval.storage.client import ClientVectorStore
 
         return ClientVectorStore(QdrantClient(url=config.qdrant_url, api_key=config.qdrant_api_key))
     return EdgeVectorStore(Path(config.data_dir) / "collections")
@@ -79,7 +80,8 @@ class Engine:
         repaired = self.profiles.repair()
         if repaired:
             log.warning("refreshed %d user profiles that were behind the event log", repaired)
-        self.rerankers = RerankerVersions(Path(config.data_dir) / "models" / "reranker")
+        self.models = ModelRegistry(config.data_dir)
+        self.rerankers = self.models.rerankers
         self.reload_reranker()
         log.info("engine open: %d items, %d events (%d co-occurrence entries)",
                  self.catalogue.count(), event_log.count(), n)

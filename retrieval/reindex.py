@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from encoders import BiEncoder
-from retrieval.encoder_training import trained_fusion_weights
 from retrieval.engine import Engine
-from retrieval.layout import Layout, write_layout
-from retrieval.records import parse_item
+from retrieval.registry import trained_fusion_weights
+from retrieval.storage.layout import Layout, write_layout
+from retrieval.storage.records import parse_item
 
 ITEM_FIELDS = ("id", "title", "description", "brand", "categories", "price", "attributes")
 

@@ -7,16 +7,15 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from prompts.query_parsing import suggest_constraints
 from retrieval.engine import Engine
-from retrieval.records import InvalidRecord
-from service.api.admin import AdminController, ReindexJob
+from retrieval.storage.records import InvalidRecord
+from service.api.admin import AdminController
+from service.api.dependencies import ReindexJob, dependencies
 from service.api.errors import http_error_handler, invalid_record_handler
 from service.api.events import EventController
 from service.api.explanations import ExplanationController
@@ -56,24 +55,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             if owned:
                 app.state.engine.close()
 
-    def provide(attribute: str | None):
-        def dependency(state: State):
-            return state.engine if attribute is None else getattr(state.engine, attribute)
-
-        return Provide(dependency, sync_to_thread=False)
-
     return Litestar(
         route_handlers=[ItemController, EventController, UserController, RecommendationController,
                         ExplanationController, HealthController, AdminController],
-        dependencies={
-            "engine": provide(None),
-            "catalogue": provide("catalogue"),
-            "profiles": provide("profiles"),
-            "recommender": provide("recommender"),
-            "settings": Provide(lambda: settings, sync_to_thread=False),
-            "reindex_job": Provide(lambda: reindex_job, sync_to_thread=False),
-            "explanation_generator": Provide(lambda: generator, sync_to_thread=False),
-        },
+        dependencies=dependencies(settings, generator, reindex_job),
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler},
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

@@ -105,9 +105,9 @@ def cmd_rebuild_profiles(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from encoders import BiEncoder
-    from retrieval.datasets import load_dataset
-    from retrieval.evaluation import METHODS, RERANKED, EvalConfig, encode_catalogue, evaluate
-    from service.evaluation_report import write_report
+    from retrieval.evaluation.datasets import load_dataset
+    from retrieval.evaluation.replay import METHODS, RERANKED, EvalConfig, encode_catalogue, evaluate
+    from retrieval.evaluation.report import write_report
 
     try:
         dataset = load_dataset(args.dataset)
@@ -129,8 +129,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.stages:
         from tqdm import tqdm
 
-        from retrieval.evaluation_stages import StageSettings, evaluate_stages
-        from retrieval.reranker_training import TrainingSettings
+        from retrieval.evaluation.stages import StageSettings, evaluate_stages
+        from retrieval.training.reranker import TrainingSettings
 
         stage_settings = StageSettings(
             encoder=_encoder_settings(args.encoder_method, args.encoder_epochs, max_pairs=args.encoder_pairs,
@@ -150,7 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_train_reranker(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from retrieval.reranker_training import TrainingSettings, train_reranker
+    from retrieval.training.reranker import TrainingSettings, train_reranker
 
     settings = _settings(args)
     engine = _open_engine(settings)
@@ -178,7 +178,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
 
 def _encoder_settings(method: str, epochs: int | None, **others):
     """Encoder training settings; ``epochs`` (None: the method's default) counts the chosen method's."""
-    from retrieval.encoder_training import EncoderTrainingSettings
+    from retrieval.training.encoder import EncoderTrainingSettings
 
     settings = EncoderTrainingSettings(method=method, **others)
     if epochs is not None:
@@ -189,11 +189,13 @@ def _encoder_settings(method: str, epochs: int | None, **others):
 def cmd_train_encoder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from retrieval.encoder_training import train_encoder
+    from retrieval.training.encoder import train_encoder
 
     settings = _settings(args)
     engine = _open_engine(settings)
-    models_dir = settings.data_dir / "models" / "encoder"
+    from retrieval.registry import ModelRegistry
+
+    models_dir = ModelRegistry(settings.data_dir).encoder_dir
     models_dir.mkdir(parents=True, exist_ok=True)
     try:
         meta = train_encoder(engine, models_dir, _encoder_settings(args.method, args.epochs, max_pairs=args.max_pairs,
@@ -218,11 +220,11 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from encoders import BiEncoder
-    from retrieval.encoder_training import latest_accepted_encoder
+    from retrieval.registry import ModelRegistry
     from retrieval.reindex import reindex
 
     settings = _settings(args)
-    path = args.encoder or latest_accepted_encoder(settings.data_dir / "models" / "encoder")
+    path = args.encoder or ModelRegistry(settings.data_dir).latest_accepted_encoder()
     if path is None:
         print("error: no accepted encoder under models/encoder; train one or pass --encoder", file=sys.stderr)
         return 2
@@ -242,9 +244,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     """One recommendation request from the shell (the data directory must not be served meanwhile)."""
     import json
 
-    from retrieval.explanations import Explainer
-    from retrieval.recommender import RecommendRequest
-    from retrieval.records import InvalidRecord
+    from retrieval.pipeline.request import RecommendRequest
+    from retrieval.storage.records import InvalidRecord
+    from service.explanation import explain_item
 
     settings = _settings(args)
     engine = _open_engine(settings)
@@ -266,19 +268,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             print(f"showing results for: {i['semantic_text'] or '(no free text)'}  constraints: "
                   f"{json.dumps(i['constraints'])}" + (f"  like: {i['anchor']['title']}" if i["anchor"] else ""))
         generator = settings.explanation_generator() if args.explain else None
-        explainer = Explainer(engine.recommender) if args.explain else None
-        understood = engine.recommender.understand(req) if args.explain else None
-        vocabulary = engine.catalogue.facets().vocabulary() if args.explain else None
+        understood = engine.recommender.understand(req) if args.explain else None  # parsed once for the list
         for n, item in enumerate(result.items, start=1):
             p = item.payload
             price = f"${p['price']:.2f}" if p.get("price") is not None else "-"
             print(f"{n:>3}. {item.id}  {p['title']}  ({p.get('brand') or '-'}, {price})")
-            if explainer is not None:
-                from prompts import explain_text
-
-                evidence = explainer.evidence(req, item.id, counterfactual=False, result_trace=item.trace, rank=n,
-                                              understood=understood)
-                print(f"     why: {explain_text(evidence, generator, vocabulary)['text']}")
+            if generator is not None:
+                explanation = explain_item(engine.recommender, generator, req, item.id, trace=item.trace, rank=n,
+                                           counterfactual=False, understood=understood)
+                print(f"     why: {explanation['text']}")
         for note in result.notes:
             print(f"  note: {note}")
     finally:

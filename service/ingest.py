@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from retrieval.catalogue import Catalogue
+from retrieval.state.catalogue import Catalogue
 
 CSV_COLUMNS = ("id", "title", "description", "brand", "categories", "price")
 CSV_ATTRIBUTE_PREFIX = "attributes."

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 from litestar import Controller, get, post
 from litestar.exceptions import ClientException
 
 from retrieval.engine import Engine
+from service.api.dependencies import ReindexJob, ReindexState
 
 
 class RerankerState(msgspec.Struct):
@@ -24,48 +21,6 @@ class ReindexStart(msgspec.Struct, forbid_unknown_fields=True):
     """``encoder``: a local sentence-transformers folder; default the newest accepted one."""
 
     encoder: str | None = None
-
-
-class ReindexState(msgspec.Struct):
-    state: str  # idle | running | done | failed
-    encoder: str | None = None
-    started: float | None = None
-    finished: float | None = None
-    items: int | None = None
-    users: int | None = None
-    layout: dict[str, Any] | None = None
-    error: str | None = None
-
-
-class ReindexJob:
-    """One online reindex at a time, in a thread of the serving process."""
-
-    def __init__(self) -> None:
-        self.state = ReindexState("idle")
-        self._lock = threading.Lock()
-
-    @property
-    def running(self) -> bool:
-        return self.state.state == "running"
-
-    def start(self, engine: Engine, encoder_path: str) -> ReindexState:
-        with self._lock:
-            if self.running:
-                raise ClientException(status_code=409, detail="a reindex is already running; see GET /v1/admin/reindex")
-            self.state = ReindexState("running", encoder=encoder_path, started=time.time())
-        threading.Thread(target=self._run, args=(engine, encoder_path), daemon=True, name="reindex").start()
-        return self.state
-
-    def _run(self, engine: Engine, encoder_path: str) -> None:
-        from encoders import BiEncoder
-        from retrieval.reindex import reindex
-
-        try:
-            report = reindex(engine, BiEncoder(encoder_path, device=engine.config.device), encoder_path)
-            self.state = ReindexState("done", encoder_path, self.state.started, time.time(), report.items,
-                                      report.users, dataclasses.asdict(report.layout))
-        except Exception as err:  # the old layout keeps serving; say why it failed
-            self.state = ReindexState("failed", encoder_path, self.state.started, time.time(), error=str(err))
 
 
 class AdminController(Controller):
@@ -80,9 +35,7 @@ class AdminController(Controller):
 
     @post("/reindex", sync_to_thread=True, summary="Re-encode everything with an encoder, then switch", status_code=202)
     def start_reindex(self, data: ReindexStart, engine: Engine, reindex_job: ReindexJob) -> ReindexState:
-        from retrieval.encoder_training import latest_accepted_encoder
-
-        path = data.encoder or latest_accepted_encoder(Path(engine.config.data_dir) / "models" / "encoder")
+        path = data.encoder or engine.models.latest_accepted_encoder()
         if path is None:
             raise ClientException(detail="encoder: no accepted encoder under models/encoder; train one "
                                          "(hybridrec train encoder) or name a folder",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 
-from retrieval.records import InvalidRecord
+from retrieval.storage.records import InvalidRecord
 
 
 def invalid_record(field: str | None, reason: str) -> ValidationException:

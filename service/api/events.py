@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, post
 
-from retrieval.profiles import Profiles
+from retrieval.state.profiles import Profiles
 from service.api.errors import invalid_record
 from service.settings import Settings
 

@@ -9,19 +9,22 @@ import msgspec
 from litestar import Controller, post
 from litestar.exceptions import NotFoundException
 
-from prompts import Generator, explain_text
-from retrieval.explanations import Explainer, UnknownItem
-from retrieval.recommender import RecommendRequest, Recommender
+from prompts import Generator
+from retrieval.explain.evidence import UnknownItem
+from retrieval.limits import ID_MAX_CHARS, MAX_HISTORY, TEXT_MAX_CHARS
+from retrieval.pipeline.recommender import Recommender
+from retrieval.pipeline.request import RecommendRequest
 from service.api.schemas import Filters, to_item_filter
+from service.explanation import explain_item
 
 
 class ExplanationPost(msgspec.Struct, forbid_unknown_fields=True):
     """Explain ``item_id`` for a user, an ad-hoc history, a query, or any mix (as in recommendations)."""
 
-    item_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
-    query: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
-    history: Annotated[list[str], msgspec.Meta(max_length=500)] = []
+    item_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)] | None = None
+    query: Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS)] | None = None
+    history: Annotated[list[str], msgspec.Meta(max_length=MAX_HISTORY)] = []
     filters: Filters | None = None
     rerank: bool = True
     diversity: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
@@ -35,16 +38,6 @@ class ExplanationOut(msgspec.Struct):
     guard: dict[str, Any]
     evidence: dict[str, Any]
     took_ms: float
-
-
-def explain_item(recommender: Recommender, generator: Generator, req: RecommendRequest, item_id: str,
-                 trace: dict | None = None, rank: int | None = None, counterfactual: bool = True,
-                 understood: tuple | None = None) -> dict[str, Any]:
-    """Evidence from the pipeline, then words from the configured back-end behind the guard."""
-    evidence = Explainer(recommender).evidence(req, item_id, counterfactual=counterfactual, result_trace=trace,
-                                               rank=rank, understood=understood)
-    words = explain_text(evidence, generator, recommender.catalogue.facets().vocabulary())
-    return {"text": words["text"], "generator": words["generator"], "guard": words["guard"], "evidence": evidence}
 
 
 class ExplanationController(Controller):

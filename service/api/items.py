@@ -6,12 +6,11 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, delete, get, put
-from litestar.exceptions import ClientException
 from litestar.params import Parameter
 
-from retrieval.catalogue import Catalogue
-from retrieval.records import ID_MAX_CHARS
-from service.api.admin import ReindexJob
+from retrieval.limits import ID_MAX_CHARS
+from retrieval.state.catalogue import Catalogue
+from service.api.dependencies import ReindexJob, refuse_during_reindex
 from service.api.errors import invalid_record, not_found
 from service.settings import Settings
 
@@ -66,12 +65,6 @@ class SimilarItem(msgspec.Struct):
 class SimilarItems(msgspec.Struct):
     item_id: str
     items: list[SimilarItem]
-
-
-def refuse_during_reindex(job: ReindexJob) -> None:
-    if job.running:  # a write now would miss the collection being built
-        raise ClientException(status_code=409, detail="a reindex is running; retry item writes when "
-                                                      "GET /v1/admin/reindex says done", headers={"Retry-After": "30"})
 
 
 ItemId = Annotated[str, Parameter(max_length=ID_MAX_CHARS, description="external item id")]

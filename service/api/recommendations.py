@@ -8,9 +8,12 @@ import msgspec
 from litestar import Controller, post
 
 from prompts import Generator
-from retrieval.recommender import MAX_K, RecommendRequest, Recommender
-from service.api.explanations import explain_item
+from retrieval.limits import ID_MAX_CHARS, MAX_HISTORY, MAX_K, TEXT_MAX_CHARS
+from retrieval.pipeline.fusion import SourceRank
+from retrieval.pipeline.recommender import Recommender
+from retrieval.pipeline.request import DiversityTrace, RecommendRequest, RerankTrace
 from service.api.schemas import Filters, to_item_filter
+from service.explanation import explain_item
 
 
 class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
@@ -21,9 +24,9 @@ class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
     read. ``diversity`` 0..1 trades relevance for variety (MMR); ``max_per_category`` caps each
     category; ``explain`` adds a grounded explanation to every item."""
 
-    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
-    query: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
-    history: Annotated[list[str], msgspec.Meta(max_length=500)] = []
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)] | None = None
+    query: Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS)] | None = None
+    history: Annotated[list[str], msgspec.Meta(max_length=MAX_HISTORY)] = []
     k: Annotated[int, msgspec.Meta(ge=1, le=MAX_K)] = 10
     filters: Filters | None = None
     exclude_seen: bool = True
@@ -34,19 +37,6 @@ class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
     understand_query: bool = True
 
 
-class RankDriverOut(msgspec.Struct):
-    evidence: str  # a group of the ranker's features: collaborative, popularity, profile, words, ...
-    effect: float  # the item's score minus its score with this group at the list's typical values
-
-
-class RerankOut(msgspec.Struct):
-    rank: int
-    score: float
-    retrieval_rank: int
-    kept_place: bool
-    drivers: list[RankDriverOut] = []
-
-
 class RecommendedItemOut(msgspec.Struct):
     id: str
     title: str
@@ -54,10 +44,10 @@ class RecommendedItemOut(msgspec.Struct):
     brand: str | None
     categories: list[str]
     price: float | None
-    sources: dict[str, dict[str, float]]
-    no_opinion: list[str]
-    rerank: RerankOut | None = None
-    diversity: dict[str, float] | None = None
+    sources: dict[str, SourceRank]  # each source's rank, score and contribution to the fused score
+    no_opinion: list[str]  # sources that could not judge the item (no one has taken it yet)
+    rerank: RerankTrace | None = None
+    diversity: DiversityTrace | None = None
     explanation: dict[str, Any] | None = None
 
 
@@ -103,9 +93,8 @@ class RecommendationController(Controller):
             items.append(RecommendedItemOut(
                 id=it.id, title=p["title"], score=round(it.score, 8), brand=p.get("brand"),
                 categories=p.get("categories") or [], price=p.get("price"),
-                sources=it.trace["sources"], no_opinion=it.trace["no_opinion"],
-                rerank=msgspec.convert(it.trace["rerank"], RerankOut) if "rerank" in it.trace else None,
-                diversity=it.trace.get("diversity"), explanation=explanation,
+                sources=it.trace.sources, no_opinion=it.trace.no_opinion, rerank=it.trace.rerank,
+                diversity=it.trace.diversity, explanation=explanation,
             ))
         return RecommendationsOut(
             items=items, sources=result.sources, profile=result.profile,

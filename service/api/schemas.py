@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from retrieval.store import ItemFilter
+from retrieval.storage.vector_store import ItemFilter
 
 
 class Filters(msgspec.Struct, forbid_unknown_fields=True):

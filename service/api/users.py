@@ -8,8 +8,8 @@ import msgspec
 from litestar import Controller, delete, get, put
 from litestar.params import Parameter
 
-from retrieval.profiles import Profiles
-from retrieval.records import ID_MAX_CHARS
+from retrieval.limits import ID_MAX_CHARS, TEXT_MAX_CHARS
+from retrieval.state.profiles import Profiles
 from service.api.errors import not_found
 
 UserId = Annotated[str, Parameter(max_length=ID_MAX_CHARS, description="external user id")]
@@ -19,7 +19,7 @@ class UserPut(msgspec.Struct, forbid_unknown_fields=True):
     """Stated tastes, e.g. from onboarding: ``preferences`` is free text ("quiet keyboards,
     fountain pens"), encoded into the user's profile; ``attributes`` are kept as given."""
 
-    preferences: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    preferences: Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS)] | None = None
     attributes: dict[str, str | int | float | bool] = {}
 
 

@@ -1,6 +1,6 @@
 import math
 
-from retrieval.cooccurrence import CoOccurrenceIndex
+from retrieval.state.cooccurrence import CoOccurrenceIndex
 
 
 def test_neighbours_are_cosine_normalised_and_exclude_history():

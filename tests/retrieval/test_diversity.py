@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from retrieval.diversity import diversify
+from retrieval.pipeline.diversity import diversify
 
 
 def _vectors():

@@ -5,20 +5,20 @@ import random
 
 import pytest
 
-from retrieval.datasets import Dataset, load_dataset
-from retrieval.encoder_training import EncoderTrainingSettings
-from retrieval.evaluation import (
+from retrieval.evaluation.datasets import Dataset, load_dataset
+from retrieval.evaluation.replay import (
     EvalConfig,
     cold_items,
     evaluate,
     leave_one_out,
     preference_text,
 )
-from retrieval.evaluation_stages import StageSettings, evaluate_stages, training_part
-from retrieval.recommender import RecommendConfig
-from retrieval.reranker_training import TrainingSettings
+from retrieval.evaluation.report import stage_section
+from retrieval.evaluation.stages import StageSettings, evaluate_stages, training_part
+from retrieval.pipeline.config import RecommendConfig
+from retrieval.training.encoder import EncoderTrainingSettings
+from retrieval.training.reranker import TrainingSettings
 from service.cli import main
-from service.evaluation_report import stage_section
 from tests.conftest import SHARED_DATA
 
 
@@ -134,10 +134,9 @@ def test_training_part_never_holds_a_validation_or_test_target():
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder_accepted", [True, False])
 def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, monkeypatch, encoder_accepted):
-    from retrieval import evaluation_stages
-
-    from retrieval.evaluation import cold_slice_items
-    from retrieval.model_versions import log_sequences
+    from retrieval.evaluation import stages as evaluation_stages
+    from retrieval.evaluation.replay import cold_slice_items
+    from retrieval.training.common import log_sequences
 
     real_train_encoder = evaluation_stages.train_encoder
     seen_by_trainer: set[str] = set()

@@ -1,5 +1,5 @@
-from retrieval.event_log import EventLog
-from retrieval.records import parse_event
+from retrieval.storage.event_log import EventLog
+from retrieval.storage.records import parse_event
 
 NOW = 1_800_000_000.0
 

@@ -1,4 +1,4 @@
-from retrieval.fusion import SourceResult, fuse
+from retrieval.pipeline.fusion import SourceResult, fuse
 
 
 def test_plain_rrf_punishes_cold_items_but_opinion_aware_fusion_does_not():
@@ -21,9 +21,9 @@ def test_trace_keeps_every_source_rank_and_the_no_opinion_list():
     lexical = SourceResult("lexical", [("b", 3.0)], weight=0.5)
     collab = SourceResult("collaborative", [("a", 2.0)], knows=lambda i: i == "a")
     fused = {c.id: c for c in fuse([text, lexical, collab])}
-    assert fused["a"].sources["dense"]["rank"] == 1 and fused["a"].sources["collaborative"]["rank"] == 1
+    assert fused["a"].sources["dense"].rank == 1 and fused["a"].sources["collaborative"].rank == 1
     assert "lexical" not in fused["a"].sources
-    assert fused["b"].sources["lexical"]["score"] == 3.0
+    assert fused["b"].sources["lexical"].score == 3.0
     assert fused["b"].no_opinion == ["collaborative"] and fused["a"].no_opinion == []
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from retrieval import metrics
+from retrieval.evaluation import metrics
 
 
 def test_target_rank_including_absent_and_empty():

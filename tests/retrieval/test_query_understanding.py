@@ -3,8 +3,9 @@ produce a constraint."""
 
 import pytest
 
-from retrieval.query_understanding import Anchor, Facets, QueryParser, words
-from retrieval.store import ItemFilter
+from retrieval.query.parser import Anchor, QueryParser
+from retrieval.state.facets import Facets, words
+from retrieval.storage.vector_store import ItemFilter
 
 FACETS = Facets.from_payloads([
     {"brand": "Avery", "categories": ["Office Products", "Labels"]},

@@ -5,11 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from retrieval.fusion import FusedCandidate
-from retrieval.rank_features import CROSS_ENCODER_COLUMN, FEATURE_NAMES, candidate_features
-from retrieval.rerank import DRIVER_GROUPS, RankInputs, rank_drivers, with_cross_encoder
-from retrieval.ranking_model import RankingModel
-from retrieval.store import StoredPoint
+from retrieval.pipeline.fusion import FusedCandidate, SourceRank
+from retrieval.ranking.drivers import DRIVER_GROUPS, rank_drivers
+from retrieval.ranking.features import CROSS_ENCODER_COLUMN, FEATURE_NAMES, candidate_features
+from retrieval.ranking.model import RankingModel
+from retrieval.ranking.rerank import RankInputs, with_cross_encoder
+from retrieval.storage.vector_store import StoredPoint
 
 
 def point(item_id, vector, category, brand=None, price=None):
@@ -27,8 +28,8 @@ def test_features_are_read_off_the_trace_and_the_newest_items():
     points = {"a": point("a", [0.6, 0.8], "Pens", brand="Pilot", price=20.0),
               "b": point("b", [0, 1], "Paper")}
     candidates = [
-        FusedCandidate("a", 0.04, {"dense_profile": {"rank": 2, "score": 0.5}, "collaborative": {"rank": 1, "score": 3.0}}),
-        FusedCandidate("b", 0.02, {"dense_profile": {"rank": 1, "score": 0.8}}, no_opinion=["collaborative"]),
+        FusedCandidate("a", 0.04, {"dense_profile": SourceRank(2, 0.5), "collaborative": SourceRank(1, 3.0)}),
+        FusedCandidate("b", 0.02, {"dense_profile": SourceRank(1, 0.8)}, no_opinion=["collaborative"]),
     ]
     rows = candidate_features(candidates, points, [newest, older], {"a": 7}, history_length=2)
     assert rows.shape == (2, len(FEATURE_NAMES))

@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 
-from retrieval.recommender import RecommendRequest
-from retrieval.records import InvalidRecord
-from retrieval.store import ItemFilter
+from retrieval.pipeline.request import RecommendRequest
+from retrieval.storage.records import InvalidRecord
+from retrieval.storage.vector_store import ItemFilter
 from tests.conftest import category_of
 
 
@@ -67,7 +67,7 @@ def test_item_ingested_a_second_ago_is_recommended_and_has_similar_items(engine)
     top = [i.id for i in result.items]
     assert "brand-new" in top
     cold = next(i for i in result.items if i.id == "brand-new")
-    assert "collaborative" not in cold.trace["sources"]
+    assert "collaborative" not in cold.trace.sources
 
 
 def test_filters_are_hard(engine):
@@ -132,7 +132,7 @@ def test_profiles_behind_the_log_are_repaired_at_start(make_engine, demo_points,
     first.catalogue.write(demo_points)
     lamps = ids_by_category(first, "Desk Lamps")[:3]
     # As if the process died after the log commit and before the profile write.
-    from retrieval.records import parse_event
+    from retrieval.storage.records import parse_event
     first.log.append([parse_event({"user_id": "crash", "type": "click", "item_id": i}, 1.8e9) for i in lamps])
     assert first.profiles.vector("crash") is None
     first.close()

@@ -1,6 +1,6 @@
 import pytest
 
-from retrieval.records import InvalidRecord, parse_event, parse_item, point_id
+from retrieval.storage.records import InvalidRecord, parse_event, parse_item, point_id
 
 NOW = 1_800_000_000.0
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from encoders import BiEncoder, item_text
-from retrieval.layout import LAYOUT_FILE, read_layout
-from retrieval.recommender import RecommendRequest
+from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.reindex import reindex
+from retrieval.storage.layout import LAYOUT_FILE, read_layout
 from tests.conftest import TEST_DEVICE
 
 pytestmark = pytest.mark.slow
@@ -42,9 +42,9 @@ def test_reindex_serves_a_trained_encoder_with_the_fusion_weights_chosen_for_it(
     history = RecommendRequest(k=10, history=["demo-000005", "demo-000006"])
     query = RecommendRequest(k=10, query="noise cancelling headphones")
 
-    def lexical(req):
-        items = engine.recommender.recommend(req).items
-        return {i.id: i.trace["sources"]["lexical"]["contribution"] for i in items if "lexical" in i.trace["sources"]}
+    def lexical(req, options=None):
+        items = engine.recommender.recommend(req, options).items
+        return {i.id: i.trace.sources["lexical"].contribution for i in items if "lexical" in i.trace.sources}
 
     before_history, before_query = lexical(history), lexical(query)
     report = reindex(engine, BiEncoder(str(version), device=TEST_DEVICE), str(version), batch_size=200)
@@ -59,7 +59,8 @@ def test_reindex_serves_a_trained_encoder_with_the_fusion_weights_chosen_for_it(
     assert lexical(query) == pytest.approx(before_query)
     # The pool a ranker reorders keeps BM25 at its configured weight (a ranker picks from it).
     assert engine.recommender.config.ranker_pool_weights == {**engine.config.recommend.weights}
-    assert lexical(RecommendRequest(k=10, history=history.history, ranker_pool=True)) == pytest.approx(before_history)
+    assert lexical(RecommendRequest(k=10, history=history.history), ReplayOptions(ranker_pool=True)) \
+        == pytest.approx(before_history)
     engine.close()
     again = make_engine(tmp_path / "data")
     assert again.recommender.config.weights["lexical_history"] == 0.25  # kept across restarts
@@ -91,7 +92,7 @@ def test_a_data_directory_is_opened_by_one_process_at_a_time(engine, make_engine
 
 
 def test_layout_file_is_plain_json(tmp_path):
-    from retrieval.layout import Layout, write_layout
+    from retrieval.storage.layout import Layout, write_layout
     write_layout(tmp_path, Layout("items__1", "users__1", "/models/enc"))
     assert json.loads((tmp_path / LAYOUT_FILE).read_text()) == {"items": "items__1", "users": "users__1",
                                                                   "encoder": "/models/enc", "weights": None}
@@ -111,8 +112,8 @@ def record_category_runs(engine, demo_items):
 
 
 def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_items, tmp_path):
-    from retrieval.encoder_training import (EncoderTrainingSettings, latest_accepted_encoder, train_encoder,
-                                            trained_fusion_weights)
+    from retrieval.registry import latest_accepted_encoder, trained_fusion_weights
+    from retrieval.training.encoder import EncoderTrainingSettings, train_encoder
 
     record_category_runs(engine, demo_items)
     models = tmp_path / "models"
@@ -160,7 +161,8 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
 
 
 def test_an_encoder_adapter_is_trained_on_profiles_and_saved_as_the_model_validated(engine, demo_items, tmp_path):
-    from retrieval.encoder_training import EncoderTrainingSettings, latest_accepted_encoder, train_encoder
+    from retrieval.registry import latest_accepted_encoder
+    from retrieval.training.encoder import EncoderTrainingSettings, train_encoder
 
     record_category_runs(engine, demo_items)
     models = tmp_path / "models"
@@ -189,7 +191,7 @@ def test_an_encoder_adapter_is_trained_on_profiles_and_saved_as_the_model_valida
 
 
 def test_the_encoder_trainer_leaves_each_users_newest_items_out_by_the_validation_gap(engine, demo_items, tmp_path):
-    from retrieval.encoder_training import EncoderTrainingSettings, train_encoder
+    from retrieval.training.encoder import EncoderTrainingSettings, train_encoder
 
     record_category_runs(engine, demo_items)
     one = train_encoder(engine, tmp_path / "one", EncoderTrainingSettings(method="adapter", validation_gap=1,
@@ -224,7 +226,7 @@ def record_category_switches(engine, demo_items):
 
 
 def test_an_accepted_encoder_is_refitted_on_every_whole_sequence_and_that_model_saved(engine, demo_items, tmp_path):
-    from retrieval.encoder_training import EncoderTrainingSettings, train_encoder
+    from retrieval.training.encoder import EncoderTrainingSettings, train_encoder
 
     record_category_switches(engine, demo_items)
     settings = EncoderTrainingSettings(method="adapter", device=TEST_DEVICE)
@@ -250,7 +252,7 @@ def test_an_accepted_encoder_is_refitted_on_every_whole_sequence_and_that_model_
 
 
 def test_encoder_validation_scores_the_fused_retrieval_with_the_vectors_given(engine, demo_items):
-    from retrieval.encoder_training import _catalogue_vectors, _fused_ndcg
+    from retrieval.training.encoder import _catalogue_vectors, _fused_ndcg
 
     by_cat = {}
     for item in demo_items:
@@ -276,7 +278,7 @@ def test_encoder_validation_knows_only_the_log_before_each_users_newest_item(eng
     """Every user took ``a`` and then ``b`` last. Judged with the log's own index, the others' newest
     items vote for ``b``: a future no model trained before those items could know. Judged as the
     evaluation replays the log, nobody has taken ``b`` yet."""
-    from retrieval.encoder_training import _fused_ndcg, replayed_before_newest
+    from retrieval.training.encoder import _fused_ndcg, replayed_before_newest
 
     a, b = demo_items[0]["id"], demo_items[-1]["id"]
     engine.profiles.record([{"user_id": f"u{n}", "type": "purchase", "item_id": i}

@@ -6,12 +6,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from retrieval.diversity import diversify
-from retrieval.rank_features import NO_OPINION_COLUMN, rank_candidates
-from retrieval.ranking_model import RankingModel
-from retrieval.recommender import RecommendRequest
-from retrieval.rerank import order_by, rank_inputs
-from retrieval.reranker_training import RerankerVersions, TrainingSettings, train_reranker
+from retrieval.pipeline.diversity import diversify
+from retrieval.pipeline.request import RecommendRequest, ReplayOptions
+from retrieval.ranking.features import NO_OPINION_COLUMN, rank_candidates
+from retrieval.ranking.model import RankingModel
+from retrieval.ranking.rerank import order_by, rank_inputs
+from retrieval.registry import RerankerVersions
+from retrieval.training.reranker import TrainingSettings, train_reranker
 from tests.conftest import TEST_DEVICE
 from tests.retrieval.test_rank_features import synthetic
 
@@ -45,8 +46,8 @@ def test_rejected_model_is_never_served_and_accepted_one_is_reported(engine, dem
     assert result.reranker == accepted and len(result.items) == 5
     assert any("learned ranker" in n for n in result.notes)
     # Pure relevance: the list is the ranker's order, and each item says where retrieval had it.
-    assert [i.trace["rerank"]["rank"] for i in result.items] == [1, 2, 3, 4, 5]
-    assert all(i.trace["rerank"]["retrieval_rank"] >= 1 for i in result.items)
+    assert [i.trace.rerank.rank for i in result.items] == [1, 2, 3, 4, 5]
+    assert all(i.trace.rerank.retrieval_rank >= 1 for i in result.items)
     off = engine.recommender.recommend(RecommendRequest(user_id="u1", k=5, diversity=0, rerank=False))
     assert off.reranker is None and [i.id for i in off.items] == [i.id for i in plain.items]
     assert any("turned off" in n for n in off.notes)
@@ -66,11 +67,11 @@ def test_a_ranker_reorders_its_own_pool_where_the_served_order_is_fused_otherwis
     request = RecommendRequest(user_id="u1", k=10, diversity=0)
 
     def lexical_hits(result):
-        return sum("lexical" in i.trace["sources"] for i in result.items)
+        return sum("lexical" in i.trace.sources for i in result.items)
 
     plain = recommender.recommend(request)
     assert plain.reranker is None and lexical_hits(plain) == 0
-    assert lexical_hits(recommender.recommend(replace(request, ranker_pool=True))) > 0
+    assert lexical_hits(recommender.recommend(request, ReplayOptions(ranker_pool=True))) > 0
     recommender.reranker = engine.rerankers.load(save(engine.rerankers, accepted=True))
     reranked = recommender.recommend(request)
     assert reranked.reranker is not None and lexical_hits(reranked) > 0
@@ -86,11 +87,11 @@ def test_the_profile_weight_without_a_query_leaves_query_requests_and_the_ranker
     request = RecommendRequest(user_id="u1", k=10, diversity=0)
 
     def profile_hits(result):
-        return sum("dense_profile" in i.trace["sources"] for i in result.items)
+        return sum("dense_profile" in i.trace.sources for i in result.items)
 
     assert profile_hits(recommender.recommend(request)) == 0
     assert profile_hits(recommender.recommend(replace(request, query="stapler"))) > 0
-    assert profile_hits(recommender.recommend(replace(request, ranker_pool=True))) > 0
+    assert profile_hits(recommender.recommend(request, ReplayOptions(ranker_pool=True))) > 0
     assert profile_hits(engine.recommender.recommend(request)) > 0  # the served layout is untouched
 
 
@@ -128,17 +129,17 @@ def test_diverse_reranked_list_is_mmr_over_the_rankers_order_with_retrievals_rel
     relevance = sorted((i.score for i in fused.items), reverse=True)
     expected = diversify(ids, relevance, vectors, 0.3, 50, leaf)
     assert [i.id for i in served.items] == [p.id for p in expected]
-    assert [i.trace["diversity"]["relevance_rank"] for i in served.items] == [p.relevance_rank for p in expected]
+    assert [i.trace.diversity.relevance_rank for i in served.items] == [p.relevance_rank for p in expected]
     assert any(p.relevance_rank != p.rank for p in expected)  # MMR did reorder the ranker's list
     probabilities = diversify(ids, [i.score for i in ranked.items], vectors, 0.3, 50, leaf)
     assert [p.id for p in probabilities] != [p.id for p in expected]  # the input matters here
     # Without a diversity in the request, a reranked list keeps the ranker's order (its own default,
     # chosen on validation) and says so; retrieval's lists keep theirs (MMR 0.3).
     default = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50))
-    assert [i.id for i in default.items] == ids and all("diversity" not in i.trace for i in default.items)
+    assert [i.id for i in default.items] == ids and all(i.trace.diversity is None for i in default.items)
     assert any("default for reranked lists" in n for n in default.notes)
     plain = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, rerank=False))
-    assert all("diversity" in i.trace for i in plain.items) and any(n.startswith("diversity 0.3") for n in plain.notes)
+    assert all(i.trace.diversity is not None for i in plain.items) and any(n.startswith("diversity 0.3") for n in plain.notes)
 
 
 def test_items_nobody_has_taken_keep_the_place_retrieval_gave_them(engine, demo_items):
@@ -152,12 +153,12 @@ def test_items_nobody_has_taken_keep_the_place_retrieval_gave_them(engine, demo_
     fused = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, diversity=0, rerank=False))
     served = engine.recommender.recommend(RecommendRequest(user_id="u1", k=50, diversity=0))
     fused_place = {i.id: n for n, i in enumerate(fused.items, start=1)}
-    cold = [i for i in served.items if "collaborative" in i.trace["no_opinion"]]
-    known = [i for i in served.items if "collaborative" not in i.trace["no_opinion"]]
+    cold = [i for i in served.items if "collaborative" in i.trace.no_opinion]
+    known = [i for i in served.items if "collaborative" not in i.trace.no_opinion]
     assert cold and known
     for n, item in enumerate(served.items, start=1):
         if item in cold:
-            assert item.trace["rerank"]["kept_place"] and n == fused_place[item.id] == item.trace["rerank"]["rank"]
+            assert item.trace.rerank.kept_place and n == fused_place[item.id] == item.trace.rerank.rank
     assert [i.score for i in served.items] == sorted((i.score for i in served.items), reverse=True)
 
 

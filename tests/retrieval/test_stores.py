@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from retrieval.client_store import ClientVectorStore
-from retrieval.edge_store import EdgeVectorStore
-from retrieval.lexical import Bm25Encoder
-from retrieval.store import CollectionSpec, ItemFilter, StoredPoint
+from retrieval.state.bm25 import Bm25Encoder
+from retrieval.storage.client import ClientVectorStore
+from retrieval.storage.edge import EdgeVectorStore
+from retrieval.storage.vector_store import CollectionSpec, ItemFilter, StoredPoint
 
 SPEC = CollectionSpec("items", dim=4, sparse=True, keyword_indexes=("id", "brand_key", "category_keys"),
                       float_indexes=("price",))

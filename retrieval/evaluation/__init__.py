@@ -1,0 +1,1 @@
+"""Offline evaluation (never imported by serving code): datasets, the replay, stages, metrics and the report."""

@@ -1,0 +1,1 @@
+"""Evidence for why an item is recommended, read off the actual scoring."""

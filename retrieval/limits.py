@@ -1,0 +1,22 @@
+"""Every per-field limit of the engine's inputs, in one place: the records, the recommend pipeline
+and the HTTP schemas all read them from here (the README's limits table lists them)."""
+
+from __future__ import annotations
+
+ID_MAX_CHARS = 256  # item and user ids
+TITLE_MAX_CHARS = 1000
+DESCRIPTION_MAX_CHARS = 50_000
+TEXT_MAX_CHARS = 2000  # a search query, a sentence of stated preferences
+MAX_K = 100  # items one recommendation may ask for
+MAX_HISTORY = 500  # item ids in a request's ad-hoc history
+MAX_BATCH = 1000  # rows per PUT /v1/items or POST /v1/events (the default of ``max_batch``)
+
+LIMITS = (
+    ("id", ID_MAX_CHARS, "characters in an item or user id"),
+    ("title", TITLE_MAX_CHARS, "characters in an item title"),
+    ("description", DESCRIPTION_MAX_CHARS, "characters in an item description"),
+    ("query / preferences", TEXT_MAX_CHARS, "characters in a query or a sentence of stated preferences"),
+    ("k", MAX_K, "items per recommendation"),
+    ("history", MAX_HISTORY, "item ids in a request's ad-hoc history"),
+    ("batch", MAX_BATCH, "rows per item or event write (HYBRIDREC_MAX_BATCH; use `hybridrec ingest` for more)"),
+)

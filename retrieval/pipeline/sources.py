@@ -1,0 +1,118 @@
+"""Candidate sources: each proposes items for a request, ranked, with its own score.
+
+Dense and lexical sources ask the vector store (hard filters and exclusions applied there); the
+collaborative and popular sources come from the co-occurrence index and are filtered through the
+store too, so every filter has exactly one implementation: Qdrant's.
+"""
+
+from __future__ import annotations
+
+from retrieval.pipeline.context import RecommendContext
+from retrieval.pipeline.fusion import SourceResult
+from retrieval.state.catalogue import Catalogue
+from retrieval.state.cooccurrence import CoOccurrenceIndex
+
+
+def rank_hits(hits) -> list[tuple[str, float]]:
+    # Qdrant returns equal scores in no fixed order; break ties by id so rankings are reproducible.
+    return sorted(((h.id, h.score) for h in hits), key=lambda hs: (-hs[1], hs[0]))
+
+
+class DenseSource:
+    """Nearest items to a vector (the profile or the query) in the bi-encoder space.
+    ``without_query_weight`` (default: ``weight``) is the profile's weight in a request without a
+    query (a history or stated preferences alone): a fine-tuned encoder is chosen with its own
+    weight there (``train_encoder``), which says nothing about how a profile should weigh against
+    a search query."""
+
+    def __init__(self, catalogue: Catalogue, name: str, use: str, weight: float = 1.0,
+                 without_query_weight: float | None = None):
+        self.catalogue, self.name, self.use, self.weight = catalogue, name, use, weight
+        self.without_query_weight = weight if without_query_weight is None else without_query_weight
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        vector = ctx.query_vector if self.use == "query" else ctx.profile_vector
+        if vector is None:
+            return None
+        hits = self.catalogue.store.search_dense(
+            self.catalogue.collection, vector, ctx.pool, ctx.item_filter, ctx.exclude
+        )
+        weight = self.without_query_weight if self.use == "profile" and not ctx.query_text else self.weight
+        return SourceResult(self.name, rank_hits(hits), weight)
+
+
+class LexicalSource:
+    """BM25 over item text: the query's words, else the titles of the newest history items, else
+    the user's stated preferences. ``history_weight`` (default: ``weight``) is its weight when it
+    reads history titles: a fine-tuned encoder is chosen with its own balance for those requests
+    (``train_encoder``), which says nothing about how words should weigh against a search query."""
+
+    name = "lexical"
+
+    def __init__(self, catalogue: Catalogue, weight: float = 1.0, history_weight: float | None = None):
+        self.catalogue, self.weight = catalogue, weight
+        self.history_weight = weight if history_weight is None else history_weight
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        from_history = not ctx.query_text and bool(ctx.history_titles)
+        text = ctx.query_text or " ".join(ctx.history_titles) or ctx.preference_text
+        if not text:
+            return None
+        sparse = self.catalogue.bm25.encode_query(text)
+        hits = self.catalogue.store.search_sparse(
+            self.catalogue.collection, sparse, ctx.pool, ctx.item_filter, ctx.exclude
+        )
+        return SourceResult(self.name, rank_hits(hits), self.history_weight if from_history else self.weight)
+
+
+def _keep_matching(catalogue: Catalogue, ranked: list[tuple[str, float]], ctx: RecommendContext, limit: int):
+    ranked = [(i, s) for i, s in ranked if i not in ctx.exclude]
+    # One store round trip checks existence (deleted items drop out) and the hard filters.
+    allowed = catalogue.store.matching_ids(catalogue.collection, [i for i, _ in ranked], ctx.item_filter)
+    return [(i, s) for i, s in ranked if i in allowed][:limit]
+
+
+class CollaborativeSource:
+    """Item-kNN on co-occurrence. Has an opinion only about items someone interacted with."""
+
+    name = "collaborative"
+
+    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0, decay: float = 0.8,
+                 proximity: float = 0.0, backward: float = 1.0):
+        self.catalogue, self.index, self.weight, self.decay = catalogue, index, weight, decay
+        self.proximity, self.backward = proximity, backward
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        if not ctx.history:
+            return None
+        scores = self.index.neighbours(ctx.history, decay=self.decay, limit=ctx.pool * 2,
+                                       proximity=self.proximity, backward=self.backward,
+                                       leave_out=ctx.leave_out_user)
+        ranked = _keep_matching(self.catalogue, list(scores.items()), ctx, ctx.pool)
+        leave_out = ctx.leave_out_user
+        return SourceResult(self.name, ranked, self.weight, knows=lambda i: self.index.knows(i, leave_out))
+
+
+class PopularSource:
+    """Most-interacted items; for requests with nothing else to go on. Falls back to catalogue
+    order while nobody has interacted with anything yet."""
+
+    name = "popular"
+
+    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
+                 fallback: bool = True, name: str = "popular"):
+        self.catalogue, self.index, self.weight, self.fallback, self.name = catalogue, index, weight, fallback, name
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        ranked = _keep_matching(
+            self.catalogue, [(i, float(n)) for i, n in self.index.popular(ctx.pool * 2)], ctx, ctx.pool
+        )
+        if not self.fallback:
+            return SourceResult(self.name, ranked, self.weight) if ranked else None
+        if len(ranked) < ctx.pool:
+            points, _ = self.catalogue.store.scroll(
+                self.catalogue.collection, limit=ctx.pool + len(ctx.exclude), flt=ctx.item_filter
+            )
+            taken = {i for i, _ in ranked}
+            ranked += [(p.id, 0.0) for p in points if p.id not in taken and p.id not in ctx.exclude]
+        return SourceResult(self.name, ranked[: ctx.pool], self.weight)

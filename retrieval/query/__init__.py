@@ -1,0 +1,1 @@
+"""Understanding a sentence: constraints, brands and categories, and the item it is anchored to."""

@@ -1,0 +1,368 @@
+"""Natural-language preference queries: hard constraints, an anchor item, and the semantic rest.
+
+"a stapler under $15" -> price <= 15, semantic "a stapler". "like <title> but cheaper" -> anchor
+item (found by BM25 over titles), price below the anchor's. "anything but Avery" -> brand excluded.
+Category names the catalogue knows ("office chairs") become category constraints.
+
+The parser is deterministic and conservative: a number is a price only with a currency word or a
+price cue and no unit after it ("over 100 sheets" is not a price); a brand is a constraint only
+with a cue ("by", "from", "not", "anything but") or when written as the catalogue writes it
+("Avery labels"); an anchor is used only when most of its words are in one item's title.
+
+Example::
+
+    parser = QueryParser(catalogue_facets, find_anchor)
+    parsed = parser.parse("office chairs between 100 and 200 dollars, not from Acme")
+    parsed.price_min, parsed.price_max, parsed.exclude_brands, parsed.semantic
+    # 100.0, 200.0, ['Acme'], 'office chairs'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from retrieval.state.facets import Facets, words
+from retrieval.storage.vector_store import ItemFilter
+
+_NUM = r"(\d{1,7}(?:[.,]\d{1,2})?)"
+_CUR_PRE = r"(?:\$|usd\s*|us\$)"
+_CUR_POST = r"(?:\s*(?:dollars?|bucks|usd|\$))"
+# A price amount: "$15", "15 dollars", "15" (the last only where a cue makes it a price).
+_AMOUNT = rf"(?:{_CUR_PRE}\s*{_NUM}|{_NUM}{_CUR_POST}|{_NUM})"
+# Words after a number that make it a quantity, not a price.
+_UNITS = {
+    "sheet", "sheets", "page", "pages", "pack", "packs", "count", "ct", "pc", "pcs", "piece", "pieces",
+    "inch", "inches", "in", "ft", "feet", "foot", "mm", "cm", "m", "meter", "meters", "lb", "lbs",
+    "pound", "pounds", "oz", "ounce", "ounces", "kg", "g", "gram", "grams", "gb", "tb", "mb", "w", "watt",
+    "watts", "hour", "hours", "minute", "minutes", "year", "years", "month", "months", "day", "days",
+    "people", "person", "persons", "users", "drawers", "drawer", "shelves", "colors", "colours",
+    "x", "by", "percent", "%", "ppm", "dpi", "mah", "v", "volt", "volts", "degrees", "point", "pt",
+    "sheet-feeder", "ream", "reams", "box", "boxes", "rolls", "roll", "labels", "pens", "pencils",
+}
+_MAX_CUES = r"(?:under|below|less than|cheaper than|no more than|not more than|at most|up to|max(?:imum)?|within|<=?)"
+_MIN_CUES = r"(?:over|above|more than|at least|no less than|min(?:imum)?|starting at|>=?)"
+_CHEAPER = r"(?:cheaper|less expensive|lower[- ]priced|more affordable|for less)"
+_PRICIER = r"(?:more expensive|pricier|higher[- ]end|premium(?: version)?)"
+_OWNED = r"(?:the one i (?:bought|got|have|purchased|ordered)|what i (?:bought|got|have)|my last (?:purchase|order|one))"
+_ANCHOR_CUES = r"(?:similar to|just like|like|alternative to|alternatives to|instead of|replacement for|than)"
+_ANCHOR_STOP = (r"(?=,|;|\.|!|\?| but\b| and\b| not\b| under\b| below\b| over\b| above\b| from\b| by\b| without\b|"
+                r" except\b| cheaper\b| less\b| more\b| between\b| for under\b| that\b| which\b|$)")
+_EXCLUDE_CUES = r"(?:anything but|everything but|but not|not from|not by|not made by|no|not|except|excluding|without|other than|avoid)"
+_INCLUDE_CUES = r"(?:made by|from|by|brand)"
+_CONNECTIVES = {"and", "or", "for", "with", "but", "in", "on", "at", "please", "that", "which", "each", "per",
+                "not", "no", "without", "from", "by", "if", "so", "total", "tops", "max"}
+_STOPWORDS = {"a", "an", "the", "some", "any", "me", "i", "want", "need", "looking", "for", "show", "find", "please",
+              "something", "anything", "one", "ones", "that", "is", "are", "but", "and", "or", "with", "to", "of",
+              "in", "at", "it", "its", "my", "i'm", "im", "am", "like", "similar", "just", "than"}
+
+
+@dataclass
+class Anchor:
+    id: str
+    title: str
+    price: float | None = None
+    how: str = "title"  # "title": named in the query; "history": "the one I bought"
+
+
+@dataclass
+class ParsedQuery:
+    """How a query was understood. ``semantic`` is what is left for meaning-based search."""
+
+    text: str
+    semantic: str
+    price_min: float | None = None
+    price_max: float | None = None
+    brands: list[str] = field(default_factory=list)
+    exclude_brands: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    anchor: Anchor | None = None
+    relative_price: str | None = None  # "cheaper" / "pricier" than the anchor
+    matched: list[str] = field(default_factory=list)  # the phrases that became constraints
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_constraints(self) -> bool:
+        return bool(self.price_min is not None or self.price_max is not None or self.brands or self.exclude_brands
+                    or self.categories)
+
+    def item_filter(self, base: ItemFilter | None = None) -> ItemFilter | None:
+        """The request's own filter narrowed by the parsed constraints (both always apply)."""
+        base = base or ItemFilter()
+        if not self.has_constraints:
+            return base if base != ItemFilter() else None
+        price_min = max([v for v in (base.price_min, self.price_min) if v is not None], default=None)
+        price_max = min([v for v in (base.price_max, self.price_max) if v is not None], default=None)
+        return ItemFilter(
+            categories=base.categories or tuple(self.categories),  # the request's own, when it names any
+            brands=base.brands or tuple(self.brands),
+            exclude_brands=tuple(dict.fromkeys([*base.exclude_brands, *self.exclude_brands])),
+            price_min=price_min, price_max=price_max,
+        )
+
+    def interpreted(self) -> dict[str, Any]:
+        constraints: dict[str, Any] = {}
+        if self.price_min is not None:
+            constraints["price_min"] = self.price_min
+        if self.price_max is not None:
+            constraints["price_max"] = self.price_max
+        if self.brands:
+            constraints["brands"] = self.brands
+        if self.exclude_brands:
+            constraints["exclude_brands"] = self.exclude_brands
+        if self.categories:
+            constraints["categories"] = self.categories
+        out: dict[str, Any] = {"query": self.text, "semantic_text": self.semantic, "constraints": constraints,
+                               "anchor": None, "matched": self.matched}
+        if self.anchor is not None:
+            out["anchor"] = {"id": self.anchor.id, "title": self.anchor.title, "price": self.anchor.price,
+                             "found_by": self.anchor.how}
+        if self.relative_price:
+            out["relative_price"] = self.relative_price
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+
+# Words that point at an item without naming it: "the one", "my".
+ANCHOR_FILLER = {"the", "a", "an", "one", "my", "that", "this", "your", "their", "same"}
+
+# Finds an item whose title matches a phrase: (id, title, price) or None.
+AnchorLookup = Callable[[str], "Anchor | None"]
+
+
+class QueryParser:
+    """Deterministic parser; see the module docstring. ``find_anchor(phrase)`` resolves "like X";
+    ``last_item(user_id)`` resolves "the one I bought"."""
+
+    def __init__(self, facets: Facets, find_anchor: AnchorLookup | None = None,
+                 last_item: Callable[[str], Anchor | None] | None = None,
+                 suggest: Callable[[str, list[str], list[str]], dict[str, Any]] | None = None):
+        self.facets = facets
+        self.find_anchor = find_anchor
+        self.last_item = last_item
+        # An optional model's constraints, (query, candidate brands, candidate categories) -> dict;
+        # used only where the rules found nothing, and only what the catalogue's facets confirm.
+        self.suggest = suggest
+        # Longest names first, so "office chairs" wins over "chairs".
+        self._category_names = sorted(facets.categories, key=len, reverse=True)
+        self._brand_names = sorted(facets.brands, key=len, reverse=True)
+
+    def parse(self, text: str, user_id: str | None = None) -> ParsedQuery:
+        q = ParsedQuery(text=text, semantic=text)
+        work = " " + text.strip() + " "
+        work = self._prices(q, work)
+        work = self._brands(q, work)
+        work = self._anchor(q, work, user_id)
+        self._bare_brands(q, work)  # after the anchor: a brand inside "like <title>" is not a constraint
+        work = self._categories(q, work)
+        q.semantic = self._clean(work)
+        if self.suggest is not None:
+            self._add_suggestions(q, text)
+        if q.anchor is not None and q.relative_price:
+            if q.anchor.price is None:
+                q.notes.append(f"the anchor item {q.anchor.id} has no price: '{q.relative_price}' was not enforced")
+            elif q.relative_price == "cheaper":
+                q.price_max = min(q.price_max if q.price_max is not None else float("inf"),
+                                  round(q.anchor.price - 0.01, 2))
+            else:
+                q.price_min = max(q.price_min or 0.0, round(q.anchor.price + 0.01, 2))
+        if q.price_min is not None and q.price_max is not None and q.price_min > q.price_max:
+            q.notes.append(f"price range {q.price_min}..{q.price_max} is empty; swapped")
+            q.price_min, q.price_max = q.price_max, q.price_min
+        return q
+
+    # -- pieces ---------------------------------------------------------------------------------
+
+    def _add_suggestions(self, q: ParsedQuery, text: str) -> None:
+        """Fill what the rules left empty from the model, validated: prices must be numbers >= 0,
+        brands and categories must be the catalogue's own (its spelling is used)."""
+        lowered = set(words(text))
+        # Only names sharing a word with the query go into the prompt: a catalogue has thousands.
+        brands = [b for k, b in self.facets.brands.items() if set(words(k)) & lowered][:50]
+        categories = [c for k, c in self.facets.categories.items() if set(words(k)) & lowered][:50]
+        try:
+            raw = self.suggest(text, brands, categories)
+        except Exception as err:  # a model is optional: its failure must not fail the request
+            q.notes.append(f"language-model parser unavailable ({err}); rules only")
+            return
+        added = []
+        for key in ("price_min", "price_max"):
+            value = raw.get(key)
+            if getattr(q, key) is None and value is not None:
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e9:
+                    setattr(q, key, float(value))
+                    added.append(f"{key}={value}")
+                else:
+                    q.notes.append(f"model suggested {key}={value!r}: not a price, ignored")
+        for key, known in (("brands", self.facets.brands), ("exclude_brands", self.facets.brands),
+                           ("categories", self.facets.categories)):
+            values = raw.get(key) or []
+            if getattr(q, key) or not isinstance(values, list):
+                continue
+            for value in values:
+                name = known.get(str(value).lower())
+                if name is None:
+                    q.notes.append(f"model suggested {key} {value!r}, unknown to the catalogue: ignored")
+                else:
+                    getattr(q, key).append(name)
+                    added.append(f"{key}={name}")
+        if added:
+            q.notes.append("added by the language-model parser: " + ", ".join(added))
+
+    def _is_quantity(self, work: str, end: int) -> bool:
+        """A bare number followed by a noun counts things ("3 rings", "500 sheets"); a price cue
+        with a currency word never gets here."""
+        after = words(work[end:end + 24])
+        if not after:
+            return False
+        return after[0] in _UNITS or (after[0].isalpha() and after[0] not in _CONNECTIVES)
+
+    def _prices(self, q: ParsedQuery, work: str) -> str:
+        patterns = [
+            ("range", rf"\b(?:between|from)\s+{_AMOUNT}\s*(?:and|to|-)\s*{_AMOUNT}"),
+            ("range", rf"(?<![\w.]){_CUR_PRE}\s*{_NUM}\s*(?:-|to)\s*{_CUR_PRE}?\s*{_NUM}\b"),
+            ("range", rf"\b{_NUM}\s*(?:-|to)\s*{_NUM}{_CUR_POST}"),
+            ("max", rf"(?:\bfor\s+)?\b{_MAX_CUES}\s*{_AMOUNT}"),
+            ("min", rf"\b{_MIN_CUES}\s*{_AMOUNT}"),
+            ("around", rf"\b(?:around|about|roughly|approximately|~)\s*(?:{_CUR_PRE}\s*{_NUM}|{_NUM}{_CUR_POST})"),
+        ]
+        for kind, pattern in patterns:
+            for m in list(re.finditer(pattern, work, flags=re.IGNORECASE)):
+                phrase = m.group(0)
+                has_currency = bool(re.search(rf"{_CUR_PRE}|{_CUR_POST}", phrase, flags=re.IGNORECASE))
+                if not has_currency and self._is_quantity(work, m.end()):
+                    continue  # "over 100 sheets", "under 2 pounds"
+                values = [float(g.replace(",", ".")) for g in m.groups() if g]
+                if kind == "range" and len(values) >= 2:
+                    q.price_min, q.price_max = min(values[0], values[1]), max(values[0], values[1])
+                elif kind == "max" and values:
+                    q.price_max = values[0]
+                elif kind == "min" and values:
+                    q.price_min = values[0]
+                elif kind == "around" and values:
+                    q.price_min, q.price_max = round(values[0] * 0.8, 2), round(values[0] * 1.2, 2)
+                else:
+                    continue
+                q.matched.append(phrase.strip())
+                work = work.replace(phrase, " ", 1)
+        return work
+
+    def _brands(self, q: ParsedQuery, work: str) -> str:
+        lowered = work.lower()
+        for key in self._brand_names:
+            if key not in lowered:  # cheap test before the regexes
+                continue
+            name = re.escape(key)
+            # Exclusion first: "not from Avery" must not read as "from Avery".
+            for pattern, into in (
+                (rf"\b{_EXCLUDE_CUES}\s+(?:the\s+)?(?:brand\s+)?{name}(?:\s+brand)?(?![\w-])", q.exclude_brands),
+                (rf"\b{_INCLUDE_CUES}\s+{name}(?![\w-])|(?<![\w-]){name}\s+brand\b", q.brands),
+            ):
+                m = re.search(pattern, work, flags=re.IGNORECASE)
+                if m:
+                    into.append(self.facets.brands[key])
+                    q.matched.append(m.group(0).strip())
+                    work = work.replace(m.group(0), " ", 1)
+                    break
+        return work
+
+    def _bare_brands(self, q: ParsedQuery, work: str) -> None:
+        """A brand written as the catalogue writes it (case and all): "Avery labels" is a brand
+        constraint, "universal remote" is not. The name stays in the semantic text."""
+        if q.brands:
+            return
+        for key in self._brand_names:
+            written = self.facets.brands[key]
+            if written not in work or written in q.exclude_brands or len(written) < 2 or written == written.lower() and written.isalpha():
+                continue
+            if re.search(rf"(?<![\w-]){re.escape(written)}(?![\w-])", work):
+                q.brands.append(written)
+                q.matched.append(written)
+
+    def _anchor(self, q: ParsedQuery, work: str, user_id: str | None) -> str:
+        cheaper = re.search(rf"\b{_CHEAPER}\b", work, flags=re.IGNORECASE)
+        pricier = re.search(rf"\b{_PRICIER}\b", work, flags=re.IGNORECASE)
+        owned = re.search(rf"\b(?:{_ANCHOR_CUES}\s+)?{_OWNED}", work, flags=re.IGNORECASE)
+        if owned:
+            if user_id and self.last_item is not None:
+                anchor = self.last_item(user_id)
+                if anchor is not None:
+                    q.anchor = anchor
+                    q.matched.append(owned.group(0).strip())
+                    work = work.replace(owned.group(0), " ", 1)
+            if q.anchor is None:
+                q.notes.append(f"'{owned.group(0).strip()}' needs a user_id with a history; ignored")
+                work = work.replace(owned.group(0), " ", 1)
+                work = re.sub(rf"\b(?:{_CHEAPER}|{_PRICIER})\b", " ", work, flags=re.IGNORECASE)
+        if q.anchor is None and self.find_anchor is not None:
+            for m in re.finditer(rf"\b{_ANCHOR_CUES}\s+(?:the\s+|a\s+|an\s+|my\s+)?(.+?){_ANCHOR_STOP}", work,
+                                 flags=re.IGNORECASE):
+                phrase = m.group(1).strip()
+                if len(words(phrase)) < 2 and not re.search(r"\d", phrase):
+                    continue  # "like new", "than ever": too little to name an item
+                anchor = self.find_anchor(phrase)
+                if anchor is not None:
+                    q.anchor = anchor
+                    # Titles have commas ("stapler, black"): the rest of the title goes with the anchor.
+                    title_words = set(words(anchor.title))
+                    rest, consumed = work[m.end():], 0
+                    for tok in re.finditer(r"[,;]?\s*([\w'&+-]+)", rest):
+                        if tok.group(1).lower() not in title_words:
+                            break
+                        consumed = tok.end()
+                    q.matched.append((m.group(0) + rest[:consumed]).strip())
+                    work = work[:m.start()] + " " + rest[consumed:]
+                    break
+        if q.anchor is not None:
+            if cheaper:
+                q.relative_price = "cheaper"
+                work = re.sub(rf"\b(?:but\s+|and\s+|a\s+bit\s+|slightly\s+|much\s+)?{_CHEAPER}\b", " ", work,
+                              flags=re.IGNORECASE)
+            elif pricier:
+                q.relative_price = "pricier"
+                work = re.sub(rf"\b(?:but\s+|and\s+)?{_PRICIER}\b", " ", work, flags=re.IGNORECASE)
+        return work
+
+    def _categories(self, q: ParsedQuery, work: str) -> str:
+        lowered = work.lower()
+        for key in self._category_names:
+            forms = {key}
+            if key.endswith("ies"):
+                forms.add(key[:-3] + "y")
+            elif key.endswith("es") and key[:-2].endswith(("s", "x", "ch", "sh")):
+                forms.add(key[:-2])
+            elif key.endswith("s"):
+                forms.add(key[:-1])
+            for form in sorted(forms, key=len, reverse=True):
+                if form not in lowered:
+                    continue
+                m = re.search(rf"(?<![\w-]){re.escape(form)}(?![\w-])", lowered)
+                if m is None:
+                    continue
+                # A category inside a longer, already-matched one ("chairs" in "office chairs") adds nothing.
+                if any(form in c.lower() for c in q.categories):
+                    break
+                excluded = re.search(rf"\b{_EXCLUDE_CUES}\s+{re.escape(form)}\s*$", lowered[:m.end()])
+                if excluded:
+                    break  # "anything but pens": a category exclusion is left to semantics (not enforced)
+                q.categories.append(self.facets.categories[key])
+                q.matched.append(work[m.start():m.end()].strip())
+                break  # the category's words stay in the semantic text: they describe what is wanted
+        return work
+
+    @staticmethod
+    def _clean(work: str) -> str:
+        text = re.sub(r"\s+", " ", work).strip(" ,;.-")
+        text = re.sub(r"\s+([,.;!?])", r"\1", text)
+        tokens = text.split()
+        # Dangling connectives where a constraint was cut out: "pens, but" -> "pens".
+        while tokens and tokens[-1].lower().strip(",;.") in {"but", "and", "or", "with", "for", "from", "that", "which",
+                                                              "priced", "costing", "at", "a", "an", "the"}:
+            tokens.pop()
+        text = " ".join(tokens).strip(" ,;.-")
+        if not [w for w in words(text) if w not in _STOPWORDS]:
+            return ""
+        return text

@@ -1,0 +1,1 @@
+"""The learned ranker: features, the model, reranking and what drove each score."""

@@ -1,0 +1,121 @@
+"""The model registry: trained models as versioned folders under ``<data_dir>/models/``, which
+serving loads and training writes; both import it, neither imports the other.
+
+Example::
+
+    registry = ModelRegistry(Path("data"))
+    registry.rerankers.latest_accepted()        # metadata of the model to serve, or None
+    registry.latest_accepted_encoder()          # folder of the newest accepted encoder, or None
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from encoders.cross_encoder import CrossEncoderReranker
+from retrieval.ranking.model import RankingModel
+from retrieval.ranking.rerank import LoadedReranker
+
+METADATA_FILE = "metadata.json"
+MODELS_DIR = "models"
+ENCODER_MODELS = "encoder"
+RERANKER_MODELS = "reranker"
+CROSS_ENCODER_FOLDER = "cross_encoder"  # inside a reranker version that has one
+
+
+def read_metadata(folder: str | Path) -> dict[str, Any] | None:
+    """A saved model's metadata, or None where the folder holds no version of ours."""
+    meta = Path(folder) / METADATA_FILE
+    return json.loads(meta.read_text()) if meta.exists() else None
+
+
+class ModelVersions:
+    """Trained models under ``root/<version>/``, each with a ``metadata.json`` that says whether
+    it was accepted. A version appears only when complete (written beside it, then renamed), so
+    a crash while saving never leaves a half model that could be served."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def save(self, write: Callable[[Path], None], metadata: dict[str, Any]) -> str:
+        """``write(folder)`` writes the model; returns the new version."""
+        version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
+        n = 1
+        while (self.root / version).exists():
+            version = f"{version.split('.')[0]}.{n}"
+            n += 1
+        tmp = self.root / f".{version}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write(tmp)
+        (tmp / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}, indent=2))
+        tmp.rename(self.root / version)
+        return version
+
+    def path(self, version: str) -> Path:
+        return self.root / version
+
+    def all(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self.root.glob("v*")):
+            meta = read_metadata(path) if path.is_dir() else None
+            if meta is not None:
+                out.append(meta)
+        return out
+
+    def latest_accepted(self) -> dict[str, Any] | None:
+        accepted = [m for m in self.all() if m.get("accepted")]
+        return accepted[-1] if accepted else None
+
+
+
+
+class RerankerVersions(ModelVersions):
+    """Reranker models; only an accepted one can be loaded for serving."""
+
+    def load(self, version: str, device: str = "auto", allow_rejected: bool = False) -> LoadedReranker:
+        """``allow_rejected`` is for measuring a rejected model offline (evaluation); serving never sets it."""
+        folder = self.path(version)
+        meta = read_metadata(folder)
+        if meta is None:
+            raise ValueError(f"reranker {version} has no {METADATA_FILE}; it is not a saved version")
+        if not meta.get("accepted") and not allow_rejected:
+            raise ValueError(f"reranker {version} was not accepted; it is never served")
+        if "ranker" not in meta:
+            raise ValueError(f"reranker {version} predates the learned ranker; retrain with `hybridrec train reranker`")
+        cross_encoder = None
+        if meta["ranker"].get("cross_encoder"):
+            cross_encoder = CrossEncoderReranker(folder / CROSS_ENCODER_FOLDER, device=device).for_inference()
+        return LoadedReranker(version, RankingModel.load(folder), cross_encoder, meta)
+
+
+def trained_fusion_weights(model_dir: str | Path) -> dict[str, float] | None:
+    """The fusion weights a trained encoder was chosen with (its version's metadata), or None for
+    a model the encoder trainer did not make (the bundled one, or an older version)."""
+    weights = (read_metadata(model_dir) or {}).get("fusion_weights")
+    return {k: float(v) for k, v in weights.items()} if weights else None
+
+
+class ModelRegistry:
+    """Where a data directory keeps its trained models: one place for the paths."""
+
+    def __init__(self, data_dir: str | Path):
+        self.root = Path(data_dir) / MODELS_DIR
+        self.encoder_dir = self.root / ENCODER_MODELS
+        self.reranker_dir = self.root / RERANKER_MODELS
+        self.encoders = ModelVersions(self.encoder_dir)
+        self.rerankers = RerankerVersions(self.reranker_dir)
+
+    def latest_accepted_encoder(self) -> Path | None:
+        """The folder of the newest accepted encoder, or None."""
+        return latest_accepted_encoder(self.encoder_dir)
+
+
+def latest_accepted_encoder(models_dir: str | Path) -> Path | None:
+    """The folder of the newest accepted encoder version under ``models_dir``, or None."""
+    meta = ModelVersions(models_dir).latest_accepted()
+    return Path(models_dir) / meta["version"] if meta else None

@@ -1,0 +1,143 @@
+"""The catalogue: items validated, encoded (dense + BM25) and stored in the items collection."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from encoders import BiEncoder, item_text
+from retrieval.state.bm25 import Bm25Encoder
+from retrieval.state.facets import Facets
+from retrieval.storage.layout import ITEMS
+from retrieval.storage.records import InvalidRecord, Item, parse_item
+from retrieval.storage.vector_store import CollectionSpec, Hit, ItemFilter, StoredPoint, VectorStore, scroll_all
+
+
+def items_spec(dim: int, name: str = ITEMS) -> CollectionSpec:
+    return CollectionSpec(
+        name=name,
+        dim=dim,
+        sparse=True,
+        keyword_indexes=("id", "brand_key", "category_keys"),
+        float_indexes=("price",),
+    )
+
+
+@dataclass
+class Rejection:
+    """A row that was not written: its position in the batch (or file line), id if known, and why."""
+
+    index: int
+    id: str | None
+    error: str
+    field: str | None = None
+
+
+@dataclass
+class UpsertReport:
+    upserted: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class Catalogue:
+    """Items in the vector store.
+
+    Example::
+
+        catalogue = Catalogue(store, BiEncoder(), Bm25Encoder())
+        report = catalogue.upsert([{"id": "sku-1", "title": "Quiet mechanical keyboard", "price": 49.0}])
+        catalogue.similar("sku-1", k=5)
+    """
+
+    def __init__(self, store: VectorStore, encoder: BiEncoder, bm25: Bm25Encoder, collection: str = ITEMS):
+        self.store = store
+        self.encoder = encoder
+        self.bm25 = bm25
+        self.collection = collection
+        self.store.ensure_collection(items_spec(encoder.dim, collection))
+        self._write_lock = threading.Lock()
+        self._facets: Facets | None = None
+
+    @staticmethod
+    def validate(rows: list[Any], first_index: int = 0) -> tuple[list[Item], list[Rejection]]:
+        """Split raw rows into valid items and rejections. A later duplicate id in the same batch
+        wins, as a later write would."""
+        valid: dict[str, Item] = {}
+        rejected: list[Rejection] = []
+        for offset, raw in enumerate(rows):
+            try:
+                item = parse_item(raw)
+            except InvalidRecord as err:
+                raw_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+                rejected.append(Rejection(first_index + offset, raw_id, str(err), err.field))
+                continue
+            valid.pop(item.id, None)
+            valid[item.id] = item
+        return list(valid.values()), rejected
+
+    def encode(self, items: list[Item], batch_size: int = 64) -> list[StoredPoint]:
+        payloads = [item.payload() for item in items]
+        texts = [item_text(p) for p in payloads]
+        vectors = self.encoder.encode(texts, batch_size=batch_size)
+        sparse = self.bm25.encode_documents(texts)
+        return [StoredPoint(item.id, p, vec, sv) for item, p, vec, sv in zip(items, payloads, vectors, sparse)]
+
+    def write(self, points: list[StoredPoint]) -> None:
+        with self._write_lock:
+            self.store.upsert(self.collection, points)
+            # Extend the known names instead of re-reading the whole catalogue on the next query.
+            if self._facets is not None:
+                self._facets = self._facets.with_payloads([p.payload for p in points])
+
+    def upsert(self, rows: list[Any], batch_size: int = 64) -> UpsertReport:
+        """Validate, encode and store rows; invalid rows are reported and nothing of them is written."""
+        items, rejected = self.validate(rows)
+        if items:
+            self.write(self.encode(items, batch_size=batch_size))
+        return UpsertReport(upserted=len(items), rejected=rejected)
+
+    def get(self, item_id: str, with_vector: bool = False) -> StoredPoint | None:
+        found = self.store.retrieve(self.collection, [item_id], with_vectors=with_vector)
+        return found[0] if found else None
+
+    def get_many(self, item_ids: list[str], with_vectors: bool = False) -> dict[str, StoredPoint]:
+        return {p.id: p for p in self.store.retrieve(self.collection, item_ids, with_vectors=with_vectors)}
+
+    def vectors(self, item_ids: list[str]) -> dict[str, np.ndarray]:
+        return {i: p.vector for i, p in self.get_many(item_ids, with_vectors=True).items() if p.vector is not None}
+
+    def existing(self, item_ids: list[str]) -> set[str]:
+        return self.store.matching_ids(self.collection, list(dict.fromkeys(item_ids)), None)
+
+    def delete(self, item_id: str) -> bool:
+        if not self.existing([item_id]):
+            return False
+        with self._write_lock:
+            self.store.delete(self.collection, [item_id])
+        # Facets keep a deleted item's names: a constraint on them just matches nothing more.
+        return True
+
+    def facets(self) -> Facets:
+        """The brands, categories and titles the catalogue knows (read once, then kept up to date by writes)."""
+        facets = self._facets
+        if facets is None:
+            payloads = [p.payload for page in scroll_all(self.store, self.collection, batch=1024) for p in page]
+            facets = self._facets = Facets.from_payloads(payloads)
+        return facets
+
+    def similar(self, item_id: str, k: int = 10, flt: ItemFilter | None = None) -> list[Hit] | None:
+        """Nearest items by text vector; None if the item is unknown. Works for items nobody
+        interacted with, since it needs only the item's own vector."""
+        point = self.get(item_id, with_vector=True)
+        if point is None:
+            return None
+        return self.store.search_dense(self.collection, point.vector, k, flt, exclude=[item_id])
+
+    def count(self) -> int:
+        return self.store.count(self.collection)
+
+    def optimize(self) -> None:
+        self.store.optimize(self.collection)

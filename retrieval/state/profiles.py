@@ -1,0 +1,244 @@
+"""Users: events in, profiles out.
+
+An event is committed to the log first, then the user's profile vector is recomputed from the log
+and written to the users collection before the call returns, so the next request sees it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from encoders import ProfileEvent, aggregate_profile
+from encoders.profile import event_weights
+from retrieval.state.catalogue import Catalogue, Rejection
+from retrieval.state.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
+from retrieval.storage.event_log import EventLog, LoggedEvent
+from retrieval.storage.layout import USERS
+from retrieval.storage.records import InvalidRecord, ParsedEvent, parse_event
+from retrieval.storage.vector_store import CollectionSpec, StoredPoint, VectorStore
+
+# Log position up to which every user's stored profile is current; see ``repair``.
+PROFILES_SEQ = "profiles_seq"
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    half_life_days: float = 30.0
+    position_decay: float = 0.5  # chosen on validation (benchmarks/tune.py, round 1)
+    preference_prior: float = 2.0
+    max_events: int = 200  # the profile reads the user's newest events only
+
+
+@dataclass
+class EventReport:
+    accepted: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class _TextVectors:
+    """A small LRU of encoded texts: search queries and preference sentences recur."""
+
+    def __init__(self, encode, size: int = 4096):
+        self._encode = encode
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._size = size
+
+    def get(self, text: str) -> np.ndarray:
+        vector = self._cache.get(text)
+        if vector is None:
+            vector = self._encode([text])[0]
+            self._cache[text] = vector
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(text)
+        return vector
+
+
+class Profiles:
+    """User events, stated preferences and profile vectors.
+
+    Example::
+
+        profiles.record([{"user_id": "u1", "type": "click", "item_id": "sku-1"}])
+        profiles.vector("u1")        # unit vector in the item space
+    """
+
+    def __init__(self, store: VectorStore, log: EventLog, catalogue: Catalogue, index: CoOccurrenceIndex,
+                 config: ProfileConfig = ProfileConfig(), collection: str = USERS):
+        self.store = store
+        self.log = log
+        self.catalogue = catalogue
+        self.index = index
+        self.config = config
+        self.collection = collection
+        self.texts = _TextVectors(catalogue.encoder.encode)
+        # One writer at a time: the log, the profiles and PROFILES_SEQ move together.
+        self._write_lock = threading.Lock()
+        store.ensure_collection(CollectionSpec(collection, catalogue.encoder.dim, keyword_indexes=("id",)))
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def record(self, rows: list[Any], now: float | None = None) -> EventReport:
+        """Validate and log events; unknown items are rejected. Profiles follow before returning."""
+        now = time.time() if now is None else now
+        parsed: list[tuple[int, ParsedEvent]] = []
+        report = EventReport()
+        for index, raw in enumerate(rows):
+            try:
+                parsed.append((index, parse_event(raw, now)))
+            except InvalidRecord as err:
+                raw_id = raw.get("user_id") if isinstance(raw, dict) and isinstance(raw.get("user_id"), str) else None
+                report.rejected.append(Rejection(index, raw_id, str(err), err.field))
+        known = self.catalogue.existing([e.item_id for _, e in parsed if e.item_id])
+        valid = []
+        for index, event in parsed:
+            if event.item_id is not None and event.item_id not in known:
+                report.rejected.append(Rejection(index, event.user_id, f"item_id: unknown item {event.item_id!r}", "item_id"))
+            else:
+                valid.append(event)
+        report.rejected.sort(key=lambda r: r.index)
+        with self._write_lock:
+            seqs = self.log.append(valid)  # durable from here on
+            for event in valid:
+                if event.item_id is not None and event.type in POSITIVE_TYPES:
+                    self.index.add(event.user_id, event.item_id)
+            self.refresh(sorted({e.user_id for e in valid}), now=now)
+            if seqs:
+                self.log.set_meta(PROFILES_SEQ, str(seqs[-1]))
+        report.accepted = len(valid)
+        return report
+
+    def repair(self) -> int:
+        """Refresh profiles of users whose events were logged but whose profile write did not
+        happen (the process died in between). Returns how many were refreshed."""
+        synced = int(self.log.get_meta(PROFILES_SEQ, "0"))
+        if synced >= self.log.max_seq():
+            return 0
+        users = self.log.users_after(synced)
+        self.refresh(users)
+        self.log.set_meta(PROFILES_SEQ, str(self.log.max_seq()))
+        return len(users)
+
+    def set_preferences(self, user_id: str, preferences: str | None, attributes: dict[str, Any],
+                        now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._write_lock:
+            self.log.set_preferences(user_id, preferences, attributes, now)
+            self.refresh([user_id], now=now)
+
+    def forget(self, user_id: str) -> bool:
+        """Remove the user's events, preferences, profile and co-occurrence entries."""
+        existed = self.known(user_id)
+        with self._write_lock:
+            self.log.forget_user(user_id)
+            self.index.forget_user(user_id)
+            self.store.delete(self.collection, [user_id])
+        return existed
+
+    def refresh(self, user_ids: list[str], now: float | None = None) -> None:
+        """Recompute profile vectors from the log and write them (one batch)."""
+        now = time.time() if now is None else now
+        points, gone = [], []
+        for user_id in user_ids:
+            events = self.log.user_events(user_id, limit=self.config.max_events)
+            vector = self.compute(events, self.log.preferences(user_id), now)
+            if vector is None:
+                gone.append(user_id)
+            else:
+                payload = {"n_events": len(events), "updated": now}
+                points.append(StoredPoint(user_id, payload, vector))
+        self.store.upsert(self.collection, points)
+        self.store.delete(self.collection, gone)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _profile_events(self, events: list[LoggedEvent], now: float,
+                        extra_items: list[str] = ()) -> list[tuple[str | None, ProfileEvent]]:
+        """(item id or None for a search, event) in profile order; ``extra_items`` are views now."""
+        item_vectors = self.catalogue.vectors(list({e.item_id for e in events if e.item_id} | set(extra_items)))
+        out = []
+        for e in events:
+            if e.item_id is not None:
+                vector = item_vectors.get(e.item_id)
+            elif e.query:
+                vector = self.texts.get(e.query)
+            else:
+                vector = None
+            if vector is not None:
+                out.append((e.item_id, ProfileEvent(vector, e.type, e.timestamp, e.value)))
+        for item_id in extra_items:
+            if item_id in item_vectors:
+                out.append((item_id, ProfileEvent(item_vectors[item_id], "view", now)))
+        return out
+
+    def item_weights(self, events: list[LoggedEvent], now: float | None = None,
+                     extra_items: list[str] = ()) -> dict[str, tuple[float, np.ndarray]]:
+        """Each item's share of the profile's positive mass (negative for dislikes), with its vector:
+        the weights ``compute`` uses, for explanations."""
+        now = time.time() if now is None else now
+        pairs = self._profile_events(events, now, extra_items)
+        weights = event_weights([e for _, e in pairs], now, self.config.half_life_days, self.config.position_decay)
+        mass = sum(w for w in weights if w > 0) or 1.0
+        out: dict[str, tuple[float, np.ndarray]] = {}
+        for (item_id, event), w in zip(pairs, weights):
+            if item_id is not None:
+                out[item_id] = (out.get(item_id, (0.0, None))[0] + w / mass, event.vector)
+        return out
+
+    def compute(self, events: list[LoggedEvent], stated=None, now: float | None = None,
+                extra_items: list[str] = ()) -> np.ndarray | None:
+        """The profile vector for these events (oldest first), plus ``extra_items`` as views now."""
+        now = time.time() if now is None else now
+        profile_events = [e for _, e in self._profile_events(events, now, extra_items)]
+        preference_vector = self.texts.get(stated.preferences) if stated and stated.preferences else None
+        return aggregate_profile(
+            profile_events, now, preference_vector,
+            half_life_days=self.config.half_life_days,
+            position_decay=self.config.position_decay,
+            preference_prior=self.config.preference_prior,
+        )
+
+    def vector(self, user_id: str) -> np.ndarray | None:
+        found = self.store.retrieve(self.collection, [user_id], with_vectors=True)
+        return found[0].vector if found else None
+
+    def known(self, user_id: str) -> bool:
+        return bool(self.log.event_counts(user_id)) or self.log.preferences(user_id) is not None
+
+    def summary(self, user_id: str, recent: int = 10) -> dict[str, Any] | None:
+        counts = self.log.event_counts(user_id)
+        stated = self.log.preferences(user_id)
+        if not counts and stated is None:
+            return None
+        recent_items = []
+        for e in reversed(self.log.user_events(user_id, limit=50)):
+            if e.item_id and e.item_id not in recent_items:
+                recent_items.append(e.item_id)
+            if len(recent_items) >= recent:
+                break
+        return {
+            "id": user_id,
+            "event_counts": counts,
+            "total_events": sum(counts.values()),
+            "recent_items": recent_items,
+            "preferences": stated.preferences if stated else None,
+            "attributes": stated.attributes if stated else {},
+            "has_profile": self.vector(user_id) is not None,
+        }
+
+    def rebuild(self, user_ids: list[str] | None = None, batch: int = 256, progress=None) -> int:
+        """Recompute every profile from the log (after a crash, a reindex, or a config change)."""
+        user_ids = self.log.user_ids() if user_ids is None else user_ids
+        for start in range(0, len(user_ids), batch):
+            chunk = user_ids[start:start + batch]
+            self.refresh(chunk)
+            if progress is not None:
+                progress.update(len(chunk))
+        return len(user_ids)

@@ -1,0 +1,43 @@
+"""Which collections and which encoder a data directory serves: ``active.json``.
+
+A reindex writes new collections beside the old ones and then replaces this file atomically
+(``os.replace``), so a reader sees the old layout or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+LAYOUT_FILE = "active.json"
+ITEMS = "items"  # the collections of a data directory that was never reindexed
+USERS = "users"
+
+
+@dataclass(frozen=True)
+class Layout:
+    items: str = ITEMS
+    users: str = USERS
+    encoder: str | None = None  # None: the configured (or bundled) encoder
+    # Fusion weights chosen for this encoder when it was trained (``train_encoder``), over the
+    # configured ones: a fine-tuned dense source carries part of what BM25 did, so it serves with
+    # its own balance. None: the configured weights.
+    weights: dict[str, float] | None = None
+
+
+def read_layout(data_dir: str | Path) -> Layout:
+    path = Path(data_dir) / LAYOUT_FILE
+    if not path.exists():
+        return Layout()
+    return Layout(**json.loads(path.read_text()))
+
+
+def write_layout(data_dir: str | Path, layout: Layout) -> None:
+    path = Path(data_dir) / LAYOUT_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(layout), indent=2))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,416 @@
+"""Fine-tune the bi-encoder on the event log: (an item -> the item taken next).
+
+Contrastive with in-batch negatives (``encoders.training.train_contrastive``). This puts the
+collaborative signal ("people who had this went on to that") into the text space, so it still
+works for items nobody has touched: they are encoded from their text by the same model. Both sides
+of a pair are item texts because that is how the dense profile serves: a decayed mean of the
+history's item vectors, in which the newest item weighs most.
+
+Validation judges each user's newest item, which the model never sees, as the offline evaluation
+replays the log (the collaborative signal as it stood before every user's newest item), and scores
+the fused retrieval that serves with the old and the new model's item vectors (the new ones in
+scratch collections). The new model must also not be clearly worse on long-tail targets.
+For an item someone has taken, the new encoder relearns what the collaborative source already
+reads exactly; what it adds is what BM25 gave cold items, so the fusion that serves it may lean
+less on BM25 and more on the profile vector: the trainer tries each pair of
+``lexical_weights`` x ``dense_profile_weights`` with both encoders and keeps the new one, with its
+weights, only if it is clearly better than what serves and than the old encoder at the same
+weights (why: docs/research.md, "The encoder's fusion weights"; measured by
+benchmarks/encoder_freshness.py --weights and ``make eval-stages``). The weights tune the
+order served as is; a ranker's pool keeps the configured ones (``RecommendConfig.with_weights``).
+Dense retrieval alone is recorded beside it. Accepted models are served after ``hybridrec
+reindex``, which gives the new layout the weights chosen here.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders import BiEncoder, item_text
+from encoders.bi_encoder import centred
+from encoders.profile import position_weights
+from encoders.training import train_adapter, train_contrastive
+from retrieval.engine import Engine
+from retrieval.evaluation import metrics
+from retrieval.pipeline.request import RecommendRequest, ReplayOptions
+from retrieval.registry import ModelVersions
+from retrieval.state.cooccurrence import CoOccurrenceIndex
+from retrieval.storage.vector_store import StoredPoint
+from retrieval.training.common import LogTrainingSettings, clearly_better, judged_users, log_sequences, next_item_cases
+
+# Newest history items in a profile the trainer builds (validation and the adapter's examples); at
+# the served position decay (0.5) an older one weighs under a millionth of the newest.
+PROFILE_ITEMS = 20
+
+
+@dataclass
+class EncoderTrainingSettings(LogTrainingSettings):
+    # "full": contrastive fine-tuning of the whole transformer on (item -> next item) pairs; "adapter":
+    # a linear map over the frozen encoder's vectors, trained on (history profile -> next item), far
+    # faster than a "full" epoch. The adapter wins validation but not test and costs cold items, so
+    # it is not the default (docs/research.md, "Not defaults: the adapter and --refit";
+    # ``hybridrec evaluate --stages --encoder-method adapter``).
+    method: str = "full"
+    adapter_epochs: int = 14
+    adapter_batch_size: int = 512
+    adapter_lr: float = 1e-3
+    max_pairs: int = 20000
+    positions_per_user: int = 3
+    batch_size: int = 32
+    lr: float = 2e-5
+    # BM25's weight for history requests (``lexical_history``), tried with each encoder; the other
+    # weights stay as configured. Never 0: BM25 is the only source that reads the exact words, and
+    # cold items need it (benchmarks/tune.py --round 3).
+    lexical_weights: tuple[float, ...] = (1.0, 0.5)
+    # The profile vector's weight in requests without a query (``dense_profile_without_query``),
+    # tried with each encoder and each BM25 weight. The zero-shot profile was tuned to 0.5
+    # (benchmarks/tune.py --round 3); a fine-tuned profile is worth more than that zero-shot one.
+    dense_profile_weights: tuple[float, ...] = (0.5, 1.0)
+    # Each user's newest items left out of the model's training data (1 or more: the newest is the
+    # validation target), so that validation judges the model on a target this many steps past the
+    # end of what it learned from (1: the very next item). A served model ages, and what an adapter
+    # learns fades with each step (benchmarks/staleness.py). But judging two steps past did not
+    # make validation predict test for full fine-tuning, and it trains on fewer pairs, so the
+    # default stays 1 (docs/research.md, "The validation gap").
+    validation_gap: int = 1
+    # The long-tail targets, on which the new model must not be clearly worse: those outside this
+    # share of the catalogue's most taken items (as ``EvalConfig.long_tail_head``).
+    long_tail_head: float = 0.2
+    # After an accepted verdict, train the model once more from the base, on every user's whole
+    # sequence (the judged items too), and save that one: it starts serving ``validation_gap`` steps
+    # nearer the items it will meet. What a model learns fades with each step past its data
+    # (benchmarks/staleness.py). The verdict is then on the procedure, not on the saved weights; the
+    # refitted model must still score the judged targets, which it has now seen, at least as well as
+    # the judged model did unseen, or the judged model is saved. Off: a refit scores test like the
+    # judged model, for a second epoch's time (docs/research.md, "Not defaults: the adapter and
+    # --refit"; benchmarks/encoder_freshness.py).
+    refit: bool = False
+
+
+def fusion_weights(pair: tuple[float, float]) -> dict[str, float]:
+    """The fusion weights the trainer tries and records: (BM25 over history titles, the profile
+    in a request without a query)."""
+    return {"lexical_history": pair[0], "dense_profile_without_query": pair[1]}
+
+
+def _weights_text(pair: tuple[float, float]) -> str:
+    return f"history BM25 weight {pair[0]:g}, profile weight {pair[1]:g}"
+
+
+def replayed_before_newest(sequences: dict[str, list[str]]) -> CoOccurrenceIndex:
+    """The co-occurrence index as the log stood before each user's newest item: what the
+    collaborative signal knew when that item was the next one (the offline evaluation's replay).
+
+    >>> replayed_before_newest({"u": ["a", "b"], "v": ["a", "c", "b"]}).history("v")
+    ['a', 'c']
+    """
+    index = CoOccurrenceIndex()
+    for user, sequence in sequences.items():
+        for item in sequence[:-1]:
+            index.add(user, item)
+    return index
+
+
+def adapter_examples(sequences: dict[str, list[str]], rows: dict[str, int]) -> list[tuple[list[int], int]]:
+    """The adapter's examples: (the newest ``PROFILE_ITEMS`` history item rows, next item row) for
+    every step of every sequence; items without a row (not in the catalogue) are skipped, and so is
+    a next item already in the history.
+
+    >>> adapter_examples({"u": ["a", "b", "c"]}, {"a": 0, "b": 1, "c": 2})
+    [([0], 1), ([0, 1], 2)]
+    """
+    examples = []
+    for sequence in sequences.values():
+        seq = [rows[i] for i in sequence if i in rows]
+        for t in range(1, len(seq)):
+            history = seq[max(0, t - PROFILE_ITEMS):t]
+            if seq[t] not in history:
+                examples.append((history, seq[t]))
+    return examples
+
+
+def dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]], decay: float) -> list[float]:
+    """NDCG@10 of dense retrieval alone for each (history, target) case: the profile the service
+    builds (decayed sum of the newest ``PROFILE_ITEMS`` item vectors) against every item but the history."""
+    ids = sorted(vectors)
+    matrix = np.stack([vectors[i] for i in ids])
+    position = {i: n for n, i in enumerate(ids)}
+    scores = []
+    for history, target in cases:
+        recent = [h for h in history[-PROFILE_ITEMS:] if h in position]
+        if not recent or target not in position:
+            scores.append(0.0)
+            continue
+        weights = np.array(position_weights(len(recent), decay))
+        query = (weights[:, None] * matrix[[position[h] for h in recent]]).sum(axis=0)
+        sims = matrix @ (query / max(np.linalg.norm(query), 1e-9))
+        sims[[position[h] for h in recent]] = -np.inf
+        top = np.argsort(-sims, kind="stable")[:10]
+        scores.append(metrics.ndcg_at(metrics.target_rank([ids[i] for i in top], target), 10))
+    return scores
+
+
+def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder: BiEncoder | None = None,
+                vectors: dict[str, np.ndarray] | None = None,
+                weightings: list[dict[str, float] | None] | None = None,
+                index: CoOccurrenceIndex | None = None) -> list[list[float]]:
+    """NDCG@10 of the fused retrieval that serves (every source, no reranker, the served diversity)
+    for each ``(user, history, target)``; one list per entry of ``weightings`` (fusion weights over
+    the served ones; default: as served). The collaborative signal reads ``index`` (the log as it
+    stood before the targets, ``replayed_before_newest``); without one, the log's own index with
+    the user's events left out, as the ranker's trainer does. Without ``vectors``: the served
+    catalogue. With them (and the ``encoder`` that made them, for queries): the catalogue written
+    with those vectors into scratch collections beside the served ones, dropped afterwards; the
+    served ones are never touched."""
+    layout, scratch, encoder = engine.layout, None, encoder or engine.encoder
+    if vectors is not None:
+        tag = f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{random.randrange(1 << 30)}"
+        layout = scratch = replace(layout, items=f"validate__items_{tag}", users=f"validate__users_{tag}")
+    try:
+        if scratch is not None:
+            catalogue, _, _ = engine.wire(scratch, encoder)
+            offset = None
+            while True:  # payloads and BM25 vectors as stored; only the dense vectors change
+                points, offset = engine.store.scroll(engine.catalogue.collection, limit=512, offset=offset,
+                                                     with_vectors=True)
+                catalogue.write([StoredPoint(p.id, p.payload, vectors[p.id], p.sparse) for p in points
+                                 if p.id in vectors])
+                if offset is None:
+                    break
+            catalogue.optimize()
+        out = []
+        for weights in weightings or [None]:
+            recommender = engine.wire(replace(layout, weights={**(layout.weights or {}), **(weights or {})}),
+                                      encoder, index)[2]
+            scores = []
+            for user, history, target in cases:
+                req = RecommendRequest(history=history[-PROFILE_ITEMS:], k=10, rerank=False)
+                options = ReplayOptions(leave_out_user=user if index is None else None)
+                ids = [i.id for i in recommender.recommend(req, options).items]
+                scores.append(metrics.ndcg_at(metrics.target_rank(ids, target), 10))
+            out.append(scores)
+        return out
+    finally:
+        if scratch is not None:
+            for name in (scratch.items, scratch.users):
+                engine.store.drop_collection(name)
+
+
+def _mean_pair_cosine(vectors: np.ndarray, seed: int, pairs: int = 20000) -> float:
+    """How crowded a space is: the mean cosine of random pairs of (unit) item vectors."""
+    if len(vectors) < 2:
+        return 0.0
+    i, j = np.random.default_rng(seed).integers(len(vectors), size=(2, pairs))
+    keep = i != j
+    return float(np.mean(np.sum(vectors[i[keep]] * vectors[j[keep]], axis=1)))
+
+
+def _catalogue_vectors(engine: Engine, encoder: BiEncoder | None) -> dict[str, np.ndarray]:
+    """Every item's vector: as stored (encoder None) or re-encoded with ``encoder``."""
+    out, offset = {}, None
+    while True:
+        points, offset = engine.store.scroll(engine.catalogue.collection, limit=512, offset=offset,
+                                             with_vectors=encoder is None)
+        if encoder is None:
+            out.update({p.id: p.vector for p in points})
+        elif points:
+            vecs = encoder.encode([item_text(p.payload) for p in points], batch_size=128)
+            out.update({p.id: v for p, v in zip(points, vecs)})
+        if offset is None:
+            return out
+
+
+@dataclass
+class _Fit:
+    """A model trained by ``_fit`` and the catalogue's vectors as it writes them."""
+
+    encoder: BiEncoder
+    raw: dict[str, np.ndarray]  # before centring
+    vectors: dict[str, np.ndarray]  # as the model serves them
+    raw_matrix: np.ndarray
+    epochs: list[Any]
+    pairs_kind: str
+    pairs: int
+
+
+def _fit(engine: Engine, settings: EncoderTrainingSettings, trained: dict[str, list[str]],
+         stored: dict[str, np.ndarray], rng: random.Random,
+         progress_factory: Callable[[str, int], Any] | None, label: str = "train encoder") -> _Fit:
+    """Train a new model from the base encoder on ``trained`` (each user's sequence as the model may
+    learn it), by ``settings.method``."""
+    decay = engine.config.profiles.position_decay
+    encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
+    encoder.center = None  # measured afresh for the new weights below (full fine-tuning only)
+    if settings.method == "adapter":
+        # The map's input is what the model writes before any centring: the stored vectors, unless
+        # the served encoder takes a centre out of them.
+        raw = stored if engine.encoder.center is None else _catalogue_vectors(engine, encoder)
+        rows = {item: n for n, item in enumerate(raw)}
+        matrix = np.stack(list(raw.values()))
+        examples = adapter_examples(trained, rows)
+        bar = progress_factory(f"{label} adapter", settings.adapter_epochs * len(examples)) \
+            if progress_factory else None
+        mapping, epochs = train_adapter(matrix, examples, decay, epochs=settings.adapter_epochs,
+                                        batch_size=settings.adapter_batch_size, lr=settings.adapter_lr,
+                                        seed=settings.seed, on_batch=bar.update if bar else None)
+        encoder.add_adapter(mapping)
+        mapped = matrix @ mapping.numpy()  # what the saved model encodes (the adapter test checks it)
+        tuned_raw = dict(zip(raw, mapped / np.linalg.norm(mapped, axis=1, keepdims=True)))
+        raw_matrix = np.stack(list(tuned_raw.values()))
+        # Centring was the mend for full fine-tuning's narrow cone; the adapter was measured without it.
+        tuned_vectors = tuned_raw
+        pairs_kind, n_pairs = "history profile -> next item (linear adapter)", len(examples)
+    else:
+        cases = next_item_cases(trained, list(trained), settings.positions_per_user, left_out=0)
+        rng.shuffle(cases)
+        cases = cases[: settings.max_pairs]
+        wanted = list({i for _, h, t in cases for i in (h[-1], t)})
+        payloads = {p.id: p.payload for p in engine.catalogue.get_many(wanted).values()}
+        pairs = [(item_text(payloads[h[-1]]), item_text(payloads[t])) for _, h, t in cases
+                 if t in payloads and h[-1] in payloads]
+        bar = progress_factory(label, settings.epochs * len(pairs)) if progress_factory else None
+        epochs = train_contrastive(encoder, pairs, epochs=settings.epochs, batch_size=settings.batch_size,
+                                   lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
+        tuned_raw = _catalogue_vectors(engine, encoder)
+        raw_matrix = np.stack(list(tuned_raw.values()))
+        encoder.center = raw_matrix.mean(axis=0).astype(np.float32)  # saved with the model (see BiEncoder)
+        tuned_vectors = dict(zip(tuned_raw, centred(raw_matrix, encoder.center)))
+        pairs_kind, n_pairs = "item -> next item", len(pairs)
+    if bar is not None:
+        bar.close()
+    return _Fit(encoder, tuned_raw, tuned_vectors, raw_matrix, epochs, pairs_kind, n_pairs)
+
+
+def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSettings | None = None,
+                  progress_factory: Callable[[str, int], Any] | None = None) -> dict[str, Any]:
+    settings = settings or EncoderTrainingSettings()
+    started = time.perf_counter()
+    rng = random.Random(settings.seed)
+    sequences = log_sequences(engine.log, engine.index)
+    if len(sequences) < 2:
+        raise ValueError(f"too little data: {len(sequences)} users with two or more items")
+    gap = settings.validation_gap
+    if gap < 1:
+        raise ValueError(f"validation_gap must be 1 or more (each user's newest items left out of training; "
+                         f"the newest is the validation target), got {gap}")
+    # What the model learns from: every user's sequence without its ``gap`` newest items.
+    trained = {u: seq[:len(seq) - gap] for u, seq in sequences.items()}
+    trained = {u: seq for u, seq in trained.items() if len(seq) > 1}
+    if not trained:
+        raise ValueError(f"no training examples: with validation_gap {gap} a user needs {gap + 2} or "
+                         "more items; log more events or lower the gap")
+    # Judged as the offline evaluation replays the log: each user's newest item is the target, and
+    # the collaborative signal knows the log as it stood before every user's newest item.
+    judged = judged_users(sequences, settings.validation_users, settings.max_validation_users, rng)
+    before_newest = replayed_before_newest(sequences)
+    validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in judged]
+    fused_cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in judged]
+    head = {i for i, _ in before_newest.popular(round(engine.catalogue.count() * settings.long_tail_head))}
+    tail = [n for n, (_, target) in enumerate(validation_cases) if target not in head]
+    decay = engine.config.profiles.position_decay
+    served_lexical = engine.recommender.sources["lexical"].history_weight
+    served_dense = engine.recommender.sources["dense_profile"].without_query_weight
+    served = (served_lexical, served_dense)
+    # (BM25 weight over history titles, profile weight without a query), the served pair first.
+    grid = [served] + sorted({(lw, dw) for lw in settings.lexical_weights
+                              for dw in settings.dense_profile_weights} - {served}, key=lambda p: (-p[0], p[1]))
+    weightings = [fusion_weights(p) for p in grid]
+    stored = _catalogue_vectors(engine, None)
+    baseline_dense = dense_ndcg(stored, validation_cases, decay)
+    current_by = dict(zip(grid, _fused_ndcg(engine, fused_cases, weightings=weightings, index=before_newest)))
+    baseline_cases = current_by[served]
+
+    fit = _fit(engine, settings, trained, stored, rng, progress_factory)
+    encoder, tuned_raw, tuned_vectors, raw_matrix = fit.encoder, fit.raw, fit.vectors, fit.raw_matrix
+    # The verdict is on what serves: the fused retrieval. Dense retrieval alone is recorded beside
+    # it; a model can win there and lose in the fused pipeline (docs/research.md, "Judging the
+    # encoder").
+    tuned_by = dict(zip(grid, _fused_ndcg(engine, fused_cases, encoder, tuned_vectors, weightings,
+                                          index=before_newest)))
+    # The best pair for the new encoder; on a tie the served one, then the grid's order.
+    chosen = max(grid, key=lambda p: (float(np.mean(tuned_by[p] or [0.0])), p == served))
+    tuned_cases = tuned_by[chosen]
+    dense = {"current_encoder_ndcg@10": float(np.mean(baseline_dense or [0.0])),
+             "fine_tuned_ndcg@10": float(np.mean(dense_ndcg(tuned_vectors, validation_cases, decay) or [0.0])),
+             "fine_tuned_without_centring_ndcg@10":
+                 float(np.mean(dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))}
+    better, gain, se = clearly_better(tuned_cases, baseline_cases)
+    # The weights alone must not be the gain: at the chosen weights the new encoder must be clearly
+    # better than the old one too (else the switch is the weights, not a reindex): a gain that is
+    # the weights' alone has passed a looser rule before (docs/research.md, "Judging the encoder";
+    # the stage table's "zero-shot at the encoder's weights" column, ``make eval-stages``).
+    own_better, own_gain, own_se = clearly_better(tuned_cases, current_by[chosen])
+    # Nor may it buy the gain on popular targets with the tail: the targets that follow a log run
+    # to the tail more than the log's own newest items, and a model that learned the head relearns
+    # what the collaborative source reads already (docs/research.md, "Judging the encoder").
+    tail_worse, tail_loss, tail_se = clearly_better([current_by[chosen][n] for n in tail],
+                                                    [tuned_cases[n] for n in tail])
+    accepted = better and own_better and not tail_worse
+    baseline, tuned = float(np.mean(baseline_cases or [0.0])), float(np.mean(tuned_cases or [0.0]))
+    verdict = ("clearly better" if better else "not clearly better") + (
+        "" if own_better or not better else "; but not clearly better than the current encoder at those weights") + (
+        "; but clearly worse on long-tail targets" if better and own_better and tail_worse else "")
+    by_weight = [{**fusion_weights(p), "current_encoder_ndcg@10": float(np.mean(current_by[p] or [0.0])),
+                  "fine_tuned_ndcg@10": float(np.mean(tuned_by[p] or [0.0]))} for p in grid]
+    metadata = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "base_model": engine.encoder.model_path, "accepted": accepted,
+        "reason": (f"validation NDCG@10 of the fused retrieval {tuned:.4f} ({_weights_text(chosen)}) vs "
+                   f"current encoder as served {baseline:.4f} ({_weights_text(served)}): {gain:+.4f} "
+                   f"(standard error {se:.4f}), {verdict}; the encoder's own part at those weights: "
+                   f"{own_gain:+.4f} (standard error {own_se:.4f}), on {len(tail)} long-tail targets "
+                   f"{-tail_loss:+.4f} (standard error {tail_se:.4f}); dense retrieval alone "
+                   f"{dense['fine_tuned_ndcg@10']:.4f} vs {dense['current_encoder_ndcg@10']:.4f}; judged {gap} "
+                   f"step(s) past the end of its training data, on {len(judged)} users' newest items"),
+        "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "gain": gain,
+                       "standard_error": se, "encoder_gain_at_chosen_weights": own_gain,
+                       "encoder_gain_standard_error": own_se, "by_fusion_weights": by_weight,
+                       "long_tail": {"users": len(tail), "encoder_gain_at_chosen_weights": -tail_loss,
+                                     "standard_error": tail_se},
+                       "users": len(judged), "dense": dense},
+        "fusion_weights": fusion_weights(chosen),
+        "pairs_kind": fit.pairs_kind,
+        "centre": {"norm": float(np.linalg.norm(encoder.center)) if encoder.center is not None else None,
+                   "mean_cosine_random_pairs": _mean_pair_cosine(raw_matrix, settings.seed)},
+        "pairs": fit.pairs, "train_users": len(trained), "epochs": [asdict(e) for e in fit.epochs],
+        "settings": asdict(settings), "seconds": time.perf_counter() - started,
+    }
+    if accepted and settings.refit:
+        refitted, metadata["refit"] = _refit(engine, settings, sequences, stored, rng, validation_cases,
+                                             dense["fine_tuned_ndcg@10"], progress_factory)
+        if refitted is not None:
+            encoder = refitted.encoder
+            metadata["centre"] = {"norm": float(np.linalg.norm(encoder.center)) if encoder.center is not None
+                                  else None,
+                                  "mean_cosine_random_pairs": _mean_pair_cosine(refitted.raw_matrix, settings.seed)}
+        metadata["reason"] += "; " + metadata["refit"]["reason"]
+        metadata["seconds"] = time.perf_counter() - started
+    versions = ModelVersions(models_dir)
+    version = versions.save(encoder.save, metadata)
+    metadata.update(version=version, path=str(versions.path(version)))
+    return metadata
+
+
+def _refit(engine: Engine, settings: EncoderTrainingSettings, sequences: dict[str, list[str]],
+           stored: dict[str, np.ndarray], rng: random.Random, validation_cases: list[tuple[list[str], str]],
+           judged_dense: float, progress_factory: Callable[[str, int], Any] | None) -> tuple[_Fit | None, dict]:
+    """The accepted procedure run again on every user's whole sequence (``refit``): the refitted
+    model, or None where it fails its check, and what to record of it."""
+    started = time.perf_counter()
+    fit = _fit(engine, settings, sequences, stored, rng, progress_factory, label="refit encoder")
+    seen = float(np.mean(dense_ndcg(fit.vectors, validation_cases, engine.config.profiles.position_decay) or [0.0]))
+    saved = seen >= judged_dense
+    reason = (f"refitted on every user's whole sequence ({fit.pairs} examples) and saved that model" if saved else
+              f"the refit on every user's whole sequence scored the judged targets, now seen, at dense NDCG@10 "
+              f"{seen:.4f}, below the judged model's {judged_dense:.4f} unseen, so the judged model is saved")
+    return (fit if saved else None), {
+        "saved": saved, "reason": reason, "train_users": len(sequences), "pairs": fit.pairs,
+        "epochs": [asdict(e) for e in fit.epochs], "seen_targets_dense_ndcg@10": seen,
+        "seconds": time.perf_counter() - started}

@@ -1,0 +1,88 @@
+"""What controllers share, injected by Litestar: the engine and its parts, the settings, the
+explanation generator and the online reindex job. Controllers import from here, never from each
+other."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+import msgspec
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import ClientException
+
+from prompts import Generator
+from retrieval.engine import Engine
+from service.settings import Settings
+
+
+class ReindexState(msgspec.Struct):
+    state: str  # idle | running | done | failed
+    encoder: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    items: int | None = None
+    users: int | None = None
+    layout: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class ReindexJob:
+    """One online reindex at a time, in a thread of the serving process."""
+
+    def __init__(self) -> None:
+        self.state = ReindexState("idle")
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self.state.state == "running"
+
+    def start(self, engine: Engine, encoder_path: str) -> ReindexState:
+        with self._lock:
+            if self.running:
+                raise ClientException(status_code=409, detail="a reindex is already running; see GET /v1/admin/reindex")
+            self.state = ReindexState("running", encoder=encoder_path, started=time.time())
+        threading.Thread(target=self._run, args=(engine, encoder_path), daemon=True, name="reindex").start()
+        return self.state
+
+    def _run(self, engine: Engine, encoder_path: str) -> None:
+        from encoders import BiEncoder
+        from retrieval.reindex import reindex
+
+        try:
+            report = reindex(engine, BiEncoder(encoder_path, device=engine.config.device), encoder_path)
+            self.state = ReindexState("done", encoder_path, self.state.started, time.time(), report.items,
+                                      report.users, asdict(report.layout))
+        except Exception as err:  # the old layout keeps serving; say why it failed
+            self.state = ReindexState("failed", encoder_path, self.state.started, time.time(), error=str(err))
+
+
+def refuse_during_reindex(job: ReindexJob) -> None:
+    if job.running:  # a write now would miss the collection being built
+        raise ClientException(status_code=409, detail="a reindex is running; retry item writes when "
+                                                      "GET /v1/admin/reindex says done", headers={"Retry-After": "30"})
+
+
+def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJob) -> dict[str, Provide]:
+    """The app's dependency map: the engine (opened by the app's lifespan) and its parts, read at
+    request time so that a reindex's switch is seen by the next request."""
+
+    def engine_part(attribute: str | None):
+        def dependency(state: State):
+            return state.engine if attribute is None else getattr(state.engine, attribute)
+
+        return Provide(dependency, sync_to_thread=False)
+
+    return {
+        "engine": engine_part(None),
+        "catalogue": engine_part("catalogue"),
+        "profiles": engine_part("profiles"),
+        "recommender": engine_part("recommender"),
+        "settings": Provide(lambda: settings, sync_to_thread=False),
+        "reindex_job": Provide(lambda: reindex_job, sync_to_thread=False),
+        "explanation_generator": Provide(lambda: generator, sync_to_thread=False),
+    }

@@ -1,0 +1,75 @@
+"""The import rule, read from the code itself: serving never imports training or evaluation, the
+engine never imports the service, and controllers share through the dependency module only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVING = ("retrieval.storage", "retrieval.state", "retrieval.query", "retrieval.pipeline", "retrieval.ranking",
+           "retrieval.explain", "retrieval.engine", "retrieval.registry", "retrieval.reindex", "retrieval.limits")
+OFFLINE = ("retrieval.training", "retrieval.evaluation", "encoders.training")
+ENGINE = ("encoders", "retrieval", "prompts")
+# What controllers may import from service.api: shared pieces, not each other.
+SHARED_API = ("service.api.dependencies", "service.api.errors", "service.api.schemas")
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports count too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def modules(*packages: str) -> list[Path]:
+    return sorted(p for p in ROOT.rglob("*.py")
+                  if ".venv" not in p.parts and within(module_name(p), packages))
+
+
+def test_every_engine_module_is_covered_by_the_rule():
+    """A new package under retrieval/ must be placed on one side of the rule."""
+    for path in modules("retrieval"):
+        name = module_name(path)
+        assert name == "retrieval" or within(name, SERVING + OFFLINE), f"{name}: serving or offline?"
+
+
+@pytest.mark.parametrize("path", modules(*SERVING), ids=module_name)
+def test_serving_never_imports_training_or_evaluation(path):
+    bad = sorted(name for name in imports(path) if within(name, OFFLINE))
+    assert not bad, f"{module_name(path)} (serving) imports {bad}"
+
+
+@pytest.mark.parametrize("path", modules(*ENGINE), ids=module_name)
+def test_the_engine_never_imports_the_service(path):
+    bad = sorted(name for name in imports(path) if within(name, ("service",)))
+    assert not bad, f"{module_name(path)} imports {bad}"
+
+
+@pytest.mark.parametrize("path", modules("service.api"), ids=module_name)
+def test_controllers_share_through_the_dependency_module_not_each_other(path):
+    bad = sorted(name for name in imports(path)
+                 if within(name, ("service.api",)) and not within(name, SHARED_API) and name != "service.api")
+    assert not bad, f"{module_name(path)} imports another controller: {bad}"
+
+
+def test_the_rule_catches_a_forbidden_import(tmp_path):
+    """The checker itself: a serving module importing a trainer is found."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from retrieval.training.encoder import train_encoder\n")
+    assert any(within(name, OFFLINE) for name in imports(sample))
