@@ -39,13 +39,11 @@ eval: install
 		$(BIN)/hybridrec evaluate --dataset $(SHARED_DATASET) --out benchmarks/eval; \
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
 
-# The learning stages (zero-shot -> + fine-tuned encoder -> + reranker), trained inside the run.
-# On 2 CPU cores about an hour when nothing else runs (stage run 12: 62 min), a third of it the
-# encoder's epoch; the cross-encoder feature is trained only where a GPU makes it affordable
-# (--cross-encoder auto).
-# See benchmarks/README.md.
-# Every user of the shared dataset (4,905): the stages differ by a few thousandths of NDCG@10,
-# and 2,000 users left paired standard errors of 0.0016-0.0027, too coarse to tell them apart.
+# The learning stages (zero-shot -> + fine-tuned encoder -> + reranker), trained inside the run:
+# about an hour on 2 CPU cores, a third of it the encoder's epoch; the cross-encoder feature is
+# trained only where a GPU makes it affordable (--cross-encoder auto). Every user of the shared
+# dataset, because the stages differ by less than a smaller sample can tell apart
+# (benchmarks/README.md).
 EVAL_STAGE_USERS ?= 5000
 eval-stages: install
 	@if [ -d "$(SHARED_DATASET)" ]; then \

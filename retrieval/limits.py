@@ -20,3 +20,10 @@ LIMITS = (
     ("history", MAX_HISTORY, "item ids in a request's ad-hoc history"),
     ("batch", MAX_BATCH, "rows per item or event write (HYBRIDREC_MAX_BATCH; use `hybridrec ingest` for more)"),
 )
+
+
+def limits_table() -> str:
+    """The limits as the README's markdown table (a test keeps the README's copy current)."""
+    rows = ["| what | at most | meaning |", "|---|---:|---|"]
+    rows += [f"| {name} | {value:,} | {meaning} |" for name, value, meaning in LIMITS]
+    return "\n".join(rows)

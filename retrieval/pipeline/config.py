@@ -30,11 +30,12 @@ class RecommendConfig:
     collaborative_proximity: float = 1.0
     collaborative_backward: float = 0.5
     sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative")
-    # How much of the top of the fused list the reranker reorders: twice as many gained nothing on
-    # validation for twice the feature work (benchmarks/rerank.py).
+    # How much of the top of the fused list the reranker reorders: each candidate costs feature
+    # work (and a cross-encoder pair where one serves) on every request.
     rerank_candidates: int = 50
     # A profile made only of stated preferences (no history, no query) gets popularity as a weak
-    # prior: it beat BM25 alone on validation for those users (benchmarks/tune.py).
+    # prior: a sentence alone says little about which of its matches people take (the
+    # cold_users_prefs slice of ``make eval``).
     preference_popularity_prior: float = 0.5
     # MMR strength when a request does not say: the most diverse setting with no NDCG@10 loss on
     # validation (benchmarks/diversity.py).

@@ -2,8 +2,8 @@
 
 Plain reciprocal-rank fusion (RRF) gives an item nothing from a source that did not list it. For a
 collaborative source that is wrong about a brand-new item: it did not rank the item low, it knows
-nothing about it. Measured on the shared dataset, plain RRF of item-kNN and text drops cold items
-to Recall@10 0 while text alone keeps 0.095. So each source declares which items it can judge
+nothing about it, and plain RRF sinks every cold item (docs/research.md, "Fusion and no opinion";
+the cold-items slice of ``make eval``). So each source declares which items it can judge
 (``knows``); for the others, its share of the weight is filled with the item's mean contribution
 from the sources that can judge it, scaled by ``no_opinion_credit`` (1 = a fair average, 0 = plain
 RRF). Every source's rank and score per item is kept as the trace.

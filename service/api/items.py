@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, delete, get, put
 from litestar.params import Parameter
 
-from retrieval.limits import ID_MAX_CHARS
+from retrieval.limits import ID_MAX_CHARS, MAX_K
 from retrieval.state.catalogue import Catalogue
 from service.api.dependencies import ReindexJob, refuse_during_reindex
 from service.api.errors import invalid_record, not_found
@@ -99,7 +99,7 @@ class ItemController(Controller):
     @get("/{item_id:str}/similar", sync_to_thread=True, summary="Items similar to one item")
     def similar(
         self, item_id: ItemId, catalogue: Catalogue,
-        k: Annotated[int, Parameter(ge=1, le=100, description="how many items")] = 10,
+        k: Annotated[int, Parameter(ge=1, le=MAX_K, description="how many items")] = 10,
     ) -> SimilarItems:
         hits = catalogue.similar(item_id, k)
         if hits is None:
