@@ -21,13 +21,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (  # noqa: E402
-    SHARED_DATASET,
-    percentile,
-    replay_shared_dataset,
-    save,
-    table,
-)
+from benchmarks.common import SHARED_DATASET, percentile, replay_shared_dataset, save, table  # noqa: E402
 from retrieval.evaluation import metrics  # noqa: E402
 from retrieval.evaluation.replay import EvalConfig, Replay  # noqa: E402
 from retrieval.evaluation.stages import stage_training_sequences  # noqa: E402

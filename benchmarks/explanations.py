@@ -18,13 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (  # noqa: E402
-    SHARED_DATASET,
-    percentile,
-    replay_shared_dataset,
-    save,
-    table,
-)
+from benchmarks.common import SHARED_DATASET, percentile, replay_shared_dataset, save, table  # noqa: E402
 from prompts import explain_text, make_generator  # noqa: E402
 from retrieval.explain.evidence import Explainer  # noqa: E402
 from retrieval.pipeline.request import RecommendRequest  # noqa: E402

@@ -29,13 +29,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (  # noqa: E402
-    SHARED_DATASET,
-    percentile,
-    replay_shared_dataset,
-    save,
-    table,
-)
+from benchmarks.common import SHARED_DATASET, percentile, replay_shared_dataset, save, table  # noqa: E402
 from encoders.cross_encoder import CrossEncoderReranker  # noqa: E402
 from encoders.device import resolve_device  # noqa: E402
 from encoders.training import train_listwise  # noqa: E402

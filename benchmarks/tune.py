@@ -28,14 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
 from retrieval.evaluation.datasets import load_dataset  # noqa: E402
-from retrieval.evaluation.replay import (  # noqa: E402
-    RERANKED,
-    EvalConfig,
-    Replay,
-    encode_catalogue,
-    evaluate,
-    paired_change,
-)
+from retrieval.evaluation.replay import RERANKED, EvalConfig, Replay, encode_catalogue, evaluate, paired_change  # noqa: E402
 from retrieval.evaluation.stages import stage_training_sequences  # noqa: E402
 from retrieval.pipeline.config import RecommendConfig  # noqa: E402
 from retrieval.registry import RerankerVersions  # noqa: E402

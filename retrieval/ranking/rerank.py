@@ -18,12 +18,7 @@ import numpy as np
 from encoders.cross_encoder import CrossEncoderReranker
 from encoders.text import candidate_text, context_text
 from retrieval.pipeline.fusion import FusedCandidate
-from retrieval.ranking.features import (
-    CROSS_ENCODER_COLUMN,
-    NO_OPINION_COLUMN,
-    RECENT_ITEMS,
-    candidate_features,
-)
+from retrieval.ranking.features import CROSS_ENCODER_COLUMN, NO_OPINION_COLUMN, RECENT_ITEMS, candidate_features
 from retrieval.ranking.model import RankingModel
 from retrieval.state.catalogue import Catalogue
 from retrieval.state.cooccurrence import CoOccurrenceIndex

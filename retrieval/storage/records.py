@@ -100,14 +100,19 @@ def _check_id(field: str, value: str) -> None:
         raise InvalidRecord(field, "contains control characters")
 
 
-def parse_item(raw: Any) -> Item:
-    """Validate one raw item (a JSON object); raise InvalidRecord naming the bad field."""
+def _convert(raw: Any, kind: type, strict: bool) -> Any:
+    """A JSON object as ``kind``, or InvalidRecord naming the bad field."""
     if not isinstance(raw, dict):
         raise InvalidRecord(None, f"expected an object, got {type(raw).__name__}")
     try:
-        item = msgspec.convert(raw, Item, strict=True)
+        return msgspec.convert(raw, kind, strict=strict)
     except msgspec.ValidationError as err:
         raise _from_msgspec(err) from None
+
+
+def parse_item(raw: Any) -> Item:
+    """Validate one raw item (a JSON object); raise InvalidRecord naming the bad field."""
+    item = _convert(raw, Item, strict=True)
     _check_id("id", item.id)
     item.title = item.title.strip()
     if not item.title:
@@ -154,12 +159,7 @@ def parse_timestamp(value: str | float | None, now: float) -> float:
 
 def parse_event(raw: Any, now: float) -> ParsedEvent:
     """Validate one raw event; the caller checks that ``item_id`` exists in the catalogue."""
-    if not isinstance(raw, dict):
-        raise InvalidRecord(None, f"expected an object, got {type(raw).__name__}")
-    try:
-        event = msgspec.convert(raw, Event, strict=False)
-    except msgspec.ValidationError as err:
-        raise _from_msgspec(err) from None
+    event = _convert(raw, Event, strict=False)
     _check_id("user_id", event.user_id)
     if event.type not in EVENT_TYPES:
         raise InvalidRecord("type", f"{event.type!r} is not one of {', '.join(EVENT_TYPES)}")

@@ -35,13 +35,7 @@ from retrieval.evaluation import metrics
 from retrieval.pipeline.recommender import Recommender
 from retrieval.ranking.features import NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking.model import RankingModel
-from retrieval.ranking.rerank import (
-    CONTEXT_ITEMS,
-    RankInputs,
-    rank_inputs,
-    rank_order,
-    with_cross_encoder,
-)
+from retrieval.ranking.rerank import CONTEXT_ITEMS, RankInputs, rank_inputs, rank_order, with_cross_encoder
 from retrieval.registry import CROSS_ENCODER_FOLDER, RerankerVersions
 from retrieval.training.common import (
     LogTrainingSettings,

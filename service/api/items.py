@@ -12,6 +12,7 @@ from retrieval.limits import ID_MAX_CHARS, MAX_K
 from retrieval.state.catalogue import Catalogue
 from service.api.dependencies import ReindexJob, refuse_during_reindex
 from service.api.errors import invalid_record, not_found
+from service.api.schemas import ItemSummary
 from service.settings import Settings
 
 
@@ -53,13 +54,8 @@ class ItemOut(msgspec.Struct):
         )
 
 
-class SimilarItem(msgspec.Struct):
-    id: str
-    title: str
-    score: float
-    brand: str | None
-    categories: list[str]
-    price: float | None
+class SimilarItem(ItemSummary):
+    pass
 
 
 class SimilarItems(msgspec.Struct):

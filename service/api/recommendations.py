@@ -12,7 +12,7 @@ from retrieval.limits import ID_MAX_CHARS, MAX_HISTORY, MAX_K, TEXT_MAX_CHARS
 from retrieval.pipeline.fusion import SourceRank
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import DiversityTrace, RecommendRequest, RerankTrace
-from service.api.schemas import Filters, to_item_filter
+from service.api.schemas import Filters, ItemSummary, to_item_filter
 from service.explanation import explain_item
 
 
@@ -37,13 +37,7 @@ class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
     understand_query: bool = True
 
 
-class RecommendedItemOut(msgspec.Struct):
-    id: str
-    title: str
-    score: float
-    brand: str | None
-    categories: list[str]
-    price: float | None
+class RecommendedItemOut(ItemSummary):
     sources: dict[str, SourceRank]  # each source's rank, score and contribution to the fused score
     no_opinion: list[str]  # sources that could not judge the item (no one has taken it yet)
     rerank: RerankTrace | None = None

@@ -17,6 +17,17 @@ class Filters(msgspec.Struct, forbid_unknown_fields=True):
     price_max: float | None = None
 
 
+class ItemSummary(msgspec.Struct):
+    """An item as lists show it."""
+
+    id: str
+    title: str
+    score: float
+    brand: str | None
+    categories: list[str]
+    price: float | None
+
+
 def to_item_filter(filters: Filters | None) -> ItemFilter | None:
     if filters is None:
         return None

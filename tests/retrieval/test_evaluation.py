@@ -6,13 +6,7 @@ import random
 import pytest
 
 from retrieval.evaluation.datasets import Dataset, load_dataset
-from retrieval.evaluation.replay import (
-    EvalConfig,
-    cold_items,
-    evaluate,
-    leave_one_out,
-    preference_text,
-)
+from retrieval.evaluation.replay import EvalConfig, cold_items, evaluate, leave_one_out, preference_text
 from retrieval.evaluation.report import stage_section
 from retrieval.evaluation.stages import StageSettings, evaluate_stages, training_part
 from retrieval.pipeline.config import RecommendConfig

@@ -8,8 +8,17 @@ import pytest
 from retrieval.pipeline.config import RecommendConfig
 from retrieval.pipeline.context import RecommendContext, build_context
 from retrieval.pipeline.fusion import FusedCandidate, SourceRank, SourceResult
-from retrieval.pipeline.recommender import (ListShape, RankedList, apply_diversity, apply_query, apply_reranking,
-                                            choose_ranker, explain_drivers, hydrate, validate)
+from retrieval.pipeline.recommender import (
+    ListShape,
+    RankedList,
+    apply_diversity,
+    apply_query,
+    apply_reranking,
+    choose_ranker,
+    explain_drivers,
+    hydrate,
+    validate,
+)
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.query.parser import Anchor, ParsedQuery
 from retrieval.ranking.model import RankingModel
