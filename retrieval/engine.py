@@ -30,6 +30,9 @@ log = logging.getLogger("hybridrec.engine")
 
 @dataclass
 class EngineConfig:
+    """What an engine opens with. The service builds it from its settings (``engine_config``), whose
+    ``profiles`` and ``recommend`` sections are these two fields."""
+
     data_dir: Path = Path("data")
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None

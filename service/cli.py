@@ -10,7 +10,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 
 log = logging.getLogger("hybridrec.cli")
 
@@ -120,7 +120,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{', '.join(m for m in METHODS if m != RERANKED)}", file=sys.stderr)
         return 2
     settings = _settings(args)
-    config = EvalConfig(seed=args.seed, split=args.split, max_users=args.max_users)
+    # The engine evaluated is the one configured: its profile and recommend sections.
+    config = EvalConfig(seed=args.seed, split=args.split, max_users=args.max_users,
+                        recommend=settings.recommend, profiles=settings.profiles)
     if args.methods:
         config.methods = tuple(args.methods)
     encoder = BiEncoder(settings.encoder, device=settings.device)
@@ -130,13 +132,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         from retrieval.evaluation.stages import StageSettings, evaluate_stages
-        from retrieval.training.reranker import TrainingSettings
 
         stage_settings = StageSettings(
-            encoder=_encoder_settings(args.encoder_method, args.encoder_epochs, max_pairs=args.encoder_pairs,
-                                      refit=args.encoder_refit, device=settings.device, seed=args.seed),
-            reranker=TrainingSettings(epochs=args.epochs, max_lists=args.reranker_lists, max_groups=args.reranker_groups,
-                                      cross_encoder=args.cross_encoder, device=settings.device, seed=args.seed),
+            encoder=replace(settings.train_encoder, epochs=args.encoder_epochs, max_pairs=args.encoder_pairs,
+                            device=settings.device, seed=args.seed),
+            reranker=replace(settings.train_reranker, epochs=args.epochs, max_lists=args.reranker_lists,
+                             max_groups=args.reranker_groups, cross_encoder=args.cross_encoder,
+                             device=settings.device, seed=args.seed),
             work_dir=args.out / "models")
         results["stages"] = evaluate_stages(
             dataset, encoder, config, stage_settings, points=points, zero_shot=results,
@@ -150,15 +152,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_train_reranker(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from retrieval.training.reranker import TrainingSettings, train_reranker
+    from retrieval.training.reranker import train_reranker
 
     settings = _settings(args)
     engine = _open_engine(settings)
     try:
         report = train_reranker(
             engine.recommender, engine.rerankers,
-            TrainingSettings(epochs=args.epochs, max_lists=args.max_lists, cross_encoder=args.cross_encoder,
-                             max_groups=args.max_groups, device=args.device, seed=args.seed),
+            replace(settings.train_reranker, epochs=args.epochs, max_lists=args.max_lists,
+                    cross_encoder=args.cross_encoder, max_groups=args.max_groups, device=args.device, seed=args.seed),
             progress_factory=lambda desc, total: tqdm(total=total, desc=desc),
         )
     finally:
@@ -176,16 +178,6 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encoder_settings(method: str, epochs: int | None, **others):
-    """Encoder training settings; ``epochs`` (None: the method's default) counts the chosen method's."""
-    from retrieval.training.encoder import EncoderTrainingSettings
-
-    settings = EncoderTrainingSettings(method=method, **others)
-    if epochs is not None:
-        settings = replace(settings, **{"adapter_epochs" if method == "adapter" else "epochs": epochs})
-    return settings
-
-
 def cmd_train_encoder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -198,10 +190,9 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     models_dir = ModelRegistry(settings.data_dir).encoder_dir
     models_dir.mkdir(parents=True, exist_ok=True)
     try:
-        meta = train_encoder(engine, models_dir, _encoder_settings(args.method, args.epochs, max_pairs=args.max_pairs,
-                                                                   validation_gap=args.validation_gap,
-                                                                   refit=args.refit, device=args.device,
-                                                                   seed=args.seed),
+        meta = train_encoder(engine, models_dir, replace(settings.train_encoder, epochs=args.epochs,
+                                                         max_pairs=args.max_pairs, validation_gap=args.validation_gap,
+                                                         device=args.device, seed=args.seed),
                              progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="pair"))
     except ValueError as err:
         print(f"no model trained: {err}", file=sys.stderr)
@@ -284,16 +275,22 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    """The command line; its defaults are the settings' (``settings``, default: read from the
+    environment and $HYBRIDREC_CONFIG), and a flag given wins over them."""
+    from retrieval.evaluation.replay import EvalConfig
+
+    s = settings or Settings.from_env()
+    reranking, encoding, evaluation = s.train_reranker, s.train_encoder, EvalConfig()
     parser = argparse.ArgumentParser(prog="hybridrec", description="Hybrid recommender service.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", type=Path, help="data directory (default ./data or $HYBRIDREC_DATA_DIR)")
+        p.add_argument("--data-dir", type=Path, help=f"data directory (default: the data_dir setting, now {s.data_dir})")
 
     serve = sub.add_parser("serve", help="start the REST API")
-    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--host", help=f"bind address (default: the host setting, now {s.host})")
+    serve.add_argument("--port", type=int, help=f"port (default: the port setting, now {s.port})")
     serve.add_argument("--demo", action="store_true", help="load the bundled demo catalogue if the store is empty")
     data_dir(serve)
     serve.set_defaults(func=cmd_serve)
@@ -312,24 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a folder with *.inter.json + *.item.json, or items.jsonl + interactions.jsonl|csv")
     evaluate.add_argument("--out", type=Path, required=True, help="where report.md, results.json and plots go")
     evaluate.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many users")
-    evaluate.add_argument("--seed", type=int, default=42)
-    evaluate.add_argument("--split", choices=["test", "valid"], default="test")
+    evaluate.add_argument("--seed", type=int, default=evaluation.seed, help="(default: %(default)s)")
+    evaluate.add_argument("--split", choices=["test", "valid"], default=evaluation.split, help="(default: %(default)s)")
     evaluate.add_argument("--methods", nargs="+", help="only these methods (default: every baseline and stage)")
     evaluate.add_argument("--stages", action="store_true",
                           help="also train the encoder and the reranker on the training part and report "
                                "zero-shot -> + fine-tuned encoder -> + reranker (about an hour on 2 CPU cores)")
-    evaluate.add_argument("--epochs", type=int, default=1, help="cross-encoder training epochs (--stages)")
-    evaluate.add_argument("--encoder-method", choices=["full", "adapter"], default="full",
-                          help="how the encoder stage is trained (--stages; see hybridrec train encoder --help)")
-    evaluate.add_argument("--encoder-epochs", type=int, help="encoder epochs (--stages; default: the method's)")
-    evaluate.add_argument("--encoder-pairs", type=int, default=20000, help="full fine-tuning's pairs (--stages)")
-    evaluate.add_argument("--encoder-refit", action="store_true",
-                          help="refit the accepted encoder on the whole training part (--stages; see hybridrec "
-                               "train encoder --refit)")
-    evaluate.add_argument("--reranker-lists", type=int, default=6000, help="ranker training lists (--stages)")
-    evaluate.add_argument("--reranker-groups", type=int, default=3000, help="cross-encoder training groups (--stages)")
-    evaluate.add_argument("--cross-encoder", choices=["auto", "on", "off"], default="auto",
-                          help="train the cross-encoder as a ranker feature (--stages; auto: on a GPU only)")
+    evaluate.add_argument("--epochs", type=int, default=reranking.epochs,
+                          help="cross-encoder training epochs (--stages; default: %(default)s)")
+    evaluate.add_argument("--encoder-epochs", type=int, default=encoding.epochs,
+                          help="encoder epochs (--stages; default: %(default)s)")
+    evaluate.add_argument("--encoder-pairs", type=int, default=encoding.max_pairs,
+                          help="encoder training pairs (--stages; default: %(default)s)")
+    evaluate.add_argument("--reranker-lists", type=int, default=reranking.max_lists,
+                          help="ranker training lists (--stages; default: %(default)s)")
+    evaluate.add_argument("--reranker-groups", type=int, default=reranking.max_groups,
+                          help="cross-encoder training groups (--stages; default: %(default)s)")
+    evaluate.add_argument("--cross-encoder", choices=["auto", "on", "off"], default=reranking.cross_encoder,
+                          help="train the cross-encoder as a ranker feature (--stages; auto: on a GPU only; "
+                               "default: %(default)s)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     train = sub.add_parser("train", help="learn from the event log")
@@ -337,35 +335,32 @@ def build_parser() -> argparse.ArgumentParser:
     reranker = train_sub.add_parser(
         "reranker", help="train the reranker on the event log: a learned ranker over retrieval evidence, "
                          "with a fine-tuned cross-encoder as one of its features where that wins validation")
-    reranker.add_argument("--epochs", type=int, default=1, help="cross-encoder epochs")
-    reranker.add_argument("--max-lists", type=int, default=6000, help="ranking lists the ranker learns from")
-    reranker.add_argument("--cross-encoder", choices=["auto", "on", "off"], default="auto",
-                          help="train the cross-encoder too (auto: only on a GPU; on a CPU it scores ~50 pairs/s)")
-    reranker.add_argument("--max-groups", "--max-pairs", dest="max_groups", type=int, default=3000,
-                          help="cross-encoder training groups (one positive and 7 negatives each)")
-    reranker.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    reranker.add_argument("--seed", type=int, default=0)
+    reranker.add_argument("--epochs", type=int, default=reranking.epochs,
+                          help="cross-encoder epochs (default: %(default)s)")
+    reranker.add_argument("--max-lists", type=int, default=reranking.max_lists,
+                          help="ranking lists the ranker learns from (default: %(default)s)")
+    reranker.add_argument("--cross-encoder", choices=["auto", "on", "off"], default=reranking.cross_encoder,
+                          help="train the cross-encoder too (auto: only on a GPU; on a CPU it scores ~50 pairs/s; "
+                               "default: %(default)s)")
+    reranker.add_argument("--max-groups", "--max-pairs", dest="max_groups", type=int, default=reranking.max_groups,
+                          help=f"cross-encoder training groups (one positive and "
+                               f"{reranking.hard_negatives + reranking.random_negatives} negatives each; "
+                               "default: %(default)s)")
+    reranker.add_argument("--device", default=reranking.device, help="auto, cpu or cuda (default: %(default)s)")
+    reranker.add_argument("--seed", type=int, default=reranking.seed, help="(default: %(default)s)")
     data_dir(reranker)
     reranker.set_defaults(func=cmd_train_reranker)
 
     enc = train_sub.add_parser("encoder", help="fine-tune the bi-encoder on the event log")
-    enc.add_argument("--method", choices=["full", "adapter"], default="full",
-                     help="full: contrastive fine-tuning of the whole transformer on (item -> next item) pairs; "
-                          "adapter: a linear map over the encoder's vectors, trained on (history -> next item) in "
-                          "about a minute on a CPU (it won validation and lost cold items on test: see "
-                          "benchmarks/README.md)")
-    enc.add_argument("--epochs", type=int, help="default: 14 for the adapter, 1 for full")
-    enc.add_argument("--max-pairs", type=int, default=20000, help="training pairs of full fine-tuning")
-    enc.add_argument("--validation-gap", type=int, default=1,
+    enc.add_argument("--epochs", type=int, default=encoding.epochs, help="(default: %(default)s)")
+    enc.add_argument("--max-pairs", type=int, default=encoding.max_pairs,
+                     help="training pairs (default: %(default)s)")
+    enc.add_argument("--validation-gap", type=int, default=encoding.validation_gap,
                      help="each user's newest items left out of training (1 or more: the newest is what "
                           "validation judges), so that the model is judged this many steps past its data (1: the "
-                          "next item; 2 did not make validation predict test on the shared dataset: "
-                          "benchmarks/README.md)")
-    enc.add_argument("--refit", action="store_true",
-                     help="once accepted, train again on every user's whole sequence and save that model, so it "
-                          "serves --validation-gap steps fresher (measured level on the shared dataset: benchmarks/README.md)")
-    enc.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    enc.add_argument("--seed", type=int, default=0)
+                          "next item; why not 2: docs/research.md; default: %(default)s)")
+    enc.add_argument("--device", default=encoding.device, help="auto, cpu or cuda (default: %(default)s)")
+    enc.add_argument("--seed", type=int, default=encoding.seed, help="(default: %(default)s)")
     data_dir(enc)
     enc.set_defaults(func=cmd_train_encoder)
 
@@ -397,11 +392,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("sentence_transformers", "httpx", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
-    if getattr(args, "batch_size", 1) < 1:
-        print("error: --batch-size must be >= 1", file=sys.stderr)
+    try:
+        args = build_parser(Settings.from_env()).parse_args(argv)
+        if getattr(args, "batch_size", 1) < 1:
+            print("error: --batch-size must be >= 1", file=sys.stderr)
+            return 2
+        return args.func(args)
+    except SettingsError as err:  # a bad HYBRIDREC_* variable, config file entry or flag value
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    return args.func(args)
 
 
 if __name__ == "__main__":

