@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.adapter import adapter_examples, train_adapter  # noqa: E402
 from benchmarks.common import SHARED_DATASET, replay_shared_dataset, save, table  # noqa: E402
-from encoders.training import train_adapter  # noqa: E402
 from retrieval.evaluation.metrics import paired_difference  # noqa: E402
 from retrieval.state.profiles import ProfileConfig  # noqa: E402
-from retrieval.training.encoder import adapter_examples, dense_ndcg  # noqa: E402
+from retrieval.training.encoder import dense_ndcg  # noqa: E402
 
 # Each sequence's newest items left out of training -> the targets scored (position from the end);
 # a target is left_out - position + 1 steps past the end of the training data.

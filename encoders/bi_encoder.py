@@ -83,27 +83,6 @@ class BiEncoder:
         )
         return centred(np.asarray(vectors, dtype=np.float32), self.center)
 
-    def add_adapter(self, matrix) -> None:
-        """Map every vector this encoder writes through ``matrix`` (``(dim, dim)``: ``v @ matrix``,
-        then unit length), as a sentence-transformers ``Dense`` + ``Normalize`` pair appended to the
-        model, so that ``save`` writes a folder any sentence-transformers install loads as is.
-
-        Example::
-
-            encoder.add_adapter(W)   # W from encoders.training.train_adapter
-            encoder.encode(["red stapler"])   # == unit(old encoding @ W)
-        """
-        import torch
-        from sentence_transformers.sentence_transformer.modules import Dense, Normalize
-
-        weight = torch.as_tensor(matrix, dtype=torch.float32).T.contiguous()  # Dense computes x @ weight.T
-        dense = Dense(self.dim, weight.shape[0], bias=False, activation_function=torch.nn.Identity(),
-                      init_weight=weight)
-        dtype = next(self.model.parameters()).dtype
-        self.model.append(dense.to(self.device, dtype=dtype))
-        self.model.append(Normalize())
-        self.dim = int(weight.shape[0])
-
     def save(self, path: str | Path) -> None:
         """Save as a sentence-transformers folder that ``BiEncoder(path)`` loads offline."""
         Path(path).mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from retrieval.evaluation.replay import (
     evaluate,
     paired_change,
 )
-from retrieval.registry import RerankerVersions
+from retrieval.registry import ENCODER_MODELS, RERANKER_MODELS, RerankerVersions
 from retrieval.storage.vector_store import StoredPoint
 from retrieval.training.encoder import EncoderTrainingSettings, train_encoder
 from retrieval.training.reranker import TrainingSettings, train_reranker
@@ -132,7 +132,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     # Stage 2: the bi-encoder, contrastive on (item -> next item) of the training part.
     replay = Replay(dataset, encoder, train_sequences, points, config, "train")
     try:
-        encoder_meta = train_encoder(replay.engine, work / "encoder", settings.encoder, progress_factory)
+        encoder_meta = train_encoder(replay.engine, work / ENCODER_MODELS, settings.encoder, progress_factory)
     finally:
         replay.close()
     tuned = BiEncoder(encoder_meta["path"], device=encoder.device)
@@ -152,7 +152,7 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
 
     # Stage 3: the learned ranker (+ cross-encoder where it is trained), on the retrieval that will serve.
     report, reranked = _train_and_rank(dataset, serving_encoder, serving_points, serving_config,
-                                       RerankerVersions(work / "reranker"), settings, slices, progress_factory,
+                                       RerankerVersions(work / RERANKER_MODELS), settings, slices, progress_factory,
                                        "train-reranker", train_sequences)
     without = None
     if accepted:

@@ -36,7 +36,7 @@ import numpy as np
 from encoders import BiEncoder, item_text
 from encoders.bi_encoder import centred
 from encoders.profile import position_weights
-from encoders.training import train_adapter, train_contrastive
+from encoders.training import train_contrastive
 from retrieval.engine import Engine
 from retrieval.evaluation import metrics
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
@@ -45,22 +45,16 @@ from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.storage.vector_store import StoredPoint
 from retrieval.training.common import LogTrainingSettings, clearly_better, judged_users, log_sequences, next_item_cases
 
-# Newest history items in a profile the trainer builds (validation and the adapter's examples); at
+# Newest history items in a profile the trainer builds for validation; at
 # the served position decay (0.5) an older one weighs under a millionth of the newest.
 PROFILE_ITEMS = 20
 
 
 @dataclass
 class EncoderTrainingSettings(LogTrainingSettings):
-    # "full": contrastive fine-tuning of the whole transformer on (item -> next item) pairs; "adapter":
-    # a linear map over the frozen encoder's vectors, trained on (history profile -> next item), far
-    # faster than a "full" epoch. The adapter wins validation but not test and costs cold items, so
-    # it is not the default (docs/research.md, "Not defaults: the adapter and --refit";
-    # ``hybridrec evaluate --stages --encoder-method adapter``).
-    method: str = "full"
-    adapter_epochs: int = 14
-    adapter_batch_size: int = 512
-    adapter_lr: float = 1e-3
+    # Contrastive fine-tuning of the whole transformer on (item -> next item) pairs. A linear
+    # adapter over frozen vectors and a refit on every whole sequence were tried and did not earn a
+    # place (docs/research.md, "Not in the product: the adapter and the refit"; benchmarks/adapter.py).
     max_pairs: int = 20000
     positions_per_user: int = 3
     batch_size: int = 32
@@ -83,15 +77,6 @@ class EncoderTrainingSettings(LogTrainingSettings):
     # The long-tail targets, on which the new model must not be clearly worse: those outside this
     # share of the catalogue's most taken items (as ``EvalConfig.long_tail_head``).
     long_tail_head: float = 0.2
-    # After an accepted verdict, train the model once more from the base, on every user's whole
-    # sequence (the judged items too), and save that one: it starts serving ``validation_gap`` steps
-    # nearer the items it will meet. What a model learns fades with each step past its data
-    # (benchmarks/staleness.py). The verdict is then on the procedure, not on the saved weights; the
-    # refitted model must still score the judged targets, which it has now seen, at least as well as
-    # the judged model did unseen, or the judged model is saved. Off: a refit scores test like the
-    # judged model, for a second epoch's time (docs/research.md, "Not defaults: the adapter and
-    # --refit"; benchmarks/encoder_freshness.py).
-    refit: bool = False
 
 
 def fusion_weights(pair: tuple[float, float]) -> dict[str, float]:
@@ -116,24 +101,6 @@ def replayed_before_newest(sequences: dict[str, list[str]]) -> CoOccurrenceIndex
         for item in sequence[:-1]:
             index.add(user, item)
     return index
-
-
-def adapter_examples(sequences: dict[str, list[str]], rows: dict[str, int]) -> list[tuple[list[int], int]]:
-    """The adapter's examples: (the newest ``PROFILE_ITEMS`` history item rows, next item row) for
-    every step of every sequence; items without a row (not in the catalogue) are skipped, and so is
-    a next item already in the history.
-
-    >>> adapter_examples({"u": ["a", "b", "c"]}, {"a": 0, "b": 1, "c": 2})
-    [([0], 1), ([0, 1], 2)]
-    """
-    examples = []
-    for sequence in sequences.values():
-        seq = [rows[i] for i in sequence if i in rows]
-        for t in range(1, len(seq)):
-            history = seq[max(0, t - PROFILE_ITEMS):t]
-            if seq[t] not in history:
-                examples.append((history, seq[t]))
-    return examples
 
 
 def dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]], decay: float) -> list[float]:
@@ -244,45 +211,24 @@ def _fit(engine: Engine, settings: EncoderTrainingSettings, trained: dict[str, l
          stored: dict[str, np.ndarray], rng: random.Random,
          progress_factory: Callable[[str, int], Any] | None, label: str = "train encoder") -> _Fit:
     """Train a new model from the base encoder on ``trained`` (each user's sequence as the model may
-    learn it), by ``settings.method``."""
-    decay = engine.config.profiles.position_decay
+    learn it): contrastive fine-tuning on (item -> next item) pairs, then the catalogue's centre."""
     encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
-    encoder.center = None  # measured afresh for the new weights below (full fine-tuning only)
-    if settings.method == "adapter":
-        # The map's input is what the model writes before any centring: the stored vectors, unless
-        # the served encoder takes a centre out of them.
-        raw = stored if engine.encoder.center is None else _catalogue_vectors(engine, encoder)
-        rows = {item: n for n, item in enumerate(raw)}
-        matrix = np.stack(list(raw.values()))
-        examples = adapter_examples(trained, rows)
-        bar = progress_factory(f"{label} adapter", settings.adapter_epochs * len(examples)) \
-            if progress_factory else None
-        mapping, epochs = train_adapter(matrix, examples, decay, epochs=settings.adapter_epochs,
-                                        batch_size=settings.adapter_batch_size, lr=settings.adapter_lr,
-                                        seed=settings.seed, on_batch=bar.update if bar else None)
-        encoder.add_adapter(mapping)
-        mapped = matrix @ mapping.numpy()  # what the saved model encodes (the adapter test checks it)
-        tuned_raw = dict(zip(raw, mapped / np.linalg.norm(mapped, axis=1, keepdims=True)))
-        raw_matrix = np.stack(list(tuned_raw.values()))
-        # Centring was the mend for full fine-tuning's narrow cone; the adapter was measured without it.
-        tuned_vectors = tuned_raw
-        pairs_kind, n_pairs = "history profile -> next item (linear adapter)", len(examples)
-    else:
-        cases = next_item_cases(trained, list(trained), settings.positions_per_user, left_out=0)
-        rng.shuffle(cases)
-        cases = cases[: settings.max_pairs]
-        wanted = list({i for _, h, t in cases for i in (h[-1], t)})
-        payloads = {p.id: p.payload for p in engine.catalogue.get_many(wanted).values()}
-        pairs = [(item_text(payloads[h[-1]]), item_text(payloads[t])) for _, h, t in cases
-                 if t in payloads and h[-1] in payloads]
-        bar = progress_factory(label, settings.epochs * len(pairs)) if progress_factory else None
-        epochs = train_contrastive(encoder, pairs, epochs=settings.epochs, batch_size=settings.batch_size,
-                                   lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
-        tuned_raw = _catalogue_vectors(engine, encoder)
-        raw_matrix = np.stack(list(tuned_raw.values()))
-        encoder.center = raw_matrix.mean(axis=0).astype(np.float32)  # saved with the model (see BiEncoder)
-        tuned_vectors = dict(zip(tuned_raw, centred(raw_matrix, encoder.center)))
-        pairs_kind, n_pairs = "item -> next item", len(pairs)
+    encoder.center = None  # measured afresh for the new weights below
+    cases = next_item_cases(trained, list(trained), settings.positions_per_user, left_out=0)
+    rng.shuffle(cases)
+    cases = cases[: settings.max_pairs]
+    wanted = list({i for _, h, t in cases for i in (h[-1], t)})
+    payloads = {p.id: p.payload for p in engine.catalogue.get_many(wanted).values()}
+    pairs = [(item_text(payloads[h[-1]]), item_text(payloads[t])) for _, h, t in cases
+             if t in payloads and h[-1] in payloads]
+    bar = progress_factory(label, settings.epochs * len(pairs)) if progress_factory else None
+    epochs = train_contrastive(encoder, pairs, epochs=settings.epochs, batch_size=settings.batch_size,
+                               lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
+    tuned_raw = _catalogue_vectors(engine, encoder)
+    raw_matrix = np.stack(list(tuned_raw.values()))
+    encoder.center = raw_matrix.mean(axis=0).astype(np.float32)  # saved with the model (see BiEncoder)
+    tuned_vectors = dict(zip(tuned_raw, centred(raw_matrix, encoder.center)))
+    pairs_kind, n_pairs = "item -> next item", len(pairs)
     if bar is not None:
         bar.close()
     return _Fit(encoder, tuned_raw, tuned_vectors, raw_matrix, epochs, pairs_kind, n_pairs)
@@ -382,35 +328,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
         "pairs": fit.pairs, "train_users": len(trained), "epochs": [asdict(e) for e in fit.epochs],
         "settings": asdict(settings), "seconds": time.perf_counter() - started,
     }
-    if accepted and settings.refit:
-        refitted, metadata["refit"] = _refit(engine, settings, sequences, stored, rng, validation_cases,
-                                             dense["fine_tuned_ndcg@10"], progress_factory)
-        if refitted is not None:
-            encoder = refitted.encoder
-            metadata["centre"] = {"norm": float(np.linalg.norm(encoder.center)) if encoder.center is not None
-                                  else None,
-                                  "mean_cosine_random_pairs": _mean_pair_cosine(refitted.raw_matrix, settings.seed)}
-        metadata["reason"] += "; " + metadata["refit"]["reason"]
-        metadata["seconds"] = time.perf_counter() - started
     versions = ModelVersions(models_dir)
     version = versions.save(encoder.save, metadata)
     metadata.update(version=version, path=str(versions.path(version)))
     return metadata
-
-
-def _refit(engine: Engine, settings: EncoderTrainingSettings, sequences: dict[str, list[str]],
-           stored: dict[str, np.ndarray], rng: random.Random, validation_cases: list[tuple[list[str], str]],
-           judged_dense: float, progress_factory: Callable[[str, int], Any] | None) -> tuple[_Fit | None, dict]:
-    """The accepted procedure run again on every user's whole sequence (``refit``): the refitted
-    model, or None where it fails its check, and what to record of it."""
-    started = time.perf_counter()
-    fit = _fit(engine, settings, sequences, stored, rng, progress_factory, label="refit encoder")
-    seen = float(np.mean(dense_ndcg(fit.vectors, validation_cases, engine.config.profiles.position_decay) or [0.0]))
-    saved = seen >= judged_dense
-    reason = (f"refitted on every user's whole sequence ({fit.pairs} examples) and saved that model" if saved else
-              f"the refit on every user's whole sequence scored the judged targets, now seen, at dense NDCG@10 "
-              f"{seen:.4f}, below the judged model's {judged_dense:.4f} unseen, so the judged model is saved")
-    return (fit if saved else None), {
-        "saved": saved, "reason": reason, "train_users": len(sequences), "pairs": fit.pairs,
-        "epochs": [asdict(e) for e in fit.epochs], "seen_targets_dense_ndcg@10": seen,
-        "seconds": time.perf_counter() - started}
