@@ -28,7 +28,8 @@ from retrieval.evaluation.stages import stage_training_sequences  # noqa: E402
 from retrieval.pipeline.request import RecommendRequest  # noqa: E402
 from retrieval.ranking.rerank import LoadedReranker  # noqa: E402
 from retrieval.registry import RerankerVersions  # noqa: E402
-from retrieval.training.reranker import TrainingSettings, train_reranker  # noqa: E402
+from retrieval.training.reranker import train_reranker  # noqa: E402
+from retrieval.training.settings import TrainingSettings  # noqa: E402
 
 SETTINGS = [(0.0, None), (0.1, None), (0.2, None), (0.3, None), (0.5, None), (0.7, None), (0.0, 3), (0.0, 2),
             (0.2, 3)]

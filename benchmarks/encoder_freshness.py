@@ -49,7 +49,8 @@ from retrieval.evaluation.replay import (  # noqa: E402
 from retrieval.evaluation.stages import training_part  # noqa: E402
 from retrieval.pipeline.config import source_weights  # noqa: E402
 from retrieval.registry import ModelVersions, read_metadata  # noqa: E402
-from retrieval.training.encoder import EncoderTrainingSettings, train_encoder  # noqa: E402
+from retrieval.training.encoder import train_encoder  # noqa: E402
+from retrieval.training.settings import EncoderTrainingSettings  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "out" / "encoder_freshness"
 METHOD = "hybrid_retrieval"

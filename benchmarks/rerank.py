@@ -39,7 +39,8 @@ from retrieval.pipeline.request import RecommendRequest  # noqa: E402
 from retrieval.ranking.features import rank_candidates  # noqa: E402
 from retrieval.ranking.rerank import rank_inputs, rerank  # noqa: E402
 from retrieval.training.common import log_sequences, next_item_cases  # noqa: E402
-from retrieval.training.reranker import TrainingSettings, build_groups, train_reranker  # noqa: E402
+from retrieval.training.reranker import build_groups, train_reranker  # noqa: E402
+from retrieval.training.settings import TrainingSettings  # noqa: E402
 
 SIZES = (20, 50, 100, 200)
 

@@ -33,7 +33,8 @@ from retrieval.evaluation.stages import stage_training_sequences  # noqa: E402
 from retrieval.pipeline.config import RecommendConfig  # noqa: E402
 from retrieval.registry import RerankerVersions  # noqa: E402
 from retrieval.state.profiles import ProfileConfig  # noqa: E402
-from retrieval.training.reranker import TrainingSettings, train_reranker  # noqa: E402
+from retrieval.training.reranker import train_reranker  # noqa: E402
+from retrieval.training.settings import TrainingSettings  # noqa: E402
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office"
 

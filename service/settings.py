@@ -30,8 +30,7 @@ from retrieval.engine import EngineConfig
 from retrieval.limits import MAX_BATCH
 from retrieval.pipeline.config import SOURCE_NAMES, RecommendConfig
 from retrieval.state.profiles import ProfileConfig
-from retrieval.training.encoder import EncoderTrainingSettings
-from retrieval.training.reranker import TrainingSettings
+from retrieval.training.settings import EncoderTrainingSettings, TrainingSettings
 
 PREFIX = "HYBRIDREC_"
 CONFIG_VARIABLE = "HYBRIDREC_CONFIG"

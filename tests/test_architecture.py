@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVING = ("retrieval.storage", "retrieval.state", "retrieval.query", "retrieval.pipeline", "retrieval.ranking",
            "retrieval.explain", "retrieval.engine", "retrieval.registry", "retrieval.reindex", "retrieval.limits")
 OFFLINE = ("retrieval.training", "retrieval.evaluation", "encoders.training")
+# The HTTP app reads the trainers' settings (service/settings.py), never their code.
+SERVICE_SERVING = ("service.app", "service.api", "service.settings", "service.explanation")
+SETTINGS_ONLY = ("retrieval.training.settings",)
 ENGINE = ("encoders", "retrieval", "prompts")
 # What controllers may import from service.api: shared pieces, not each other.
 SHARED_API = ("service.api.dependencies", "service.api.errors", "service.api.schemas")
@@ -53,6 +56,19 @@ def test_every_engine_module_is_covered_by_the_rule():
 def test_serving_never_imports_training_or_evaluation(path):
     bad = sorted(name for name in imports(path) if within(name, OFFLINE))
     assert not bad, f"{module_name(path)} (serving) imports {bad}"
+
+
+@pytest.mark.parametrize("path", modules(*SERVICE_SERVING), ids=module_name)
+def test_the_http_app_imports_no_training_or_evaluation_code(path):
+    bad = sorted(name for name in imports(path) if within(name, OFFLINE) and not within(name, SETTINGS_ONLY)
+                 and name != "retrieval.training")
+    assert not bad, f"{module_name(path)} imports {bad}"
+
+
+def test_the_trainers_settings_load_no_training_code():
+    bad = sorted(name for name in imports(ROOT / "retrieval" / "training" / "settings.py")
+                 if within(name, OFFLINE) or within(name, ("torch", "sklearn")))
+    assert not bad, f"retrieval.training.settings imports {bad}"
 
 
 @pytest.mark.parametrize("path", modules(*ENGINE), ids=module_name)

@@ -36,8 +36,9 @@ from retrieval.evaluation.replay import (
 )
 from retrieval.registry import ENCODER_MODELS, RERANKER_MODELS, RerankerVersions
 from retrieval.storage.vector_store import StoredPoint
-from retrieval.training.encoder import EncoderTrainingSettings, train_encoder
-from retrieval.training.reranker import TrainingSettings, train_reranker
+from retrieval.training.encoder import train_encoder
+from retrieval.training.reranker import train_reranker
+from retrieval.training.settings import EncoderTrainingSettings, TrainingSettings
 
 # The reranker stage measured again with retrieval's MMR strength instead of the reranked lists' own
 # default: what that default is worth, on the record beside the stage as served.

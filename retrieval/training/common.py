@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from retrieval.evaluation.metrics import paired_difference
 from retrieval.pipeline.recommender import Recommender
@@ -13,22 +12,6 @@ from retrieval.pipeline.request import RecommendedItem, RecommendRequest, Replay
 from retrieval.ranking.rerank import HISTORY_ITEMS
 from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.storage.event_log import EventLog
-
-
-@dataclass
-class LogTrainingSettings:
-    """What both trainers share: epochs, whose newest item validation judges, the device and the seed."""
-
-    epochs: int = 1
-    positions_per_user: int = 2  # training positions taken from the end of each user's sequence
-    # Whose newest item validation judges: a share of the users, at most this many. No user is held
-    # out of training (the models never see anyone's newest item). With a fifth of the users held
-    # out, the comparisons' standard errors were as large as the gains, and verdicts disagreed with
-    # test both ways (docs/research.md, "Judging every user's newest item").
-    validation_users: float = 1.0
-    max_validation_users: int = 5000
-    device: str = "auto"
-    seed: int = 0
 
 
 def log_sequences(log: EventLog, index: CoOccurrenceIndex) -> dict[str, list[str]]:

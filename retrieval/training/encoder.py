@@ -43,40 +43,12 @@ from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.registry import ModelVersions
 from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.storage.vector_store import StoredPoint
-from retrieval.training.common import LogTrainingSettings, clearly_better, judged_users, log_sequences, next_item_cases
+from retrieval.training.common import clearly_better, judged_users, log_sequences, next_item_cases
+from retrieval.training.settings import EncoderTrainingSettings
 
 # Newest history items in a profile the trainer builds for validation; at
 # the served position decay (0.5) an older one weighs under a millionth of the newest.
 PROFILE_ITEMS = 20
-
-
-@dataclass
-class EncoderTrainingSettings(LogTrainingSettings):
-    # Contrastive fine-tuning of the whole transformer on (item -> next item) pairs. A linear
-    # adapter over frozen vectors and a refit on every whole sequence were tried and did not earn a
-    # place (docs/research.md, "Not in the product: the adapter and the refit"; benchmarks/adapter.py).
-    max_pairs: int = 20000
-    positions_per_user: int = 3
-    batch_size: int = 32
-    lr: float = 2e-5
-    # BM25's weight for history requests (``lexical_history``), tried with each encoder; the other
-    # weights stay as configured. Never 0: BM25 is the only source that reads the exact words, and
-    # cold items need it (benchmarks/tune.py --round 3).
-    lexical_weights: tuple[float, ...] = (1.0, 0.5)
-    # The profile vector's weight in requests without a query (``dense_profile_without_query``),
-    # tried with each encoder and each BM25 weight. The zero-shot profile was tuned to 0.5
-    # (benchmarks/tune.py --round 3); a fine-tuned profile is worth more than that zero-shot one.
-    dense_profile_weights: tuple[float, ...] = (0.5, 1.0)
-    # Each user's newest items left out of the model's training data (1 or more: the newest is the
-    # validation target), so that validation judges the model on a target this many steps past the
-    # end of what it learned from (1: the very next item). A served model ages, and what an adapter
-    # learns fades with each step (benchmarks/staleness.py). But judging two steps past did not
-    # make validation predict test for full fine-tuning, and it trains on fewer pairs, so the
-    # default stays 1 (docs/research.md, "The validation gap").
-    validation_gap: int = 1
-    # The long-tail targets, on which the new model must not be clearly worse: those outside this
-    # share of the catalogue's most taken items (as ``EvalConfig.long_tail_head``).
-    long_tail_head: float = 0.2
 
 
 def fusion_weights(pair: tuple[float, float]) -> dict[str, float]:

@@ -37,32 +37,8 @@ from retrieval.ranking.features import NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import CONTEXT_ITEMS, RankInputs, rank_inputs, rank_order, with_cross_encoder
 from retrieval.registry import CROSS_ENCODER_FOLDER, RerankerVersions
-from retrieval.training.common import (
-    LogTrainingSettings,
-    clearly_better,
-    judged_users,
-    log_sequences,
-    next_item_cases,
-    retrieve_past_moment,
-)
-
-
-@dataclass
-class TrainingSettings(LogTrainingSettings):
-    max_lists: int = 6000  # ranking lists the ranker learns from
-    # "auto": train the cross-encoder where it is affordable (CUDA); on a CPU it reads ~50 pairs/s,
-    # so scoring every training list would take hours. "on" / "off" decide explicitly.
-    cross_encoder: str = "auto"
-    max_groups: int = 3000  # cross-encoder training groups, taken from other cases than the lists
-    hard_negatives: int = 5
-    random_negatives: int = 2
-    candidates: int | None = None  # the top of retrieval that is reranked; default: as the service does
-
-    def uses_cross_encoder(self) -> bool:
-        if self.cross_encoder not in ("auto", "on", "off"):
-            raise ValueError(f"cross_encoder must be auto, on or off, not {self.cross_encoder!r}")
-        return self.cross_encoder == "on" or (self.cross_encoder == "auto"
-                                              and resolve_device(self.device).startswith("cuda"))
+from retrieval.training.common import clearly_better, judged_users, log_sequences, next_item_cases, retrieve_past_moment
+from retrieval.training.settings import TrainingSettings
 
 
 @dataclass

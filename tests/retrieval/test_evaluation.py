@@ -10,8 +10,7 @@ from retrieval.evaluation.replay import EvalConfig, cold_items, evaluate, leave_
 from retrieval.evaluation.report import stage_section
 from retrieval.evaluation.stages import StageSettings, evaluate_stages, training_part
 from retrieval.pipeline.config import RecommendConfig
-from retrieval.training.encoder import EncoderTrainingSettings
-from retrieval.training.reranker import TrainingSettings
+from retrieval.training.settings import EncoderTrainingSettings, TrainingSettings
 from service.cli import main
 from tests.conftest import SHARED_DATA
 

@@ -112,7 +112,8 @@ def record_category_runs(engine, demo_items):
 
 def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_items, tmp_path):
     from retrieval.registry import latest_accepted_encoder, trained_fusion_weights
-    from retrieval.training.encoder import EncoderTrainingSettings, train_encoder
+    from retrieval.training.encoder import train_encoder
+    from retrieval.training.settings import EncoderTrainingSettings
 
     record_category_runs(engine, demo_items)
     models = tmp_path / "models"
@@ -160,7 +161,8 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
 
 
 def test_the_encoder_trainer_leaves_each_users_newest_items_out_by_the_validation_gap(engine, demo_items, tmp_path):
-    from retrieval.training.encoder import EncoderTrainingSettings, train_encoder
+    from retrieval.training.encoder import train_encoder
+    from retrieval.training.settings import EncoderTrainingSettings
 
     record_category_runs(engine, demo_items)
     one = train_encoder(engine, tmp_path / "one", EncoderTrainingSettings(validation_gap=1, batch_size=8,

@@ -12,7 +12,8 @@ from retrieval.ranking.features import NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import order_by, rank_inputs
 from retrieval.registry import RerankerVersions
-from retrieval.training.reranker import TrainingSettings, train_reranker
+from retrieval.training.reranker import train_reranker
+from retrieval.training.settings import TrainingSettings
 from tests.conftest import TEST_DEVICE
 from tests.retrieval.test_rank_features import synthetic
 

@@ -146,8 +146,7 @@ def test_the_readme_table_is_current():
 
 
 def test_cli_defaults_are_the_settings_and_flags_win():
-    from retrieval.training.encoder import EncoderTrainingSettings
-    from retrieval.training.reranker import TrainingSettings
+    from retrieval.training.settings import EncoderTrainingSettings, TrainingSettings
     from service.cli import build_parser
 
     defaults = build_parser(Settings.from_env({}))
