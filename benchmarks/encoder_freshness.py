@@ -7,7 +7,7 @@ user by user with the zero-shot encoder at the same weights (the same-run baseli
 beside its trainer's own verdict.
 
 Gap 3 is the stage run's encoder (the training part stops before the validation target and the
-trainer holds out one more item); gap 2 is what ``--refit`` would save there; gap 1 has learned
+trainer holds out one more item); gap 2 is what a refit on every whole sequence would save there; gap 1 has learned
 everything but the test target, the freshest model a service retraining between a user's events
 could serve. Gaps 1 and 2 learn from the validation targets: diagnostics, never stage-table
 entries. Trained models are kept under ``benchmarks/out/encoder_freshness/`` and reused, so a run

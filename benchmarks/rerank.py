@@ -38,7 +38,7 @@ from retrieval.pipeline.recommender import Recommender  # noqa: E402
 from retrieval.pipeline.request import RecommendRequest  # noqa: E402
 from retrieval.ranking.features import rank_candidates  # noqa: E402
 from retrieval.ranking.rerank import rank_inputs, rerank  # noqa: E402
-from retrieval.training.common import log_sequences, next_item_cases  # noqa: E402
+from retrieval.training.protocol import log_sequences, next_item_cases  # noqa: E402
 from retrieval.training.reranker import build_groups, train_reranker  # noqa: E402
 from retrieval.training.settings import TrainingSettings  # noqa: E402
 

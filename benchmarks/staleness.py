@@ -1,5 +1,5 @@
-"""How fast what an encoder learns from the log goes stale: a linear adapter (``hybridrec train
-encoder --method adapter``) trained on every user's sequence up to some point, scored with dense
+"""How fast what an encoder learns from the log goes stale: a linear adapter (``benchmarks/adapter.py``)
+trained on every user's sequence up to some point, scored with dense
 retrieval alone on a target 1, 2 or 3 steps past the end of its training data, paired user by user
 with the zero-shot encoder on the same targets (the same-run baseline).
 

@@ -72,8 +72,6 @@ class ModelVersions:
         return accepted[-1] if accepted else None
 
 
-
-
 class RerankerVersions(ModelVersions):
     """Reranker models; only an accepted one can be loaded for serving."""
 

@@ -18,6 +18,7 @@ from retrieval.engine import Engine
 from retrieval.registry import trained_fusion_weights
 from retrieval.storage.layout import Layout, write_layout
 from retrieval.storage.records import parse_item
+from retrieval.storage.vector_store import scroll_all
 
 ITEM_FIELDS = ("id", "title", "description", "brand", "categories", "price", "attributes")
 
@@ -47,9 +48,8 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
         wired = engine.wire(new, encoder)  # creates the new collections
         catalogue, profiles, _ = wired
         bar = progress("re-encode items", total) if progress else None
-        offset, n, batches = None, 0, 0
-        while True:
-            points, offset = store.scroll(old.items, limit=batch_size, offset=offset)
+        n, batches = 0, 0
+        for points in scroll_all(store, old.items, batch=batch_size):
             if points:
                 items = [parse_item({k: p.payload[k] for k in ITEM_FIELDS if k in p.payload}) for p in points]
                 catalogue.write(catalogue.encode(items))
@@ -59,8 +59,6 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
                     bar.update(len(items))
                 if after_batch is not None:
                     after_batch(batches)
-            if offset is None:
-                break
         if bar is not None:
             bar.close()
         catalogue.optimize()

@@ -121,7 +121,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args)
     # The engine evaluated is the one configured: its profile and recommend sections.
-    config = EvalConfig(seed=args.seed, split=args.split, max_users=args.max_users,
+    given = {"seed": args.seed, "split": args.split, "max_users": args.max_users}
+    config = EvalConfig(**{k: v for k, v in given.items() if v is not None},
                         recommend=settings.recommend, profiles=settings.profiles)
     if args.methods:
         config.methods = tuple(args.methods)
@@ -135,10 +136,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         stage_settings = StageSettings(
             encoder=replace(settings.train_encoder, epochs=args.encoder_epochs, max_pairs=args.encoder_pairs,
-                            device=settings.device, seed=args.seed),
+                            device=settings.device, seed=config.seed),
             reranker=replace(settings.train_reranker, epochs=args.epochs, max_lists=args.reranker_lists,
                              max_groups=args.reranker_groups, cross_encoder=args.cross_encoder,
-                             device=settings.device, seed=args.seed),
+                             device=settings.device, seed=config.seed),
             work_dir=args.out / "models")
         results["stages"] = evaluate_stages(
             dataset, encoder, config, stage_settings, points=points, zero_shot=results,
@@ -278,10 +279,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     """The command line; its defaults are the settings' (``settings``, default: read from the
     environment and $HYBRIDREC_CONFIG), and a flag given wins over them."""
-    from retrieval.evaluation.replay import EvalConfig
-
     s = settings or Settings.from_env()
-    reranking, encoding, evaluation = s.train_reranker, s.train_encoder, EvalConfig()
+    reranking, encoding = s.train_reranker, s.train_encoder
     parser = argparse.ArgumentParser(prog="hybridrec", description="Hybrid recommender service.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -309,8 +308,9 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                           help="a folder with *.inter.json + *.item.json, or items.jsonl + interactions.jsonl|csv")
     evaluate.add_argument("--out", type=Path, required=True, help="where report.md, results.json and plots go")
     evaluate.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many users")
-    evaluate.add_argument("--seed", type=int, default=evaluation.seed, help="(default: %(default)s)")
-    evaluate.add_argument("--split", choices=["test", "valid"], default=evaluation.split, help="(default: %(default)s)")
+    evaluate.add_argument("--seed", type=int, help="seeds the user sample, the cold items and the stages' training "
+                                                   "(default: the evaluation's own, EvalConfig.seed)")
+    evaluate.add_argument("--split", choices=["test", "valid"], help="(default: the evaluation's own, test)")
     evaluate.add_argument("--methods", nargs="+", help="only these methods (default: every baseline and stage)")
     evaluate.add_argument("--stages", action="store_true",
                           help="also train the encoder and the reranker on the training part and report "
@@ -340,7 +340,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     reranker.add_argument("--max-lists", type=int, default=reranking.max_lists,
                           help="ranking lists the ranker learns from (default: %(default)s)")
     reranker.add_argument("--cross-encoder", choices=["auto", "on", "off"], default=reranking.cross_encoder,
-                          help="train the cross-encoder too (auto: only on a GPU; on a CPU it scores ~50 pairs/s; "
+                          help="train the cross-encoder too (auto: only on a GPU, where it is affordable: docs/research.md; "
                                "default: %(default)s)")
     reranker.add_argument("--max-groups", "--max-pairs", dest="max_groups", type=int, default=reranking.max_groups,
                           help=f"cross-encoder training groups (one positive and "

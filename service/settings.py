@@ -226,7 +226,7 @@ CHECKS: dict[str, Check] = {
     "train_encoder.lr": _above(0),
     "train_encoder.lexical_weights": Check("with one or more values, all > 0", lambda v: bool(v) and min(v) > 0),
     "train_encoder.dense_profile_weights": Check("with one or more values, all >= 0", lambda v: bool(v) and min(v) >= 0),
-    "train_encoder.validation_gap": _at_least(0),
+    "train_encoder.validation_gap": _at_least(1),
     "train_encoder.long_tail_head": _between(0, 1),
 }
 

@@ -4,6 +4,10 @@ engine never imports the service, and controllers share through the dependency m
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,15 +28,23 @@ def module_name(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
 
 
-def imports(path: Path) -> set[str]:
-    """Every module a file imports, at any depth (function-level imports count too)."""
+def imports(path: Path, name: str | None = None) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports count too); relative
+    imports are resolved against the file's package (``name``: the file's module name)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                package = (name or module_name(path)).split(".")
+                if path.name != "__init__.py":
+                    package = package[:-1]
+                package = package[:len(package) - (node.level - 1)]
+                module = ".".join(package + ([module] if module else []))
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}
     return found
 
 
@@ -60,8 +72,7 @@ def test_serving_never_imports_training_or_evaluation(path):
 
 @pytest.mark.parametrize("path", modules(*SERVICE_SERVING), ids=module_name)
 def test_the_http_app_imports_no_training_or_evaluation_code(path):
-    bad = sorted(name for name in imports(path) if within(name, OFFLINE) and not within(name, SETTINGS_ONLY)
-                 and name != "retrieval.training")
+    bad = sorted(name for name in imports(path) if within(name, OFFLINE) and not within(name, SETTINGS_ONLY))
     assert not bad, f"{module_name(path)} imports {bad}"
 
 
@@ -84,8 +95,32 @@ def test_controllers_share_through_the_dependency_module_not_each_other(path):
     assert not bad, f"{module_name(path)} imports another controller: {bad}"
 
 
+def loaded_by(code: str) -> list[str]:
+    """The modules a fresh interpreter has loaded after running ``code`` in the repository."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDREC_")}
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("code", [
+    "from service.app import create_app\nfrom service.settings import Settings\ncreate_app(Settings())",
+    "from service.cli import build_parser\nbuild_parser()",
+], ids=["the HTTP app", "the CLI's parser"])
+def test_serving_processes_load_no_training_or_evaluation_code(code):
+    """What actually loads, whatever the import statements look like: serving a request or
+    parsing a command line (before a command runs) brings in no trainer and no evaluation."""
+    bad = [m for m in loaded_by(code) if within(m, OFFLINE) and not within(m, SETTINGS_ONLY)
+           and m != "retrieval.training"]
+    assert not bad, f"loaded {bad}"
+
+
 def test_the_rule_catches_a_forbidden_import(tmp_path):
     """The checker itself: a serving module importing a trainer is found."""
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from retrieval.training.encoder import train_encoder\n")
     assert any(within(name, OFFLINE) for name in imports(sample))
+    # A relative import is resolved against the package it is written in.
+    sample.write_text("from ..training import encoder\n")
+    assert "retrieval.training.encoder" in imports(sample, name="retrieval.pipeline.sample")

@@ -88,7 +88,7 @@ def cold_items(items: list[str], fraction: float, seed: int) -> set[str]:
 
 def cold_slice_items(dataset: Dataset, config: EvalConfig) -> set[str]:
     """The items the cold-items slice treats as new under ``config`` (anything trained for that
-    slice must leave them out too: ``evaluation_stages.training_part``)."""
+    slice must leave them out too: ``stages.training_part``)."""
     return cold_items([row["id"] for row in dataset.items], config.cold_item_fraction, config.seed)
 
 

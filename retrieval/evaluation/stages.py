@@ -5,7 +5,7 @@ last two items (the validation and the test targets) and without the cold-items 
 replayed into a scratch engine exactly as the service would hold it. The trainers then hold out
 their own newest item per user for their accept-only-if-better rule, so neither model ever sees a
 validation or test target. Each stage is then evaluated on every slice with the same protocol as
-the baselines (``evaluation.evaluate``).
+the baselines (``replay.evaluate``).
 
 Example::
 

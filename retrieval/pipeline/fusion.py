@@ -40,7 +40,7 @@ class SourceRank(msgspec.Struct):
 
     rank: int
     score: float
-    contribution: float = 0.0
+    contribution: float
 
 
 @dataclass

@@ -135,6 +135,29 @@ class RankedList:
                    {c.id: ItemTrace(c.sources, c.no_opinion) for c in top})
 
 
+def rerank_top(catalogue: Catalogue, index: CoOccurrenceIndex, ctx: RecommendContext, top: list[FusedCandidate],
+               points: dict[str, StoredPoint], reranker: LoadedReranker) -> tuple[Reranking, dict[str, int]]:
+    """Step "rerank": the served ranker's order over the hydrated top, and each item's place in
+    retrieval's order (1-based)."""
+    inputs = rank_inputs(catalogue, index, ctx.history, top, points, query=ctx.query_text,
+                         preferences=ctx.preference_text, texts=reranker.cross_encoder is not None)
+    return rerank(reranker, inputs), {item_id: n for n, item_id in enumerate(inputs.ids, start=1)}
+
+
+def ranking_notes(req: RecommendRequest, used: LoadedReranker | None, served: LoadedReranker | None,
+                  candidates: int, shape: ListShape) -> list[str]:
+    """What the response says about reranking: the model that reordered the list, or why none did."""
+    if used is not None:
+        return [f"reranked the top {candidates} with {used.description} {used.version}"
+                + (f"; diversity {shape.diversity:g}, the default for reranked lists (ask for more with "
+                   f"'diversity')" if req.diversity is None else "")]
+    if not req.rerank:
+        return ["reranking turned off by the request"]
+    if served is None:
+        return ["no reranker trained yet: ranked by fused retrieval scores"]
+    return []
+
+
 def apply_reranking(ranked: RankedList, reranking: Reranking, retrieval_rank: dict[str, int]) -> None:
     """Step "rerank", second half: the ranker's order, scores and trace onto the list."""
     for r in reranking.order:
@@ -271,19 +294,9 @@ class Recommender:
         ranked = RankedList.from_fused(top)
         reranked = reranker is not None and bool(top)
         if reranked:
-            inputs = rank_inputs(self.catalogue, self.profiles.index, ctx.history, top, points,
-                                 query=ctx.query_text, preferences=ctx.preference_text,
-                                 texts=reranker.cross_encoder is not None)
-            reranking = rerank(reranker, inputs)
-            retrieval_rank = {item_id: n for n, item_id in enumerate(inputs.ids, start=1)}
+            reranking, retrieval_rank = rerank_top(self.catalogue, self.profiles.index, ctx, top, points, reranker)
             apply_reranking(ranked, reranking, retrieval_rank)
-            notes.append(f"reranked the top {len(top)} with {reranker.description} {reranker.version}"
-                         + (f"; diversity {shape.diversity:g}, the default for reranked lists (ask for more "
-                            f"with 'diversity')" if req.diversity is None else ""))
-        elif not req.rerank:
-            notes.append("reranking turned off by the request")
-        elif self.reranker is None:
-            notes.append("no reranker trained yet: ranked by fused retrieval scores")
+        notes += ranking_notes(req, reranker if reranked else None, self.reranker, len(top), shape)
         if shape.diverse and ranked.ids:
             moved = apply_diversity(ranked, top, points, shape, req, reranked)
             notes.append(f"diversity {shape.diversity:g}" + (f", at most {req.max_per_category} per category"

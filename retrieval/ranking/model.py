@@ -35,7 +35,7 @@ INFO_FILE = "ranker.json"
 
 
 class RankingModel:
-    """Scores rows of ``rank_features.FEATURE_NAMES``; higher is better."""
+    """Scores rows of ``ranking.features.FEATURE_NAMES``; higher is better."""
 
     def __init__(self, trees: HistGradientBoostingClassifier, uses_cross_encoder: bool,
                  feature_names: tuple[str, ...] = FEATURE_NAMES):

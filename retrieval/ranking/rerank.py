@@ -1,6 +1,6 @@
 """The rerank stage of the pipeline: a learned ranker reorders the top of the fused list.
 
-The ranker (``ranking_model``) reads each candidate's retrieval evidence (``rank_features``) and,
+The ranker (``ranking.model``) reads each candidate's retrieval evidence (``ranking.features``) and,
 when the accepted model includes one, a fine-tuned cross-encoder's score for the (user context,
 candidate text) pair. Which of the two the served model uses was decided on validation by the
 trainer, never assumed. Training, validation and serving all go through ``rank_inputs`` and
@@ -32,7 +32,7 @@ HISTORY_ITEMS = 20
 
 @dataclass
 class LoadedReranker:
-    """An accepted model, ready to serve (see ``reranker_training.RerankerVersions.load``)."""
+    """An accepted model, ready to serve (see ``registry.RerankerVersions.load``)."""
 
     version: str
     ranker: RankingModel

@@ -42,8 +42,8 @@ from retrieval.evaluation import metrics
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.registry import ModelVersions
 from retrieval.state.cooccurrence import CoOccurrenceIndex
-from retrieval.storage.vector_store import StoredPoint
-from retrieval.training.common import clearly_better, judged_users, log_sequences, next_item_cases
+from retrieval.storage.vector_store import StoredPoint, scroll_all
+from retrieval.training.protocol import clearly_better, judged_users, log_sequences, next_item_cases
 from retrieval.training.settings import EncoderTrainingSettings
 
 # Newest history items in a profile the trainer builds for validation; at
@@ -115,14 +115,10 @@ def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder
     try:
         if scratch is not None:
             catalogue, _, _ = engine.wire(scratch, encoder)
-            offset = None
-            while True:  # payloads and BM25 vectors as stored; only the dense vectors change
-                points, offset = engine.store.scroll(engine.catalogue.collection, limit=512, offset=offset,
-                                                     with_vectors=True)
+            # Payloads and BM25 vectors as stored; only the dense vectors change.
+            for points in scroll_all(engine.store, engine.catalogue.collection, with_vectors=True):
                 catalogue.write([StoredPoint(p.id, p.payload, vectors[p.id], p.sparse) for p in points
                                  if p.id in vectors])
-                if offset is None:
-                    break
             catalogue.optimize()
         out = []
         for weights in weightings or [None]:
@@ -153,17 +149,14 @@ def _mean_pair_cosine(vectors: np.ndarray, seed: int, pairs: int = 20000) -> flo
 
 def _catalogue_vectors(engine: Engine, encoder: BiEncoder | None) -> dict[str, np.ndarray]:
     """Every item's vector: as stored (encoder None) or re-encoded with ``encoder``."""
-    out, offset = {}, None
-    while True:
-        points, offset = engine.store.scroll(engine.catalogue.collection, limit=512, offset=offset,
-                                             with_vectors=encoder is None)
+    out = {}
+    for points in scroll_all(engine.store, engine.catalogue.collection, with_vectors=encoder is None):
         if encoder is None:
             out.update({p.id: p.vector for p in points})
         elif points:
             vecs = encoder.encode([item_text(p.payload) for p in points], batch_size=128)
             out.update({p.id: v for p, v in zip(points, vecs)})
-        if offset is None:
-            return out
+    return out
 
 
 @dataclass
@@ -175,13 +168,11 @@ class _Fit:
     vectors: dict[str, np.ndarray]  # as the model serves them
     raw_matrix: np.ndarray
     epochs: list[Any]
-    pairs_kind: str
     pairs: int
 
 
-def _fit(engine: Engine, settings: EncoderTrainingSettings, trained: dict[str, list[str]],
-         stored: dict[str, np.ndarray], rng: random.Random,
-         progress_factory: Callable[[str, int], Any] | None, label: str = "train encoder") -> _Fit:
+def _fit(engine: Engine, settings: EncoderTrainingSettings, trained: dict[str, list[str]], rng: random.Random,
+         progress_factory: Callable[[str, int], Any] | None) -> _Fit:
     """Train a new model from the base encoder on ``trained`` (each user's sequence as the model may
     learn it): contrastive fine-tuning on (item -> next item) pairs, then the catalogue's centre."""
     encoder = BiEncoder(engine.encoder.model_path, device=settings.device)
@@ -193,17 +184,16 @@ def _fit(engine: Engine, settings: EncoderTrainingSettings, trained: dict[str, l
     payloads = {p.id: p.payload for p in engine.catalogue.get_many(wanted).values()}
     pairs = [(item_text(payloads[h[-1]]), item_text(payloads[t])) for _, h, t in cases
              if t in payloads and h[-1] in payloads]
-    bar = progress_factory(label, settings.epochs * len(pairs)) if progress_factory else None
+    bar = progress_factory("train encoder", settings.epochs * len(pairs)) if progress_factory else None
     epochs = train_contrastive(encoder, pairs, epochs=settings.epochs, batch_size=settings.batch_size,
                                lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
     tuned_raw = _catalogue_vectors(engine, encoder)
     raw_matrix = np.stack(list(tuned_raw.values()))
     encoder.center = raw_matrix.mean(axis=0).astype(np.float32)  # saved with the model (see BiEncoder)
     tuned_vectors = dict(zip(tuned_raw, centred(raw_matrix, encoder.center)))
-    pairs_kind, n_pairs = "item -> next item", len(pairs)
     if bar is not None:
         bar.close()
-    return _Fit(encoder, tuned_raw, tuned_vectors, raw_matrix, epochs, pairs_kind, n_pairs)
+    return _Fit(encoder, tuned_raw, tuned_vectors, raw_matrix, epochs, len(pairs))
 
 
 def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSettings | None = None,
@@ -245,7 +235,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     current_by = dict(zip(grid, _fused_ndcg(engine, fused_cases, weightings=weightings, index=before_newest)))
     baseline_cases = current_by[served]
 
-    fit = _fit(engine, settings, trained, stored, rng, progress_factory)
+    fit = _fit(engine, settings, trained, rng, progress_factory)
     encoder, tuned_raw, tuned_vectors, raw_matrix = fit.encoder, fit.raw, fit.vectors, fit.raw_matrix
     # The verdict is on what serves: the fused retrieval. Dense retrieval alone is recorded beside
     # it; a model can win there and lose in the fused pipeline (docs/research.md, "Judging the
@@ -294,7 +284,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
                                      "standard_error": tail_se},
                        "users": len(judged), "dense": dense},
         "fusion_weights": fusion_weights(chosen),
-        "pairs_kind": fit.pairs_kind,
+        "pairs_kind": "item -> next item",
         "centre": {"norm": float(np.linalg.norm(encoder.center)) if encoder.center is not None else None,
                    "mean_cosine_random_pairs": _mean_pair_cosine(raw_matrix, settings.seed)},
         "pairs": fit.pairs, "train_users": len(trained), "epochs": [asdict(e) for e in fit.epochs],

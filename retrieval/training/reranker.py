@@ -2,7 +2,7 @@
 model only if it beats retrieval on users' newest items, keep it versioned.
 
 Two learners, one verdict. The ranker (gradient-boosted trees over each candidate's retrieval
-evidence, ``rank_features``) learns from lists: for a user's sequence S, the candidates retrieval
+evidence, ``ranking.features``) learns from lists: for a user's sequence S, the candidates retrieval
 gives for S[:t] (without the user's own log, or their future would vote for itself), labelled by
 whether each one is S[t]. The cross-encoder, when trained, learns from groups: the context S[:t]
 as text, the positive S[t], hard negatives (retrieval's own top items the user did not take) and
@@ -37,7 +37,13 @@ from retrieval.ranking.features import NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import CONTEXT_ITEMS, RankInputs, rank_inputs, rank_order, with_cross_encoder
 from retrieval.registry import CROSS_ENCODER_FOLDER, RerankerVersions
-from retrieval.training.common import clearly_better, judged_users, log_sequences, next_item_cases, retrieve_past_moment
+from retrieval.training.protocol import (
+    clearly_better,
+    judged_users,
+    log_sequences,
+    next_item_cases,
+    retrieve_past_moment,
+)
 from retrieval.training.settings import TrainingSettings
 
 

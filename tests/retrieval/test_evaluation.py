@@ -129,7 +129,7 @@ def test_training_part_never_holds_a_validation_or_test_target():
 def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, monkeypatch, encoder_accepted):
     from retrieval.evaluation import stages as evaluation_stages
     from retrieval.evaluation.replay import cold_slice_items
-    from retrieval.training.common import log_sequences
+    from retrieval.training.protocol import log_sequences
 
     real_train_encoder = evaluation_stages.train_encoder
     seen_by_trainer: set[str] = set()

@@ -2,7 +2,7 @@
 
 import math
 
-from retrieval.training.common import clearly_better
+from retrieval.training.protocol import clearly_better
 
 
 def test_clearly_better_needs_a_gain_above_one_standard_error():

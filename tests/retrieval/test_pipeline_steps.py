@@ -173,3 +173,20 @@ def test_fuse_reweights_the_pool_a_ranker_reorders_only():
     results = [SourceResult("lexical", [("a", 1.0)]), SourceResult("dense_profile", [("b", 1.0)])]
     assert {c.id for c in recommender.fuse(results, ranker_pool=False)} == {"a", "b"}
     assert {c.id for c in recommender.fuse(results, ranker_pool=True)} == {"b"}
+
+
+def test_ranking_notes_say_which_model_reordered_the_list_or_why_none_did():
+    from retrieval.pipeline.recommender import ranking_notes
+
+    model = SimpleNamespace(version="v7", description="learned ranker")
+    shape = ListShape(0.0, False, 50)
+    assert ranking_notes(RecommendRequest(), model, model, 50, shape) == [
+        "reranked the top 50 with learned ranker v7; diversity 0, the default for reranked lists "
+        "(ask for more with 'diversity')"]
+    assert ranking_notes(RecommendRequest(diversity=0.2), model, model, 50, shape) == [
+        "reranked the top 50 with learned ranker v7"]
+    assert ranking_notes(RecommendRequest(rerank=False), None, model, 50, shape) == [
+        "reranking turned off by the request"]
+    assert ranking_notes(RecommendRequest(), None, None, 50, shape) == [
+        "no reranker trained yet: ranked by fused retrieval scores"]
+    assert ranking_notes(RecommendRequest(), None, model, 50, shape) == []  # served, but not for this request

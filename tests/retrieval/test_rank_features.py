@@ -28,8 +28,8 @@ def test_features_are_read_off_the_trace_and_the_newest_items():
     points = {"a": point("a", [0.6, 0.8], "Pens", brand="Pilot", price=20.0),
               "b": point("b", [0, 1], "Paper")}
     candidates = [
-        FusedCandidate("a", 0.04, {"dense_profile": SourceRank(2, 0.5), "collaborative": SourceRank(1, 3.0)}),
-        FusedCandidate("b", 0.02, {"dense_profile": SourceRank(1, 0.8)}, no_opinion=["collaborative"]),
+        FusedCandidate("a", 0.04, {"dense_profile": SourceRank(2, 0.5, 0.01), "collaborative": SourceRank(1, 3.0, 0.01)}),
+        FusedCandidate("b", 0.02, {"dense_profile": SourceRank(1, 0.8, 0.01)}, no_opinion=["collaborative"]),
     ]
     rows = candidate_features(candidates, points, [newest, older], {"a": 7}, history_length=2)
     assert rows.shape == (2, len(FEATURE_NAMES))

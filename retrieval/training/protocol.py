@@ -1,5 +1,6 @@
-"""What both trainers share: settings, the user sequences of the log, whose newest item validation
-judges, the training cases, retrieval at a past moment, and the acceptance rule."""
+"""The protocol both trainers follow: the user sequences of the log, whose newest item validation
+judges, the training cases, retrieval at a past moment, and the rule that accepts a model only if
+it is clearly better."""
 
 from __future__ import annotations
 
