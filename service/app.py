@@ -14,6 +14,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from prompts.query_parsing import suggest_constraints
 from retrieval.engine import Engine
 from retrieval.storage.records import InvalidRecord
+from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
 from service.api.admin import AdminController
 from service.api.dependencies import ReindexJob, dependencies
 from service.api.errors import http_error_handler, invalid_record_handler
@@ -29,11 +30,14 @@ log = logging.getLogger("hybridrec.service")
 DOCS_PATH = "/docs"
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, engine: Engine | None = None,
+               access_keys: AccessKeys | None = None) -> Litestar:
     """Build the app. With ``engine`` given (tests, benchmarks) the caller owns it; otherwise the
-    app opens one for ``settings.data_dir`` at start-up and closes it at shutdown."""
+    app opens one for ``settings.data_dir`` at start-up and closes it at shutdown. The API keys are
+    ``access_keys`` or those of ``settings.data_dir``."""
     settings = settings or Settings.from_env()
     reindex_job = ReindexJob()
+    keys = access_keys or AccessKeys(settings.data_dir)
     generator = settings.explanation_generator()  # a bad back-end name fails at start, not per request
     if settings.query_parser not in ("rules", "model"):
         raise ValueError(f"HYBRIDREC_QUERY_PARSER must be 'rules' or 'model', got {settings.query_parser!r}")
@@ -58,11 +62,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     return Litestar(
         route_handlers=[ItemController, EventController, UserController, RecommendationController,
                         ExplanationController, HealthController, AdminController],
-        dependencies=dependencies(settings, generator, reindex_job),
+        dependencies=dependencies(settings, generator, reindex_job, keys),
+        guards=[require_scope(keys)],
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler},
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="hybridrec", version="0.1.0", path=DOCS_PATH, render_plugins=[SwaggerRenderPlugin()],
-            description="Hybrid recommendations: text + behaviour in one vector space, grounded and cold-start ready.",
+            description="Hybrid recommendations: text + behaviour in one vector space, grounded and cold-start ready. "
+                        "Once an API key exists, every /v1 route needs one with its scope (read, write or admin).",
+            components=SECURITY_COMPONENTS,
         ),
     )

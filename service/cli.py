@@ -36,9 +36,18 @@ def _open_engine(settings: Settings):
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.access import AccessKeys, is_loopback
     from service.app import DOCS_PATH, create_app
 
     settings = _settings(args)
+    keys = AccessKeys(settings.data_dir)
+    protected = keys.enabled()
+    if not protected and not is_loopback(settings.host) and not args.insecure_no_keys:
+        print(f"error: refusing to serve on {settings.host} without access control: anyone who can reach it could "
+              f"write, delete and reindex. Create a key first (hybridrec keys create --name admin --scopes "
+              f"read,write,admin --data-dir {settings.data_dir}), or pass --insecure-no-keys to serve it open anyway",
+              file=sys.stderr)
+        return 2
     engine = _open_engine(settings)
     if args.demo and engine.catalogue.count() == 0:
         from service.ingest import ingest_file
@@ -53,14 +62,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("indexes ready in %.1f s", time.perf_counter() - started)
     base = f"http://{settings.host}:{settings.port}"
     print(f"hybridrec serving {engine.catalogue.count()} items from {settings.data_dir.resolve()} "
-          f"at {base}\n  API docs: {base}{DOCS_PATH}/swagger  (OpenAPI JSON: {base}{DOCS_PATH}/openapi.json)",
-          flush=True)
+          f"at {base}\n  API docs: {base}{DOCS_PATH}/swagger  (OpenAPI JSON: {base}{DOCS_PATH}/openapi.json)\n"
+          + (f"  access control: on ({len(keys.list())} active API keys; send 'Authorization: Bearer <key>')"
+             if protected else "  access control: OFF, every route is open (turn it on: hybridrec keys create "
+                               "--name admin --scopes read,write,admin)"), flush=True)
     try:
-        uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port,
+        uvicorn.run(create_app(settings, engine=engine, access_keys=keys), host=settings.host, port=settings.port,
                     log_level=settings.log_level)
     finally:
         engine.close()
+        keys.close()
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """API keys of a data directory; works while the service runs (keys live beside the event log)."""
+    from service.access import AccessKeys, Caller
+
+    settings = _settings(args)
+    keys = AccessKeys(settings.data_dir)
+    operator = Caller("cli", frozenset())  # the audit log's "who" for the command line
+    try:
+        if args.action == "list":
+            for k in keys.list(include_revoked=args.all):
+                state = f"revoked {time.strftime('%Y-%m-%d %H:%M', time.gmtime(k.revoked))}" if k.revoked else "active"
+                print(f"{k.id}  {','.join(k.scopes):<16} {state:<24} {k.name}")
+            return 0
+        if args.action == "revoke":
+            if not keys.revoke(args.key_id):
+                print(f"error: no active key {args.key_id!r} (hybridrec keys list shows them)", file=sys.stderr)
+                return 2
+            keys.audit(operator, "revoke key", args.key_id)
+            print(f"revoked {args.key_id}" + ("" if keys.enabled() else
+                                                "; no active key is left: access control is OFF"))
+            return 0
+        if args.action == "rotate":
+            old = next((k for k in keys.list() if k.id == args.key_id), None)
+            if old is None:
+                print(f"error: no active key {args.key_id!r} (hybridrec keys list shows them)", file=sys.stderr)
+                return 2
+            name, scopes = old.name, old.scopes
+        else:
+            name, scopes = args.name, args.scopes
+        try:
+            created = keys.create(name, scopes)
+        except ValueError as err:
+            print(f"error: --scopes: {err}", file=sys.stderr)
+            return 2
+        keys.audit(operator, "create key", created.id, f"{name}: {','.join(created.scopes)}")
+        print(created.secret)
+        print(f"key {created.id} ({','.join(created.scopes)}) for {name!r}: the line above is the whole key, shown "
+              "this once; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'", file=sys.stderr)
+        if args.action == "rotate":
+            print(f"when every client uses the new key: hybridrec keys revoke {args.key_id}", file=sys.stderr)
+        return 0
+    finally:
+        keys.close()
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -291,8 +348,28 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--host", help=f"bind address (default: the host setting, now {s.host})")
     serve.add_argument("--port", type=int, help=f"port (default: the port setting, now {s.port})")
     serve.add_argument("--demo", action="store_true", help="load the bundled demo catalogue if the store is empty")
+    serve.add_argument("--insecure-no-keys", action="store_true",
+                       help="serve a non-loopback address although no API key exists (every route open to anyone)")
     data_dir(serve)
     serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys: create, list, rotate, revoke (stored as hashes)")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create", help="a new key, printed once; the first one turns access control on")
+    create.add_argument("--name", required=True, help="what the key is for, e.g. 'shop frontend'")
+    create.add_argument("--scopes", required=True, help="comma-separated: read, write, admin")
+    data_dir(create)
+    listing = keys_sub.add_parser("list", help="the keys (never their secrets)")
+    listing.add_argument("--all", action="store_true", help="revoked keys too")
+    data_dir(listing)
+    rotate = keys_sub.add_parser("rotate", help="a new key with the same name and scopes; the old one stays valid "
+                                                "until revoked, so clients switch without downtime")
+    rotate.add_argument("key_id")
+    data_dir(rotate)
+    revoke = keys_sub.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("key_id")
+    data_dir(revoke)
+    keys.set_defaults(func=cmd_keys)
 
     ingest = sub.add_parser("ingest", help="load items from a JSONL or CSV file (resumable)")
     ingest.add_argument("file", type=Path)

@@ -105,7 +105,8 @@ def loaded_by(code: str) -> list[str]:
 
 
 @pytest.mark.parametrize("code", [
-    "from service.app import create_app\nfrom service.settings import Settings\ncreate_app(Settings())",
+    "import tempfile\nfrom service.app import create_app\nfrom service.settings import Settings\n"
+    "create_app(Settings(data_dir=tempfile.mkdtemp()))",
     "from service.cli import build_parser\nbuild_parser()",
 ], ids=["the HTTP app", "the CLI's parser"])
 def test_serving_processes_load_no_training_or_evaluation_code(code):

@@ -10,12 +10,14 @@ from dataclasses import asdict
 from typing import Any
 
 import msgspec
+from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import ClientException
 
 from prompts import Generator
 from retrieval.engine import Engine
+from service.access import AccessKeys, Caller
 from service.settings import Settings
 
 
@@ -67,7 +69,8 @@ def refuse_during_reindex(job: ReindexJob) -> None:
                                                       "GET /v1/admin/reindex says done", headers={"Retry-After": "30"})
 
 
-def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJob) -> dict[str, Provide]:
+def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJob,
+                 access_keys: AccessKeys) -> dict[str, Provide]:
     """The app's dependency map: the engine (opened by the app's lifespan) and its parts, read at
     request time so that a reindex's switch is seen by the next request."""
 
@@ -85,4 +88,11 @@ def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJ
         "settings": Provide(lambda: settings, sync_to_thread=False),
         "reindex_job": Provide(lambda: reindex_job, sync_to_thread=False),
         "explanation_generator": Provide(lambda: generator, sync_to_thread=False),
+        "access_keys": Provide(lambda: access_keys, sync_to_thread=False),
+        "caller": Provide(caller, sync_to_thread=False),
     }
+
+
+def caller(request: Request) -> Caller | None:
+    """Who sent the request (set by the access guard; None on a public route)."""
+    return getattr(request.state, "caller", None)

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, post
 
 from retrieval.state.profiles import Profiles
+from service.access import SECURITY, WRITE
 from service.api.errors import invalid_record
 from service.settings import Settings
 
@@ -34,8 +35,9 @@ class EventsResult(msgspec.Struct):
 class EventController(Controller):
     path = "/v1/events"
     tags = ["events"]
+    security = SECURITY
 
-    @post("/", sync_to_thread=True, summary="Record user events", status_code=200)
+    @post("/", opt={"scope": WRITE}, sync_to_thread=True, summary="Record user events", status_code=200)
     def record(self, data: EventsPost, profiles: Profiles, settings: Settings) -> EventsResult:
         if len(data.events) > settings.max_batch:
             raise invalid_record("events", f"at most {settings.max_batch} events per request")

@@ -14,6 +14,7 @@ from retrieval.explain.evidence import UnknownItem
 from retrieval.limits import ID_MAX_CHARS, MAX_HISTORY, TEXT_MAX_CHARS
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest
+from service.access import READ, SECURITY
 from service.api.schemas import Filters, to_item_filter
 from service.explanation import explain_item
 
@@ -43,8 +44,9 @@ class ExplanationOut(msgspec.Struct):
 class ExplanationController(Controller):
     path = "/v1/explanations"
     tags = ["explanations"]
+    security = SECURITY
 
-    @post("/", sync_to_thread=True, summary="Explain a recommendation", status_code=200)
+    @post("/", opt={"scope": READ}, sync_to_thread=True, summary="Explain a recommendation", status_code=200)
     def explain(self, data: ExplanationPost, recommender: Recommender, explanation_generator: Generator
                 ) -> ExplanationOut:
         started = time.perf_counter()

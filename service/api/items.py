@@ -10,6 +10,7 @@ from litestar.params import Parameter
 
 from retrieval.limits import ID_MAX_CHARS, MAX_K
 from retrieval.state.catalogue import Catalogue
+from service.access import READ, SECURITY, WRITE
 from service.api.dependencies import ReindexJob, refuse_during_reindex
 from service.api.errors import invalid_record, not_found
 from service.api.schemas import ItemSummary
@@ -69,8 +70,9 @@ ItemId = Annotated[str, Parameter(max_length=ID_MAX_CHARS, description="external
 class ItemController(Controller):
     path = "/v1/items"
     tags = ["items"]
+    security = SECURITY
 
-    @put("/", sync_to_thread=True, summary="Insert or replace items")
+    @put("/", opt={"scope": WRITE}, sync_to_thread=True, summary="Insert or replace items")
     def upsert(self, data: ItemsUpsert, catalogue: Catalogue, settings: Settings, reindex_job: ReindexJob) -> UpsertResult:
         refuse_during_reindex(reindex_job)
         if len(data.items) > settings.max_batch:
@@ -79,20 +81,20 @@ class ItemController(Controller):
         report = catalogue.upsert(data.items)
         return UpsertResult(report.upserted, [RejectedItem(r.index, r.id, r.error) for r in report.rejected])
 
-    @get("/{item_id:str}", sync_to_thread=True, summary="Get one item")
+    @get("/{item_id:str}", opt={"scope": READ}, sync_to_thread=True, summary="Get one item")
     def get_item(self, item_id: ItemId, catalogue: Catalogue) -> ItemOut:
         point = catalogue.get(item_id)
         if point is None:
             raise not_found("item", item_id)
         return ItemOut.from_payload(point.payload)
 
-    @delete("/{item_id:str}", sync_to_thread=True, summary="Delete one item", status_code=204)
+    @delete("/{item_id:str}", opt={"scope": WRITE}, sync_to_thread=True, summary="Delete one item", status_code=204)
     def delete_item(self, item_id: ItemId, catalogue: Catalogue, reindex_job: ReindexJob) -> None:
         refuse_during_reindex(reindex_job)
         if not catalogue.delete(item_id):
             raise not_found("item", item_id)
 
-    @get("/{item_id:str}/similar", sync_to_thread=True, summary="Items similar to one item")
+    @get("/{item_id:str}/similar", opt={"scope": READ}, sync_to_thread=True, summary="Items similar to one item")
     def similar(
         self, item_id: ItemId, catalogue: Catalogue,
         k: Annotated[int, Parameter(ge=1, le=MAX_K, description="how many items")] = 10,

@@ -12,6 +12,7 @@ from retrieval.limits import ID_MAX_CHARS, MAX_HISTORY, MAX_K, TEXT_MAX_CHARS
 from retrieval.pipeline.fusion import SourceRank
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import DiversityTrace, RecommendRequest, RerankTrace
+from service.access import READ, SECURITY
 from service.api.schemas import Filters, ItemSummary, to_item_filter
 from service.explanation import explain_item
 
@@ -64,8 +65,9 @@ class RecommendationsOut(msgspec.Struct):
 class RecommendationController(Controller):
     path = "/v1/recommendations"
     tags = ["recommendations"]
+    security = SECURITY
 
-    @post("/", sync_to_thread=True, summary="Recommend items", status_code=200)
+    @post("/", opt={"scope": READ}, sync_to_thread=True, summary="Recommend items", status_code=200)
     def recommend(self, data: RecommendationsPost, recommender: Recommender,
                   explanation_generator: Generator) -> RecommendationsOut:
         req = RecommendRequest(

@@ -10,6 +10,7 @@ from litestar.params import Parameter
 
 from retrieval.limits import ID_MAX_CHARS, TEXT_MAX_CHARS
 from retrieval.state.profiles import Profiles
+from service.access import ADMIN, READ, SECURITY, WRITE, AccessKeys, Caller
 from service.api.errors import not_found
 
 UserId = Annotated[str, Parameter(max_length=ID_MAX_CHARS, description="external user id")]
@@ -41,22 +42,25 @@ class Forgotten(msgspec.Struct):
 class UserController(Controller):
     path = "/v1/users"
     tags = ["users"]
+    security = SECURITY
 
-    @put("/{user_id:str}", sync_to_thread=True, summary="Set a user's stated preferences")
+    @put("/{user_id:str}", opt={"scope": WRITE}, sync_to_thread=True, summary="Set a user's stated preferences")
     def put_user(self, user_id: UserId, data: UserPut, profiles: Profiles) -> UserOut:
         preferences = data.preferences.strip() if data.preferences else None
         profiles.set_preferences(user_id, preferences or None, data.attributes)
         return UserOut(**profiles.summary(user_id))
 
-    @get("/{user_id:str}", sync_to_thread=True, summary="A user's profile summary")
+    @get("/{user_id:str}", opt={"scope": READ}, sync_to_thread=True, summary="A user's profile summary")
     def get_user(self, user_id: UserId, profiles: Profiles) -> UserOut:
         summary = profiles.summary(user_id)
         if summary is None:
             raise not_found("user", user_id)
         return UserOut(**summary)
 
-    @delete("/{user_id:str}", sync_to_thread=True, summary="Forget a user: events, preferences, profile",
-            status_code=200)
-    def forget(self, user_id: UserId, profiles: Profiles) -> Forgotten:
+    @delete("/{user_id:str}", opt={"scope": ADMIN}, sync_to_thread=True,
+            summary="Forget a user: events, preferences, profile", status_code=200)
+    def forget(self, user_id: UserId, profiles: Profiles, access_keys: AccessKeys, caller: Caller | None) -> Forgotten:
         # Idempotent: forgetting an unknown user succeeds and says there was nothing to forget.
-        return Forgotten(user_id, profiles.forget(user_id))
+        forgotten = profiles.forget(user_id)
+        access_keys.audit(caller, "forget user", user_id, "forgotten" if forgotten else "nothing to forget")
+        return Forgotten(user_id, forgotten)
