@@ -10,6 +10,7 @@ TEXT_MAX_CHARS = 2000  # a search query, a sentence of stated preferences
 MAX_K = 100  # items one recommendation may ask for
 MAX_HISTORY = 500  # item ids in a request's ad-hoc history
 MAX_BATCH = 1000  # rows per PUT /v1/items or POST /v1/events (the default of ``max_batch``)
+MAX_BODY_BYTES = 16 * 1024 * 1024  # one HTTP request's body (the default of ``max_body_bytes``)
 
 LIMITS = (
     ("id", ID_MAX_CHARS, "characters in an item or user id"),
@@ -19,6 +20,7 @@ LIMITS = (
     ("k", MAX_K, "items per recommendation"),
     ("history", MAX_HISTORY, "item ids in a request's ad-hoc history"),
     ("batch", MAX_BATCH, "rows per item or event write (HYBRIDREC_MAX_BATCH; use `hybridrec ingest` for more)"),
+    ("body", MAX_BODY_BYTES, "bytes in one request body (HYBRIDREC_MAX_BODY_BYTES; 413 above it)"),
 )
 
 

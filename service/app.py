@@ -17,13 +17,14 @@ from retrieval.storage.records import InvalidRecord
 from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
 from service.api.admin import AdminController
 from service.api.dependencies import ReindexJob, dependencies
-from service.api.errors import http_error_handler, invalid_record_handler
+from service.api.errors import http_error_handler, invalid_record_handler, too_deep_handler
 from service.api.events import EventController
 from service.api.explanations import ExplanationController
 from service.api.health import HealthController
 from service.api.items import ItemController
 from service.api.recommendations import RecommendationController
 from service.api.users import UserController
+from service.observability import MetricsController, RequestLog, metrics_config, watch_engine
 from service.settings import Settings
 
 log = logging.getLogger("hybridrec.service")
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         app.state.engine = engine or Engine.open(settings.engine_config())
         if settings.query_parser == "model":
             app.state.engine.recommender.query_suggest = suggest
+        watch_engine(lambda: app.state.engine)
         try:
             yield
         finally:
@@ -61,10 +63,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
 
     return Litestar(
         route_handlers=[ItemController, EventController, UserController, RecommendationController,
-                        ExplanationController, HealthController, AdminController],
+                        ExplanationController, HealthController, AdminController, MetricsController],
         dependencies=dependencies(settings, generator, reindex_job, keys),
         guards=[require_scope(keys)],
-        exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler},
+        exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler,
+                            RecursionError: too_deep_handler},
+        request_max_body_size=settings.max_body_bytes,
+        middleware=[RequestLog(), metrics_config().middleware],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="hybridrec", version="0.1.0", path=DOCS_PATH, render_plugins=[SwaggerRenderPlugin()],

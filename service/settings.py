@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from retrieval.engine import EngineConfig
-from retrieval.limits import MAX_BATCH
+from retrieval.limits import MAX_BATCH, MAX_BODY_BYTES
 from retrieval.pipeline.config import SOURCE_NAMES, RecommendConfig
 from retrieval.state.profiles import ProfileConfig
 from retrieval.training.settings import EncoderTrainingSettings, TrainingSettings
@@ -65,6 +65,7 @@ class Settings:
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _s(
         "info", "the server's log level")
     max_batch: int = _s(MAX_BATCH, "rows per item or event write through the API")
+    max_body_bytes: int = _s(MAX_BODY_BYTES, "largest request body the API reads (413 above it)")
     explain_backend: Literal["template", "local", "openai"] = _s(
         "template", "explanations: template (no model), local (SmolLM2) or openai (an OpenAI-compatible server)")
     openai_base_url: str | None = _s(None, "the OpenAI-compatible server of the openai back-end")
@@ -191,6 +192,7 @@ WEIGHT_NAMES = (*SOURCE_NAMES, "lexical_history", "dense_profile_without_query")
 CHECKS: dict[str, Check] = {
     "port": _between(1, 65535),
     "max_batch": _at_least(1),
+    "max_body_bytes": _at_least(1024),
     "openai_timeout_s": _above(0),
     "profiles.half_life_days": _above(0),
     "profiles.position_decay": _between(0, 1),

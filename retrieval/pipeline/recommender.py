@@ -280,30 +280,47 @@ class Recommender:
 
     def recommend(self, req: RecommendRequest, options: ReplayOptions | None = None) -> RecommendResult:
         started = time.perf_counter()
+        timings: dict[str, float] = {}
+        clock = [started]
+
+        def done(step: str) -> None:  # the time since the previous step ended
+            now = time.perf_counter()
+            timings[step] = timings.get(step, 0.0) + now - clock[0]
+            clock[0] = now
+
         options = options or ReplayOptions()
         validate(req, options, self.catalogue, {*self.sources, "popular"})
+        done("validate")
         req, parsed = self.understand(req)
+        done("understand")
         ctx, profile = build_context(req, options, self.profiles, self.catalogue, self.config)
+        done("context")
         notes: list[str] = []
         results = self.gather(ctx, options, notes)
+        done("gather")
         reranker = choose_ranker(self.reranker if req.rerank else None, ctx, notes)
         fused = self.fuse(results, ranker_pool=reranker is not None or options.ranker_pool)
+        done("fuse")
         shape = ListShape.of(req, self.config, reranked=reranker is not None)
         top, points = hydrate(self.catalogue, fused, shape,
                               with_vectors=(shape.diverse and shape.diversity > 0) or reranker is not None)
+        done("hydrate")
         ranked = RankedList.from_fused(top)
         reranked = reranker is not None and bool(top)
         if reranked:
             reranking, retrieval_rank = rerank_top(self.catalogue, self.profiles.index, ctx, top, points, reranker)
             apply_reranking(ranked, reranking, retrieval_rank)
+            done("rerank")
         notes += ranking_notes(req, reranker if reranked else None, self.reranker, len(top), shape)
         if shape.diverse and ranked.ids:
             moved = apply_diversity(ranked, top, points, shape, req, reranked)
             notes.append(f"diversity {shape.diversity:g}" + (f", at most {req.max_per_category} per category"
                                                               if req.max_per_category else "") + f": {moved} items moved")
+            done("diversify")
         ranked.ids = ranked.ids[:req.k]
         if reranked:
             explain_drivers(ranked, reranker, reranking, retrieval_rank)
+            done("explain_drivers")
         items = [RecommendedItem(i, ranked.scores[i], points[i].payload, ranked.traces[i]) for i in ranked.ids]
         return RecommendResult(
             items=items,
@@ -313,4 +330,5 @@ class Recommender:
             took_ms=(time.perf_counter() - started) * 1000,
             reranker=reranker.version if reranker is not None and items else None,
             interpreted=parsed.interpreted() if parsed is not None else None,
+            timings=timings,
         )

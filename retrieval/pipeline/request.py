@@ -102,4 +102,5 @@ class RecommendResult:
     took_ms: float
     reranker: str | None = None  # version of the model that reordered the list, if any
     interpreted: dict[str, Any] | None = None  # how ``query`` was understood
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per pipeline step
 

@@ -126,6 +126,10 @@ class Profiles:
         self.log.set_meta(PROFILES_SEQ, str(self.log.max_seq()))
         return len(users)
 
+    def lag(self) -> int:
+        """Logged events whose users' profiles were not yet refreshed (0 when caught up)."""
+        return max(0, self.log.max_seq() - int(self.log.get_meta(PROFILES_SEQ, "0")))
+
     def set_preferences(self, user_id: str, preferences: str | None, attributes: dict[str, Any],
                         now: float | None = None) -> None:
         now = time.time() if now is None else now

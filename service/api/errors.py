@@ -23,13 +23,31 @@ def not_found(kind: str, ident: str) -> NotFoundException:
     return NotFoundException(detail=f"{kind} {ident!r} not found")
 
 
+def request_id(request: Request) -> str | None:
+    """The request's id (``service.observability.RequestLog``), which every error body repeats."""
+    return request.scope.get("state", {}).get("request_id")
+
+
 def invalid_record_handler(request: Request, exc: InvalidRecord) -> Response:
     err = invalid_record(exc.field, exc.reason)
-    return Response({"status_code": 400, "detail": err.detail, "extra": err.extra}, status_code=400)
+    return Response({"status_code": 400, "detail": err.detail, "extra": err.extra, "request_id": request_id(request)},
+                    status_code=400)
+
+
+def too_deep_handler(request: Request, exc: RecursionError) -> Response:
+    """A body nested so deep that decoding it recursed past Python's limit: the client's error."""
+    err = invalid_record(None, "the request body is nested too deeply to be read")
+    return Response({"status_code": 400, "detail": err.detail, "extra": err.extra, "request_id": request_id(request)},
+                    status_code=400)
 
 
 def http_error_handler(request: Request, exc: HTTPException) -> Response:
-    body = {"status_code": exc.status_code, "detail": exc.detail}
+    detail = exc.detail
+    if exc.status_code == 413:
+        detail = (f"the request body is larger than {request.app.request_max_body_size} bytes: send smaller batches, "
+                  "use `hybridrec ingest` for bulk loads, or raise HYBRIDREC_MAX_BODY_BYTES")
+    body = {"status_code": exc.status_code, "detail": detail}
     if exc.extra:
         body["extra"] = exc.extra
+    body["request_id"] = request_id(request)
     return Response(body, status_code=exc.status_code, headers=exc.headers)

@@ -8,8 +8,10 @@ import msgspec
 from litestar import Controller, post
 
 from retrieval.state.profiles import Profiles
+from retrieval.storage.records import EVENT_TYPES
 from service.access import SECURITY, WRITE
 from service.api.errors import invalid_record
+from service.observability import EVENTS
 from service.settings import Settings
 
 
@@ -42,4 +44,8 @@ class EventController(Controller):
         if len(data.events) > settings.max_batch:
             raise invalid_record("events", f"at most {settings.max_batch} events per request")
         report = profiles.record(data.events)
+        rejected = {r.index for r in report.rejected}
+        for n, row in enumerate(data.events):
+            kind = row.get("type") if isinstance(row, dict) and row.get("type") in EVENT_TYPES else "unknown"
+            EVENTS.labels(kind, "rejected" if n in rejected else "accepted").inc()
         return EventsResult(report.accepted, [RejectedEvent(r.index, r.id, r.error) for r in report.rejected])

@@ -1,11 +1,12 @@
-"""``/health``: is the service up, and what does it hold."""
+"""``/health`` (liveness and counts) and ``/ready`` (may this instance take traffic)."""
 
 from __future__ import annotations
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Response, get
 
 from retrieval.engine import Engine
+from service.api.dependencies import ReindexJob
 
 
 class Health(msgspec.Struct):
@@ -16,14 +17,38 @@ class Health(msgspec.Struct):
     encoder: str
 
 
+class Readiness(msgspec.Struct):
+    ready: bool
+    checks: dict[str, str]  # each check: "ok", or what is not ready yet
+    profile_lag: int  # logged events whose profiles are not refreshed yet
+    reranker: str | None  # the version serving, None: fused retrieval
+
+
 class HealthController(Controller):
-    path = "/health"
+    path = "/"
     tags = ["health"]
 
-    @get("/", sync_to_thread=True, summary="Liveness and counts")
+    @get("/health", sync_to_thread=True, summary="Liveness and counts")
     def health(self, engine: Engine) -> Health:
         return Health(
             status="ok", items=engine.catalogue.count(), events=engine.log.count(),
             store="qdrant-server" if engine.config.qdrant_url else "embedded",
             encoder=engine.encoder.name,
         )
+
+    @get("/ready", sync_to_thread=True, summary="Readiness: the store answers, profiles are caught up, no reindex "
+                                                "is switching the index (503 until then)")
+    def ready(self, engine: Engine, reindex_job: ReindexJob) -> Response[Readiness]:
+        checks = {}
+        try:
+            engine.catalogue.count()
+            checks["store"] = "ok"
+        except Exception as err:  # a store that cannot answer is the one thing readiness must report
+            checks["store"] = f"not answering: {err}"
+        lag = engine.profiles.lag()
+        checks["profiles"] = "ok" if lag == 0 else f"{lag} logged events not yet in profiles"
+        checks["reindex"] = "ok" if not reindex_job.running else "a reindex is running; item writes are refused"
+        ready = all(v == "ok" for k, v in checks.items() if k != "reindex")
+        reranker = engine.recommender.reranker
+        body = Readiness(ready, checks, lag, reranker.version if reranker else None)
+        return Response(body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "5"})

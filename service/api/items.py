@@ -14,6 +14,7 @@ from service.access import READ, SECURITY, WRITE
 from service.api.dependencies import ReindexJob, refuse_during_reindex
 from service.api.errors import invalid_record, not_found
 from service.api.schemas import ItemSummary
+from service.observability import ITEMS_WRITTEN
 from service.settings import Settings
 
 
@@ -79,6 +80,8 @@ class ItemController(Controller):
             raise invalid_record("items", f"at most {settings.max_batch} items per request; "
                                           "use `hybridrec ingest` for bulk loads")
         report = catalogue.upsert(data.items)
+        ITEMS_WRITTEN.labels("upserted").inc(report.upserted)
+        ITEMS_WRITTEN.labels("rejected").inc(len(report.rejected))
         return UpsertResult(report.upserted, [RejectedItem(r.index, r.id, r.error) for r in report.rejected])
 
     @get("/{item_id:str}", opt={"scope": READ}, sync_to_thread=True, summary="Get one item")

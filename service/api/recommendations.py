@@ -15,6 +15,7 @@ from retrieval.pipeline.request import DiversityTrace, RecommendRequest, RerankT
 from service.access import READ, SECURITY
 from service.api.schemas import Filters, ItemSummary, to_item_filter
 from service.explanation import explain_item
+from service.observability import PIPELINE_STEP_SECONDS
 
 
 class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,6 +77,8 @@ class RecommendationController(Controller):
             diversity=data.diversity, max_per_category=data.max_per_category, understand_query=data.understand_query,
         )
         result = recommender.recommend(req)
+        for step, seconds in result.timings.items():
+            PIPELINE_STEP_SECONDS.labels(step).observe(seconds)
         understood = recommender.understand(req) if data.explain else None  # parsed once, for every item
         items = []
         for rank, it in enumerate(result.items, start=1):

@@ -13,7 +13,7 @@ from service.cli import main
 from service.settings import Settings
 
 # Routes anyone may call, with or without keys; every other route must declare a scope.
-PUBLIC = ("/health", DOCS_PATH)
+PUBLIC = ("/health", "/ready", DOCS_PATH)
 
 
 @pytest.fixture

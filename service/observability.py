@@ -1,0 +1,119 @@
+"""What an operator sees of each request: an ``X-Request-ID`` (the client's, or a new one) echoed in
+the response and in every error body, one JSON log line per request (request id, method, route,
+status, latency, key id: never the key), and Prometheus metrics: request counts and latency per
+route and status, the recommend pipeline's step timings, events accepted and rejected, the
+catalogue's size and the models that serve.
+
+Example log line::
+
+    {"request_id": "4f0c...", "method": "POST", "route": "/v1/recommendations", "status": 200,
+     "latency_ms": 12.4, "key_id": "a1b2c3d4e5f6"}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.access import ADMIN, SECURITY
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's id is echoed only if it is tame
+access_log = logging.getLogger("hybridrec.access")
+
+# Engine-level metrics (the HTTP ones come from Litestar's Prometheus middleware). Defined once per
+# process: prometheus_client's default registry refuses the same name twice.
+PIPELINE_STEP_SECONDS = Histogram("hybridrec_recommend_step_seconds", "Time in each step of the recommend pipeline",
+                                  ["step"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+EVENTS = Counter("hybridrec_events_total", "Events posted to /v1/events", ["type", "outcome"])
+ITEMS_WRITTEN = Counter("hybridrec_items_written_total", "Items written or rejected through the API", ["outcome"])
+
+
+def metrics_config() -> PrometheusConfig:
+    """Request counts and latency per route template and status (``group_path``: ``/v1/items/{id}``,
+    not one series per item)."""
+    return PrometheusConfig(app_name="hybridrec", prefix="hybridrec", group_path=True, exclude=["/metrics"])
+
+
+class RequestLog(ASGIMiddleware):
+    """Request id in, request id out, one JSON line per request."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_with_id)
+        finally:
+            caller = scope.get("state", {}).get("caller")
+            access_log.info(json.dumps({
+                "request_id": request_id, "method": scope.get("method"),
+                "route": scope.get("path_template") or scope.get("path"),
+                "status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "key_id": caller.key_id if caller is not None else None,
+            }))
+
+
+class EngineState(Collector):
+    """Gauges read at scrape time from the engine that serves now (a reindex swaps the catalogue, a
+    reload the reranker): catalogue size, events logged, profile lag, the serving models."""
+
+    current: Callable[[], Any] | None = None
+
+    def collect(self):
+        engine = self.current() if self.current is not None else None
+        if engine is None:
+            return
+        yield GaugeMetricFamily("hybridrec_catalogue_items", "Items in the catalogue that serves",
+                                value=engine.catalogue.count())
+        yield GaugeMetricFamily("hybridrec_events_logged", "Events in the event log", value=engine.log.count())
+        yield GaugeMetricFamily("hybridrec_profile_lag_events", "Logged events not yet in profiles",
+                                value=engine.profiles.lag())
+        models = GaugeMetricFamily("hybridrec_serving_model_info", "The models that serve (value 1)",
+                                   labels=["kind", "version"])
+        models.add_metric(["encoder", engine.encoder.name], 1)
+        reranker = engine.recommender.reranker
+        models.add_metric(["reranker", reranker.version if reranker else "none"], 1)
+        yield models
+
+
+ENGINE_STATE = EngineState()
+REGISTRY.register(ENGINE_STATE)
+
+
+def watch_engine(current: Callable[[], Any]) -> None:
+    """Export the state of the engine ``current()`` returns (the app's, read at each scrape)."""
+    ENGINE_STATE.current = current
+
+
+class MetricsController(PrometheusController):
+    """``GET /metrics`` in Prometheus' text format; it needs the admin scope once keys exist."""
+
+    path = "/metrics"
+    opt = {"scope": ADMIN}
+    security = SECURITY
