@@ -8,7 +8,7 @@ over the file. Values are converted by the field's annotation: numbers, booleans
 yes/no, on/off), paths, optional values ("none"), lists (JSON or comma-separated in the
 environment) and tables (a JSON object in the environment; the keys given replace the default's).
 An unknown name, a value of the wrong type or out of range stops the start with a message naming
-the variable, what it expects and what it got. ``render_settings_table()`` writes the README's
+the variable, what it expects and what it got. ``render_settings_table()`` writes the configuration
 table (``python -m service.settings``).
 """
 
@@ -44,7 +44,7 @@ class SettingsError(ValueError):
 
 
 def _s(default: Any = None, help: str = "", factory: Callable[[], Any] | None = None) -> Any:
-    """A settings field with its one-line meaning (the README's table shows it)."""
+    """A settings field with its one-line meaning (docs/configuration.md shows it)."""
     if factory is not None:
         return field(default_factory=factory, metadata={"help": help})
     return field(default=default, metadata={"help": help})
@@ -52,7 +52,7 @@ def _s(default: Any = None, help: str = "", factory: Callable[[], Any] | None = 
 
 @dataclass
 class Settings:
-    """Everything a deployer may set; see the module docstring for the names and the README's
+    """Everything a deployer may set; see the module docstring for the names and docs/configuration.md's
     "Configuration" table for each field."""
 
     data_dir: Path = _s(Path("data"), "where the collections, the event log and the models live")

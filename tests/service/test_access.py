@@ -17,13 +17,6 @@ PUBLIC = ("/health", "/ready", DOCS_PATH)
 
 
 @pytest.fixture
-def keys(tmp_path):
-    store = AccessKeys(tmp_path / "access")
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def client(engine, keys, tmp_path):
     app = create_app(Settings(data_dir=tmp_path / "unused"), engine=engine, access_keys=keys)
     with TestClient(app) as c:

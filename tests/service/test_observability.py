@@ -6,16 +6,8 @@ import logging
 import pytest
 from litestar.testing import TestClient
 
-from service.access import AccessKeys
 from service.app import create_app
 from service.settings import Settings
-
-
-@pytest.fixture
-def keys(tmp_path):
-    store = AccessKeys(tmp_path / "access")
-    yield store
-    store.close()
 
 
 @pytest.fixture

@@ -139,10 +139,10 @@ def test_every_setting_has_a_meaning_and_a_type_the_loader_reads():
 def test_the_readme_table_is_current():
     from service.settings import render_settings_table
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     start = readme.index("<!-- settings-table -->\n") + len("<!-- settings-table -->\n")
     assert readme[start:readme.index("<!-- /settings-table -->")] == render_settings_table(), (
-        "README.md's settings table is stale: paste `python -m service.settings` between its markers")
+        "docs/configuration.md's settings table is stale: paste `python -m service.settings` between its markers")
 
 
 def test_cli_defaults_are_the_settings_and_flags_win():
