@@ -199,10 +199,10 @@ def require_scope(keys: AccessKeys):
         scope = handler.opt.get("scope")
         if scope is None:
             return
-        if not keys.enabled():
+        caller = keys.authenticate(presented_key(connection))
+        if caller is None and not keys.enabled():  # no key yet: access control is off
             connection.state.caller = OPEN
             return
-        caller = keys.authenticate(presented_key(connection))
         if caller is None:
             raise NotAuthorizedException(
                 detail="a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "

@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         finally:
             if owned:
                 app.state.engine.close()
+            if access_keys is None:  # opened here, so closed here
+                keys.close()
 
     return Litestar(
         route_handlers=[ItemController, EventController, UserController, RecommendationController,
