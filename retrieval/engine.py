@@ -19,7 +19,8 @@ from retrieval.registry import ModelRegistry
 from retrieval.state.bm25 import Bm25Encoder
 from retrieval.state.catalogue import Catalogue
 from retrieval.state.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
-from retrieval.state.profiles import ProfileConfig, Profiles
+from retrieval.state.event_writer import EventWriter
+from retrieval.state.profiles import ProfileConfig, Profiles, StaleProfiles
 from retrieval.storage.edge import EdgeVectorStore
 from retrieval.storage.event_log import EventLog
 from retrieval.storage.layout import Layout, read_layout
@@ -74,6 +75,7 @@ class Engine:
         self._lock_file = lock
         self.bm25 = Bm25Encoder()
         self.index = CoOccurrenceIndex()
+        self.stale_profiles = StaleProfiles()
         n = 0
         for event in event_log.iter_events():
             if event.item_id is not None and event.type in POSITIVE_TYPES:
@@ -86,6 +88,7 @@ class Engine:
         self.models = ModelRegistry(config.data_dir)
         self.rerankers = self.models.rerankers
         self.reload_reranker()
+        self.event_writer = EventWriter(lambda: self.profiles)
         log.info("engine open: %d items, %d events (%d co-occurrence entries)",
                  self.catalogue.count(), event_log.count(), n)
 
@@ -109,9 +112,11 @@ class Engine:
         """Catalogue, profiles and recommender over a layout's collections (created if missing),
         fused with the layout's weights where it has its own; ``index``: another co-occurrence
         index than the log's (a trainer's replay of an earlier moment of the log)."""
+        serving = index is None  # a trainer's replay keeps its own stale set
         index = self.index if index is None else index
         catalogue = Catalogue(self.store, encoder, self.bm25, collection=layout.items)
-        profiles = Profiles(self.store, self.log, catalogue, index, self.config.profiles, collection=layout.users)
+        profiles = Profiles(self.store, self.log, catalogue, index, self.config.profiles, collection=layout.users,
+                            stale=self.stale_profiles if serving else None)
         recommend = self.config.recommend.with_weights(layout.weights)
         return catalogue, profiles, Recommender(catalogue, profiles, index, recommend)
 
@@ -147,6 +152,7 @@ class Engine:
         return meta["version"]
 
     def close(self) -> None:
+        self.event_writer.close()
         self.store.close()
         self.log.close()
         if self._lock_file is not None:

@@ -61,6 +61,66 @@ class _TextVectors:
         return vector
 
 
+class StaleProfiles:
+    """Users whose stored profile is behind the log: for each, the first and last sequence number
+    of their events not yet written into it. Shared by every ``Profiles`` of an engine, so a
+    reindex's new profiles see the same set.
+
+    Example::
+
+        stale = StaleProfiles()
+        stale.mark({"u1": 7})
+        "u1" in stale                 # True until refreshed(...)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[int, int]] = {}
+        self._last_marked: int | None = None
+
+    def mark(self, latest: dict[str, int]) -> None:
+        with self._lock:
+            for user_id, seq in latest.items():
+                first, _ = self._pending.get(user_id, (seq, seq))
+                self._pending[user_id] = (first, seq)
+                self._last_marked = max(self._last_marked or 0, seq)
+
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self._pending
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        with self._lock:
+            return dict(self._pending)
+
+    def refreshed(self, snapshot: dict[str, tuple[int, int]]) -> None:
+        """The users of ``snapshot`` were refreshed from the log read after it was taken: their
+        events up to the snapshot's last are in the stored profile; later ones stay pending."""
+        with self._lock:
+            for user_id, (_, last) in snapshot.items():
+                now = self._pending.get(user_id)
+                if now is None:
+                    continue
+                if now[1] == last:
+                    del self._pending[user_id]
+                else:
+                    self._pending[user_id] = (last + 1, now[1])
+
+    def discard(self, user_id: str) -> None:
+        with self._lock:
+            self._pending.pop(user_id, None)
+
+    def synced_through(self) -> int | None:
+        """The log position up to which every marked event is in a stored profile (None: nothing
+        was marked yet)."""
+        with self._lock:
+            if self._pending:
+                return min(first for first, _ in self._pending.values()) - 1
+            return self._last_marked
+
+
 class Profiles:
     """User events, stated preferences and profile vectors.
 
@@ -71,7 +131,8 @@ class Profiles:
     """
 
     def __init__(self, store: VectorStore, log: EventLog, catalogue: Catalogue, index: CoOccurrenceIndex,
-                 config: ProfileConfig = ProfileConfig(), collection: str = USERS):
+                 config: ProfileConfig = ProfileConfig(), collection: str = USERS,
+                 stale: StaleProfiles | None = None):
         self.store = store
         self.log = log
         self.catalogue = catalogue
@@ -79,41 +140,69 @@ class Profiles:
         self.config = config
         self.collection = collection
         self.texts = _TextVectors(catalogue.encoder.encode)
-        # One writer at a time: the log, the profiles and PROFILES_SEQ move together.
+        self.stale = stale if stale is not None else StaleProfiles()
+        # One log writer at a time (the log, the co-occurrence index and the stale set move together),
+        # and one profile-store writer (a refresh never writes back a user being forgotten).
         self._write_lock = threading.Lock()
+        self._store_lock = threading.Lock()
         store.ensure_collection(CollectionSpec(collection, catalogue.encoder.dim, keyword_indexes=("id",)))
 
     # -- writes ---------------------------------------------------------------------------------
 
     def record(self, rows: list[Any], now: float | None = None) -> EventReport:
         """Validate and log events; unknown items are rejected. Profiles follow before returning."""
+        report = self.commit([rows], now)[0]
+        self.refresh_stale(now)
+        return report
+
+    def commit(self, requests: list[list[Any]], now: float | None = None) -> list[EventReport]:
+        """Validate several requests' events and log every valid one in one transaction (one
+        durable write however many requests); returns one report per request. The users' stored
+        profiles are then stale until ``refresh_stale``, and ``vector`` computes them from the log
+        meanwhile, so the next read reflects the events either way."""
         now = time.time() if now is None else now
-        parsed: list[tuple[int, ParsedEvent]] = []
-        report = EventReport()
-        for index, raw in enumerate(rows):
-            try:
-                parsed.append((index, parse_event(raw, now)))
-            except InvalidRecord as err:
-                raw_id = raw.get("user_id") if isinstance(raw, dict) and isinstance(raw.get("user_id"), str) else None
-                report.rejected.append(Rejection(index, raw_id, str(err), err.field))
-        known = self.catalogue.existing([e.item_id for _, e in parsed if e.item_id])
-        valid = []
-        for index, event in parsed:
+        reports = [EventReport() for _ in requests]
+        parsed: list[tuple[int, int, ParsedEvent]] = []
+        for r, rows in enumerate(requests):
+            for index, raw in enumerate(rows):
+                try:
+                    parsed.append((r, index, parse_event(raw, now)))
+                except InvalidRecord as err:
+                    raw_id = raw.get("user_id") if isinstance(raw, dict) and isinstance(raw.get("user_id"), str) else None
+                    reports[r].rejected.append(Rejection(index, raw_id, str(err), err.field))
+        known = self.catalogue.existing([e.item_id for _, _, e in parsed if e.item_id])
+        valid: list[tuple[int, ParsedEvent]] = []
+        for r, index, event in parsed:
             if event.item_id is not None and event.item_id not in known:
-                report.rejected.append(Rejection(index, event.user_id, f"item_id: unknown item {event.item_id!r}", "item_id"))
+                reports[r].rejected.append(
+                    Rejection(index, event.user_id, f"item_id: unknown item {event.item_id!r}", "item_id"))
             else:
-                valid.append(event)
-        report.rejected.sort(key=lambda r: r.index)
+                valid.append((r, event))
         with self._write_lock:
-            seqs = self.log.append(valid)  # durable from here on
-            for event in valid:
+            seqs = self.log.append([e for _, e in valid])  # durable from here on
+            latest: dict[str, int] = {}
+            for (r, event), seq in zip(valid, seqs):
+                reports[r].accepted += 1
+                latest[event.user_id] = seq
                 if event.item_id is not None and event.type in POSITIVE_TYPES:
                     self.index.add(event.user_id, event.item_id)
-            self.refresh(sorted({e.user_id for e in valid}), now=now)
-            if seqs:
-                self.log.set_meta(PROFILES_SEQ, str(seqs[-1]))
-        report.accepted = len(valid)
-        return report
+            self.stale.mark(latest)
+        for report in reports:
+            report.rejected.sort(key=lambda rejection: rejection.index)
+        return reports
+
+    def refresh_stale(self, now: float | None = None) -> int:
+        """Write the profiles of users whose events were committed since their last refresh, then
+        move the log position up to which every stored profile is current; returns how many."""
+        with self._store_lock:
+            pending = self.stale.snapshot()
+            if pending:
+                self.refresh(sorted(pending), now=now)
+                self.stale.refreshed(pending)
+            synced = self.stale.synced_through()
+            if synced is not None and synced > int(self.log.get_meta(PROFILES_SEQ, "0")):
+                self.log.set_meta(PROFILES_SEQ, str(synced))
+        return len(pending)
 
     def repair(self) -> int:
         """Refresh profiles of users whose events were logged but whose profile write did not
@@ -133,17 +222,18 @@ class Profiles:
     def set_preferences(self, user_id: str, preferences: str | None, attributes: dict[str, Any],
                         now: float | None = None) -> None:
         now = time.time() if now is None else now
-        with self._write_lock:
+        with self._write_lock, self._store_lock:
             self.log.set_preferences(user_id, preferences, attributes, now)
             self.refresh([user_id], now=now)
 
     def forget(self, user_id: str) -> bool:
         """Remove the user's events, preferences, profile and co-occurrence entries."""
         existed = self.known(user_id)
-        with self._write_lock:
+        with self._write_lock, self._store_lock:
             self.log.forget_user(user_id)
             self.index.forget_user(user_id)
             self.store.delete(self.collection, [user_id])
+            self.stale.discard(user_id)
         return existed
 
     def refresh(self, user_ids: list[str], now: float | None = None) -> None:
@@ -210,6 +300,11 @@ class Profiles:
         )
 
     def vector(self, user_id: str) -> np.ndarray | None:
+        """The user's profile: the stored vector, or, while new events are not yet written into
+        it, the same vector computed from the log."""
+        if user_id in self.stale:
+            events = self.log.user_events(user_id, limit=self.config.max_events)
+            return self.compute(events, self.log.preferences(user_id))
         found = self.store.retrieve(self.collection, [user_id], with_vectors=True)
         return found[0].vector if found else None
 

@@ -2,12 +2,14 @@
 
 SQLite in WAL mode with ``synchronous=FULL``: a commit that returned is on disk. Profiles, the
 co-occurrence index and popularity are all derived from this log and can be rebuilt from it.
-Stated user preferences live here too, so forgetting a user is one transaction.
+Stated user preferences live here too, so forgetting a user is one transaction. Writes go through
+one connection; reads use one connection per thread, so a reader never waits behind a writer's fsync.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -74,8 +76,13 @@ class EventLog:
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
+        # Deleted rows are overwritten with zeros, so a forgotten user is not left in free pages.
+        self._conn.execute("PRAGMA secure_delete=ON")
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._readers: list[sqlite3.Connection] = []
+        self._closed = False
 
     def append(self, events: list[ParsedEvent]) -> list[int]:
         """Commit events in one transaction; returns their sequence numbers."""
@@ -99,8 +106,20 @@ class EventLog:
         return seqs
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+        """Run a read on an idle reader connection (opened when none is idle, kept for reuse)."""
+        try:
+            conn = self._idle_readers.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                if self._closed:
+                    raise sqlite3.ProgrammingError("the event log is closed") from None
+                conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA query_only=ON")
+                self._readers.append(conn)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            self._idle_readers.put(conn)
 
     def user_events(self, user_id: str, limit: int | None = None) -> list[LoggedEvent]:
         """The user's most recent events (all of them without ``limit``), oldest first."""
@@ -157,7 +176,10 @@ class EventLog:
         return StatedPreferences(uid, prefs, json.loads(attrs), updated)
 
     def forget_user(self, user_id: str) -> int:
-        """Delete every event and the stated preferences of a user; returns how many events went."""
+        """Delete every event and the stated preferences of a user; returns how many events went.
+
+        Secure delete zeroes the freed space in the database file, and a truncating checkpoint
+        moves the change out of the write-ahead log, so no copy of the rows stays on disk."""
         with self._lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -168,7 +190,12 @@ class EventLog:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return n
+
+    def first_seq(self, user_id: str) -> int | None:
+        """The sequence number of the user's oldest logged event, or None without events."""
+        return self._rows("SELECT MIN(seq) FROM events WHERE user_id = ?", (user_id,))[0][0]
 
     def max_seq(self) -> int:
         return self._rows("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0]
@@ -190,4 +217,8 @@ class EventLog:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
             self._conn.close()

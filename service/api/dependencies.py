@@ -85,6 +85,7 @@ def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJ
         "catalogue": engine_part("catalogue"),
         "profiles": engine_part("profiles"),
         "recommender": engine_part("recommender"),
+        "event_writer": engine_part("event_writer"),
         "settings": Provide(lambda: settings, sync_to_thread=False),
         "reindex_job": Provide(lambda: reindex_job, sync_to_thread=False),
         "explanation_generator": Provide(lambda: generator, sync_to_thread=False),

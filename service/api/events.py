@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
 from litestar import Controller, post
+from litestar.exceptions import ServiceUnavailableException
 
-from retrieval.state.profiles import Profiles
+from retrieval.state.event_writer import EventWriter, WriterBusy
 from retrieval.storage.records import EVENT_TYPES
 from service.access import SECURITY, WRITE
 from service.api.errors import invalid_record
@@ -39,11 +41,16 @@ class EventController(Controller):
     tags = ["events"]
     security = SECURITY
 
-    @post("/", opt={"scope": WRITE}, sync_to_thread=True, summary="Record user events", status_code=200)
-    def record(self, data: EventsPost, profiles: Profiles, settings: Settings) -> EventsResult:
+    @post("/", opt={"scope": WRITE}, summary="Record user events", status_code=200)
+    async def record(self, data: EventsPost, event_writer: EventWriter, settings: Settings) -> EventsResult:
+        """Answers once the events are durable; concurrent requests share one commit."""
         if len(data.events) > settings.max_batch:
             raise invalid_record("events", f"at most {settings.max_batch} events per request")
-        report = profiles.record(data.events)
+        try:
+            report = await asyncio.wrap_future(event_writer.submit(data.events))
+        except WriterBusy as busy:
+            raise ServiceUnavailableException(detail=f"{busy}; retry after a second",
+                                              headers={"Retry-After": "1"}) from None
         rejected = {r.index for r in report.rejected}
         for n, row in enumerate(data.events):
             kind = row.get("type") if isinstance(row, dict) and row.get("type") in EVENT_TYPES else "unknown"
