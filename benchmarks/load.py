@@ -13,8 +13,9 @@ request as soon as the last one is answered, for --duration seconds per phase. W
   alone right before, so "reads with concurrent writers vs reads alone" compares like with like.
 The baseline is in the same run: one client, one request at a time (each kind's 1-client row).
 The server's CPU time is read from /proc/<pid>/stat around each phase (Linux). The client runs on
-the same cores as the server, so its own CPU is reported too. --profile runs one more phase with
-py-spy attached to the server and prints the functions that take the time.
+the same cores as the server, so its own CPU is reported too, and so is what every other process of
+the machine used meanwhile (/proc/stat): a shared machine's noise shows in the table. --profile
+runs one more phase with py-spy attached to the server and prints the functions that take the time.
 
     python benchmarks/load.py [--duration 30] [--clients 1,8,32] [--workloads recommend,events,mix]
                               [--profile [WORKLOAD:CLIENTS]] [--catalogue FILE] [--no-save]
@@ -111,6 +112,12 @@ def process_cpu_seconds(pid: int) -> float:
     # so utime (field 14) and stime (field 15) are at 11 and 12.
     after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(after_name[11]) + int(after_name[12])) / CLOCK_TICKS
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every process of the machine has used (all cores), from /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 class Server:
@@ -265,9 +272,11 @@ async def drive(base_url: str, phase: Phase, duration: float, item_ids: list[str
 
 def measure(server: Server, phase: Phase, duration: float, item_ids: list[str], seed: int) -> dict:
     """One phase with the server's and the client's CPU time around it, as a result record."""
-    server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
+    server_cpu, client_cpu, machine_cpu = server.cpu_seconds(), time.process_time(), machine_cpu_seconds()
     samples, wall = asyncio.run(drive(server.base_url, phase, duration, item_ids, seed))
     server_cpu, client_cpu = server.cpu_seconds() - server_cpu, time.process_time() - client_cpu
+    # The cores are shared: what else ran during the phase says how far to trust its numbers.
+    others_cpu = machine_cpu_seconds() - machine_cpu - server_cpu - client_cpu
     served = sum(len(s.latencies_ms) for s in samples.values())
     return {
         "workload": phase.workload, "clients": phase.clients, "wall_s": wall,
@@ -275,6 +284,7 @@ def measure(server: Server, phase: Phase, duration: float, item_ids: list[str], 
         "server_cpu_ms_per_request": 1000 * server_cpu / served if served else float("nan"),
         "server_cores_busy": server_cpu / wall,
         "client_cpu_ms_per_request": 1000 * client_cpu / served if served else float("nan"),
+        "other_processes_cores_busy": max(0.0, others_cpu) / wall,
         "kinds": {kind: summarise(s, wall) for kind, s in samples.items()},
     }
 
@@ -428,11 +438,12 @@ def load_table(results: dict) -> str:
     rows = [[phase["workload"], phase["clients"][kind], kind, one_decimal(s["requests_per_s"]),
              one_decimal(s["p50_ms"]), one_decimal(s["p99_ms"]), s["errors"],
              one_decimal(phase["server_cpu_ms_per_request"]), f"{phase['server_cores_busy']:.2f}",
-             one_decimal(phase["client_cpu_ms_per_request"]), times(ratio(s["requests_per_s"], base.get(kind)))]
+             one_decimal(phase["client_cpu_ms_per_request"]), f"{phase['other_processes_cores_busy']:.2f}",
+             times(ratio(s["requests_per_s"], base.get(kind)))]
             for phase in results["phases"] for kind, s in phase["kinds"].items()]
     commit = results["commit"][:10] + (" + uncommitted changes" if results["uncommitted_changes"] else "")
     return table(["workload", "clients", "kind", "req/s", "p50 ms", "p99 ms", "errors", "server CPU ms/req",
-                  "server cores busy", "client CPU ms/req", "req/s vs 1 client"], rows,
+                  "server cores busy", "client CPU ms/req", "other processes' cores busy", "req/s vs 1 client"], rows,
                  title=f"Load at commit {commit}, {results['duration_s']:g} s per phase, "
                        f"{results['catalogue_items']} items")
 
@@ -490,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalogue", type=Path, help="a JSONL or CSV catalogue to ingest (default: the demo one)")
     parser.add_argument("--no-save", action="store_true", help="do not write results/load.json")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the server is stopped too
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
