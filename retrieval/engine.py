@@ -160,6 +160,10 @@ class Engine:
             self._lock_file = None
 
 
+class DataDirectoryInUse(RuntimeError):
+    """Another process holds the data directory's lock; the message names it and what to do."""
+
+
 def lock_data_dir(data_dir: Path):
     """Hold an exclusive lock on the data directory: two processes must never open the same
     embedded shards (e.g. ``hybridrec ingest`` while ``hybridrec serve`` runs on it)."""
@@ -170,7 +174,7 @@ def lock_data_dir(data_dir: Path):
         fh.seek(0)
         owner = fh.read().strip() or "another process"
         fh.close()
-        raise RuntimeError(
+        raise DataDirectoryInUse(
             f"data directory {data_dir} is in use by {owner}; stop it first, or send the work to the running "
             "service through its API (PUT /v1/items, POST /v1/admin/reindex)"
         ) from None

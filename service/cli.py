@@ -27,10 +27,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _open_engine(settings: Settings):
-    from retrieval.engine import Engine
+class CommandFailed(Exception):
+    """A command cannot run; its message says why and what to do next, and ``main`` prints it as
+    one line (no traceback: nothing in the program is wrong)."""
 
-    return Engine.open(settings.engine_config())
+
+def _open_engine(settings: Settings):
+    from retrieval.engine import DataDirectoryInUse, Engine
+
+    try:
+        return Engine.open(settings.engine_config())
+    except DataDirectoryInUse as err:  # another hybridrec process has it: say who, in one line
+        raise CommandFailed(str(err)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -48,7 +56,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"read,write,admin --data-dir {settings.data_dir}), or pass --insecure-no-keys to serve it open anyway",
               file=sys.stderr)
         return 2
-    engine = _open_engine(settings)
+    try:
+        engine = _open_engine(settings)
+    except BaseException:
+        keys.close()
+        raise
     if args.demo and engine.catalogue.count() == 0:
         from service.ingest import ingest_file
 
@@ -277,9 +289,13 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     if path is None:
         print("error: no accepted encoder under models/encoder; train one or pass --encoder", file=sys.stderr)
         return 2
-    encoder = BiEncoder(str(path), device=settings.device)
-    engine = _open_engine(settings)
+    engine = _open_engine(settings)  # first: a directory in use is said before a model loads for nothing
     try:
+        try:
+            encoder = BiEncoder(str(path), device=settings.device)
+        except (OSError, ValueError) as err:
+            raise CommandFailed(f"--encoder {path} cannot be loaded as a sentence-transformers model: "
+                                f"{str(err).splitlines()[0]}") from None
         report = reindex(engine, encoder, str(path),
                          progress=lambda desc, total: tqdm(total=total, desc=desc, unit="item"))
     finally:
@@ -475,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --batch-size must be >= 1", file=sys.stderr)
             return 2
         return args.func(args)
-    except SettingsError as err:  # a bad HYBRIDREC_* variable, config file entry or flag value
+    except (SettingsError, CommandFailed) as err:  # a bad setting or flag value, a data directory in use
         print(f"error: {err}", file=sys.stderr)
         return 2
 
