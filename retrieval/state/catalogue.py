@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,41 @@ class UpsertReport:
     rejected: list[Rejection] = field(default_factory=list)
 
 
+class _VectorCache:
+    """Recently used item vectors: a profile reads up to a few hundred per refresh, and the store
+    hands them out as lists to be converted. Writes and deletes through the catalogue drop their ids."""
+
+    def __init__(self, size: int = 20_000):
+        self._size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, ids: list[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            found = {}
+            for i in ids:
+                vector = self._vectors.get(i)
+                if vector is not None:
+                    self._vectors.move_to_end(i)
+                    found[i] = vector
+            return found
+
+    def put(self, vectors: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            for i, vector in vectors.items():
+                if vector is not None:
+                    vector.setflags(write=False)  # shared by every reader: nobody may change it in place
+                    self._vectors[i] = vector
+                    self._vectors.move_to_end(i)
+            while len(self._vectors) > self._size:
+                self._vectors.popitem(last=False)
+
+    def drop(self, ids: list[str]) -> None:
+        with self._lock:
+            for i in ids:
+                self._vectors.pop(i, None)
+
+
 class Catalogue:
     """Items in the vector store.
 
@@ -60,6 +96,7 @@ class Catalogue:
         self.store.ensure_collection(items_spec(encoder.dim, collection))
         self._write_lock = threading.Lock()
         self._facets: Facets | None = None
+        self._vectors = _VectorCache()
 
     @staticmethod
     def validate(rows: list[Any], first_index: int = 0) -> tuple[list[Item], list[Rejection]]:
@@ -88,6 +125,7 @@ class Catalogue:
     def write(self, points: list[StoredPoint]) -> None:
         with self._write_lock:
             self.store.upsert(self.collection, points)
+            self._vectors.drop([p.id for p in points])  # re-read as stored (Qdrant normalises for cosine)
             # Extend the known names instead of re-reading the whole catalogue on the next query.
             if self._facets is not None:
                 self._facets = self._facets.with_payloads([p.payload for p in points])
@@ -107,7 +145,14 @@ class Catalogue:
         return {p.id: p for p in self.store.retrieve(self.collection, item_ids, with_vectors=with_vectors)}
 
     def vectors(self, item_ids: list[str]) -> dict[str, np.ndarray]:
-        return {i: p.vector for i, p in self.get_many(item_ids, with_vectors=True).items() if p.vector is not None}
+        """Item vectors by id (unknown ids left out), from memory where this catalogue has them."""
+        found = self._vectors.get(item_ids)
+        missing = [i for i in item_ids if i not in found]
+        if missing:
+            read = {i: p.vector for i, p in self.get_many(missing, with_vectors=True).items() if p.vector is not None}
+            self._vectors.put(read)
+            found.update(read)
+        return found
 
     def existing(self, item_ids: list[str]) -> set[str]:
         return self.store.matching_ids(self.collection, list(dict.fromkeys(item_ids)), None)
@@ -117,6 +162,7 @@ class Catalogue:
             return False
         with self._write_lock:
             self.store.delete(self.collection, [item_id])
+            self._vectors.drop([item_id])
         # Facets keep a deleted item's names: a constraint on them just matches nothing more.
         return True
 

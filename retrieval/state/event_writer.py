@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -47,8 +48,9 @@ class EventWriter:
     """
 
     def __init__(self, profiles: Callable[[], Profiles], max_pending_rows: int = 20_000,
-                 max_batch_rows: int = 5_000):
+                 max_batch_rows: int = 5_000, flush_seconds: float = 5.0):
         self._profiles = profiles
+        self.flush_seconds = flush_seconds
         self.max_pending_rows = max_pending_rows
         self.max_batch_rows = max_batch_rows
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -130,12 +132,19 @@ class EventWriter:
                     self._pending_rows -= sum(len(r.rows) for r in batch)
 
     def _refresh_loop(self) -> None:
+        """Write stale profiles as commits arrive; flush them (a slow, whole-shard write) at most
+        every ``flush_seconds``, and once more when the writes stop."""
+        last_flush = time.monotonic()
         while True:
-            self._refresh_wanted.wait()
+            profiles = self._profiles()
+            self._refresh_wanted.wait(self.flush_seconds if profiles.unflushed else None)
             self._refresh_wanted.clear()
             last_round = self._refresh_stop  # read before the round: it then runs after the last commit
+            durable = last_round or time.monotonic() - last_flush >= self.flush_seconds
             try:
-                self._profiles().refresh_stale()
+                self._profiles().refresh_stale(durable=durable)
+                if durable:
+                    last_flush = time.monotonic()
             except Exception:  # profiles stay computable from the log; the next round retries
                 log.exception("refreshing profiles failed; they are computed from the log until a retry succeeds")
             if last_round:

@@ -112,6 +112,10 @@ class StaleProfiles:
         with self._lock:
             self._pending.pop(user_id, None)
 
+    @property
+    def last_marked(self) -> int | None:
+        return self._last_marked
+
     def synced_through(self) -> int | None:
         """The log position up to which every marked event is in a stored profile (None: nothing
         was marked yet)."""
@@ -145,6 +149,7 @@ class Profiles:
         # and one profile-store writer (a refresh never writes back a user being forgotten).
         self._write_lock = threading.Lock()
         self._store_lock = threading.Lock()
+        self._unflushed = False
         store.ensure_collection(CollectionSpec(collection, catalogue.encoder.dim, keyword_indexes=("id",)))
 
     # -- writes ---------------------------------------------------------------------------------
@@ -191,18 +196,30 @@ class Profiles:
             report.rejected.sort(key=lambda rejection: rejection.index)
         return reports
 
-    def refresh_stale(self, now: float | None = None) -> int:
-        """Write the profiles of users whose events were committed since their last refresh, then
-        move the log position up to which every stored profile is current; returns how many."""
+    def refresh_stale(self, now: float | None = None, durable: bool = True) -> int:
+        """Write the profiles of users whose events were committed since their last refresh;
+        returns how many. ``durable``: also flush the profile store and move the log position up
+        to which every stored profile is current (``repair`` starts there after a kill); without
+        it the profiles are written but only a later durable round records them."""
         with self._store_lock:
             pending = self.stale.snapshot()
             if pending:
-                self.refresh(sorted(pending), now=now)
+                self.refresh(sorted(pending), now=now, durable=False)
                 self.stale.refreshed(pending)
-            synced = self.stale.synced_through()
-            if synced is not None and synced > int(self.log.get_meta(PROFILES_SEQ, "0")):
-                self.log.set_meta(PROFILES_SEQ, str(synced))
+                self._unflushed = True
+            if durable:
+                synced = self.stale.synced_through()  # read before the flush, which covers it
+                if self._unflushed:
+                    self.store.flush(self.collection)
+                    self._unflushed = False
+                if synced is not None and synced > int(self.log.get_meta(PROFILES_SEQ, "0")):
+                    self.log.set_meta(PROFILES_SEQ, str(synced))
         return len(pending)
+
+    @property
+    def unflushed(self) -> bool:
+        """Profiles were written that a durable ``refresh_stale`` has not yet flushed."""
+        return self._unflushed
 
     def repair(self) -> int:
         """Refresh profiles of users whose events were logged but whose profile write did not
@@ -216,8 +233,10 @@ class Profiles:
         return len(users)
 
     def lag(self) -> int:
-        """Logged events whose users' profiles were not yet refreshed (0 when caught up)."""
-        return max(0, self.log.max_seq() - int(self.log.get_meta(PROFILES_SEQ, "0")))
+        """Logged events this process has not taken in: neither in a stored profile nor marked
+        stale (which reads compute from the log). 0 once caught up."""
+        taken_in = max(int(self.log.get_meta(PROFILES_SEQ, "0")), self.stale.last_marked or 0)
+        return max(0, self.log.max_seq() - taken_in)
 
     def set_preferences(self, user_id: str, preferences: str | None, attributes: dict[str, Any],
                         now: float | None = None) -> None:
@@ -236,7 +255,7 @@ class Profiles:
             self.stale.discard(user_id)
         return existed
 
-    def refresh(self, user_ids: list[str], now: float | None = None) -> None:
+    def refresh(self, user_ids: list[str], now: float | None = None, durable: bool = True) -> None:
         """Recompute profile vectors from the log and write them (one batch)."""
         now = time.time() if now is None else now
         points, gone = [], []
@@ -248,8 +267,8 @@ class Profiles:
             else:
                 payload = {"n_events": len(events), "updated": now}
                 points.append(StoredPoint(user_id, payload, vector))
-        self.store.upsert(self.collection, points)
-        self.store.delete(self.collection, gone)
+        self.store.upsert(self.collection, points, durable=durable)
+        self.store.delete(self.collection, gone, durable=durable)
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -75,7 +75,8 @@ class ClientVectorStore:
         names = [c.name for c in self.client.get_collections().collections]
         return sorted(n[len(self.prefix):] for n in names if n.startswith(self.prefix))
 
-    def upsert(self, collection: str, points: list[StoredPoint]) -> None:
+    def upsert(self, collection: str, points: list[StoredPoint], durable: bool = True) -> None:
+        # The server's own write-ahead log makes an applied write durable; ``durable`` has no cheaper form here.
         if not points:
             return
         structs = []
@@ -86,11 +87,14 @@ class ClientVectorStore:
             structs.append(models.PointStruct(id=point_id(p.id), vector=vectors, payload={**p.payload, "id": p.id}))
         self.client.upsert(self._name(collection), points=structs, wait=True)
 
-    def delete(self, collection: str, ids: list[str]) -> None:
+    def delete(self, collection: str, ids: list[str], durable: bool = True) -> None:
         if ids:
             self.client.delete(
                 self._name(collection), points_selector=models.PointIdsList(points=[point_id(x) for x in ids]), wait=True
             )
+
+    def flush(self, collection: str) -> None:
+        """Nothing to do: the server made each write durable before answering it."""
 
     def retrieve(self, collection: str, ids: list[str], with_vectors: bool = False) -> list[StoredPoint]:
         if not ids:

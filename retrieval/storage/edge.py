@@ -93,7 +93,7 @@ class EdgeVectorStore:
     def collections(self) -> list[str]:
         return sorted(self._shards)
 
-    def upsert(self, collection: str, points: list[StoredPoint]) -> None:
+    def upsert(self, collection: str, points: list[StoredPoint], durable: bool = True) -> None:
         if not points:
             return
         shard = self._shard(collection)
@@ -104,14 +104,19 @@ class EdgeVectorStore:
                 vectors[SPARSE] = q.SparseVector(p.sparse.indices, p.sparse.values)
             edge_points.append(q.Point(point_id(p.id), vectors, {**p.payload, "id": p.id}))
         shard.update(q.UpdateOperation.upsert_points(edge_points))
-        shard.flush()
+        if durable:
+            shard.flush()
 
-    def delete(self, collection: str, ids: list[str]) -> None:
+    def delete(self, collection: str, ids: list[str], durable: bool = True) -> None:
         if not ids:
             return
         shard = self._shard(collection)
         shard.update(q.UpdateOperation.delete_points([point_id(x) for x in ids]))
-        shard.flush()
+        if durable:
+            shard.flush()
+
+    def flush(self, collection: str) -> None:
+        self._shard(collection).flush()
 
     def retrieve(self, collection: str, ids: list[str], with_vectors: bool = False) -> list[StoredPoint]:
         if not ids:

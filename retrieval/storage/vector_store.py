@@ -136,10 +136,14 @@ class VectorStore(Protocol):
 
     def collections(self) -> list[str]: ...
 
-    def upsert(self, collection: str, points: list[StoredPoint]) -> None:
-        """Insert or replace points; durable when this returns."""
+    def upsert(self, collection: str, points: list[StoredPoint], durable: bool = True) -> None:
+        """Insert or replace points, visible when this returns; on disk too unless ``durable`` is
+        False (for derived data that ``flush`` makes durable later)."""
 
-    def delete(self, collection: str, ids: list[str]) -> None: ...
+    def delete(self, collection: str, ids: list[str], durable: bool = True) -> None: ...
+
+    def flush(self, collection: str) -> None:
+        """Make every earlier write to the collection durable."""
 
     def retrieve(self, collection: str, ids: list[str], with_vectors: bool = False) -> list[StoredPoint]:
         """Points by external id, in no particular order; unknown ids are skipped."""
