@@ -66,6 +66,8 @@ class Settings:
         "info", "the server's log level")
     max_batch: int = _s(MAX_BATCH, "rows per item or event write through the API")
     max_body_bytes: int = _s(MAX_BODY_BYTES, "largest request body the API reads (413 above it)")
+    reindex_encoders: tuple[Path, ...] = _s((), "encoder folders `POST /v1/admin/reindex` may name, besides the "
+                                                "accepted versions under `data_dir`/models/encoder")
     explain_backend: Literal["template", "local", "openai"] = _s(
         "template", "explanations: template (no model), local (SmolLM2) or openai (an OpenAI-compatible server)")
     openai_base_url: str | None = _s(None, "the OpenAI-compatible server of the openai back-end")
@@ -505,7 +507,7 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
-        return ", ".join(_show(v) for v in value)
+        return ", ".join(_show(v) for v in value) if value else "[]"  # an empty list, as the environment writes it
     if isinstance(value, dict):
         return json.dumps(value)
     return str(value)

@@ -14,6 +14,7 @@ from retrieval.engine import Engine
 from service.access import ADMIN, SECURITY, AccessKeys, AuditEntry, Caller, CreatedKey, KeyInfo
 from service.api.dependencies import ReindexJob, ReindexState
 from service.api.errors import not_found
+from service.settings import Settings
 
 
 class RerankerState(msgspec.Struct):
@@ -22,9 +23,10 @@ class RerankerState(msgspec.Struct):
 
 
 class ReindexStart(msgspec.Struct, forbid_unknown_fields=True):
-    """``encoder``: a local sentence-transformers folder; default the newest accepted one."""
+    """``encoder``: an accepted encoder version this service keeps (e.g. ``v20250101-120000``), or
+    a folder the ``reindex_encoders`` setting lists; default the newest accepted version."""
 
-    encoder: str | None = None
+    encoder: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -52,15 +54,21 @@ class AdminController(Controller):
 
     @post("/reindex", opt={"scope": ADMIN}, sync_to_thread=True, summary="Re-encode everything with an encoder, then switch", status_code=202)
     def start_reindex(self, data: ReindexStart, engine: Engine, reindex_job: ReindexJob, access_keys: AccessKeys,
-                      caller: Caller | None) -> ReindexState:
-        path = data.encoder or engine.models.latest_accepted_encoder()
-        if path is None:
-            raise ClientException(detail="encoder: no accepted encoder under models/encoder; train one "
-                                         "(hybridrec train encoder) or name a folder",
-                                  extra=[{"key": "encoder", "message": "no accepted encoder", "source": "body"}])
-        if not Path(path).is_dir():
-            raise ClientException(detail=f"encoder: {path} is not a folder",
-                                  extra=[{"key": "encoder", "message": "not a folder", "source": "body"}])
+                      caller: Caller | None, settings: Settings) -> ReindexState:
+        allowed = reindex_encoders(engine, settings)
+        if data.encoder is None:
+            path = engine.models.latest_accepted_encoder()
+            if path is None:
+                raise ClientException(detail="encoder: no accepted encoder under models/encoder; train one "
+                                             "(hybridrec train encoder) or " + _naming(engine, settings),
+                                      extra=[{"key": "encoder", "message": "no accepted encoder", "source": "body"}])
+        elif data.encoder in allowed:
+            path = allowed[data.encoder]
+        else:
+            # One answer for every name not allowed, whatever is at that path: no probing the disk.
+            raise ClientException(detail="encoder: not an encoder this service may reindex with; "
+                                         + _naming(engine, settings),
+                                  extra=[{"key": "encoder", "message": "not an allowed encoder", "source": "body"}])
         state = reindex_job.start(engine, str(path))
         access_keys.audit(caller, "start reindex", str(path))
         return state
@@ -101,6 +109,28 @@ class AdminController(Controller):
     def audit(self, access_keys: AccessKeys,
               limit: Annotated[int, Parameter(ge=1, le=1000, description="newest entries")] = 100) -> Audit:
         return Audit(access_keys.audit_log(limit))
+
+
+def reindex_encoders(engine: Engine, settings: Settings) -> dict[str, Path]:
+    """The encoders a reindex may name, by each name it is known by: every accepted version under
+    ``models/encoder`` (its version, or its folder as the service writes it) and every folder of
+    the ``reindex_encoders`` setting (as written there). Nothing else is looked at on disk."""
+    allowed: dict[str, Path] = {}
+    for meta in engine.models.encoders.all():
+        if meta.get("accepted"):
+            folder = engine.models.encoders.path(meta["version"])
+            allowed[meta["version"]] = allowed[str(folder)] = folder
+    for folder in settings.reindex_encoders:
+        allowed[str(folder)] = folder
+    return allowed
+
+
+def _naming(engine: Engine, settings: Settings) -> str:
+    """What a client may name instead, for an error."""
+    versions = [meta["version"] for meta in engine.models.encoders.all() if meta.get("accepted")]
+    folders = [str(folder) for folder in settings.reindex_encoders]
+    return (f"name an accepted encoder version ({', '.join(versions) or 'none yet'}) or a folder of the "
+            f"reindex_encoders setting, HYBRIDREC_REINDEX_ENCODERS ({', '.join(folders) or 'none set'})")
 
 
 def _summary(meta: dict) -> dict:

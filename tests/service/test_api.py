@@ -117,9 +117,10 @@ def test_health_and_docs(client, engine):
 def test_online_reindex_through_the_admin_api(client, engine, encoder, tmp_path):
     assert client.post("/v1/admin/reindex", json={}).status_code == 400  # no trained encoder yet
     assert client.post("/v1/admin/reindex", json={"encoder": str(tmp_path / "nope")}).json()["extra"][0]["key"] == "encoder"
-    folder = tmp_path / "enc"
-    encoder.save(folder)
-    r = client.post("/v1/admin/reindex", json={"encoder": str(folder)})
+    engine.models.encoder_dir.mkdir(parents=True)  # only encoders the service keeps may be named
+    version = engine.models.encoders.save(encoder.save, {"accepted": True})
+    folder = engine.models.encoders.path(version)
+    r = client.post("/v1/admin/reindex", json={"encoder": version})
     assert r.status_code == 202 and r.json()["state"] == "running"
     blocked = client.put("/v1/items", json={"items": [ITEM]})
     if client.get("/v1/admin/reindex").json()["state"] == "running":

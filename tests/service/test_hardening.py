@@ -4,10 +4,14 @@ case keeps its test here."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+from litestar.testing import TestClient
 
 from retrieval.engine import lock_data_dir
+from service.app import create_app
+from service.settings import Settings
 
 
 @pytest.mark.slow
@@ -37,3 +41,52 @@ def test_every_command_on_a_locked_data_directory_says_so_in_one_line(tmp_path):
                                  env={**os.environ, "HYBRIDREC_DEVICE": "cpu"})
     assert not_a_model.returncode == 2 and "Traceback" not in not_a_model.stderr
     assert f"error: --encoder {tmp_path} cannot be loaded as a sentence-transformers model" in not_a_model.stderr
+
+
+def wait_for_reindex(client) -> dict:
+    deadline = time.monotonic() + 300
+    while (state := client.get("/v1/admin/reindex").json())["state"] == "running":
+        assert time.monotonic() < deadline, "reindex still running after 300 s"
+        time.sleep(0.2)
+    return state
+
+
+@pytest.mark.slow
+def test_reindex_names_only_encoders_the_service_keeps_and_never_probes_the_disk(make_engine, encoder, tmp_path):
+    engine = make_engine()
+    engine.catalogue.upsert([{"id": f"p{n}", "title": f"Gel pen {n}"} for n in range(3)])
+    engine.models.encoder_dir.mkdir(parents=True)
+    kept = engine.models.encoders.save(encoder.save, {"accepted": True})
+    rejected = engine.models.encoders.save(encoder.save, {"accepted": False})
+    listed = tmp_path / "operator-approved"
+    encoder.save(listed)
+    stray_model = tmp_path / "stray-model"
+    encoder.save(stray_model)
+    (tmp_path / "not-a-model").mkdir()
+    app = create_app(Settings(data_dir=tmp_path / "unused", reindex_encoders=(listed,)), engine=engine)
+    with TestClient(app) as client:
+        refused = [client.post("/v1/admin/reindex", json={"encoder": name})
+                   for name in (str(tmp_path / "missing"), str(tmp_path / "not-a-model"), str(stray_model),
+                                rejected, str(engine.models.encoders.path(rejected)), "/etc", "../models/encoder",
+                                f"{kept}/..", str(listed) + "/", "")]
+        bodies = [{k: v for k, v in r.json().items() if k != "request_id"} for r in refused]
+        assert {r.status_code for r in refused} == {400}
+        assert all(body == bodies[0] for body in bodies), bodies  # one answer, whatever is on disk
+        assert f"accepted encoder version ({kept})" in bodies[0]["detail"]
+        assert str(listed) in bodies[0]["detail"] and bodies[0]["extra"][0]["key"] == "encoder"
+
+        for name, folder in ((kept, engine.models.encoders.path(kept)), (str(listed), listed)):
+            started = client.post("/v1/admin/reindex", json={"encoder": name})
+            assert started.status_code == 202 and started.json()["encoder"] == str(folder)
+            assert wait_for_reindex(client)["state"] == "done"
+        assert engine.layout.encoder == str(listed)
+
+
+def test_reindex_without_any_kept_encoder_says_what_could_be_named(make_engine, tmp_path):
+    app = create_app(Settings(data_dir=tmp_path / "unused"), engine=make_engine())
+    with TestClient(app) as client:
+        for body in ({}, {"encoder": str(tmp_path)}):
+            r = client.post("/v1/admin/reindex", json=body)
+            assert r.status_code == 400
+            assert "accepted encoder version (none yet)" in r.json()["detail"]
+            assert "HYBRIDREC_REINDEX_ENCODERS (none set)" in r.json()["detail"]
