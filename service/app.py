@@ -23,6 +23,7 @@ from service.api.explanations import ExplanationController
 from service.api.health import HealthController
 from service.api.items import ItemController
 from service.api.recommendations import RecommendationController
+from service.api.schemas import ClosedStructSchemas, check_request
 from service.api.users import UserController
 from service.observability import MetricsController, RequestLog, metrics_config, watch_engine
 from service.settings import Settings
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         route_handlers=[ItemController, EventController, UserController, RecommendationController,
                         ExplanationController, HealthController, AdminController, MetricsController],
         dependencies=dependencies(settings, generator, reindex_job, keys),
-        guards=[require_scope(keys)],
+        guards=[require_scope(keys), check_request],
+        plugins=[ClosedStructSchemas()],
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler,
                             RecursionError: too_deep_handler},
         request_max_body_size=settings.max_body_bytes,

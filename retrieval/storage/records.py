@@ -1,7 +1,8 @@
-"""Validated records the engine accepts: items and events.
+"""Validated records the engine accepts: items, events and stated preferences.
 
 The API, the ingest job and the evaluation all go through these parsers, so a row is judged the
-same way wherever it comes from. Errors name the field and the reason.
+same way wherever it comes from. Errors name the field and the reason. Two rules hold for every
+field, in a body or in a path: the id rule (``check_id``) and the text rule (``check_text``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,31 @@ from typing import Any
 
 import msgspec
 
-from retrieval.limits import DESCRIPTION_MAX_CHARS, ID_MAX_CHARS, TEXT_MAX_CHARS, TITLE_MAX_CHARS
+from retrieval.limits import (
+    ATTRIBUTE_VALUE_MAX_CHARS,
+    DESCRIPTION_MAX_CHARS,
+    ID_MAX_CHARS,
+    MAX_ATTRIBUTES,
+    MAX_CATEGORIES,
+    NAME_MAX_CHARS,
+    TEXT_MAX_CHARS,
+    TITLE_MAX_CHARS,
+)
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "like", "dislike", "rating", "search")
 _ID_NAMESPACE = uuid.UUID("5f1e2a10-7c1b-4b7e-9a57-3f9c3e0d2b61")
 _NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `(?P<field>[^`]*)`")
-_AT_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?:\.(?P<path>[^`]*))?`)?$")
+_AT_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?:\.(?P<path>[^`]*))?`)?$", re.DOTALL)
+# Unicode category Cc: C0, DEL and C1. Never in an id or a name; free text keeps tabs and line breaks.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# The id rule as a regular expression, for the OpenAPI document (``check_id`` says which part failed).
+ID_PATTERN = r"^[^\s/\x00-\x1f\x7f-\x9f](?:[^/\x00-\x1f\x7f-\x9f]*[^\s/\x00-\x1f\x7f-\x9f])?$"
+# Integer attributes round-trip through the vector store's payload only within 64 bits.
+_INT64 = (-(2**63), 2**63 - 1)
+FUTURE_SLACK_SECONDS = 86400  # clocks differ; a timestamp further ahead than this is a mistake
+
+AttributeValue = str | int | float | bool
 
 
 class InvalidRecord(ValueError):
@@ -45,7 +65,7 @@ class Item(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     brand: str | None = None
     categories: list[str] = []
     price: float | None = None
-    attributes: dict[str, str | int | float | bool] = {}
+    attributes: dict[str, AttributeValue] = {}
 
     def payload(self) -> dict[str, Any]:
         """What the items collection stores: the item plus lower-cased keys that filters match on."""
@@ -81,6 +101,11 @@ def _from_msgspec(err: msgspec.ValidationError) -> InvalidRecord:
     match = _AT_PATH.match(str(err))
     reason = match.group("reason") if match else str(err)
     path = match.group("path") if match else None
+    if isinstance(err.__cause__, InvalidRecord):
+        # A struct's own check (``__post_init__``) failed: its field, under the struct's path.
+        inner = err.__cause__
+        field = f"{path}.{inner.field}" if path and inner.field else (inner.field or path)
+        return InvalidRecord(field, inner.reason)
     reason = reason[0].lower() + reason[1:] if reason else reason
     named = _NAMED_FIELD.search(reason)
     if named:
@@ -91,87 +116,155 @@ def _from_msgspec(err: msgspec.ValidationError) -> InvalidRecord:
     return InvalidRecord(path, reason)
 
 
-def _check_id(field: str, value: str) -> None:
-    if not value or not value.strip():
+def check_id(field: str, value: str) -> str:
+    """The one id rule, for item and user ids in bodies and in paths alike: 1 to ID_MAX_CHARS
+    characters, no control characters, no ``/`` (a path segment could not hold it, so such an id
+    could never be read or deleted), and no whitespace at either end (ids compare exactly, and
+    " a" would look like "a"). Returns the value; raises InvalidRecord naming ``field``."""
+    if not isinstance(value, str) or not value.strip():
         raise InvalidRecord(field, "must be a non-empty string")
     if len(value) > ID_MAX_CHARS:
         raise InvalidRecord(field, f"longer than {ID_MAX_CHARS} characters")
-    if any(ord(c) < 32 for c in value):
+    if _CONTROL.search(value):
         raise InvalidRecord(field, "contains control characters")
+    if "/" in value:
+        raise InvalidRecord(field, "contains '/', which a URL path cannot carry")
+    if value != value.strip():
+        raise InvalidRecord(field, "starts or ends with whitespace")
+    return value
 
 
-def _convert(raw: Any, kind: type, strict: bool) -> Any:
-    """A JSON object as ``kind``, or InvalidRecord naming the bad field."""
+def check_text(field: str, value: str, max_chars: int) -> str:
+    """The one text rule, for free text (titles, descriptions, queries, preferences): at most
+    ``max_chars`` characters and no control characters but tabs and line breaks."""
+    if len(value) > max_chars:
+        raise InvalidRecord(field, f"longer than {max_chars} characters")
+    if _TEXT_CONTROL.search(value):
+        raise InvalidRecord(field, "contains control characters (only tabs and line breaks are allowed)")
+    return value
+
+
+def check_name(field: str, value: str) -> str:
+    """A name (a brand, a category, an attribute's name): one line of text, stripped, non-empty."""
+    value = value.strip()
+    if not value:
+        raise InvalidRecord(field, "must be a non-empty string")
+    if len(value) > NAME_MAX_CHARS:
+        raise InvalidRecord(field, f"longer than {NAME_MAX_CHARS} characters")
+    if _CONTROL.search(value):
+        raise InvalidRecord(field, "contains control characters")
+    return value
+
+
+def check_attributes(field: str, attributes: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+    """An item's or a user's attributes: at most MAX_ATTRIBUTES, each name a name, each value
+    short text, a 64-bit integer, a finite number or a boolean. Names are kept as given."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidRecord(field, f"more than {MAX_ATTRIBUTES} attributes")
+    for name, value in attributes.items():
+        try:
+            if check_name(field, name) != name:
+                raise InvalidRecord(field, "starts or ends with whitespace")
+        except InvalidRecord as err:
+            raise InvalidRecord(field, f"the name {name[:40]!r} {err.reason}") from None
+        where = f"{field}.{name}"
+        if isinstance(value, str):
+            check_text(where, value, ATTRIBUTE_VALUE_MAX_CHARS)
+        elif isinstance(value, bool):
+            pass
+        elif isinstance(value, int):
+            if not _INT64[0] <= value <= _INT64[1]:
+                raise InvalidRecord(where, "an integer must fit in 64 bits (use a string for larger numbers)")
+        elif not math.isfinite(value):
+            raise InvalidRecord(where, "must be a finite number")
+    return attributes
+
+
+def convert_record(raw: Any, kind: type) -> Any:
+    """A JSON object as ``kind``, converted strictly: a value the type does not declare, such as
+    "5" for a number, is refused, never coerced. Raises InvalidRecord naming the bad field."""
     if not isinstance(raw, dict):
         raise InvalidRecord(None, f"expected an object, got {type(raw).__name__}")
     try:
-        return msgspec.convert(raw, kind, strict=strict)
+        return msgspec.convert(raw, kind, strict=True)
     except msgspec.ValidationError as err:
         raise _from_msgspec(err) from None
 
 
 def parse_item(raw: Any) -> Item:
     """Validate one raw item (a JSON object); raise InvalidRecord naming the bad field."""
-    item = _convert(raw, Item, strict=True)
-    _check_id("id", item.id)
-    item.title = item.title.strip()
+    item = convert_record(raw, Item)
+    check_id("id", item.id)
+    item.title = check_text("title", item.title.strip(), TITLE_MAX_CHARS)
     if not item.title:
         raise InvalidRecord("title", "must be a non-empty string")
-    if len(item.title) > TITLE_MAX_CHARS:
-        raise InvalidRecord("title", f"longer than {TITLE_MAX_CHARS} characters")
-    if len(item.description) > DESCRIPTION_MAX_CHARS:
-        raise InvalidRecord("description", f"longer than {DESCRIPTION_MAX_CHARS} characters")
+    check_text("description", item.description, DESCRIPTION_MAX_CHARS)
     if item.brand is not None:
-        item.brand = item.brand.strip() or None
+        item.brand = check_name("brand", item.brand) if item.brand.strip() else None
+    if len(item.categories) > MAX_CATEGORIES:
+        raise InvalidRecord("categories", f"more than {MAX_CATEGORIES} categories")
     cleaned = []
     for i, category in enumerate(item.categories):
-        if not category.strip():
-            raise InvalidRecord(f"categories[{i}]", "must be a non-empty string")
-        if category.strip() not in cleaned:
-            cleaned.append(category.strip())
+        category = check_name(f"categories[{i}]", category)
+        if category not in cleaned:
+            cleaned.append(category)
     item.categories = cleaned
     if item.price is not None:
         if not math.isfinite(item.price) or item.price < 0:
             raise InvalidRecord("price", "must be a finite number >= 0")
         item.price = float(item.price)
+    check_attributes("attributes", item.attributes)
     return item
 
 
+def parse_preferences(preferences: str | None, attributes: dict[str, AttributeValue]
+                      ) -> tuple[str | None, dict[str, AttributeValue]]:
+    """A user's stated preferences (free text, stripped; empty means none) and attributes."""
+    if preferences is not None:
+        preferences = check_text("preferences", preferences.strip(), TEXT_MAX_CHARS) or None
+    return preferences, check_attributes("attributes", attributes)
+
+
 def parse_timestamp(value: str | float | None, now: float) -> float:
-    """ISO-8601 (naive means UTC) or epoch seconds; None means now."""
+    """ISO-8601 (naive means UTC) or epoch seconds; None means now. Either form must be at or after
+    the epoch and at most a day ahead of ``now``."""
     if value is None:
         return now
     if isinstance(value, (int, float)):
         if not math.isfinite(value) or value < 0:
             raise InvalidRecord("timestamp", "must be a non-negative epoch time or an ISO-8601 string")
-        return float(value)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRecord("timestamp", f"{value!r} is not an ISO-8601 date-time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    seconds = moment.timestamp()
-    if seconds > now + 86400:
+        seconds = float(value)
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            seconds = moment.timestamp()
+        except (ValueError, OverflowError):
+            raise InvalidRecord("timestamp", f"{value[:64]!r} is not an ISO-8601 date-time") from None
+        if seconds < 0:
+            raise InvalidRecord("timestamp", "is before 1970-01-01")
+    if seconds > now + FUTURE_SLACK_SECONDS:
         raise InvalidRecord("timestamp", "is more than a day in the future")
     return seconds
 
 
 def parse_event(raw: Any, now: float) -> ParsedEvent:
     """Validate one raw event; the caller checks that ``item_id`` exists in the catalogue."""
-    event = _convert(raw, Event, strict=False)
-    _check_id("user_id", event.user_id)
+    event = convert_record(raw, Event)
+    check_id("user_id", event.user_id)
     if event.type not in EVENT_TYPES:
-        raise InvalidRecord("type", f"{event.type!r} is not one of {', '.join(EVENT_TYPES)}")
+        raise InvalidRecord("type", f"{event.type[:64]!r} is not one of {', '.join(EVENT_TYPES)}")
+    query = None
+    if event.query is not None:
+        query = check_text("query", event.query.strip(), TEXT_MAX_CHARS) or None
     if event.type == "search":
-        if not event.query or not event.query.strip():
+        if query is None:
             raise InvalidRecord("query", "a search event needs non-empty query text")
-        if len(event.query) > TEXT_MAX_CHARS:
-            raise InvalidRecord("query", f"longer than {TEXT_MAX_CHARS} characters")
     elif event.item_id is None:
         raise InvalidRecord("item_id", f"a {event.type} event needs an item_id")
     if event.item_id is not None:
-        _check_id("item_id", event.item_id)
+        check_id("item_id", event.item_id)
     if event.value is not None and not math.isfinite(event.value):
         raise InvalidRecord("value", "must be a finite number")
     if event.type == "rating":
@@ -182,6 +275,6 @@ def parse_event(raw: Any, now: float) -> ParsedEvent:
         type=event.type,
         item_id=event.item_id,
         value=event.value,
-        query=event.query.strip() if event.query else None,
+        query=query,
         timestamp=parse_timestamp(event.timestamp, now),
     )

@@ -11,25 +11,33 @@ from litestar.exceptions import NotFoundException
 
 from prompts import Generator
 from retrieval.explain.evidence import UnknownItem
-from retrieval.limits import ID_MAX_CHARS, MAX_HISTORY, TEXT_MAX_CHARS
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest
+from retrieval.storage.records import check_id
 from service.access import READ, SECURITY
-from service.api.schemas import Filters, to_item_filter
+from service.api.schemas import Filters, Id, Ids, Text, UnsupportedMediaType, check_ids, check_query, to_item_filter
 from service.explanation import explain_item
 
 
 class ExplanationPost(msgspec.Struct, forbid_unknown_fields=True):
     """Explain ``item_id`` for a user, an ad-hoc history, a query, or any mix (as in recommendations)."""
 
-    item_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
-    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)] | None = None
-    query: Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS)] | None = None
-    history: Annotated[list[str], msgspec.Meta(max_length=MAX_HISTORY)] = []
+    item_id: Id
+    user_id: Id | None = None
+    query: Text | None = None
+    history: Ids = []
     filters: Filters | None = None
     rerank: bool = True
-    diversity: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    # Litestar drops a bound of 0 from the document (it reads 0 as unset), so the minimum is said again.
+    diversity: Annotated[float, msgspec.Meta(ge=0, le=1, extra_json_schema={"extra": {"minimum": 0}})] | None = None
     counterfactual: bool = True
+
+    def __post_init__(self) -> None:
+        check_id("item_id", self.item_id)
+        if self.user_id is not None:
+            check_id("user_id", self.user_id)
+        check_query(self.query)
+        check_ids("history", self.history)
 
 
 class ExplanationOut(msgspec.Struct):
@@ -46,7 +54,8 @@ class ExplanationController(Controller):
     tags = ["explanations"]
     security = SECURITY
 
-    @post("/", opt={"scope": READ}, sync_to_thread=True, summary="Explain a recommendation", status_code=200)
+    @post("/", opt={"scope": READ}, sync_to_thread=True, summary="Explain a recommendation", status_code=200,
+          raises=[NotFoundException, UnsupportedMediaType])
     def explain(self, data: ExplanationPost, recommender: Recommender, explanation_generator: Generator
                 ) -> ExplanationOut:
         started = time.perf_counter()

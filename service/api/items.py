@@ -6,23 +6,24 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, delete, get, put
+from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 
-from retrieval.limits import ID_MAX_CHARS, MAX_K
+from retrieval.limits import MAX_K
 from retrieval.state.catalogue import Catalogue
 from service.access import READ, SECURITY, WRITE
 from service.api.dependencies import ReindexJob, refuse_during_reindex
 from service.api.errors import invalid_record, not_found
-from service.api.schemas import ItemSummary
+from service.api.schemas import Attributes, ItemSummary, UnsupportedMediaType, path_id
 from service.observability import ITEMS_WRITTEN
 from service.settings import Settings
 
 
 class ItemsUpsert(msgspec.Struct, forbid_unknown_fields=True):
     """Items to insert or replace. Each row is validated on its own: valid rows are written,
-    invalid ones are reported in ``rejected`` and not written. Row fields: ``id`` (str),
-    ``title`` (str), ``description``, ``brand``, ``categories`` ([str]), ``price`` (number >= 0),
-    ``attributes`` ({str: str|number|bool})."""
+    invalid ones are reported in ``rejected`` and not written. Row fields: ``id`` (str, the id
+    rule), ``title`` (str), ``description``, ``brand``, ``categories`` ([str]), ``price`` (number
+    >= 0), ``attributes`` ({str: str|number|bool}); the README's limits table bounds each."""
 
     items: list[Any]
 
@@ -45,7 +46,7 @@ class ItemOut(msgspec.Struct):
     brand: str | None
     categories: list[str]
     price: float | None
-    attributes: dict[str, Any]
+    attributes: Attributes
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "ItemOut":
@@ -65,7 +66,7 @@ class SimilarItems(msgspec.Struct):
     items: list[SimilarItem]
 
 
-ItemId = Annotated[str, Parameter(max_length=ID_MAX_CHARS, description="external item id")]
+ItemId = Annotated[str, path_id("external item id")]
 
 
 class ItemController(Controller):
@@ -73,7 +74,8 @@ class ItemController(Controller):
     tags = ["items"]
     security = SECURITY
 
-    @put("/", opt={"scope": WRITE}, sync_to_thread=True, summary="Insert or replace items")
+    @put("/", opt={"scope": WRITE}, sync_to_thread=True, summary="Insert or replace items",
+         raises=[UnsupportedMediaType])
     def upsert(self, data: ItemsUpsert, catalogue: Catalogue, settings: Settings, reindex_job: ReindexJob) -> UpsertResult:
         refuse_during_reindex(reindex_job)
         if len(data.items) > settings.max_batch:
@@ -84,20 +86,23 @@ class ItemController(Controller):
         ITEMS_WRITTEN.labels("rejected").inc(len(report.rejected))
         return UpsertResult(report.upserted, [RejectedItem(r.index, r.id, r.error) for r in report.rejected])
 
-    @get("/{item_id:str}", opt={"scope": READ}, sync_to_thread=True, summary="Get one item")
+    @get("/{item_id:str}", opt={"scope": READ}, sync_to_thread=True, summary="Get one item",
+         raises=[NotFoundException])
     def get_item(self, item_id: ItemId, catalogue: Catalogue) -> ItemOut:
         point = catalogue.get(item_id)
         if point is None:
             raise not_found("item", item_id)
         return ItemOut.from_payload(point.payload)
 
-    @delete("/{item_id:str}", opt={"scope": WRITE}, sync_to_thread=True, summary="Delete one item", status_code=204)
+    @delete("/{item_id:str}", opt={"scope": WRITE}, sync_to_thread=True, summary="Delete one item", status_code=204,
+            raises=[NotFoundException])
     def delete_item(self, item_id: ItemId, catalogue: Catalogue, reindex_job: ReindexJob) -> None:
         refuse_during_reindex(reindex_job)
         if not catalogue.delete(item_id):
             raise not_found("item", item_id)
 
-    @get("/{item_id:str}/similar", opt={"scope": READ}, sync_to_thread=True, summary="Items similar to one item")
+    @get("/{item_id:str}/similar", opt={"scope": READ}, sync_to_thread=True, summary="Items similar to one item",
+         raises=[NotFoundException])
     def similar(
         self, item_id: ItemId, catalogue: Catalogue,
         k: Annotated[int, Parameter(ge=1, le=MAX_K, description="how many items")] = 10,

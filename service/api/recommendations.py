@@ -8,12 +8,23 @@ import msgspec
 from litestar import Controller, post
 
 from prompts import Generator
-from retrieval.limits import ID_MAX_CHARS, MAX_HISTORY, MAX_K, TEXT_MAX_CHARS
+from retrieval.limits import MAX_K
 from retrieval.pipeline.fusion import SourceRank
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import DiversityTrace, RecommendRequest, RerankTrace
+from retrieval.storage.records import check_id
 from service.access import READ, SECURITY
-from service.api.schemas import Filters, ItemSummary, to_item_filter
+from service.api.schemas import (
+    Filters,
+    Id,
+    Ids,
+    ItemSummary,
+    Text,
+    UnsupportedMediaType,
+    check_ids,
+    check_query,
+    to_item_filter,
+)
 from service.explanation import explain_item
 from service.observability import PIPELINE_STEP_SECONDS
 
@@ -26,17 +37,24 @@ class RecommendationsPost(msgspec.Struct, forbid_unknown_fields=True):
     read. ``diversity`` 0..1 trades relevance for variety (MMR); ``max_per_category`` caps each
     category; ``explain`` adds a grounded explanation to every item."""
 
-    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)] | None = None
-    query: Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS)] | None = None
-    history: Annotated[list[str], msgspec.Meta(max_length=MAX_HISTORY)] = []
+    user_id: Id | None = None
+    query: Text | None = None
+    history: Ids = []
     k: Annotated[int, msgspec.Meta(ge=1, le=MAX_K)] = 10
     filters: Filters | None = None
     exclude_seen: bool = True
     rerank: bool = True
-    diversity: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    # Litestar drops a bound of 0 from the document (it reads 0 as unset), so the minimum is said again.
+    diversity: Annotated[float, msgspec.Meta(ge=0, le=1, extra_json_schema={"extra": {"minimum": 0}})] | None = None
     max_per_category: Annotated[int, msgspec.Meta(ge=1)] | None = None
     explain: bool = False
     understand_query: bool = True
+
+    def __post_init__(self) -> None:
+        if self.user_id is not None:
+            check_id("user_id", self.user_id)
+        check_query(self.query)
+        check_ids("history", self.history)
 
 
 class RecommendedItemOut(ItemSummary):
@@ -68,7 +86,8 @@ class RecommendationController(Controller):
     tags = ["recommendations"]
     security = SECURITY
 
-    @post("/", opt={"scope": READ}, sync_to_thread=True, summary="Recommend items", status_code=200)
+    @post("/", opt={"scope": READ}, sync_to_thread=True, summary="Recommend items", status_code=200,
+          raises=[UnsupportedMediaType])
     def recommend(self, data: RecommendationsPost, recommender: Recommender,
                   explanation_generator: Generator) -> RecommendationsOut:
         req = RecommendRequest(

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, put
-from litestar.params import Parameter
+from litestar.exceptions import NotFoundException
 
-from retrieval.limits import ID_MAX_CHARS, TEXT_MAX_CHARS
 from retrieval.state.profiles import Profiles
+from retrieval.storage.records import parse_preferences
 from service.access import ADMIN, READ, SECURITY, WRITE, AccessKeys, Caller
 from service.api.errors import not_found
+from service.api.schemas import Attributes, Text, UnsupportedMediaType, path_id
 
-UserId = Annotated[str, Parameter(max_length=ID_MAX_CHARS, description="external user id")]
+UserId = Annotated[str, path_id("external user id")]
 
 
 class UserPut(msgspec.Struct, forbid_unknown_fields=True):
     """Stated tastes, e.g. from onboarding: ``preferences`` is free text ("quiet keyboards,
-    fountain pens"), encoded into the user's profile; ``attributes`` are kept as given."""
+    fountain pens"), encoded into the user's profile; ``attributes`` are kept as given (the
+    README's limits table bounds both)."""
 
-    preferences: Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS)] | None = None
-    attributes: dict[str, str | int | float | bool] = {}
+    preferences: Text | None = None
+    attributes: Attributes = {}
+
+    def __post_init__(self) -> None:
+        self.preferences, self.attributes = parse_preferences(self.preferences, self.attributes)
 
 
 class UserOut(msgspec.Struct):
@@ -30,7 +35,7 @@ class UserOut(msgspec.Struct):
     total_events: int
     recent_items: list[str]
     preferences: str | None
-    attributes: dict[str, Any]
+    attributes: Attributes
     has_profile: bool
 
 
@@ -44,13 +49,14 @@ class UserController(Controller):
     tags = ["users"]
     security = SECURITY
 
-    @put("/{user_id:str}", opt={"scope": WRITE}, sync_to_thread=True, summary="Set a user's stated preferences")
+    @put("/{user_id:str}", opt={"scope": WRITE}, sync_to_thread=True, summary="Set a user's stated preferences",
+         raises=[UnsupportedMediaType])
     def put_user(self, user_id: UserId, data: UserPut, profiles: Profiles) -> UserOut:
-        preferences = data.preferences.strip() if data.preferences else None
-        profiles.set_preferences(user_id, preferences or None, data.attributes)
+        profiles.set_preferences(user_id, data.preferences, data.attributes)
         return UserOut(**profiles.summary(user_id))
 
-    @get("/{user_id:str}", opt={"scope": READ}, sync_to_thread=True, summary="A user's profile summary")
+    @get("/{user_id:str}", opt={"scope": READ}, sync_to_thread=True, summary="A user's profile summary",
+         raises=[NotFoundException])
     def get_user(self, user_id: UserId, profiles: Profiles) -> UserOut:
         summary = profiles.summary(user_id)
         if summary is None:
