@@ -17,7 +17,7 @@ from retrieval.storage.records import InvalidRecord
 from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
 from service.api.admin import AdminController
 from service.api.dependencies import ReindexJob, dependencies
-from service.api.errors import http_error_handler, invalid_record_handler, too_deep_handler
+from service.api.errors import http_error_handler, internal_error_handler, invalid_record_handler, too_deep_handler
 from service.api.events import EventController
 from service.api.explanations import ExplanationController
 from service.api.health import HealthController
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         guards=[require_scope(keys), check_request],
         plugins=[ClosedStructSchemas()],
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler,
-                            RecursionError: too_deep_handler},
+                            RecursionError: too_deep_handler, Exception: internal_error_handler},
         request_max_body_size=settings.max_body_bytes,
         middleware=[RequestLog(), metrics_config().middleware],
         lifespan=[lifespan],

@@ -1,15 +1,21 @@
 """One error shape for every 4xx: ``{"status_code", "detail", "extra": [{"key", "message"}]}``.
 
 It is Litestar's own validation-error shape, so an engine-side error (a bad field found past
-schema validation) reads the same as a schema error.
+schema validation) reads the same as a schema error. An unexpected exception is a 500 in the same
+shape; its traceback goes to the ``hybridrec.service`` log under the request id, never to the client.
 """
 
 from __future__ import annotations
+
+import json
+import logging
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 
 from retrieval.storage.records import InvalidRecord
+
+log = logging.getLogger("hybridrec.service")
 
 
 def invalid_record(field: str | None, reason: str) -> ValidationException:
@@ -51,3 +57,15 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response:
         body["extra"] = exc.extra
     body["request_id"] = request_id(request)
     return Response(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """An exception nothing expected: the operator gets its traceback, the client the request id
+    to quote (the exception's text may hold paths or data, so it stays in the log)."""
+    rid = request_id(request)
+    log.error(json.dumps({"request_id": rid, "method": request.method,
+                          "route": request.scope.get("path_template") or request.url.path,
+                          "error": type(exc).__name__}),
+              exc_info=(type(exc), exc, exc.__traceback__))
+    return Response({"status_code": 500, "detail": f"internal server error; the service's log has what went wrong "
+                                                   f"under request_id {rid}", "request_id": rid}, status_code=500)

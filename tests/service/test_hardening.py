@@ -1,6 +1,8 @@
 """Found when hybridrec was tried as a hostile client or a careless operator would (issue 20): each
 case keeps its test here."""
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -90,3 +92,33 @@ def test_reindex_without_any_kept_encoder_says_what_could_be_named(make_engine, 
             assert r.status_code == 400
             assert "accepted encoder version (none yet)" in r.json()["detail"]
             assert "HYBRIDREC_REINDEX_ENCODERS (none set)" in r.json()["detail"]
+
+
+@pytest.fixture
+def broken_client(make_engine, tmp_path, monkeypatch):
+    """An app whose recommender fails as a broken store would. Built before the test runs: the
+    app's logging set-up replaces the root logger's handlers, and caplog's are added per phase."""
+    engine = make_engine()
+
+    def broken_store(request):
+        raise OSError("shard /srv/hybridrec/collections/items is gone")  # what a client must not read
+
+    monkeypatch.setattr(engine.recommender, "recommend", broken_store)
+    with TestClient(create_app(Settings(data_dir=tmp_path / "unused"), engine=engine),
+                    raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_without_its_text(broken_client, caplog):
+    with caplog.at_level(logging.INFO, logger="hybridrec"):
+        r = broken_client.post("/v1/recommendations", json={"query": "gel pen"},
+                               headers={"X-Request-ID": "trace-me-42"})
+    assert r.status_code == 500
+    assert r.json() == {"status_code": 500, "request_id": "trace-me-42", "detail": (
+        "internal server error; the service's log has what went wrong under request_id trace-me-42")}
+    assert "/srv" not in r.text and "OSError" not in r.text
+    [logged] = [rec for rec in caplog.records if rec.name == "hybridrec.service" and rec.levelno == logging.ERROR]
+    assert json.loads(logged.getMessage()) == {"request_id": "trace-me-42", "method": "POST",
+                                               "route": "/v1/recommendations", "error": "OSError"}
+    assert logged.exc_info[1].args == ("shard /srv/hybridrec/collections/items is gone",)
+    assert "broken_store" in caplog.text  # the traceback, down to the frame that raised
