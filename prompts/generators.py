@@ -132,6 +132,36 @@ class OpenAIGenerator:
         raise GeneratorError(last)
 
 
+class TimeLimitedGenerator:
+    """Another generator with a deadline: a model that is slow or stuck costs a request at most
+    ``seconds`` (the caller then falls back to the template text), and at most ``workers`` calls
+    run at once, so a stuck model cannot take every thread of the service.
+
+    Example::
+
+        generator = TimeLimitedGenerator(make_generator("local"), seconds=5)
+        generator.generate("Say hi")   # GeneratorError after 5 s
+    """
+
+    def __init__(self, inner: Generator, seconds: float, workers: int = 2):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.inner = inner
+        self.name = inner.name
+        self.seconds = seconds
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"generate-{inner.name}")
+
+    def generate(self, prompt: str) -> str:
+        from concurrent.futures import TimeoutError as Timeout
+
+        future = self._pool.submit(self.inner.generate, prompt)
+        try:
+            return future.result(timeout=self.seconds)
+        except Timeout:
+            future.cancel()  # still queued: never runs; running: finishes in the background, unread
+            raise GeneratorError(f"no answer within {self.seconds:g} s (HYBRIDREC_EXPLAIN_TIMEOUT_S)") from None
+
+
 def make_generator(name: str, **settings) -> Generator:
     if name == "template":
         return TemplateGenerator()

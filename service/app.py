@@ -15,6 +15,7 @@ from prompts.query_parsing import suggest_constraints
 from retrieval.engine import Engine
 from retrieval.storage.records import InvalidRecord
 from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
+from service.admission import EngineAdmission, rate_limits
 from service.api.admin import AdminController
 from service.api.dependencies import ReindexJob, dependencies
 from service.api.errors import http_error_handler, internal_error_handler, invalid_record_handler, too_deep_handler
@@ -73,7 +74,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler,
                             RecursionError: too_deep_handler, Exception: internal_error_handler},
         request_max_body_size=settings.max_body_bytes,
-        middleware=[RequestLog(), metrics_config().middleware],
+        middleware=[RequestLog(), metrics_config().middleware,
+                    *rate_limits(settings.read_rate_limit, settings.write_rate_limit),
+                    EngineAdmission(settings.engine_threads, settings.engine_queue)],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="hybridrec", version="0.1.0", path=DOCS_PATH, render_plugins=[SwaggerRenderPlugin()],

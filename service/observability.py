@@ -69,6 +69,9 @@ class RequestLog(ASGIMiddleware):
 
         try:
             await next_app(scope, receive, send_with_id)
+        except Exception as exc:  # answered by the exception handlers outside this middleware
+            status = getattr(exc, "status_code", 500)
+            raise
         finally:
             caller = scope.get("state", {}).get("caller")
             access_log.info(json.dumps({

@@ -66,6 +66,13 @@ class Settings:
         "info", "the server's log level")
     max_batch: int = _s(MAX_BATCH, "rows per item or event write through the API")
     max_body_bytes: int = _s(MAX_BODY_BYTES, "largest request body the API reads (413 above it)")
+    read_rate_limit: int = _s(200, "read requests (recommend, explain, similar, item and user reads) one API key, or "
+                                   "one client address without a key, may make per second (429 above it; 0: no limit)")
+    write_rate_limit: int = _s(2000, "write requests (items, events, preferences) per key or address per second "
+                                     "(429 above it; 0: no limit)")
+    engine_threads: int = _s(8, "threads that run engine work (recommend, explain, item writes) at once")
+    engine_queue: int = _s(64, "requests that may wait for an engine thread; past it the API answers 503 with "
+                               "Retry-After")
     reindex_encoders: tuple[Path, ...] = _s((), "encoder folders `POST /v1/admin/reindex` may name, besides the "
                                                 "accepted versions under `data_dir`/models/encoder")
     explain_backend: Literal["template", "local", "openai"] = _s(
@@ -74,6 +81,8 @@ class Settings:
     openai_model: str = _s("gpt-4o-mini", "the model the openai back-end asks for")
     openai_api_key: str | None = _s(None, "the openai back-end's API key")
     openai_timeout_s: float = _s(10.0, "seconds the openai back-end waits for an answer")
+    explain_timeout_s: float = _s(5.0, "seconds an explanation waits for its model's words before it answers with "
+                                       "the template text (local and openai back-ends)")
     query_parser: Literal["rules", "model"] = _s(
         "rules", "query constraints: rules (deterministic), or model (the explanation back-end's model fills "
                  "what the rules missed, validated against the catalogue)")
@@ -92,12 +101,15 @@ class Settings:
     def explanation_generator(self):
         """The configured explanation back-end (``prompts.make_generator``)."""
         from prompts import make_generator
+        from prompts.generators import TimeLimitedGenerator
 
         if self.explain_backend == "openai":
-            return make_generator("openai", base_url=self.openai_base_url, model=self.openai_model,
-                                  api_key=self.openai_api_key, timeout_s=self.openai_timeout_s)
+            return TimeLimitedGenerator(make_generator(
+                "openai", base_url=self.openai_base_url, model=self.openai_model, api_key=self.openai_api_key,
+                timeout_s=self.openai_timeout_s), self.explain_timeout_s)
         if self.explain_backend == "local":
-            return make_generator("local", device="cuda" if self.device == "cuda" else "cpu")
+            return TimeLimitedGenerator(make_generator("local", device="cuda" if self.device == "cuda" else "cpu"),
+                                        self.explain_timeout_s)
         return make_generator(self.explain_backend)
 
     def engine_config(self) -> EngineConfig:
@@ -195,6 +207,11 @@ CHECKS: dict[str, Check] = {
     "port": _between(1, 65535),
     "max_batch": _at_least(1),
     "max_body_bytes": _at_least(1024),
+    "read_rate_limit": _at_least(0),
+    "write_rate_limit": _at_least(0),
+    "engine_threads": _at_least(1),
+    "engine_queue": _at_least(0),
+    "explain_timeout_s": _above(0),
     "openai_timeout_s": _above(0),
     "profiles.half_life_days": _above(0),
     "profiles.position_decay": _between(0, 1),

@@ -1,0 +1,115 @@
+"""Which requests the service takes on: per-key rate limits for reads and writes (Litestar's own
+rate limiting, with ``Retry-After``), and back-pressure for the engine's bounded thread pool (a
+503 with ``Retry-After`` when the queue in front of it is full, instead of unbounded latency).
+
+Example::
+
+    app = Litestar(..., middleware=[*rate_limits(settings), EngineAdmission(threads=8, queue=64)])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import anyio.to_thread
+from litestar import Request
+from litestar.enums import ScopeType
+from litestar.exceptions import ServiceUnavailableException, TooManyRequestsException
+from litestar.middleware import ASGIMiddleware, DefineMiddleware
+from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from service.access import READ, WRITE, presented_key
+
+RETRY_AFTER = "Retry-After"
+
+
+class _RateLimitWithRetryAfter(RateLimitMiddleware):
+    """Litestar's middleware says when the window resets in ``RateLimit-Reset``; clients and proxies
+    also read the standard ``Retry-After``."""
+
+    def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
+        headers = super().create_response_headers(cache_object)
+        if len(cache_object.history) >= self.max_requests:
+            headers[RETRY_AFTER] = str(max(1, cache_object.reset - int(time.time())))
+        return headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except TooManyRequestsException as refused:
+            kind = self.config.store.removeprefix("rate_limit_")
+            refused.detail = (f"more than {self.max_requests} {kind} requests per {self.unit} from this key "
+                              "(or address); retry after the seconds in Retry-After")
+            raise
+
+
+def client_identity(request: Request) -> str:
+    """Who a limit counts against: the presented key (hashed, so the store never holds it; an
+    invalid key counts against itself, not against the key it imitates), else the client address."""
+    key = presented_key(request)
+    if key:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    return "address:" + (request.client.host if request.client else "unknown")
+
+
+def _route_scope(request: Request) -> str | None:
+    handler = request.scope.get("route_handler")
+    return handler.opt.get("scope") if handler is not None else None
+
+
+def rate_limits(read_per_second: int, write_per_second: int) -> list[DefineMiddleware]:
+    """One limit for read routes and one for write routes, each per key per second (0: none).
+    Admin and public routes (health, readiness, metrics, docs) are not limited."""
+    out = []
+    for scope, per_second in ((READ, read_per_second), (WRITE, write_per_second)):
+        if per_second <= 0:
+            continue
+
+        def applies(request: Request, scope: str = scope) -> bool:
+            return _route_scope(request) == scope
+
+        def identity(request: Request, scope: str = scope) -> str:
+            return f"{scope}:{client_identity(request)}"
+
+        config = RateLimitConfig(rate_limit=("second", per_second), check_throttle_handler=applies,
+                                 identifier_for_request=identity, middleware_class=_RateLimitWithRetryAfter,
+                                 store=f"rate_limit_{scope}")
+        out.append(config.middleware)
+    return out
+
+
+class EngineAdmission(ASGIMiddleware):
+    """Bounds the threads that run engine work (every synchronous handler) and the requests that
+    may wait for one: past ``threads + queue`` requests in flight, a new one is answered 503 with
+    ``Retry-After`` at once, so a burst or a stuck request cannot pile up unbounded latency. Health
+    and readiness wait for a thread like the rest but are never refused."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, threads: int, queue: int):
+        self.threads = threads
+        self.capacity = threads + queue
+        self.in_flight = 0
+        self._limited = False
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        handler = scope.get("route_handler")
+        if handler is None or not getattr(handler, "sync_to_thread", False) or "scope" not in handler.opt:
+            # Async handlers do not take an engine thread; health and readiness are never refused.
+            await next_app(scope, receive, send)
+            return
+        if not self._limited:
+            # Litestar runs synchronous handlers on anyio's default limiter: bound it once, in the loop.
+            anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
+            self._limited = True
+        if self.in_flight >= self.capacity:
+            raise ServiceUnavailableException(
+                detail=f"the service is busy: {self.in_flight} requests are running or waiting for the engine; "
+                       "retry after the seconds in Retry-After", headers={RETRY_AFTER: "1"})
+        self.in_flight += 1
+        try:
+            await next_app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
