@@ -11,10 +11,11 @@ from litestar.params import Parameter
 
 from retrieval.limits import MAX_K
 from retrieval.state.catalogue import Catalogue
+from retrieval.storage.records import Item
 from service.access import READ, SECURITY, WRITE
 from service.api.dependencies import ReindexJob, refuse_during_reindex
 from service.api.errors import invalid_record, not_found
-from service.api.schemas import Attributes, ItemSummary, UnsupportedMediaType, path_id
+from service.api.schemas import Attributes, ItemSummary, UnsupportedMediaType, path_id, record_schema
 from service.observability import ITEMS_WRITTEN
 from service.settings import Settings
 
@@ -25,7 +26,7 @@ class ItemsUpsert(msgspec.Struct, forbid_unknown_fields=True):
     rule), ``title`` (str), ``description``, ``brand``, ``categories`` ([str]), ``price`` (number
     >= 0), ``attributes`` ({str: str|number|bool}); the README's limits table bounds each."""
 
-    items: list[Any]
+    items: Annotated[list[Any], msgspec.Meta(extra_json_schema={"extra": {"items": record_schema(Item)}})]
 
 
 class RejectedItem(msgspec.Struct):

@@ -41,10 +41,17 @@ Ids = Annotated[list[Id], msgspec.Meta(max_length=MAX_HISTORY, extra_json_schema
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS, extra_json_schema={"extra": {"pattern": TEXT_PATTERN}})]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX_CHARS)]
 
-# Attribute values as the OpenAPI document must say them: Litestar writes a union as oneOf, and an
-# integer is both an "integer" and a "number", so oneOf would call every integer attribute invalid.
+# Attribute values as msgspec's JSON schema says them (anyOf). Litestar writes a union as oneOf, and
+# an integer is both an "integer" and a "number", so oneOf would call every integer attribute invalid.
 Attributes = Annotated[dict[str, AttributeValue], msgspec.Meta(extra_json_schema={"extra": {
-    "additional_properties": {"anyOf": [{"type": t} for t in ("string", "integer", "number", "boolean")]}}})]
+    "additional_properties": msgspec.json.schema(AttributeValue)}})]
+
+
+def record_schema(kind: type) -> dict[str, Any]:
+    """The JSON schema msgspec writes for a record (``additionalProperties: false`` where it refuses
+    unknown fields, anyOf for unions): what a row of a batch looks like, where rows are judged one
+    by one (``rejected``) instead of by the request's schema."""
+    return msgspec.json.schema(kind)["$defs"][kind.__name__]
 
 
 def path_id(description: str) -> Any:

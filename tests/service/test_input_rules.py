@@ -123,6 +123,9 @@ def test_the_openapi_document_says_what_the_service_does(client):
     assert user_put.is_valid({"preferences": "pens", "attributes": {"n": 5, "w": 1.5, "s": "x", "b": True}})
     assert not user_put.is_valid({"attributes": {"n": [1]}})
     assert not user_put.is_valid({"preferences": "pens", "mood": "happy"})
+    item_row = jsonschema_rs.validator_for(schemas["ItemsUpsert"]["properties"]["items"]["items"])
+    assert item_row.is_valid(dict(ITEM, attributes={"pack": 12, "weight_g": 10.5, "refillable": True}))
+    assert not item_row.is_valid(dict(ITEM, colour="blue"))
     id_schema = paths["/v1/users/{user_id}"]["get"]["parameters"][0]["schema"]
     id_rule = jsonschema_rs.validator_for(id_schema)
     assert id_rule.is_valid("user-1") and not id_rule.is_valid("a/b") and not id_rule.is_valid(" a")
