@@ -149,7 +149,8 @@ async def check_request(connection: ASGIConnection, handler: BaseRouteHandler) -
 
 class ClosedStructSchemas(StructSchemaPlugin):
     """Litestar's msgspec schemas, plus what its own plugin leaves out: a struct that refuses
-    unknown fields (``forbid_unknown_fields``) says so with ``additionalProperties: false``."""
+    unknown fields (``forbid_unknown_fields``) says so with ``additionalProperties: false``. It
+    extends that plugin (not exported publicly) so everything else stays as Litestar writes it."""
 
     def to_openapi_schema(self, field_definition, schema_creator):
         schema = super().to_openapi_schema(field_definition, schema_creator)
