@@ -20,13 +20,14 @@ from retrieval.state.bm25 import Bm25Encoder
 from retrieval.state.catalogue import Catalogue
 from retrieval.state.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
 from retrieval.state.event_writer import EventWriter
-from retrieval.state.profiles import ProfileConfig, Profiles, StaleProfiles
+from retrieval.state.profiles import PROFILES_SEQ, ProfileConfig, Profiles, StaleProfiles
 from retrieval.storage.edge import EdgeVectorStore
 from retrieval.storage.event_log import EventLog
 from retrieval.storage.layout import Layout, read_layout
 from retrieval.storage.vector_store import VectorStore
 
 log = logging.getLogger("hybridrec.engine")
+PROFILE_IDS, SALTED = "profile_ids", "salted"  # how profiles are named in the vector store
 
 
 @dataclass
@@ -82,6 +83,15 @@ class Engine:
                 self.index.add(event.user_id, event.item_id)
                 n += 1
         self.catalogue, self.profiles, self.recommender = self.wire(self.layout, encoder)
+        if event_log.get_meta(PROFILE_IDS) != SALTED:
+            # Profiles were stored under the users' own ids before: store them again under salted ones.
+            store.drop_collection(self.layout.users)
+            self.catalogue, self.profiles, self.recommender = self.wire(self.layout, encoder)
+            rebuilt = self.profiles.rebuild()
+            event_log.set_meta(PROFILES_SEQ, str(event_log.max_seq()))
+            event_log.set_meta(PROFILE_IDS, SALTED)
+            if rebuilt:
+                log.warning("stored %d user profiles again under salted ids (a one-time upgrade)", rebuilt)
         repaired = self.profiles.repair()
         if repaired:
             log.warning("refreshed %d user profiles that were behind the event log", repaired)

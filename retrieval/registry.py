@@ -112,6 +112,21 @@ class ModelRegistry:
         """The folder of the newest accepted encoder, or None."""
         return latest_accepted_encoder(self.encoder_dir)
 
+    def learned_from(self, first_seq: int | None) -> list[dict[str, Any]]:
+        """Trained versions whose training read the log at or past ``first_seq`` (a user's oldest
+        event): they learned from that user, and only retraining takes it out of them. A version
+        without ``log_seq`` (trained before it was recorded) is listed as possibly so."""
+        if first_seq is None:
+            return []
+        out = []
+        for kind, versions in (("encoder", self.encoders), ("reranker", self.rerankers)):
+            for meta in versions.all():
+                seq = meta.get("log_seq")
+                if seq is None or seq >= first_seq:
+                    out.append({"kind": kind, "version": meta["version"], "accepted": bool(meta.get("accepted")),
+                                "certain": seq is not None})
+        return out
+
 
 def latest_accepted_encoder(models_dir: str | Path) -> Path | None:
     """The folder of the newest accepted encoder version under ``models_dir``, or None."""

@@ -6,6 +6,7 @@ and written to the users collection before the call returns, so the next request
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -150,7 +151,22 @@ class Profiles:
         self._write_lock = threading.Lock()
         self._store_lock = threading.Lock()
         self._unflushed = False
+        self._salts: dict[str, bytes] = {}
         store.ensure_collection(CollectionSpec(collection, catalogue.encoder.dim, keyword_indexes=("id",)))
+
+    def point_id(self, user_id: str, create: bool = False) -> str | None:
+        """The id the user's profile has in the vector store: a hash of the id with the user's own
+        random salt, never the id itself. Vector stores keep deleted points in their files until
+        compaction; once forgetting has deleted the salt, nothing links such a leftover to the user."""
+        salt = self._salts.get(user_id)
+        if salt is None:
+            salt = self.log.profile_salt(user_id, create=create)
+            if salt is None:
+                return None
+            if len(self._salts) > 100_000:
+                self._salts.clear()
+            self._salts[user_id] = salt
+        return "profile:" + hashlib.sha256(salt + user_id.encode()).hexdigest()
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -249,9 +265,12 @@ class Profiles:
         """Remove the user's events, preferences, profile and co-occurrence entries."""
         existed = self.known(user_id)
         with self._write_lock, self._store_lock:
-            self.log.forget_user(user_id)
+            point = self.point_id(user_id)
+            self.log.forget_user(user_id)  # the salt goes with the events
+            self._salts.pop(user_id, None)
             self.index.forget_user(user_id)
-            self.store.delete(self.collection, [user_id])
+            if point is not None:
+                self.store.delete(self.collection, [point])
             self.stale.discard(user_id)
         return existed
 
@@ -263,10 +282,12 @@ class Profiles:
             events = self.log.user_events(user_id, limit=self.config.max_events)
             vector = self.compute(events, self.log.preferences(user_id), now)
             if vector is None:
-                gone.append(user_id)
+                point = self.point_id(user_id)
+                if point is not None:
+                    gone.append(point)
             else:
                 payload = {"n_events": len(events), "updated": now}
-                points.append(StoredPoint(user_id, payload, vector))
+                points.append(StoredPoint(self.point_id(user_id, create=True), payload, vector))
         self.store.upsert(self.collection, points, durable=durable)
         self.store.delete(self.collection, gone, durable=durable)
 
@@ -324,7 +345,8 @@ class Profiles:
         if user_id in self.stale:
             events = self.log.user_events(user_id, limit=self.config.max_events)
             return self.compute(events, self.log.preferences(user_id))
-        found = self.store.retrieve(self.collection, [user_id], with_vectors=True)
+        point = self.point_id(user_id)
+        found = self.store.retrieve(self.collection, [point], with_vectors=True) if point is not None else []
         return found[0].vector if found else None
 
     def known(self, user_id: str) -> bool:

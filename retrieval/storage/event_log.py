@@ -9,6 +9,7 @@ one connection; reads use one connection per thread, so a reader never waits beh
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS users (
     updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS profile_keys (user_id TEXT PRIMARY KEY, salt BLOB NOT NULL);
 """
 
 
@@ -186,12 +188,24 @@ class EventLog:
             try:
                 n = cur.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
                 cur.execute("DELETE FROM users WHERE user_id = ?", (user_id,))
+                cur.execute("DELETE FROM profile_keys WHERE user_id = ?", (user_id,))
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return n
+
+    def profile_salt(self, user_id: str, create: bool = False) -> bytes | None:
+        """The user's random salt, which names their profile in the vector store (see
+        ``Profiles.point_id``); made on first use when ``create``. Forgetting deletes it."""
+        rows = self._rows("SELECT salt FROM profile_keys WHERE user_id = ?", (user_id,))
+        if rows or not create:
+            return rows[0][0] if rows else None
+        with self._lock:
+            self._conn.execute("INSERT OR IGNORE INTO profile_keys (user_id, salt) VALUES (?, ?)",
+                               (user_id, os.urandom(16)))
+            return self._conn.execute("SELECT salt FROM profile_keys WHERE user_id = ?", (user_id,)).fetchone()[0]
 
     def first_seq(self, user_id: str) -> int | None:
         """The sequence number of the user's oldest logged event, or None without events."""

@@ -201,6 +201,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     settings = settings or EncoderTrainingSettings()
     started = time.perf_counter()
     rng = random.Random(settings.seed)
+    log_seq = engine.log.max_seq()  # what it learned from: forgetting a user reports it
     sequences = log_sequences(engine.log, engine.index)
     if len(sequences) < 2:
         raise ValueError(f"too little data: {len(sequences)} users with two or more items")
@@ -269,7 +270,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
                   "fine_tuned_ndcg@10": float(np.mean(tuned_by[p] or [0.0]))} for p in grid]
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "base_model": engine.encoder.model_path, "accepted": accepted,
+        "base_model": engine.encoder.model_path, "accepted": accepted, "log_seq": log_seq,
         "reason": (f"validation NDCG@10 of the fused retrieval {tuned:.4f} ({_weights_text(chosen)}) vs "
                    f"current encoder as served {baseline:.4f} ({_weights_text(served)}): {gain:+.4f} "
                    f"(standard error {se:.4f}), {verdict}; the encoder's own part at those weights: "

@@ -178,6 +178,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     use_cross_encoder = settings.uses_cross_encoder()
     candidates = settings.candidates or recommender.config.rerank_candidates
     rng = random.Random(settings.seed)
+    log_seq = recommender.profiles.log.max_seq()  # what it learned from: forgetting a user reports it
     sequences = log_sequences(recommender.profiles.log, recommender.profiles.index)
     if len(sequences) < 2:
         return TrainingReport(None, False, f"too little data: {len(sequences)} users with two or more items")
@@ -260,6 +261,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         "base_model": (f"gradient-boosted trees (scikit-learn {sklearn.__version__}) over retrieval evidence"
                        + (f" + cross-encoder fine-tuned from {cross_encoder.model_path}" if serves_cross_encoder else "")),
         "log_users": len(sequences),
+        "log_seq": log_seq,
         "ranker": {"cross_encoder": serves_cross_encoder, "variant": best_name,
                    "lists": len(lists), "rows": int(len(labels)), "positives": int(labels.sum())},
         "cross_encoder": ({"trained": True, "base_model": cross_encoder.model_path, "groups": len(groups),

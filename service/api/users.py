@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, delete, get, put
 from litestar.exceptions import NotFoundException
 
+from retrieval.engine import Engine
 from retrieval.state.profiles import Profiles
 from retrieval.storage.records import parse_preferences
 from service.access import ADMIN, READ, SECURITY, WRITE, AccessKeys, Caller
@@ -39,9 +40,22 @@ class UserOut(msgspec.Struct):
     has_profile: bool
 
 
+class TrainedOnUser(msgspec.Struct):
+    """A trained model version whose training data held the user's events: forgetting removes the
+    user from the data, not from the model's weights; retraining does (``certain``: False for a
+    version trained before the log position was recorded)."""
+
+    kind: str
+    version: str
+    accepted: bool
+    certain: bool
+
+
 class Forgotten(msgspec.Struct):
     id: str
     forgotten: bool
+    events_deleted: int
+    models_trained_on_user: list[TrainedOnUser]
 
 
 class UserController(Controller):
@@ -65,8 +79,16 @@ class UserController(Controller):
 
     @delete("/{user_id:str}", opt={"scope": ADMIN}, sync_to_thread=True,
             summary="Forget a user: events, preferences, profile", status_code=200)
-    def forget(self, user_id: UserId, profiles: Profiles, access_keys: AccessKeys, caller: Caller | None) -> Forgotten:
-        # Idempotent: forgetting an unknown user succeeds and says there was nothing to forget.
-        forgotten = profiles.forget(user_id)
-        access_keys.audit(caller, "forget user", user_id, "forgotten" if forgotten else "nothing to forget")
-        return Forgotten(user_id, forgotten)
+    def forget(self, user_id: UserId, engine: Engine, access_keys: AccessKeys, caller: Caller | None) -> Forgotten:
+        """Deletes the user's events and preferences from the log (secure delete: no copy left in
+        free pages or the write-ahead log), their profile, and their part of the co-occurrence index
+        and popularity; answers which trained models learned from them. Idempotent."""
+        first_seq = engine.log.first_seq(user_id)
+        events = sum(engine.log.event_counts(user_id).values())
+        forgotten = engine.profiles.forget(user_id)
+        trained = [TrainedOnUser(**m) for m in engine.models.learned_from(first_seq)]
+        access_keys.audit(caller, "forget user", user_id,
+                          (f"forgotten: {events} events; trained on by "
+                           + (", ".join(f"{m.kind} {m.version}" for m in trained) or "no model"))
+                          if forgotten else "nothing to forget")
+        return Forgotten(user_id, forgotten, events, trained)

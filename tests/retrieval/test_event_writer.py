@@ -55,7 +55,7 @@ def test_an_acknowledged_event_is_read_before_its_profile_is_written(engine):
     reports = engine.profiles.commit([[{"user_id": "fresh", "type": "purchase", "item_id": items[0]}]])
     assert reports[0].accepted == 1
     assert "fresh" in engine.stale_profiles
-    assert engine.store.retrieve(engine.profiles.collection, ["fresh"]) == []  # not written yet
+    assert engine.profiles.point_id("fresh") is None  # no profile written yet
     from_log = engine.profiles.vector("fresh")
     assert from_log is not None
     engine.profiles.refresh_stale()
@@ -86,14 +86,34 @@ def test_profiles_not_written_before_a_crash_are_repaired_at_start(make_engine, 
     engine.profiles.refresh_stale = lambda now=None: 0  # the process dies before the refresh
     engine.close()
     reopened = make_engine()
-    assert reopened.store.retrieve(reopened.profiles.collection, ["u1"]) != []
+    assert reopened.store.retrieve(reopened.profiles.collection, [reopened.profiles.point_id("u1")]) != []
     assert reopened.profiles.lag() == 0
 
 
-def test_forgetting_a_stale_user_leaves_no_profile(engine):
+def test_forgetting_a_user_leaves_no_profile_and_no_key_to_a_leftover(engine):
     items = _items(engine, 1)
-    engine.profiles.commit([[{"user_id": "gone", "type": "click", "item_id": items[0]}]])
+    engine.profiles.record([{"user_id": "gone", "type": "click", "item_id": items[0]}])
+    point = engine.profiles.point_id("gone")
+    assert point is not None and "gone" not in point  # the store never sees the user's id
+    engine.profiles.commit([[{"user_id": "gone", "type": "like", "item_id": items[0]}]])
     engine.profiles.forget("gone")
     engine.profiles.refresh_stale()
-    assert engine.profiles.vector("gone") is None
-    assert engine.store.retrieve(engine.profiles.collection, ["gone"]) == []
+    assert engine.profiles.vector("gone") is None and engine.profiles.point_id("gone") is None
+    assert engine.store.retrieve(engine.profiles.collection, [point]) == []
+
+
+def test_profiles_stored_under_user_ids_by_an_older_version_are_stored_again_salted(make_engine, demo_points):
+    from retrieval.engine import PROFILE_IDS
+    from retrieval.storage.vector_store import StoredPoint
+
+    engine = make_engine()
+    engine.catalogue.write(demo_points)
+    items = _items(engine, 2)
+    engine.profiles.record([{"user_id": "old", "type": "like", "item_id": items[0]}])
+    vector = engine.profiles.vector("old")
+    engine.store.upsert(engine.profiles.collection, [StoredPoint("old", {}, vector)])  # as older versions stored it
+    engine.log.set_meta(PROFILE_IDS, "")
+    engine.close()
+    reopened = make_engine()
+    assert reopened.store.retrieve(reopened.profiles.collection, ["old"]) == []
+    assert np.allclose(reopened.profiles.vector("old"), vector, atol=1e-5)

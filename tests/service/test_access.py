@@ -98,7 +98,8 @@ def test_admin_actions_and_forgotten_users_are_audited(client, keys, demo_items)
     auth = {"Authorization": f"Bearer {admin.secret}"}
     client.post("/v1/events", json={"events": [{"user_id": "u9", "type": "click", "item_id": demo_items[0]["id"]}]},
                 headers=auth)
-    assert client.delete("/v1/users/u9", headers=auth).json() == {"id": "u9", "forgotten": True}
+    assert client.delete("/v1/users/u9", headers=auth).json() == {"id": "u9", "forgotten": True, "events_deleted": 1,
+                                                                  "models_trained_on_user": []}
     assert client.post("/v1/admin/reload", headers=auth).status_code == 200
     entries = client.get("/v1/admin/audit", headers=auth).json()["entries"]
     assert [(e["action"], e["target"], e["key_id"]) for e in entries[:2]] == [

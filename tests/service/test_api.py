@@ -101,9 +101,11 @@ def test_users_preferences_summary_and_forget(client):
     assert sum(i["categories"][-1] in ("Pens", "Notebooks") for i in rec["items"]) >= 8
     assert client.put("/v1/users/anna", json={"preferences": 7}).status_code == 400
     assert client.put("/v1/users/anna", json={"likes": "x"}).status_code == 400
-    assert client.delete("/v1/users/anna").json() == {"id": "anna", "forgotten": True}
+    gone = client.delete("/v1/users/anna").json()
+    assert gone["forgotten"] is True and gone["models_trained_on_user"] == []
     assert client.get("/v1/users/anna").status_code == 404
-    assert client.delete("/v1/users/anna").json() == {"id": "anna", "forgotten": False}
+    assert client.delete("/v1/users/anna").json() == {"id": "anna", "forgotten": False, "events_deleted": 0,
+                                                      "models_trained_on_user": []}
 
 
 def test_health_and_docs(client, engine):

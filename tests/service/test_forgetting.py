@@ -1,0 +1,69 @@
+"""After DELETE /v1/users/{id} nothing of the user is left: not in the log, nor the profile store,
+the co-occurrence index, popularity, or the bytes of the database files; and the answer names the
+trained models that learned from the user."""
+
+from pathlib import Path
+
+from litestar.testing import TestClient
+
+from retrieval.state.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
+from service.app import create_app
+from service.settings import Settings
+
+SECRET_USER = "forget-me-7f3a9c"
+SECRET_QUERY = "left-handed-quill-zq81"
+
+
+def _bytes_on_disk(data_dir: Path, needle: str) -> list[str]:
+    """Files under the data directory whose bytes hold ``needle`` (the event log and its WAL included)."""
+    found = []
+    for path in data_dir.rglob("*"):
+        if path.is_file() and needle.encode() in path.read_bytes():
+            found.append(str(path.relative_to(data_dir)))
+    return found
+
+
+def _index_from_log(log) -> CoOccurrenceIndex:
+    index = CoOccurrenceIndex()
+    for event in log.iter_events():
+        if event.item_id is not None and event.type in POSITIVE_TYPES:
+            index.add(event.user_id, event.item_id)
+    return index
+
+
+def test_forgetting_leaves_nothing_and_names_the_models_that_learned(engine, keys, tmp_path):
+    items = [p.id for p in engine.store.scroll(engine.catalogue.collection, 6)[0]]
+    data_dir = engine.config.data_dir
+    with TestClient(create_app(Settings(data_dir=tmp_path / "unused"), engine=engine, access_keys=keys)) as client:
+        # Enough rows that the user's fill whole pages of the log: freed pages are where copies hide.
+        others = [{"user_id": f"other{n}", "type": "purchase", "item_id": items[n % 3]} for n in range(60)]
+        mine = [{"user_id": SECRET_USER, "type": t, "item_id": i} for t in ("click", "purchase") for i in items]
+        mine += [{"user_id": SECRET_USER, "type": "search", "query": f"{SECRET_QUERY} {n}"} for n in range(200)]
+        assert client.post("/v1/events", json={"events": others[:30] + mine + others[30:]}).json()["accepted"] == 272
+        put = client.put(f"/v1/users/{SECRET_USER}", json={"preferences": f"{SECRET_QUERY} only"})
+        assert put.status_code == 200
+        assert client.post("/v1/recommendations", json={"user_id": SECRET_USER, "k": 3}).status_code == 200
+        # A model trained on the log as it is now, and one trained before the user existed.
+        engine.models.rerankers.save(lambda folder: folder.mkdir(parents=True), {"accepted": True, "log_seq": 272})
+        engine.models.encoders.save(lambda folder: folder.mkdir(parents=True), {"accepted": False, "log_seq": 10})
+        popular_before = dict(engine.index.popular(10))
+
+        gone = client.delete(f"/v1/users/{SECRET_USER}")
+        assert gone.status_code == 200
+        body = gone.json()
+        assert body["forgotten"] is True and body["events_deleted"] == 212
+        assert [(m["kind"], m["certain"]) for m in body["models_trained_on_user"]] == [("reranker", True)]
+        assert client.get(f"/v1/users/{SECRET_USER}").status_code == 404
+        audit = client.get("/v1/admin/audit").json()
+        assert any(row["target"] == SECRET_USER and "reranker" in row["detail"] for row in audit["entries"])
+
+    assert engine.log.user_events(SECRET_USER) == [] and engine.log.preferences(SECRET_USER) is None
+    assert engine.profiles.point_id(SECRET_USER) is None  # its salt is gone: no leftover links to the user
+    assert engine.index.history(SECRET_USER) == []
+    rebuilt = _index_from_log(engine.log)
+    assert dict(engine.index.popular(10)) == dict(rebuilt.popular(10)) != popular_before
+    engine.event_writer.close()  # as at shutdown: every derived write flushed
+    engine.store.close()
+    engine.log.close()
+    assert _bytes_on_disk(data_dir, SECRET_QUERY) == []
+    assert _bytes_on_disk(data_dir, SECRET_USER) == []
