@@ -16,6 +16,7 @@ MAX_K = 100  # items one recommendation may ask for
 MAX_HISTORY = 500  # item ids in a request's ad-hoc history
 MAX_BATCH = 1000  # rows per PUT /v1/items or POST /v1/events (the default of ``max_batch``)
 MAX_BODY_BYTES = 16 * 1024 * 1024  # one HTTP request's body (the default of ``max_body_bytes``)
+MAX_EVENTS_PER_USER = 100_000  # events the log keeps for one user (a profile reads the newest 200)
 
 LIMITS = (
     ("id", ID_MAX_CHARS, "characters in an item or user id (no `/`, no control characters, no space at either end)"),
@@ -32,6 +33,8 @@ LIMITS = (
     ("history", MAX_HISTORY, "item ids in a request's ad-hoc history"),
     ("batch", MAX_BATCH, "rows per item or event write (HYBRIDREC_MAX_BATCH; use `hybridrec ingest` for more)"),
     ("body", MAX_BODY_BYTES, "bytes in one request body (HYBRIDREC_MAX_BODY_BYTES; 413 above it)"),
+    ("events per user", MAX_EVENTS_PER_USER, "events the log accepts for one user; further events are rejected "
+                                             "with a reason (forgetting the user starts over)"),
 )
 
 

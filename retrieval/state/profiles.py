@@ -17,6 +17,7 @@ import numpy as np
 
 from encoders import ProfileEvent, aggregate_profile
 from encoders.profile import event_weights
+from retrieval.limits import MAX_EVENTS_PER_USER
 from retrieval.state.catalogue import Catalogue, Rejection
 from retrieval.state.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
 from retrieval.storage.event_log import EventLog, LoggedEvent
@@ -152,6 +153,7 @@ class Profiles:
         self._store_lock = threading.Lock()
         self._unflushed = False
         self._salts: dict[str, bytes] = {}
+        self._event_counts: dict[str, int] = {}  # users' logged events, read once per user (see commit)
         store.ensure_collection(CollectionSpec(collection, catalogue.encoder.dim, keyword_indexes=("id",)))
 
     def point_id(self, user_id: str, create: bool = False) -> str | None:
@@ -192,16 +194,25 @@ class Profiles:
                     raw_id = raw.get("user_id") if isinstance(raw, dict) and isinstance(raw.get("user_id"), str) else None
                     reports[r].rejected.append(Rejection(index, raw_id, str(err), err.field))
         known = self.catalogue.existing([e.item_id for _, _, e in parsed if e.item_id])
-        valid: list[tuple[int, ParsedEvent]] = []
-        for r, index, event in parsed:
-            if event.item_id is not None and event.item_id not in known:
-                reports[r].rejected.append(
-                    Rejection(index, event.user_id, f"item_id: unknown item {event.item_id!r}", "item_id"))
-            else:
-                valid.append((r, event))
         with self._write_lock:
+            valid: list[tuple[int, ParsedEvent]] = []
+            taken: dict[str, int] = {}
+            for r, index, event in parsed:
+                if event.item_id is not None and event.item_id not in known:
+                    reports[r].rejected.append(
+                        Rejection(index, event.user_id, f"item_id: unknown item {event.item_id!r}", "item_id"))
+                elif self._event_count(event.user_id) + taken.get(event.user_id, 0) >= MAX_EVENTS_PER_USER:
+                    reports[r].rejected.append(Rejection(
+                        index, event.user_id, f"user_id: {event.user_id!r} has {MAX_EVENTS_PER_USER:,} events, the "
+                        "most one user may have (a profile reads only the newest)", "user_id"))
+                else:
+                    valid.append((r, event))
+                    taken[event.user_id] = taken.get(event.user_id, 0) + 1
             seqs = self.log.append([e for _, e in valid])  # durable from here on
             latest: dict[str, int] = {}
+            for user_id, n in taken.items():
+                if user_id in self._event_counts:  # else read from the log when next needed
+                    self._event_counts[user_id] += n
             for (r, event), seq in zip(valid, seqs):
                 reports[r].accepted += 1
                 latest[event.user_id] = seq
@@ -211,6 +222,15 @@ class Profiles:
         for report in reports:
             report.rejected.sort(key=lambda rejection: rejection.index)
         return reports
+
+    def _event_count(self, user_id: str) -> int:
+        """The user's logged events (held by the write lock)."""
+        count = self._event_counts.get(user_id)
+        if count is None:
+            if len(self._event_counts) > 200_000:
+                self._event_counts.clear()
+            count = self._event_counts[user_id] = sum(self.log.event_counts(user_id).values())
+        return count
 
     def refresh_stale(self, now: float | None = None, durable: bool = True) -> int:
         """Write the profiles of users whose events were committed since their last refresh;
@@ -268,6 +288,7 @@ class Profiles:
             point = self.point_id(user_id)
             self.log.forget_user(user_id)  # the salt goes with the events
             self._salts.pop(user_id, None)
+            self._event_counts.pop(user_id, None)
             self.index.forget_user(user_id)
             if point is not None:
                 self.store.delete(self.collection, [point])

@@ -117,3 +117,18 @@ def test_profiles_stored_under_user_ids_by_an_older_version_are_stored_again_sal
     reopened = make_engine()
     assert reopened.store.retrieve(reopened.profiles.collection, ["old"]) == []
     assert np.allclose(reopened.profiles.vector("old"), vector, atol=1e-5)
+
+
+def test_a_user_past_the_event_cap_is_refused_with_a_reason_until_forgotten(engine, monkeypatch):
+    from retrieval.state import profiles as profiles_module
+
+    monkeypatch.setattr(profiles_module, "MAX_EVENTS_PER_USER", 3)
+    items = _items(engine, 1)
+    row = {"user_id": "busy", "type": "view", "item_id": items[0]}
+    assert engine.profiles.record([row, row]).accepted == 2
+    report = engine.profiles.record([row, row, {**row, "user_id": "calm"}])
+    assert report.accepted == 2 and [(r.index, r.field) for r in report.rejected] == [(1, "user_id")]
+    assert "3 events, the most one user may have" in report.rejected[0].error
+    assert engine.log.event_counts("busy") == {"view": 3}
+    engine.profiles.forget("busy")
+    assert engine.profiles.record([row]).accepted == 1
