@@ -2,9 +2,10 @@
 and a mix of both, at 1, 8 and 32 concurrent clients (issue 20, "Writes under load").
 
 A real server (`hybridrec serve --demo`: the bundled 360-item catalogue, or --catalogue FILE) on a
-free loopback port, with a fresh data directory, no API keys (loopback needs none) and its default
-settings and logging. Clients are asyncio tasks sharing one httpx.AsyncClient; each sends its next
-request as soon as the last one is answered, for --duration seconds per phase. Workloads:
+free loopback port, with a fresh data directory, no API keys (loopback needs none), its default
+settings and logging, but no rate limits (every client here has the same address). Clients are
+asyncio tasks sharing one httpx.AsyncClient; each sends its next request as soon as the last one is
+answered, for --duration seconds per phase. Workloads:
 - recommend: POST /v1/recommendations, half for a random known user (200 users seeded with 10
   events each before the first phase), half a distinct query text (so no cache helps);
 - events: POST /v1/events with ONE event per request (what most clients send), a random user of
@@ -15,10 +16,12 @@ The baseline is in the same run: one client, one request at a time (each kind's 
 The server's CPU time is read from /proc/<pid>/stat around each phase (Linux). The client runs on
 the same cores as the server, so its own CPU is reported too, and so is what every other process of
 the machine used meanwhile (/proc/stat): a shared machine's noise shows in the table. --profile
-runs one more phase with py-spy attached to the server and prints the functions that take the time.
+runs one more phase with py-spy attached to the server and prints the functions that take the time;
+--sync-calls one with strace, counting the calls that force data to disk per request.
 
     python benchmarks/load.py [--duration 30] [--clients 1,8,32] [--workloads recommend,events,mix]
-                              [--profile [WORKLOAD:CLIENTS]] [--catalogue FILE] [--no-save]
+                              [--profile [WORKLOAD:CLIENTS]] [--sync-calls [WORKLOAD:CLIENTS]]
+                              [--catalogue FILE] [--no-save]
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import percentile, save, table  # noqa: E402
 from scripts.make_demo_catalogue import CATEGORIES  # noqa: E402
 from service.cli import demo_catalogue_path  # noqa: E402
+from service.settings import PREFIX, Settings  # noqa: E402
 
 READ, WRITE = "recommend", "events"
 ENDPOINTS = {READ: "/v1/recommendations", WRITE: "/v1/events"}
@@ -114,6 +118,13 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(after_name[11]) + int(after_name[12])) / CLOCK_TICKS
 
 
+def without_rate_limits() -> dict[str, str]:
+    """The environment that turns the per-address rate limits off, where the server has them: every
+    client here comes from one address, and the benchmark measures capacity, not the limiter."""
+    return {f"{PREFIX}{name.upper()}": "0" for name in ("read_rate_limit", "write_rate_limit")
+            if name in Settings.__dataclass_fields__}
+
+
 def machine_cpu_seconds() -> float:
     """CPU time every process of the machine has used (all cores), from /proc/stat."""
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
@@ -141,7 +152,8 @@ class Server:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "service.cli", "serve", "--demo", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                 "--data-dir", str(self.data_dir)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **without_rate_limits()})
         self._wait_until_healthy()
 
     def _cli(self, *args: str) -> None:
@@ -298,6 +310,7 @@ def summarise(samples: KindSamples, wall: float) -> dict:
 # --- profiling ----------------------------------------------------------------------------------
 
 
+SYNC_CALLS = ("fsync", "fdatasync", "msync", "sync_file_range")  # what makes a write durable, and slow
 PROJECT_PACKAGES = ("retrieval/", "service/", "encoders/", "prompts/")
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")
 
@@ -307,24 +320,65 @@ def py_spy_path() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("py-spy")
 
 
+def measured_under(tool: list[str], server: Server, phase: Phase, duration: float, item_ids: list[str],
+                   seed: int) -> tuple[dict, str]:
+    """The phase with a sampling or tracing tool attached to the server, interrupted after it (py-spy
+    and strace write their output then): the phase's result and what the tool said on stderr."""
+    attached = subprocess.Popen(tool, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(2)  # attaching
+    result = measure(server, phase, duration, item_ids, seed)
+    attached.send_signal(signal.SIGINT)
+    _, err = attached.communicate(timeout=120)
+    return result, err.decode(errors="replace").strip()[-300:]
+
+
 def profiled(server: Server, phase: Phase, duration: float, item_ids: list[str], seed: int,
              raw_path: Path) -> dict | None:
-    """The phase with py-spy sampling the server's busy threads; None when py-spy is not installed."""
+    """The phase with py-spy sampling the server's threads that are not idle; None without py-spy.
+    A thread waiting inside native code (a flush in Qdrant's Rust code, SQLite's fsync) counts as
+    busy, so this shows where the requests' time goes, not only the CPU's."""
     py_spy = py_spy_path()
     if py_spy is None:
         print("skipping the profile: py-spy is not installed (pip install py-spy)")
         return None
-    recorder = subprocess.Popen([py_spy, "record", "--pid", str(server.pid), "--rate", "100", "--nonblocking",
-                                 "--format", "raw", "--output", str(raw_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(2)  # attaching
-    result = measure(server, phase, duration, item_ids, seed)
-    recorder.send_signal(signal.SIGINT)  # py-spy writes its samples when interrupted
-    _, err = recorder.communicate(timeout=120)
+    tool = [py_spy, "record", "--pid", str(server.pid), "--rate", "100", "--nonblocking", "--format", "raw",
+            "--output", str(raw_path)]
+    result, err = measured_under(tool, server, phase, duration, item_ids, seed)
     if not raw_path.exists():
-        print(f"skipping the profile: py-spy wrote nothing ({err.decode(errors='replace').strip()[-300:]})")
+        print(f"skipping the profile: py-spy wrote nothing ({err})")
         return None
     return {"phase": result, **top_functions(raw_path.read_text())}
+
+
+def counted_sync_calls(server: Server, phase: Phase, duration: float, item_ids: list[str], seed: int,
+                       summary_path: Path) -> dict | None:
+    """The phase with strace counting the server's calls that force data to disk, per request served;
+    None without strace. strace stops the server at every system call, so its speed here means nothing."""
+    strace = shutil.which("strace")
+    if strace is None:
+        print("skipping the sync-call count: strace is not installed")
+        return None
+    tool = [strace, "-f", "-c", "-w", "-e", "trace=" + ",".join(SYNC_CALLS), "-o", str(summary_path),
+            "-p", str(server.pid)]
+    result, err = measured_under(tool, server, phase, duration, item_ids, seed)
+    if not summary_path.exists():
+        print(f"skipping the sync-call count: strace wrote nothing ({err})")
+        return None
+    served = max(1, sum(kind["requests"] for kind in result["kinds"].values()))
+    calls = {name: {"calls": n, "seconds": seconds, "per_request": n / served,
+                    "ms_per_request": 1000 * seconds / served}
+             for name, (n, seconds) in strace_summary(summary_path.read_text()).items()}
+    return {"phase": result, "calls": calls}
+
+
+def strace_summary(text: str) -> dict[str, tuple[int, float]]:
+    """`strace -c -w`'s table as {call: (calls, seconds spent in them)}."""
+    calls = {}
+    for line in text.splitlines():
+        fields = line.split()  # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(fields) >= 5 and fields[-1] in SYNC_CALLS:
+            calls[fields[-1]] = (int(fields[3]), float(fields[1]))
+    return calls
 
 
 def function_of(frame: str) -> str:
@@ -374,13 +428,14 @@ def git_commit() -> dict:
 
 
 def run(duration: float = 30.0, clients: list[int] = (1, 8, 32), workloads: list[str] = WORKLOADS,
-        profile: Phase | None = None, catalogue: Path | None = None, workdir: Path | None = None,
-        seed: int = 0) -> dict:
+        profile: Phase | None = None, sync_calls: Phase | None = None, catalogue: Path | None = None,
+        workdir: Path | None = None, seed: int = 0) -> dict:
     """Start a server, run every phase against it, stop it: the results as one JSON-able dict."""
     phases = plan(list(workloads), list(clients))
     item_ids = catalogue_ids(catalogue or demo_catalogue_path())
     with tempfile.TemporaryDirectory(prefix="hybridrec-load-") as scratch:
-        server = Server(Path(workdir or scratch), catalogue)
+        workdir = Path(workdir or scratch)
+        server = Server(workdir, catalogue)
         try:
             server.start()
             rng = random.Random(seed)
@@ -390,13 +445,17 @@ def run(duration: float = 30.0, clients: list[int] = (1, 8, 32), workloads: list
             for n, phase in enumerate(phases):
                 print(f"{phase.workload} with {phase.label()} clients for {duration:g} s", flush=True)
                 results.append(measure(server, phase, duration, item_ids, seed + n + 1))
-            profile_result = (profiled(server, profile, duration, item_ids, seed + len(phases) + 1,
-                                       Path(workdir or scratch) / "profile.txt") if profile else None)
+            seed += len(phases) + 1
+            profile_result = (profiled(server, profile, duration, item_ids, seed, workdir / "py-spy.txt")
+                              if profile else None)
+            sync_result = (counted_sync_calls(server, sync_calls, duration, item_ids, seed + 1, workdir / "strace.txt")
+                           if sync_calls else None)
         finally:
             server.stop()
     return {**git_commit(), "duration_s": duration, "catalogue": str(catalogue or "demo"),
             "catalogue_items": len(item_ids), "seeded_users": SEEDED_USERS, "users": USERS,
-            "phases": results, "reads_with_writers": reads_with_writers(results), "profile": profile_result}
+            "phases": results, "reads_with_writers": reads_with_writers(results), "profile": profile_result,
+            "sync_calls": sync_result}
 
 
 def baselines(phases: list[dict]) -> dict[str, float]:
@@ -463,19 +522,33 @@ def report(results: dict) -> str:
         parts.append(reads_table(results["reads_with_writers"]))
     if results.get("profile"):
         parts.append(profile_report(results["profile"]))
+    if results.get("sync_calls"):
+        parts.append(sync_calls_report(results["sync_calls"]))
     return "\n\n".join(parts)
 
 
+def clients_in_words(phase: dict) -> str:
+    return " + ".join(f"{n} {kind}" for kind, n in phase["clients"].items())
+
+
 def profile_report(profile: dict) -> str:
-    phase = profile["phase"]
-    clients = " + ".join(f"{n} {kind}" for kind, n in phase["clients"].items())
-    title = f"Where the server's busy time goes: {clients} clients, {profile['samples']} py-spy samples"
+    title = (f"Where the server's time goes: {clients_in_words(profile['phase'])} clients, "
+             f"{profile['samples']} py-spy samples of threads that were not idle")
     own = dict(profile["own"])
     total = dict(profile["total"])
     names = list(own) + [f for f in total if f not in own]
     return table(["function", "own %", "total %"],
                  [[f, f"{100 * own[f]:.1f}" if f in own else "", f"{100 * total[f]:.1f}" if f in total else ""]
                   for f in names], title=title)
+
+
+def sync_calls_report(sync: dict) -> str:
+    served = sum(kind["requests"] for kind in sync["phase"]["kinds"].values())
+    rows = [[name, c["calls"], f"{c['per_request']:.2f}", f"{c['ms_per_request']:.2f}"]
+            for name, c in sync["calls"].items()]
+    return table(["call", "calls", "per request", "ms in it per request"], rows,
+                 title=f"Calls that force data to disk: {clients_in_words(sync['phase'])} clients, {served} requests "
+                       f"under strace")
 
 
 def parse_phase(text: str) -> Phase:
@@ -498,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated, of recommend, events, mix (default: all)")
     parser.add_argument("--profile", nargs="?", const="events:8", type=parse_phase,
                         help="also run WORKLOAD:CLIENTS (default events:8) under py-spy and print where the time goes")
+    parser.add_argument("--sync-calls", nargs="?", const="events:8", type=parse_phase,
+                        help="also run WORKLOAD:CLIENTS (default events:8) under strace and count fsync, fdatasync "
+                             "and msync per request")
     parser.add_argument("--catalogue", type=Path, help="a JSONL or CSV catalogue to ingest (default: the demo one)")
     parser.add_argument("--no-save", action="store_true", help="do not write results/load.json")
     args = parser.parse_args(argv)
@@ -505,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
-    results = run(args.duration, args.clients, args.workloads, args.profile, args.catalogue)
+    results = run(args.duration, args.clients, args.workloads, args.profile, args.sync_calls, args.catalogue)
     print("\n" + report(results))
     if not args.no_save:
         print(f"\nwrote {save('load', results)}")

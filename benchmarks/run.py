@@ -17,9 +17,9 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     for script, args in (("ingest_throughput.py", ["--items", "3000"]),
                          ("latency.py", ["--sizes", "10000", "100000", "--requests", "300"]),
-                         # recommend, single-event writes and a mix at 1, 8, 32 clients, 30 s each;
-                         # the profile says where a loaded server's time goes.
-                         ("load.py", ["--profile", "events:8"]),
+                         # recommend, single-event writes and a mix at 1, 8, 32 clients, 30 s each; where a
+                         # loaded server's time goes (py-spy) and its calls to the disk per request (strace).
+                         ("load.py", ["--profile", "events:8", "--sync-calls", "events:8"]),
                          # Ranker training, a cross-encoder epoch on 200 groups, rerank latency at 20..200.
                          ("rerank.py", ["--cross-encoder-epoch-groups", "200"]),
                          ("diversity.py", ["--users", "1000"]),

@@ -2,7 +2,19 @@
 
 import pytest
 
-from benchmarks.load import MIX_ALONE, MIX_LOADED, READ, ROOT, WRITE, Phase, plan, report, run, top_functions
+from benchmarks.load import (
+    MIX_ALONE,
+    MIX_LOADED,
+    READ,
+    ROOT,
+    WRITE,
+    Phase,
+    plan,
+    report,
+    run,
+    strace_summary,
+    top_functions,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +36,17 @@ def test_a_profile_counts_own_time_at_the_top_of_each_stack_and_total_time_for_t
                                     "select (/usr/lib/python3.12/selectors.py)": 0.25}
     assert dict(profile["total"]) == {"record (service/api/events.py)": 0.75,
                                       "append (retrieval/storage/event_log.py)": 0.75}
+
+
+def test_strace_summary_reads_the_calls_and_seconds_of_each_sync_call():
+    text = """% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 90.00    0.900000        1000       900           fdatasync
+ 10.00    0.100000         100      1000         3 msync
+------ ----------- ----------- --------- --------- ----------------
+100.00    1.000000         526      1900         3 total
+"""
+    assert strace_summary(text) == {"fdatasync": (900, 0.9), "msync": (1000, 0.1)}
 
 
 def test_a_short_run_reports_every_workload_without_errors(tmp_path):
