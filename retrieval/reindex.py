@@ -17,10 +17,8 @@ from encoders import BiEncoder
 from retrieval.engine import Engine
 from retrieval.registry import trained_fusion_weights
 from retrieval.storage.layout import Layout, write_layout
-from retrieval.storage.records import parse_item
+from retrieval.storage.records import stored_item
 from retrieval.storage.vector_store import scroll_all
-
-ITEM_FIELDS = ("id", "title", "description", "brand", "categories", "price", "attributes")
 
 
 @dataclass
@@ -51,7 +49,7 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
         n, batches = 0, 0
         for points in scroll_all(store, old.items, batch=batch_size):
             if points:
-                items = [parse_item({k: p.payload[k] for k in ITEM_FIELDS if k in p.payload}) for p in points]
+                items = [stored_item(p.payload) for p in points]
                 catalogue.write(catalogue.encode(items))
                 n += len(items)
                 batches += 1

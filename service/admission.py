@@ -15,7 +15,13 @@ import time
 import anyio.to_thread
 from litestar import Request
 from litestar.enums import ScopeType
-from litestar.exceptions import ServiceUnavailableException, TooManyRequestsException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ServiceUnavailableException,
+    TooManyRequestsException,
+)
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import ASGIMiddleware, DefineMiddleware
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -78,6 +84,25 @@ def rate_limits(read_per_second: int, write_per_second: int) -> list[DefineMiddl
                                  store=f"rate_limit_{scope}")
         out.append(config.middleware)
     return out
+
+
+def declare_refusals(controllers: list[type]) -> None:
+    """Say in the OpenAPI document what a route may answer besides its own results: 401 and 403 on
+    every route that needs a scope, 429 where a rate limit applies (read and write routes), 503
+    where admission or the event writer may refuse (engine work and event writes)."""
+    for controller in controllers:
+        for handler in vars(controller).values():
+            if not isinstance(handler, HTTPRouteHandler):
+                continue
+            scope = handler.opt.get("scope")
+            raises = list(handler.raises or [])
+            if scope:
+                raises += [e for e in (NotAuthorizedException, PermissionDeniedException) if e not in raises]
+            if scope in (READ, WRITE) and TooManyRequestsException not in raises:
+                raises.append(TooManyRequestsException)
+            if scope and (handler.sync_to_thread or scope == WRITE) and ServiceUnavailableException not in raises:
+                raises.append(ServiceUnavailableException)
+            handler.raises = raises
 
 
 class EngineAdmission(ASGIMiddleware):

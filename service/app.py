@@ -15,7 +15,7 @@ from prompts.query_parsing import suggest_constraints
 from retrieval.engine import Engine
 from retrieval.storage.records import InvalidRecord
 from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
-from service.admission import EngineAdmission, rate_limits
+from service.admission import EngineAdmission, declare_refusals, rate_limits
 from service.api.admin import AdminController
 from service.api.dependencies import ReindexJob, dependencies
 from service.api.errors import http_error_handler, internal_error_handler, invalid_record_handler, too_deep_handler
@@ -26,7 +26,7 @@ from service.api.items import ItemController
 from service.api.recommendations import RecommendationController
 from service.api.schemas import ClosedStructSchemas, check_request
 from service.api.users import UserController
-from service.observability import MetricsController, RequestLog, metrics_config, watch_engine
+from service.observability import MetricsController, RequestLog, echo_request_id, metrics_config, watch_engine
 from service.settings import Settings
 
 log = logging.getLogger("hybridrec.service")
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         app.state.engine = engine or Engine.open(settings.engine_config())
         if settings.query_parser == "model":
             app.state.engine.recommender.query_suggest = suggest
-        watch_engine(lambda: app.state.engine)
+        watch_engine(lambda: app.state.engine, lambda: reindex_job.state)
         try:
             yield
         finally:
@@ -65,15 +65,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
             if access_keys is None:  # opened here, so closed here
                 keys.close()
 
+    controllers = [ItemController, EventController, UserController, RecommendationController,
+                   ExplanationController, HealthController, AdminController, MetricsController]
+    declare_refusals(controllers)
     return Litestar(
-        route_handlers=[ItemController, EventController, UserController, RecommendationController,
-                        ExplanationController, HealthController, AdminController, MetricsController],
+        route_handlers=controllers,
         dependencies=dependencies(settings, generator, reindex_job, keys),
         guards=[require_scope(keys), check_request],
         plugins=[ClosedStructSchemas()],
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler,
                             RecursionError: too_deep_handler, Exception: internal_error_handler},
         request_max_body_size=settings.max_body_bytes,
+        before_send=[echo_request_id],
         middleware=[RequestLog(), metrics_config().middleware,
                     *rate_limits(settings.read_rate_limit, settings.write_rate_limit),
                     EngineAdmission(settings.engine_threads, settings.engine_queue)],

@@ -20,11 +20,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from litestar import Response, get
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -82,11 +83,22 @@ class RequestLog(ASGIMiddleware):
             }))
 
 
+async def echo_request_id(message: Message, scope: Scope) -> None:
+    """Litestar ``before_send`` hook: an answer made by the exception handlers, outside the
+    middleware (a 429 from the rate limits, a 503 from admission), gets the request id too."""
+    if message["type"] == "http.response.start":
+        request_id = scope.get("state", {}).get("request_id")
+        headers = message.setdefault("headers", [])
+        if request_id and not any(name.lower() == REQUEST_ID_HEADER.encode() for name, _ in headers):
+            message["headers"] = [*headers, (REQUEST_ID_HEADER.encode(), request_id.encode())]
+
+
 class EngineState(Collector):
     """Gauges read at scrape time from the engine that serves now (a reindex swaps the catalogue, a
     reload the reranker): catalogue size, events logged, profile lag, the serving models."""
 
     current: Callable[[], Any] | None = None
+    reindex: Callable[[], Any] | None = None
 
     def collect(self):
         engine = self.current() if self.current is not None else None
@@ -95,8 +107,17 @@ class EngineState(Collector):
         yield GaugeMetricFamily("hybridrec_catalogue_items", "Items in the catalogue that serves",
                                 value=engine.catalogue.count())
         yield GaugeMetricFamily("hybridrec_events_logged", "Events in the event log", value=engine.log.count())
-        yield GaugeMetricFamily("hybridrec_profile_lag_events", "Logged events not yet in profiles",
+        yield GaugeMetricFamily("hybridrec_profile_lag_events", "Logged events this process has not taken in",
                                 value=engine.profiles.lag())
+        yield GaugeMetricFamily("hybridrec_events_waiting", "Events accepted by the API, waiting for their commit",
+                                value=engine.event_writer.pending_rows)
+        yield GaugeMetricFamily("hybridrec_profiles_stale", "Users whose stored profile is behind the log (read "
+                                "from the log until written)", value=len(engine.stale_profiles))
+        if self.reindex is not None:
+            state = GaugeMetricFamily("hybridrec_reindex_state", "The online reindex's state (value 1)",
+                                      labels=["state"])
+            state.add_metric([self.reindex().state], 1)
+            yield state
         models = GaugeMetricFamily("hybridrec_serving_model_info", "The models that serve (value 1)",
                                    labels=["kind", "version"])
         models.add_metric(["encoder", engine.encoder.name], 1)
@@ -109,9 +130,11 @@ ENGINE_STATE = EngineState()
 REGISTRY.register(ENGINE_STATE)
 
 
-def watch_engine(current: Callable[[], Any]) -> None:
-    """Export the state of the engine ``current()`` returns (the app's, read at each scrape)."""
+def watch_engine(current: Callable[[], Any], reindex: Callable[[], Any] | None = None) -> None:
+    """Export the state of the engine ``current()`` returns (the app's, read at each scrape), and
+    of the online reindex job ``reindex()`` returns."""
     ENGINE_STATE.current = current
+    ENGINE_STATE.reindex = reindex
 
 
 class MetricsController(PrometheusController):
@@ -120,3 +143,8 @@ class MetricsController(PrometheusController):
     path = "/metrics"
     opt = {"scope": ADMIN}
     security = SECURITY
+
+    @get(media_type=CONTENT_TYPE_LATEST, summary="Prometheus metrics (text exposition format)")
+    async def get(self) -> Response:
+        # Litestar's handler, declared with the media type it answers in (its own says JSON).
+        return await PrometheusController.get.fn(self)

@@ -22,7 +22,7 @@ from retrieval.state.catalogue import Catalogue, Rejection
 from retrieval.state.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
 from retrieval.storage.event_log import EventLog, LoggedEvent
 from retrieval.storage.layout import USERS
-from retrieval.storage.records import InvalidRecord, ParsedEvent, parse_event
+from retrieval.storage.records import InvalidRecord, ParsedEvent, check_id, parse_event, parse_preferences
 from retrieval.storage.vector_store import CollectionSpec, StoredPoint, VectorStore
 
 # Log position up to which every user's stored profile is current; see ``repair``.
@@ -277,6 +277,8 @@ class Profiles:
     def set_preferences(self, user_id: str, preferences: str | None, attributes: dict[str, Any],
                         now: float | None = None) -> None:
         now = time.time() if now is None else now
+        check_id("user_id", user_id)
+        preferences, attributes = parse_preferences(preferences, attributes)  # the API's rules for every caller
         with self._write_lock, self._store_lock:
             self.log.set_preferences(user_id, preferences, attributes, now)
             self.refresh([user_id], now=now)

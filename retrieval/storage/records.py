@@ -191,6 +191,12 @@ def convert_record(raw: Any, kind: type) -> Any:
         raise _from_msgspec(err) from None
 
 
+def stored_item(payload: dict[str, Any]) -> Item:
+    """An item as the store holds it (its payload), not judged again: an item accepted under an
+    earlier version's rules stays what it is when the catalogue is re-encoded."""
+    return msgspec.convert({k: payload[k] for k in Item.__struct_fields__ if k in payload}, Item, strict=False)
+
+
 def parse_item(raw: Any) -> Item:
     """Validate one raw item (a JSON object); raise InvalidRecord naming the bad field."""
     item = convert_record(raw, Item)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.exceptions import ClientException, ValidationException
+from litestar.exceptions import ClientException, NotFoundException, ValidationException
 from litestar.params import Parameter
 
 from retrieval.engine import Engine
@@ -33,7 +33,7 @@ class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     """A new API key: a ``name`` to know it by and its ``scopes`` (read, write, admin)."""
 
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    scopes: Annotated[list[str], msgspec.Meta(min_length=1, max_length=3)]
+    scopes: Annotated[list[Literal["read", "write", "admin"]], msgspec.Meta(min_length=1, max_length=3)]
 
 
 class Audit(msgspec.Struct):
@@ -99,7 +99,7 @@ class AdminController(Controller):
         return access_keys.list(include_revoked=include_revoked)
 
     @delete("/keys/{key_id:str}", opt={"scope": ADMIN}, sync_to_thread=True, summary="Revoke an API key",
-            status_code=204)
+            status_code=204, raises=[NotFoundException])
     def revoke_key(self, key_id: str, access_keys: AccessKeys, caller: Caller | None) -> None:
         if not access_keys.revoke(key_id):
             raise not_found("active API key", key_id)

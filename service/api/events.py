@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, post
 from litestar.exceptions import ServiceUnavailableException
 
 from retrieval.state.event_writer import EventWriter, WriterBusy
-from retrieval.storage.records import EVENT_TYPES
+from retrieval.storage.records import EVENT_TYPES, Event
 from service.access import SECURITY, WRITE
 from service.api.errors import invalid_record
+from service.api.schemas import UnsupportedMediaType, record_schema
 from service.observability import EVENTS
 from service.settings import Settings
 
@@ -22,7 +23,7 @@ class EventsPost(msgspec.Struct, forbid_unknown_fields=True):
     rating|search), ``item_id`` (all but search), ``value`` (rating 1..5), ``query`` (search),
     ``timestamp`` (ISO-8601, default now). Invalid rows and unknown item ids are rejected."""
 
-    events: list[Any]
+    events: Annotated[list[Any], msgspec.Meta(extra_json_schema={"extra": {"items": record_schema(Event)}})]
 
 
 class RejectedEvent(msgspec.Struct):
@@ -41,7 +42,7 @@ class EventController(Controller):
     tags = ["events"]
     security = SECURITY
 
-    @post("/", opt={"scope": WRITE}, summary="Record user events", status_code=200)
+    @post("/", opt={"scope": WRITE}, summary="Record user events", status_code=200, raises=[UnsupportedMediaType])
     async def record(self, data: EventsPost, event_writer: EventWriter, settings: Settings) -> EventsResult:
         """Answers once the events are durable; concurrent requests share one commit."""
         if len(data.events) > settings.max_batch:

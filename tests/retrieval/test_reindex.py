@@ -220,3 +220,14 @@ def test_encoder_validation_knows_only_the_log_before_each_users_newest_item(eng
                             index=replayed_before_newest({f"u{n}": [a, b] for n in range(8)}))
     assert with_future == [1.0] * 8
     assert replayed == [0.0] * 8
+
+
+def test_reindex_keeps_items_accepted_under_earlier_rules(engine, encoder):
+    from retrieval.storage.records import Item
+
+    old = Item(id="old/style id", title="Stapler with many notes", attributes={f"note{n}": n for n in range(70)})
+    engine.catalogue.write(engine.catalogue.encode([old]))  # as an earlier version accepted it, past today's caps
+    report = reindex(engine, encoder, encoder_path=None, batch_size=100)
+    assert report.items == 361
+    kept = engine.catalogue.get("old/style id")
+    assert kept is not None and len(kept.payload["attributes"]) == 70
