@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from litestar import Litestar
+from litestar import Litestar, Router, get
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
 
 from prompts.query_parsing import suggest_constraints
 from retrieval.engine import Engine
@@ -31,6 +34,20 @@ from service.settings import Settings
 
 log = logging.getLogger("hybridrec.service")
 DOCS_PATH = "/docs"
+CONSOLE_PATH = "/console"
+CONSOLE_DIR = Path(__file__).resolve().parent / "console"  # static files shipped in the package
+
+
+@get("/", include_in_schema=False, sync_to_thread=False)
+def to_console() -> Redirect:
+    """The root opens the web console."""
+    return Redirect(f"{CONSOLE_PATH}/")
+
+
+def console_router() -> Router:
+    """The web console's static files, public: its pages send the user's key to the API themselves."""
+    return create_static_files_router(CONSOLE_PATH, directories=[CONSOLE_DIR], html_mode=True, name="console",
+                                      include_in_schema=False)
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None,
@@ -69,7 +86,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
                    ExplanationController, HealthController, AdminController, MetricsController]
     declare_refusals(controllers)
     return Litestar(
-        route_handlers=controllers,
+        route_handlers=[*controllers, console_router(), to_console],
         dependencies=dependencies(settings, generator, reindex_job, keys),
         guards=[require_scope(keys), check_request],
         plugins=[ClosedStructSchemas()],
