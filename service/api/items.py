@@ -1,21 +1,25 @@
-"""``/v1/items``: upsert in batches, read, delete, and similar items."""
+"""``/v1/items``: upsert in batches, browse and search, read, delete, and similar items."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, delete, get, put
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import Parameter
 
-from retrieval.limits import MAX_K
+from retrieval.limits import MAX_K, NAME_MAX_CHARS, TEXT_MAX_CHARS
+from retrieval.pipeline.recommender import Recommender
+from retrieval.pipeline.request import RecommendRequest
 from retrieval.state.catalogue import Catalogue
-from retrieval.storage.records import Item
+from retrieval.storage.records import InvalidRecord, Item, check_name, check_text
+from retrieval.storage.vector_store import ItemFilter
 from service.access import READ, SECURITY, WRITE
 from service.api.dependencies import ReindexJob, refuse_during_reindex
 from service.api.errors import invalid_record, not_found
-from service.api.schemas import Attributes, ItemSummary, UnsupportedMediaType, path_id, record_schema
+from service.api.schemas import TEXT_PATTERN, Attributes, ItemSummary, UnsupportedMediaType, path_id, record_schema
 from service.observability import ITEMS_WRITTEN
 from service.settings import Settings
 
@@ -67,7 +71,49 @@ class SimilarItems(msgspec.Struct):
     items: list[SimilarItem]
 
 
+class ItemsPage(msgspec.Struct):
+    """A page of the catalogue. Browsing: ``next`` is the cursor of the following page (send it as
+    ``offset``; None on the last page) and ``score`` is 0. Searching: the best ``limit`` items,
+    ``next`` None. ``total``: the catalogue's size, whatever the filters."""
+
+    items: list[ItemSummary]
+    next: str | None
+    total: int
+
+
 ItemId = Annotated[str, path_id("external item id")]
+SearchText = Annotated[str | None, Parameter(
+    max_length=TEXT_MAX_CHARS, schema_extra={"pattern": TEXT_PATTERN},
+    description="a search (may be a sentence, as a recommendation's query); without it, browse in store order")]
+Cursor = Annotated[str | None, Parameter(max_length=64, description="browsing: the `next` of the previous page")]
+
+
+def _query_value(field: str, value: str | None, check) -> str | None:
+    """A query parameter by its rule (an empty one is left out); 400 naming it."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return check(field, value)
+    except InvalidRecord as err:
+        raise ValidationException(detail=str(err), extra=[{"key": field, "message": err.reason,
+                                                           "source": "query"}]) from None
+
+
+def _cursor(offset: str | None) -> str | None:
+    """The store's point id a page starts at (the opaque cursor a previous page gave)."""
+    if offset is None or not offset.strip():
+        return None
+    try:
+        return str(uuid.UUID(offset))
+    except ValueError:
+        raise ValidationException(detail="offset: not a cursor this service gave; send the `next` of the previous "
+                                         "page, or none for the first page",
+                                  extra=[{"key": "offset", "message": "not a cursor", "source": "query"}]) from None
+
+
+def _summary(item_id: str, payload: dict[str, Any], score: float) -> ItemSummary:
+    return ItemSummary(item_id, payload["title"], score, payload.get("brand"), payload.get("categories") or [],
+                       payload.get("price"))
 
 
 class ItemController(Controller):
@@ -86,6 +132,29 @@ class ItemController(Controller):
         ITEMS_WRITTEN.labels("upserted").inc(report.upserted)
         ITEMS_WRITTEN.labels("rejected").inc(len(report.rejected))
         return UpsertResult(report.upserted, [RejectedItem(r.index, r.id, r.error) for r in report.rejected])
+
+    @get("/", opt={"scope": READ}, sync_to_thread=True, summary="Browse or search the catalogue")
+    def list_items(
+        self, catalogue: Catalogue, recommender: Recommender, q: SearchText = None,
+        category: Annotated[str | None, Parameter(max_length=NAME_MAX_CHARS, description="only items of this category")]
+        = None,
+        brand: Annotated[str | None, Parameter(max_length=NAME_MAX_CHARS, description="only items of this brand")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_K, description="items per page")] = 20,
+        offset: Cursor = None,
+    ) -> ItemsPage:
+        """Without ``q``: the catalogue in store order, ``limit`` at a time, narrowed by ``category``
+        and ``brand`` (case-insensitive). With ``q``: a search through the recommend pipeline (no
+        user; the sentence's constraints apply, and ``category`` and ``brand`` as hard filters)."""
+        query = _query_value("q", q, lambda f, v: check_text(f, v, TEXT_MAX_CHARS))
+        category, brand = _query_value("category", category, check_name), _query_value("brand", brand, check_name)
+        flt = ItemFilter(categories=(category,) if category else (), brands=(brand,) if brand else ())
+        if query is not None:
+            result = recommender.recommend(RecommendRequest(query=query, k=limit, item_filter=flt))
+            items = [_summary(it.id, it.payload, round(it.score, 8)) for it in result.items]
+            return ItemsPage(items, None, catalogue.count())
+        points, following = catalogue.store.scroll(catalogue.collection, limit=limit, offset=_cursor(offset), flt=flt)
+        return ItemsPage([_summary(p.id, p.payload, 0.0) for p in points],
+                         None if following is None else str(following), catalogue.count())
 
     @get("/{item_id:str}", opt={"scope": READ}, sync_to_thread=True, summary="Get one item",
          raises=[NotFoundException])

@@ -27,3 +27,53 @@ def test_the_console_is_served_without_a_key_and_the_root_redirects_to_it(client
     assert r.status_code in (301, 302, 307, 308) and r.headers["location"] == "/console/"
     paths = client.get("/docs/openapi.json").json()["paths"]
     assert not [p for p in paths if p == "/" or p.startswith("/console")]
+
+
+def test_browsing_pages_through_every_item_exactly_once(client, engine):
+    seen, offset, pages = [], None, 0
+    while True:
+        r = client.get("/v1/items", params={"limit": 47, **({"offset": offset} if offset else {})})
+        assert r.status_code == 200
+        page = r.json()
+        assert page["total"] == engine.catalogue.count() == 360 and len(page["items"]) <= 47
+        assert all(item["score"] == 0 and item["title"] for item in page["items"])
+        seen += [item["id"] for item in page["items"]]
+        pages += 1
+        offset = page["next"]
+        if offset is None:
+            break
+    assert len(seen) == len(set(seen)) == 360 and pages == 8
+
+
+def test_browsing_filters_by_category_and_brand_case_insensitively(client):
+    staplers = client.get("/v1/items", params={"category": "staplers", "limit": 100}).json()
+    assert len(staplers["items"]) == 30 and staplers["total"] == 360
+    assert all(i["categories"][-1] == "Staplers" for i in staplers["items"])
+    rapid = client.get("/v1/items", params={"category": "Staplers", "brand": "RAPID", "limit": 100}).json()["items"]
+    assert rapid and all(i["brand"] == "Rapid" and i["categories"][-1] == "Staplers" for i in rapid)
+    assert client.get("/v1/items", params={"category": "no such shelf"}).json()["items"] == []
+
+
+def test_search_honours_the_filters_and_the_sentence(client):
+    r = client.get("/v1/items", params={"q": "quiet keyboard under $50", "limit": 5, "offset": "ignored"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["next"] is None and 0 < len(body["items"]) <= 5
+    assert all(i["categories"][-1] == "Keyboards" and i["price"] <= 50 and i["score"] > 0 for i in body["items"])
+    pens = client.get("/v1/items", params={"q": "something for my desk", "category": "Pens", "brand": "lamy"}).json()
+    assert pens["items"] and all(i["categories"][-1] == "Pens" and i["brand"] == "Lamy" for i in pens["items"])
+    assert len(client.get("/v1/items", params={"q": "stapler", "limit": 3}).json()["items"]) == 3
+
+
+def test_browsing_refuses_bad_parameters_and_keys_without_read(client, keys):
+    for params, key in (({"offset": "not-a-cursor"}, "offset"), ({"limit": 0}, None), ({"limit": 101}, None),
+                        ({"q": "bad\x01text"}, "q"), ({"category": "x" * 201}, None)):
+        r = client.get("/v1/items", params=params)
+        assert r.status_code == 400, params
+        if key:
+            assert r.json()["extra"][0]["key"] == key
+    writer = keys.create("writer", ["write"]).secret
+    reader = keys.create("reader", ["read"]).secret
+    assert client.get("/v1/items").status_code == 401
+    assert client.get("/v1/items", headers={"X-API-Key": writer}).status_code == 403
+    assert client.get("/v1/items", headers={"X-API-Key": reader}).status_code == 200
