@@ -20,6 +20,7 @@ from retrieval.storage.records import InvalidRecord
 from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
 from service.admission import EngineAdmission, declare_refusals, rate_limits
 from service.api.admin import AdminController
+from service.api.catalogue import CatalogueController
 from service.api.dependencies import ReindexJob, dependencies
 from service.api.errors import http_error_handler, internal_error_handler, invalid_record_handler, too_deep_handler
 from service.api.events import EventController
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
             if access_keys is None:  # opened here, so closed here
                 keys.close()
 
-    controllers = [ItemController, EventController, UserController, RecommendationController,
+    controllers = [ItemController, CatalogueController, EventController, UserController, RecommendationController,
                    ExplanationController, HealthController, AdminController, MetricsController]
     declare_refusals(controllers)
     return Litestar(

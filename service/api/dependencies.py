@@ -1,6 +1,6 @@
 """What controllers share, injected by Litestar: the engine and its parts, the settings, the
-explanation generator and the online reindex job. Controllers import from here, never from each
-other."""
+explanation generator, the online reindex job, the upload (ingest) jobs and the catalogue's facet
+counts. Controllers import from here, never from each other."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from litestar.exceptions import ClientException
 
 from prompts import Generator
 from retrieval.engine import Engine
+from retrieval.state.catalogue import Catalogue
+from retrieval.state.facets import Facets
+from retrieval.storage.vector_store import scroll_all
 from service.access import AccessKeys, Caller
 from service.settings import Settings
 
@@ -69,6 +72,69 @@ def refuse_during_reindex(job: ReindexJob) -> None:
                                                       "GET /v1/admin/reindex says done", headers={"Retry-After": "30"})
 
 
+class FacetCount(msgspec.Struct):
+    name: str
+    items: int
+
+
+class PriceRange(msgspec.Struct):
+    min: float | None
+    max: float | None
+
+
+class CatalogueFacets(msgspec.Struct):
+    """The catalogue's categories and brands with how many items each has (most first), its price
+    range, and its size."""
+
+    categories: list[FacetCount]
+    brands: list[FacetCount]
+    price: PriceRange
+    items: int
+
+
+class FacetCounts:
+    """``CatalogueFacets``, read with one scroll of the catalogue and kept until it changes. A change
+    is seen without anyone reporting it: every write gives the catalogue a new ``Facets`` object (copy
+    on write), a delete changes its count, and a reindex's switch a new catalogue."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[Catalogue, Facets, int] | None = None
+        self._counts: CatalogueFacets | None = None
+
+    def get(self, catalogue: Catalogue) -> CatalogueFacets:
+        with self._lock:  # one scroll at a time; the others wait for its answer
+            key = (catalogue, catalogue.facets(), catalogue.count())
+            old = self._key
+            if self._counts is None or old is None or old[0] is not key[0] or old[1] is not key[1] or old[2] != key[2]:
+                self._counts, self._key = self._read(catalogue, key[1]), key  # the key read before the scroll
+            return self._counts
+
+    @staticmethod
+    def _read(catalogue: Catalogue, names: Facets) -> CatalogueFacets:
+        categories: dict[str, int] = {}
+        brands: dict[str, int] = {}
+        prices: list[float] = []
+        n = 0
+        for page in scroll_all(catalogue.store, catalogue.collection, batch=1024):
+            for point in page:
+                n += 1
+                p = point.payload
+                if p.get("brand"):
+                    brands[p["brand"].lower()] = brands.get(p["brand"].lower(), 0) + 1
+                for key in {c.lower() for c in p.get("categories") or ()}:
+                    categories[key] = categories.get(key, 0) + 1
+                if p.get("price") is not None:
+                    prices.append(float(p["price"]))
+
+        def ranked(counts: dict[str, int], known: dict[str, str]) -> list[FacetCount]:
+            named = [FacetCount(known.get(key, key), count) for key, count in counts.items()]
+            return sorted(named, key=lambda f: (-f.items, f.name.lower()))
+
+        return CatalogueFacets(ranked(categories, names.categories), ranked(brands, names.brands),
+                               PriceRange(min(prices) if prices else None, max(prices) if prices else None), n)
+
+
 def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJob,
                  access_keys: AccessKeys) -> dict[str, Provide]:
     """The app's dependency map: the engine (opened by the app's lifespan) and its parts, read at
@@ -80,6 +146,7 @@ def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJ
 
         return Provide(dependency, sync_to_thread=False)
 
+    facet_counts = FacetCounts()
     return {
         "engine": engine_part(None),
         "catalogue": engine_part("catalogue"),
@@ -90,6 +157,7 @@ def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJ
         "reindex_job": Provide(lambda: reindex_job, sync_to_thread=False),
         "explanation_generator": Provide(lambda: generator, sync_to_thread=False),
         "access_keys": Provide(lambda: access_keys, sync_to_thread=False),
+        "facet_counts": Provide(lambda: facet_counts, sync_to_thread=False),
         "caller": Provide(caller, sync_to_thread=False),
     }
 

@@ -77,3 +77,36 @@ def test_browsing_refuses_bad_parameters_and_keys_without_read(client, keys):
     assert client.get("/v1/items").status_code == 401
     assert client.get("/v1/items", headers={"X-API-Key": writer}).status_code == 403
     assert client.get("/v1/items", headers={"X-API-Key": reader}).status_code == 200
+
+
+def test_facets_count_the_catalogue_and_follow_its_writes(client, engine, demo_items):
+    facets = client.get("/v1/catalogue/facets").json()
+    assert facets["items"] == 360
+    by_name = {c["name"]: c["items"] for c in facets["categories"]}
+    assert by_name["Office"] == 360 and by_name["Staplers"] == 30 and len(by_name) == 13
+    assert [c["items"] for c in facets["categories"]] == sorted(by_name.values(), reverse=True)
+    brands = {b["name"]: b["items"] for b in facets["brands"]}
+    assert sum(brands.values()) == sum(1 for i in demo_items if i.get("brand"))
+    prices = [i["price"] for i in demo_items if i.get("price") is not None]
+    assert facets["price"] == {"min": min(prices), "max": max(prices)}
+    assert client.get("/v1/catalogue/facets").json() == facets  # kept
+    new = {"id": "z-1", "title": "Walnut monitor riser", "brand": "Grovemade", "categories": ["Office", "Risers"],
+           "price": 9999.0}
+    assert client.put("/v1/items", json={"items": [new]}).json()["upserted"] == 1
+    after = client.get("/v1/catalogue/facets").json()
+    assert after["items"] == 361 and after["price"]["max"] == 9999.0
+    assert {"name": "Risers", "items": 1} in after["categories"] and {"name": "Grovemade", "items": 1} in after["brands"]
+    assert client.put("/v1/items", json={"items": [dict(new, brand="Ugmonk")]}).json()["upserted"] == 1  # replaced
+    replaced = client.get("/v1/catalogue/facets").json()
+    assert {"name": "Ugmonk", "items": 1} in replaced["brands"]
+    assert "Grovemade" not in {b["name"] for b in replaced["brands"]}
+    assert client.delete("/v1/items/z-1").status_code == 204
+    assert client.get("/v1/catalogue/facets").json() == facets
+
+
+def test_facets_need_the_read_scope(client, keys):
+    writer = keys.create("writer", ["write"]).secret
+    assert client.get("/v1/catalogue/facets").status_code == 401
+    assert client.get("/v1/catalogue/facets", headers={"X-API-Key": writer}).status_code == 403
+    reader = keys.create("reader", ["read"]).secret
+    assert client.get("/v1/catalogue/facets", headers={"Authorization": f"Bearer {reader}"}).status_code == 200
