@@ -26,6 +26,7 @@ from service.api.errors import http_error_handler, internal_error_handler, inval
 from service.api.events import EventController
 from service.api.explanations import ExplanationController
 from service.api.health import HealthController
+from service.api.ingest_jobs import IngestController
 from service.api.items import ItemController
 from service.api.recommendations import RecommendationController
 from service.api.schemas import ClosedStructSchemas, check_request
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
             if access_keys is None:  # opened here, so closed here
                 keys.close()
 
-    controllers = [ItemController, CatalogueController, EventController, UserController, RecommendationController,
+    controllers = [ItemController, CatalogueController, IngestController, EventController, UserController, RecommendationController,
                    ExplanationController, HealthController, AdminController, MetricsController]
     declare_refusals(controllers)
     return Litestar(

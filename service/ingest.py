@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,9 +238,11 @@ def ingest_file(
     batch_size: int = 256,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    on_batch: Callable[[int, IngestSummary], None] | None = None,
 ) -> IngestSummary:
     """Load a catalogue file; see the module docstring. Raises FatalIngestError only when the
-    job cannot go on; bad rows go to the rejects file."""
+    job cannot go on; bad rows go to the rejects file. ``on_batch(line, summary)`` is called after
+    each committed batch with the file's last line it covered (the service's upload progress)."""
     path = Path(path)
     if not path.is_file():
         raise FatalIngestError(f"{path} does not exist or is not a file")
@@ -300,6 +302,8 @@ def ingest_file(
         checkpoint.save({"line": last_line, "rows": summary.rows, "upserted": summary.upserted,
                          "rejected": summary.rejected, "duplicates": summary.duplicates,
                          "rejects_bytes": rejects_fh.tell()})
+        if on_batch is not None:
+            on_batch(last_line, summary)
         bar.update(max(0, last_line - bar.n))
         bar.set_postfix(items_per_s=f"{summary.upserted_this_run / max(time.perf_counter() - started, 1e-9):.0f}",
                         rejected=summary.rejected, refresh=False)

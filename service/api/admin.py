@@ -12,7 +12,7 @@ from litestar.params import Parameter
 
 from retrieval.engine import Engine
 from service.access import ADMIN, SECURITY, AccessKeys, AuditEntry, Caller, CreatedKey, KeyInfo
-from service.api.dependencies import ReindexJob, ReindexState
+from service.api.dependencies import IngestJobs, ReindexJob, ReindexState
 from service.api.errors import not_found
 from service.settings import Settings
 
@@ -54,7 +54,11 @@ class AdminController(Controller):
 
     @post("/reindex", opt={"scope": ADMIN}, sync_to_thread=True, summary="Re-encode everything with an encoder, then switch", status_code=202)
     def start_reindex(self, data: ReindexStart, engine: Engine, reindex_job: ReindexJob, access_keys: AccessKeys,
-                      caller: Caller | None, settings: Settings) -> ReindexState:
+                      caller: Caller | None, settings: Settings, ingest_jobs: IngestJobs) -> ReindexState:
+        if ingest_jobs.running:  # its items would land in the collection being replaced
+            raise ClientException(status_code=409, detail="an upload is being ingested; start the reindex when "
+                                                          "GET /v1/ingest/{job_id} says done",
+                                  headers={"Retry-After": "30"})
         allowed = reindex_encoders(engine, settings)
         if data.encoder is None:
             path = engine.models.latest_accepted_encoder()

@@ -4,9 +4,14 @@ counts. Controllers import from here, never from each other."""
 
 from __future__ import annotations
 
+import json
+import logging
+import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,7 +26,11 @@ from retrieval.state.catalogue import Catalogue
 from retrieval.state.facets import Facets
 from retrieval.storage.vector_store import scroll_all
 from service.access import AccessKeys, Caller
+from service.ingest import FatalIngestError, IngestSummary, ingest_file
+from service.observability import ITEMS_WRITTEN
 from service.settings import Settings
+
+log = logging.getLogger("hybridrec.service")
 
 
 class ReindexState(msgspec.Struct):
@@ -64,6 +73,135 @@ class ReindexJob:
                                       report.users, asdict(report.layout))
         except Exception as err:  # the old layout keeps serving; say why it failed
             self.state = ReindexState("failed", encoder_path, self.state.started, time.time(), error=str(err))
+
+
+class RejectedRow(msgspec.Struct):
+    """A row of an uploaded file that was not written: its line in the file, its id if it has one,
+    the field at fault (None: the line itself, e.g. not JSON) and why."""
+
+    line: int
+    id: str | None
+    field: str | None
+    reason: str
+
+
+class IngestState(msgspec.Struct):
+    """An upload's ingest job. ``lines_done`` grows batch by batch up to ``lines_total``;
+    ``rejected`` lists the first ``MAX_LISTED_REJECTS`` rejected rows (``rejected_count`` counts
+    them all); ``error`` says why a job failed (a row never fails a job, only an unusable file)."""
+
+    id: str
+    name: str
+    state: str  # running | done | failed
+    lines_total: int
+    lines_done: int = 0
+    upserted: int = 0
+    rejected_count: int = 0
+    rejected: list[RejectedRow] = []
+    error: str | None = None
+    format: str = "jsonl"
+    started: float | None = None
+    finished: float | None = None
+
+
+MAX_LISTED_REJECTS = 200
+UPLOADS_DIR = "uploads"
+
+
+def count_file_lines(body: bytes) -> int:
+    """Lines in a file, the last one counted without its line break too."""
+    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+
+
+class IngestJobs:
+    """Uploaded catalogue files, each loaded by ``service.ingest.ingest_file`` (the job behind
+    ``hybridrec ingest``: batch by batch, with its rejects file) in a thread of the serving
+    process; one at a time. The file is kept as ``<data_dir>/uploads/<job id>.<format>``, its
+    rejected rows in ``<job id>.<format>.rejects.jsonl`` beside it. The jobs' states are kept in
+    memory (the newest ``keep``)."""
+
+    def __init__(self, keep: int = 100) -> None:
+        self._jobs: OrderedDict[str, IngestState] = OrderedDict()
+        self._files: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    @property
+    def running(self) -> bool:
+        return any(job.state == "running" for job in self._jobs.values())
+
+    def get(self, job_id: str) -> IngestState | None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.state == "running":  # the rows rejected so far, batch by batch
+            job = msgspec.structs.replace(job, rejected=read_rejects(self.rejects_path(self._files[job_id])))
+        return job
+
+    def start(self, catalogue: Catalogue, data_dir: Path, body: bytes, fmt: str, name: str) -> IngestState:
+        with self._lock:
+            if self.running:
+                raise ClientException(status_code=409, detail="an upload is already being ingested; wait until "
+                                                              "GET /v1/ingest/{job_id} says done")
+            job_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
+            folder = Path(data_dir) / UPLOADS_DIR
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{job_id}.{fmt}"
+            path.write_bytes(body)
+            job = IngestState(job_id, name, "running", count_file_lines(body), format=fmt, started=time.time())
+            self._jobs[job_id], self._files[job_id] = job, path
+            while len(self._jobs) > self._keep:
+                oldest = next((k for k, j in self._jobs.items() if j.state != "running"), None)
+                if oldest is None:
+                    break
+                del self._jobs[oldest], self._files[oldest]
+        threading.Thread(target=self._run, args=(catalogue, job, path), daemon=True, name=f"ingest {job_id}").start()
+        return job
+
+    @staticmethod
+    def rejects_path(path: Path) -> Path:
+        return path.with_name(path.name + ".rejects.jsonl")
+
+    def _run(self, catalogue: Catalogue, job: IngestState, path: Path) -> None:
+        def progress(line: int, summary: IngestSummary) -> None:
+            job.lines_done, job.upserted, job.rejected_count = min(line, job.lines_total), summary.upserted, summary.rejected
+
+        rejects = self.rejects_path(path)
+        try:
+            summary = ingest_file(catalogue, path, job.format, rejects=rejects, checkpoint_dir=path.parent / ".checkpoints",
+                                  progress=False, on_batch=progress)
+        except FatalIngestError as err:
+            job.rejected = read_rejects(rejects)
+            job.error, job.state, job.finished = str(err), "failed", time.time()
+            return
+        except Exception as err:  # the catalogue keeps what was written; the job says why it stopped
+            log.error("ingest job %s failed", job.id, exc_info=err)
+            job.rejected = read_rejects(rejects)
+            job.error = (f"the job stopped after line {job.lines_done} ({type(err).__name__}); the rows before it "
+                         "are written, and the service's log says what went wrong")
+            job.state, job.finished = "failed", time.time()
+            return
+        ITEMS_WRITTEN.labels("upserted").inc(summary.upserted)
+        ITEMS_WRITTEN.labels("rejected").inc(summary.rejected)
+        job.rejected = read_rejects(rejects)
+        job.lines_done, job.upserted, job.rejected_count = job.lines_total, summary.upserted, summary.rejected
+        job.state, job.finished = "done", time.time()
+
+
+def read_rejects(path: Path, limit: int = MAX_LISTED_REJECTS) -> list[RejectedRow]:
+    """The first ``limit`` rows of an ingest job's rejects file (none if it has none)."""
+    out: list[RejectedRow] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if len(out) >= limit:
+                    break
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a batch being written: its line is not whole yet
+                    break
+                out.append(RejectedRow(entry["line"], entry.get("id"), entry.get("field"), entry.get("error") or ""))
+    except FileNotFoundError:
+        pass
+    return out
 
 
 def refuse_during_reindex(job: ReindexJob) -> None:
@@ -146,7 +284,7 @@ def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJ
 
         return Provide(dependency, sync_to_thread=False)
 
-    facet_counts = FacetCounts()
+    facet_counts, ingest_jobs = FacetCounts(), IngestJobs()
     return {
         "engine": engine_part(None),
         "catalogue": engine_part("catalogue"),
@@ -158,6 +296,7 @@ def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJ
         "explanation_generator": Provide(lambda: generator, sync_to_thread=False),
         "access_keys": Provide(lambda: access_keys, sync_to_thread=False),
         "facet_counts": Provide(lambda: facet_counts, sync_to_thread=False),
+        "ingest_jobs": Provide(lambda: ingest_jobs, sync_to_thread=False),
         "caller": Provide(caller, sync_to_thread=False),
     }
 

@@ -110,6 +110,11 @@ class UnsupportedMediaType(ClientException):
     status_code = 415
 
 
+# A route that reads its body as a file of another format than JSON names the media types it takes
+# in its ``opt`` under this key; ``check_request`` then checks the Content-Type against them only.
+RAW_BODY = "raw_body_media_types"
+
+
 def _is_json(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
@@ -121,7 +126,8 @@ async def check_request(connection: ASGIConnection, handler: BaseRouteHandler) -
 
     - a path parameter named ``*_id`` that breaks the id rule: 400 naming the parameter;
     - a body declared as anything but JSON: 415 (a body without a Content-Type is read as JSON);
-    - a JSON body that fits the route's schema only by coercion: 400 naming the field.
+    - a JSON body that fits the route's schema only by coercion: 400 naming the field;
+    - on a route that takes a raw file (``opt[RAW_BODY]``), a body of another media type than those: 415.
     """
     for name, value in connection.path_params.items():
         if name.endswith("_id"):
@@ -130,10 +136,19 @@ async def check_request(connection: ASGIConnection, handler: BaseRouteHandler) -
             except InvalidRecord as err:
                 raise ValidationException(detail=str(err),
                                           extra=[{"key": name, "message": err.reason, "source": "path"}]) from None
+    content_type = connection.headers.get("content-type")
+    raw_types = handler.opt.get(RAW_BODY)
+    if raw_types is not None:
+        media_type = (content_type or "").split(";", 1)[0].strip().lower()
+        if content_type is not None and media_type not in raw_types:
+            raise UnsupportedMediaType(
+                detail=f"content-type: the body must be one of {', '.join(raw_types)}, not {content_type[:100]!r}",
+                extra=[{"key": "content-type", "message": f"must be one of {', '.join(raw_types)}",
+                        "source": "header"}])
+        return
     data = handler.parsed_fn_signature.parameters.get("data")
     if data is None:
         return
-    content_type = connection.headers.get("content-type")
     if content_type is not None and not _is_json(content_type):
         raise UnsupportedMediaType(
             detail=f"content-type: the body must be JSON (application/json), not {content_type[:100]!r}",

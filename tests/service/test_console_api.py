@@ -110,3 +110,94 @@ def test_facets_need_the_read_scope(client, keys):
     assert client.get("/v1/catalogue/facets", headers={"X-API-Key": writer}).status_code == 403
     reader = keys.create("reader", ["read"]).secret
     assert client.get("/v1/catalogue/facets", headers={"Authorization": f"Bearer {reader}"}).status_code == 200
+
+
+def wait_for_job(client, job_id, headers=None, timeout=60.0):
+    """The job's states while it runs, ending with its final one."""
+    import time
+
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get(f"/v1/ingest/{job_id}", headers=headers or {})
+        assert r.status_code == 200, r.text
+        seen.append(r.json())
+        if seen[-1]["state"] != "running":
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still running: {seen[-1]}")
+
+
+def test_an_uploaded_jsonl_file_is_ingested_with_its_two_bad_rows_listed(client, engine, tmp_path):
+    import json
+
+    good = [{"id": f"up-{i}", "title": f"Recycled paper notebook {i}", "brand": "Leuchtturm",
+             "categories": ["Office", "Notebooks"], "price": 5 + i} for i in range(600)]
+    lines = [json.dumps(row) for row in good[:300]] + ['{"id": "up-bad", "title": "Pen", "price": -2}']
+    lines += [json.dumps(row) for row in good[300:]] + ["{not json"]
+    body = ("\n".join(lines) + "\n").encode()
+    r = client.post("/v1/ingest", params={"format": "jsonl", "name": "notebooks.jsonl"}, content=body,
+                    headers={"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 202, r.text
+    started = r.json()
+    assert started["state"] == "running" and started["name"] == "notebooks.jsonl" and started["lines_total"] == 602
+    assert (tmp_path / "data" / "uploads" / f"{started['id']}.jsonl").read_bytes() == body
+    states = wait_for_job(client, started["id"])
+    done = states[-1]
+    assert done["state"] == "done" and done["error"] is None
+    assert done["lines_done"] == done["lines_total"] == 602
+    assert [s["lines_done"] for s in states] == sorted(s["lines_done"] for s in states)  # progress only grows
+    assert done["upserted"] == 600 and done["rejected_count"] == 2
+    assert [(x["line"], x["id"], x["field"]) for x in done["rejected"]] == [(301, "up-bad", "price"), (602, None, None)]
+    assert ">= 0" in done["rejected"][0]["reason"] and "not valid JSON" in done["rejected"][1]["reason"]
+    assert engine.catalogue.count() == 960 and client.get("/v1/items/up-599").json()["brand"] == "Leuchtturm"
+    facets = client.get("/v1/catalogue/facets").json()
+    assert facets["items"] == 960 and {"name": "Leuchtturm", "items": 600} in facets["brands"]
+
+
+def test_an_uploaded_csv_file_and_one_that_cannot_be_read(client, engine):
+    csv = "id,title,brand,categories,price\nc-1,Oak desk tray,Yamazaki,Office|Organisers,19.5\nc-2,,Yamazaki,,1\n"
+    r = client.post("/v1/ingest", params={"name": "trays.csv"}, content=csv, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 202 and r.json()["lines_total"] == 3
+    done = wait_for_job(client, r.json()["id"])[-1]
+    assert (done["state"], done["upserted"], done["rejected_count"]) == ("done", 1, 1)
+    assert done["rejected"][0]["line"] == 3 and done["rejected"][0]["field"] == "title"
+    assert client.get("/v1/items/c-1").json()["categories"] == ["Office", "Organisers"]
+    r = client.post("/v1/ingest", params={"format": "csv"}, content=b"sku,name\n1,x\n",
+                    headers={"Content-Type": "application/octet-stream"})
+    failed = wait_for_job(client, r.json()["id"])[-1]
+    assert failed["state"] == "failed" and "needs id and title" in failed["error"]
+
+
+def test_uploads_are_refused_as_documented(client, engine, keys):
+    assert client.get("/v1/ingest/no-such-job").status_code == 404
+    r = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "a", "title": "A"}\n',
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 415 and r.json()["extra"][0]["key"] == "content-type"
+    r = client.post("/v1/ingest", content=b"x\n", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 400 and r.json()["extra"][0]["key"] == "format"  # nothing says the format
+    assert client.post("/v1/ingest", params={"format": "xml"}, content=b"x").status_code == 400
+    # One upload at a time, and none while a reindex runs (its items would miss the new collection).
+    big = "".join(f'{{"id": "big-{i}", "title": "Desk lamp {i}"}}\n' for i in range(3000)).encode()
+    first = client.post("/v1/ingest", params={"format": "jsonl"}, content=big)
+    assert first.status_code == 202
+    second = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "b", "title": "B"}\n')
+    reindex = client.post("/v1/admin/reindex", json={})
+    if client.get(f"/v1/ingest/{first.json()['id']}").json()["state"] == "running":
+        assert second.status_code == 409 and "already" in second.json()["detail"]
+        assert reindex.status_code == 409 and "upload" in reindex.json()["detail"]
+    assert wait_for_job(client, first.json()["id"])[-1]["upserted"] == 3000
+    reindex_job = client.app.dependencies["reindex_job"].dependency()
+    reindex_job.state.state = "running"
+    try:
+        r = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "c", "title": "C"}\n')
+        assert r.status_code == 409 and r.headers["retry-after"] == "30" and "reindex" in r.json()["detail"]
+    finally:
+        reindex_job.state.state = "idle"
+    # Scopes: write uploads and follows a job; read does not.
+    job = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "d", "title": "D"}\n').json()["id"]
+    reader, writer = keys.create("reader", ["read"]).secret, keys.create("writer", ["write"]).secret
+    assert client.post("/v1/ingest", params={"format": "jsonl"}, content=b"").status_code == 401
+    assert client.get(f"/v1/ingest/{job}", headers={"X-API-Key": reader}).status_code == 403
+    assert client.post("/v1/ingest", params={"format": "jsonl"}, content=b"", headers={"X-API-Key": reader}).status_code == 403
+    assert wait_for_job(client, job, {"X-API-Key": writer})[-1]["state"] == "done"
