@@ -201,3 +201,37 @@ def test_uploads_are_refused_as_documented(client, engine, keys):
     assert client.get(f"/v1/ingest/{job}", headers={"X-API-Key": reader}).status_code == 403
     assert client.post("/v1/ingest", params={"format": "jsonl"}, content=b"", headers={"X-API-Key": reader}).status_code == 403
     assert wait_for_job(client, job, {"X-API-Key": writer})[-1]["state"] == "done"
+
+
+def test_a_users_leaning_follows_three_clicks_in_one_category_and_lists_recent_events(client, engine):
+    staplers = client.get("/v1/items", params={"category": "Staplers", "limit": 3}).json()["items"]
+    pen = client.get("/v1/items", params={"category": "Pens", "limit": 1}).json()["items"][0]
+    r = client.post("/v1/events", json={"events": [
+        {"user_id": "newbie", "type": "view", "item_id": pen["id"], "timestamp": 1_700_000_000},
+        *({"user_id": "newbie", "type": "click", "item_id": s["id"]} for s in staplers),
+        {"user_id": "newbie", "type": "search", "query": "heavy duty stapler"},
+    ]})
+    assert r.json()["accepted"] == 5
+    user = client.get("/v1/users/newbie").json()
+    assert user["total_events"] == 5 and user["has_profile"] and user["recent_items"][0] == staplers[-1]["id"]
+    leaning = user["leaning"]
+    assert leaning["categories"][0]["name"] == "Staplers" and leaning["categories"][0]["share"] > 0.9
+    assert {c["name"] for c in leaning["categories"]} <= {"Staplers", "Pens"}
+    assert abs(sum(c["share"] for c in leaning["categories"]) - 1) < 1e-3
+    assert leaning["brands"] and abs(sum(b["share"] for b in leaning["brands"]) - 1) < 1e-3
+    assert len(leaning["brands"]) <= 5
+    events = user["recent_events"]
+    assert [e["type"] for e in events] == ["search", "click", "click", "click", "view"]
+    assert events[0] == {"type": "search", "item_id": None, "title": None, "at": events[0]["at"],
+                         "query": "heavy duty stapler"}
+    assert [(e["item_id"], e["title"]) for e in events[1:4]] == [(s["id"], s["title"]) for s in reversed(staplers)]
+    assert events[-1]["at"] == 1_700_000_000 and events[0]["at"] >= events[1]["at"]
+
+
+def test_a_user_with_only_stated_preferences_leans_nowhere_yet(client, keys):
+    r = client.put("/v1/users/quiet", json={"preferences": "fountain pens"})
+    assert r.status_code == 200
+    assert r.json()["leaning"] == {"categories": [], "brands": []} and r.json()["recent_events"] == []
+    assert client.get("/v1/users/nobody").status_code == 404
+    writer = keys.create("writer", ["write"]).secret
+    assert client.get("/v1/users/quiet", headers={"X-API-Key": writer}).status_code == 403
