@@ -51,6 +51,15 @@ eval-stages: install
 			--max-users $(EVAL_STAGE_USERS) --methods hybrid_retrieval --stages; \
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
 
+# The browser of the console's end-to-end tests (tests/console): Chromium from the system's packages,
+# installed when missing (as root, or with passwordless sudo). Playwright never downloads one.
+.PHONY: browser
+browser:
+	@if command -v chromium >/dev/null || [ -x /usr/bin/chromium ]; then :; \
+	elif ! command -v apt-get >/dev/null; then echo "no Chromium and no apt-get: install Chromium, set HYBRIDREC_CHROMIUM"; \
+	else if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
+
 demo-catalogue: install
 	$(BIN)/python scripts/make_demo_catalogue.py --out service/demo/catalogue.jsonl
 

@@ -1,0 +1,58 @@
+// The console's entry: the API key box, the hash routes (#/try, #/shopper, #/catalogue, #/operate)
+// and the pages. Each page is a module with init() (once) and show() (each time it is opened).
+import { $, $$, apiKey, clearErrors, resetFacets, setApiKey } from "./lib.js";
+import * as catalogue from "./catalogue.js";
+import * as operate from "./operate.js";
+import * as shopper from "./shopper.js";
+import * as tryIt from "./try.js";
+
+const PAGES = { try: tryIt, shopper, catalogue, operate };
+const started = new Set();
+let current = null;
+
+function keyState() {
+  const key = apiKey();
+  $("#key-state").textContent = key ? `key in use: …${key.slice(-4)}` : "no key";
+  $("#api-key").value = key;
+}
+
+function route(byUser) {
+  const name = (location.hash.match(/^#\/(\w+)/) || [])[1];
+  const page = PAGES[name] ? name : "try";
+  if (!PAGES[name] && location.hash !== "#/try") history.replaceState(null, "", "#/try");
+  if (current && current !== page) PAGES[current].hide?.();
+  if (current !== page) clearErrors();
+  current = page;
+  for (const section of $$(".page")) section.hidden = section.id !== `page-${page}`;
+  for (const link of $$(".top nav a")) {
+    if (link.dataset.page === page) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.title = `${$(`#page-${page} h1`).textContent} · hybridrec console`;
+  if (!started.has(page)) {
+    started.add(page);
+    PAGES[page].init();
+  }
+  PAGES[page].show();
+  if (byUser) $(`#page-${page} h1`).focus();
+}
+
+$("#key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  setApiKey($("#api-key").value.trim());
+  keyState();
+  resetFacets();
+  clearErrors();
+  PAGES[current].show({ keyChanged: true });
+});
+$("#key-clear").addEventListener("click", () => {
+  setApiKey("");
+  keyState();
+  resetFacets();
+  clearErrors();
+  PAGES[current].show({ keyChanged: true });
+});
+
+window.addEventListener("hashchange", () => route(true));
+keyState();
+route(false);
