@@ -22,6 +22,23 @@ class RerankerState(msgspec.Struct):
     versions: list[dict]
 
 
+class EncoderVersion(msgspec.Struct):
+    """A trained encoder version and its verdict (only accepted ones may be reindexed with)."""
+
+    version: str
+    accepted: bool
+    reason: str | None
+    created: str | None
+
+
+class ModelsState(RerankerState):
+    """The rerankers (``serving``, ``versions``), the trained encoder versions, and the encoder the
+    index serves with (a trained version's name after a reindex with it)."""
+
+    encoders: list[EncoderVersion] = []
+    serving_encoder: str | None = None
+
+
 class ReindexStart(msgspec.Struct, forbid_unknown_fields=True):
     """``encoder``: an accepted encoder version this service keeps (e.g. ``v20250101-120000``), or
     a folder the ``reindex_encoders`` setting lists; default the newest accepted version."""
@@ -81,10 +98,15 @@ class AdminController(Controller):
     def reindex_state(self, reindex_job: ReindexJob) -> ReindexState:
         return reindex_job.state
 
-    @get("/models", opt={"scope": ADMIN}, sync_to_thread=True, summary="Trained rerankers and which one is served")
-    def models(self, engine: Engine) -> RerankerState:
+    @get("/models", opt={"scope": ADMIN}, sync_to_thread=True,
+         summary="Trained rerankers and encoders, and which ones serve")
+    def models(self, engine: Engine) -> ModelsState:
         current = engine.recommender.reranker
-        return RerankerState(current.version if current else None, [_summary(m) for m in engine.rerankers.all()])
+        encoders = [EncoderVersion(str(m["version"]), bool(m.get("accepted")), _text(m.get("reason")),
+                                   _text(m.get("created")))
+                    for m in engine.models.encoders.all()]
+        return ModelsState(current.version if current else None, [_summary(m) for m in engine.rerankers.all()],
+                           encoders, engine.encoder.name)
 
 
     @post("/keys", opt={"scope": ADMIN}, sync_to_thread=True, summary="Create an API key (its secret is shown once)",
@@ -141,3 +163,7 @@ def _summary(meta: dict) -> dict:
     keys = ("version", "created", "accepted", "reason", "base_model", "ranker", "cross_encoder", "log_users",
             "train_users", "validation_users")
     return {k: meta.get(k) for k in keys}
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -235,3 +235,21 @@ def test_a_user_with_only_stated_preferences_leans_nowhere_yet(client, keys):
     assert client.get("/v1/users/nobody").status_code == 404
     writer = keys.create("writer", ["write"]).secret
     assert client.get("/v1/users/quiet", headers={"X-API-Key": writer}).status_code == 403
+
+
+def test_the_models_page_lists_trained_encoders_and_the_serving_one(client, engine, keys):
+    before = client.get("/v1/admin/models").json()
+    assert before["serving"] is None and before["versions"] == [] and before["encoders"] == []
+    assert before["serving_encoder"] == "all-MiniLM-L6-v2" == engine.encoder.name
+    engine.models.encoder_dir.mkdir(parents=True)
+    rejected = engine.models.encoders.save(lambda folder: folder.mkdir(), {
+        "accepted": False, "reason": "validation NDCG@10 0.31 vs 0.33: not better", "created": "2026-01-01T00:00:00Z"})
+    accepted = engine.models.encoders.save(lambda folder: folder.mkdir(), {"accepted": True, "reason": "better"})
+    models = client.get("/v1/admin/models").json()
+    assert models["encoders"] == [
+        {"version": rejected, "accepted": False, "reason": "validation NDCG@10 0.31 vs 0.33: not better",
+         "created": "2026-01-01T00:00:00Z"},
+        {"version": accepted, "accepted": True, "reason": "better", "created": None}]
+    assert models["serving_encoder"] == "all-MiniLM-L6-v2" and models["versions"] == []
+    reader = keys.create("reader", ["read", "write"]).secret
+    assert client.get("/v1/admin/models", headers={"X-API-Key": reader}).status_code == 403
