@@ -23,6 +23,7 @@ from service.api.admin import AdminController
 from service.api.catalogue import CatalogueController
 from service.api.dependencies import ReindexJob, dependencies
 from service.api.errors import http_error_handler, internal_error_handler, invalid_record_handler, too_deep_handler
+from service.api.evaluation import EvaluationController
 from service.api.events import EventController
 from service.api.explanations import ExplanationController
 from service.api.health import HealthController
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
                 keys.close()
 
     controllers = [ItemController, CatalogueController, IngestController, EventController, UserController, RecommendationController,
-                   ExplanationController, HealthController, AdminController, MetricsController]
+                   ExplanationController, HealthController, AdminController, EvaluationController, MetricsController]
     declare_refusals(controllers)
     return Litestar(
         route_handlers=[*controllers, console_router(), to_console],

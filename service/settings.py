@@ -75,6 +75,8 @@ class Settings:
                                "Retry-After")
     reindex_encoders: tuple[Path, ...] = _s((), "encoder folders `POST /v1/admin/reindex` may name, besides the "
                                                 "accepted versions under `data_dir`/models/encoder")
+    evaluation_dir: Path | None = _s(None, "the folder `hybridrec evaluate --out` wrote, which `GET /v1/admin/evaluation` "
+                                           "shows; none: `data_dir`/evaluation")
     explain_backend: Literal["template", "local", "openai"] = _s(
         "template", "explanations: template (no model), local (SmolLM2) or openai (an OpenAI-compatible server)")
     openai_base_url: str | None = _s(None, "the OpenAI-compatible server of the openai back-end")

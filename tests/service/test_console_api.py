@@ -253,3 +253,47 @@ def test_the_models_page_lists_trained_encoders_and_the_serving_one(client, engi
     assert models["serving_encoder"] == "all-MiniLM-L6-v2" and models["versions"] == []
     reader = keys.create("reader", ["read", "write"]).secret
     assert client.get("/v1/admin/models", headers={"X-API-Key": reader}).status_code == 403
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+def test_the_evaluation_report_and_its_plots(engine, keys, tmp_path):
+    import json
+
+    folder = tmp_path / "eval"
+    settings = Settings(data_dir=tmp_path / "data", evaluation_dir=folder)
+    with TestClient(create_app(settings, engine=engine, access_keys=keys)) as client:
+        missing = client.get("/v1/admin/evaluation")
+        assert missing.status_code == 404 and "hybridrec evaluate --dataset" in missing.json()["detail"]
+        assert str(folder) in missing.json()["detail"]
+        folder.mkdir()
+        (folder / "report.md").write_text("# Evaluation\n\n| method | NDCG@10 |\n|---|---|\n| hybrid | **0.41** |\n")
+        (folder / "results.json").write_text(json.dumps({"seed": 7, "methods": {"hybrid": {"ndcg@10": 0.41}}}))
+        (folder / "recall_at_k.png").write_bytes(PNG)
+        (folder / "accuracy_vs_diversity.png").write_bytes(PNG)
+        (folder / "notes.txt").write_text("not a plot")
+        (tmp_path / "secret.png").write_bytes(b"outside the folder")
+        report = client.get("/v1/admin/evaluation").json()
+        assert report["folder"] == str(folder) and report["report_markdown"].startswith("# Evaluation")
+        assert report["results"] == {"seed": 7, "methods": {"hybrid": {"ndcg@10": 0.41}}}
+        assert report["plots"] == ["accuracy_vs_diversity.png", "recall_at_k.png"]
+        assert report["generated"].endswith("+00:00") and report["generated"][:4].isdigit()
+        plot = client.get("/v1/admin/evaluation/plots/recall_at_k.png")
+        assert plot.status_code == 200 and plot.headers["content-type"] == "image/png" and plot.content == PNG
+        for name in ("notes.txt", "..%2Fsecret.png", "%2E%2E%2Fsecret.png", "nope.png", "%2E%2E", "report.md"):
+            r = client.get(f"/v1/admin/evaluation/plots/{name}")
+            assert r.status_code == 404 and r.content != b"outside the folder", name
+        assert client.get("/v1/admin/evaluation/plots/../../secret.png").status_code == 404
+        (folder / "results.json").write_text("{broken")
+        assert client.get("/v1/admin/evaluation").json()["results"] is None
+        writer = keys.create("writer", ["read", "write"]).secret
+        for path in ("/v1/admin/evaluation", "/v1/admin/evaluation/plots/recall_at_k.png"):
+            assert client.get(path).status_code == 401
+            assert client.get(path, headers={"X-API-Key": writer}).status_code == 403
+
+
+def test_the_evaluation_folder_defaults_to_the_data_directorys(client, tmp_path):
+    r = client.get("/v1/admin/evaluation")
+    assert r.status_code == 404 and str(tmp_path / "data" / "evaluation") in r.json()["detail"]
