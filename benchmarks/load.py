@@ -4,7 +4,7 @@ and a mix of both, at 1, 8 and 32 concurrent clients (issue 20, "Writes under lo
 A real server (`hybridrec serve --demo`: the bundled 360-item catalogue, or --catalogue FILE) on a
 free loopback port, with a fresh data directory, no API keys (loopback needs none), its default
 settings and logging, but no rate limits (every client here has the same address). Clients are
-asyncio tasks sharing one httpx.AsyncClient; each sends its next request as soon as the last one is
+asyncio tasks, each with its own connection; each sends its next request as soon as the last one is
 answered, for --duration seconds per phase. Workloads:
 - recommend: POST /v1/recommendations, half for a random known user (200 users seeded with 10
   events each before the first phase), half a distinct query text (so no cache helps);
@@ -15,7 +15,8 @@ answered, for --duration seconds per phase. Workloads:
 The baseline is in the same run: one client, one request at a time (each kind's 1-client row).
 The server's CPU time is read from /proc/<pid>/stat around each phase (Linux). The client runs on
 the same cores as the server, so its own CPU is reported too, and so is what every other process of
-the machine used meanwhile (/proc/stat): a shared machine's noise shows in the table. --profile
+the machine used meanwhile (/proc/stat): a shared machine's noise shows in the table. After each
+phase, /ready says how many logged events are not in their users' profiles yet. --profile
 runs one more phase with py-spy attached to the server and prints the functions that take the time;
 --sync-calls one with strace, counting the calls that force data to disk per request.
 
@@ -268,35 +269,67 @@ async def client(http: httpx.AsyncClient, kind: str, deadline: float, samples: K
             samples.errors[why] += 1
 
 
-async def drive(base_url: str, phase: Phase, duration: float, item_ids: list[str],
-                seed: int) -> tuple[dict[str, KindSamples], float]:
-    """Every client of the phase at once; the wall time runs until the last answer arrives."""
-    total = sum(phase.clients.values())
-    limits = httpx.Limits(max_connections=total, max_keepalive_connections=total)
+@dataclass
+class CpuClock:
+    """CPU seconds used so far by the server, by this client and by the whole machine."""
+
+    server: float
+    client: float
+    machine: float
+
+    @classmethod
+    def read(cls, server: Server) -> CpuClock:
+        return cls(server.cpu_seconds(), time.process_time(), machine_cpu_seconds())
+
+    def __sub__(self, earlier: CpuClock) -> CpuClock:
+        return CpuClock(self.server - earlier.server, self.client - earlier.client, self.machine - earlier.machine)
+
+
+def new_client(base_url: str) -> httpx.AsyncClient:
+    # One connection per client, as separate clients have: a pool shared by 32 tasks cost the
+    # client 3 ms of CPU per request against 1 ms, on the cores the server needs.
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits)
+
+
+async def drive(server: Server, phase: Phase, duration: float, item_ids: list[str],
+                seed: int) -> tuple[dict[str, KindSamples], float, CpuClock]:
+    """Every client of the phase at once: what they saw, the wall time until the last answer and
+    the CPU used meanwhile. The clients are made before the clocks start (each builds an SSL
+    context, which costs more than many requests)."""
     samples = {kind: KindSamples() for kind in phase.clients}
-    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
-        started = time.perf_counter()
+    clients = [(kind, new_client(server.base_url)) for kind, count in phase.clients.items() for _ in range(count)]
+    try:
+        cpu, started = CpuClock.read(server), time.perf_counter()
         deadline = started + duration
         await asyncio.gather(*(client(http, kind, deadline, samples[kind], random.Random(seed * 1000 + n), item_ids)
-                               for kind, count in phase.clients.items() for n in range(count)))
-        return samples, time.perf_counter() - started
+                               for n, (kind, http) in enumerate(clients)))
+        return samples, time.perf_counter() - started, CpuClock.read(server) - cpu
+    finally:
+        await asyncio.gather(*(http.aclose() for _, http in clients))
+
+
+def profile_lag(base_url: str) -> int | None:
+    """Logged events whose users' profiles are not refreshed yet (/ready), None where it is not said."""
+    try:
+        return httpx.get(base_url + "/ready", timeout=REQUEST_TIMEOUT_S).json().get("profile_lag")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
 
 
 def measure(server: Server, phase: Phase, duration: float, item_ids: list[str], seed: int) -> dict:
-    """One phase with the server's and the client's CPU time around it, as a result record."""
-    server_cpu, client_cpu, machine_cpu = server.cpu_seconds(), time.process_time(), machine_cpu_seconds()
-    samples, wall = asyncio.run(drive(server.base_url, phase, duration, item_ids, seed))
-    server_cpu, client_cpu = server.cpu_seconds() - server_cpu, time.process_time() - client_cpu
+    """One phase, as a result record."""
+    samples, wall, cpu = asyncio.run(drive(server, phase, duration, item_ids, seed))
     # The cores are shared: what else ran during the phase says how far to trust its numbers.
-    others_cpu = machine_cpu_seconds() - machine_cpu - server_cpu - client_cpu
+    others_cpu = max(0.0, cpu.machine - cpu.server - cpu.client)
     served = sum(len(s.latencies_ms) for s in samples.values())
+    per_request = (lambda seconds: 1000 * seconds / served) if served else (lambda seconds: float("nan"))
     return {
         "workload": phase.workload, "clients": phase.clients, "wall_s": wall,
-        "server_cpu_s": server_cpu, "client_cpu_s": client_cpu,
-        "server_cpu_ms_per_request": 1000 * server_cpu / served if served else float("nan"),
-        "server_cores_busy": server_cpu / wall,
-        "client_cpu_ms_per_request": 1000 * client_cpu / served if served else float("nan"),
-        "other_processes_cores_busy": max(0.0, others_cpu) / wall,
+        "server_cpu_s": cpu.server, "client_cpu_s": cpu.client,
+        "server_cpu_ms_per_request": per_request(cpu.server), "server_cores_busy": cpu.server / wall,
+        "client_cpu_ms_per_request": per_request(cpu.client), "other_processes_cores_busy": others_cpu / wall,
+        "profile_lag_after": profile_lag(server.base_url),
         "kinds": {kind: summarise(s, wall) for kind, s in samples.items()},
     }
 
@@ -498,11 +531,13 @@ def load_table(results: dict) -> str:
              one_decimal(s["p50_ms"]), one_decimal(s["p99_ms"]), s["errors"],
              one_decimal(phase["server_cpu_ms_per_request"]), f"{phase['server_cores_busy']:.2f}",
              one_decimal(phase["client_cpu_ms_per_request"]), f"{phase['other_processes_cores_busy']:.2f}",
+             "-" if phase.get("profile_lag_after") is None else phase["profile_lag_after"],
              times(ratio(s["requests_per_s"], base.get(kind)))]
             for phase in results["phases"] for kind, s in phase["kinds"].items()]
     commit = results["commit"][:10] + (" + uncommitted changes" if results["uncommitted_changes"] else "")
     return table(["workload", "clients", "kind", "req/s", "p50 ms", "p99 ms", "errors", "server CPU ms/req",
-                  "server cores busy", "client CPU ms/req", "other processes' cores busy", "req/s vs 1 client"], rows,
+                  "server cores busy", "client CPU ms/req", "other processes' cores busy", "profile lag after",
+                  "req/s vs 1 client"], rows,
                  title=f"Load at commit {commit}, {results['duration_s']:g} s per phase, "
                        f"{results['catalogue_items']} items")
 
