@@ -56,7 +56,7 @@ eval-stages: install
 .PHONY: browser
 browser:
 	@if command -v chromium >/dev/null || [ -x /usr/bin/chromium ]; then :; \
-	elif ! command -v apt-get >/dev/null; then echo "no Chromium and no apt-get: install Chromium, set HYBRIDREC_CHROMIUM"; \
+	elif ! command -v apt-get >/dev/null; then echo "no Chromium and no apt-get: install Chromium, set CONSOLE_TESTS_CHROMIUM"; \
 	else if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
 

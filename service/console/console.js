@@ -10,10 +10,13 @@ const PAGES = { try: tryIt, shopper, catalogue, operate };
 const started = new Set();
 let current = null;
 
+/** Which key is in use, by its id (hr_<id>_<secret>); the secret is never put back on the page. */
 function keyState() {
   const key = apiKey();
-  $("#key-state").textContent = key ? `key in use: …${key.slice(-4)}` : "no key";
-  $("#api-key").value = key;
+  const id = (key.match(/^hr_([0-9a-f]+)_/) || [])[1];
+  $("#key-state").textContent = key ? (id ? `key ${id} in use` : "a key is in use") : "no key";
+  $("#api-key").value = "";
+  $("#api-key").placeholder = key ? "replace the key" : "none: open service";
 }
 
 function route(byUser) {
@@ -39,7 +42,9 @@ function route(byUser) {
 
 $("#key-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  setApiKey($("#api-key").value.trim());
+  const typed = $("#api-key").value.trim();
+  if (!typed && apiKey()) return; // an empty box keeps the key in use; "Forget key" drops it
+  setApiKey(typed);
   keyState();
   resetFacets();
   clearErrors();

@@ -80,6 +80,7 @@ export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
 export const money = (n) => (n == null ? "no price" : `$${Number(n).toFixed(2)}`);
 export const num = (n, digits = 0) => (n == null || Number.isNaN(n) ? "–"
   : Number(n).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+export const plural = (n, word) => `${num(n)} ${word}${n === 1 ? "" : "s"}`;
 export const leaf = (item) => (item.categories && item.categories.length ? item.categories[item.categories.length - 1] : "");
 export const when = (t) => {
   if (t == null) return "–";
@@ -119,7 +120,9 @@ export function showError(err, op, scope) {
     h("p", {}, h("strong", {}, err.status ? `${err.method} ${err.path} answered ${err.status}` : "Something went wrong"),
       ": ", err.detail),
     describe(err, scope).map((line) => h("p", {}, line)),
-    err.extra.length ? h("ul", {}, err.extra.map((x) => h("li", {}, h("code", {}, x.key ?? "request"), ": ", x.message))) : null,
+    // Each field and why (unless the detail already says just that).
+    err.extra.length && !(err.extra.length === 1 && err.detail === `${err.extra[0].key}: ${err.extra[0].message}`)
+      ? h("ul", {}, err.extra.map((x) => h("li", {}, h("code", {}, x.key ?? "request"), ": ", x.message))) : null,
     err.retryAfter ? h("p", {}, `Retry after ${err.retryAfter} s.`) : null,
     err.requestId ? h("small", {}, `request id ${err.requestId}`) : null,
     h("button", { type: "button", class: "dismiss small", "aria-label": "Dismiss this error",

@@ -3,7 +3,7 @@
 // latest evaluation report with its plots. Every call needs the admin scope.
 import { $, ApiError, api, attempt, fill, h, num, refusal, showError, when } from "./lib.js";
 
-const state = { timer: null, previous: null, reindexTimer: null, plotUrls: [] };
+const state = { timer: null, soon: null, previous: null, reindexTimer: null, plotUrls: [] };
 let els;
 
 export function init() {
@@ -20,18 +20,24 @@ export function init() {
   });
 }
 
+const panels = () => document.querySelectorAll("#page-operate > .panel");
+
 export function show() {
   els.refused.replaceChildren();
+  for (const panel of panels()) panel.hidden = false;
   refreshMetrics();
   loadModels();
   pollReindex();
   loadEvaluation();
   clearInterval(state.timer);
+  clearTimeout(state.soon);
+  state.soon = setTimeout(refreshMetrics, 2000); // a first rate soon, then every 5 s
   state.timer = setInterval(refreshMetrics, 5000);
 }
 
 export function hide() {
   clearInterval(state.timer);
+  clearTimeout(state.soon);
   clearTimeout(state.reindexTimer);
 }
 
@@ -43,7 +49,9 @@ async function admin(op, fn) {
   } catch (err) {
     if (err instanceof ApiError && err.refused) {
       clearInterval(state.timer);
+      clearTimeout(state.soon);
       refusal(els.refused, err, "Operate", "admin");
+      for (const panel of panels()) panel.hidden = true; // nothing to show or press without the key
     }
     throw err;
   }

@@ -1,6 +1,6 @@
 // Be a shopper: pick or create a user, state preferences, act on the cards (click, like, dislike,
 // buy) and watch the list and the profile change after each action; forget the user.
-import { $, ApiError, api, attempt, fill, h, itemCard, num, refusal, showError, when, whyButton } from "./lib.js";
+import { $, ApiError, api, attempt, fill, h, itemCard, num, plural, refusal, showError, when, whyButton } from "./lib.js";
 
 const USER_STORE = "hybridrec.shopper";
 const ACTIONS = [["click", "Click"], ["like", "Like"], ["dislike", "Dislike"], ["purchase", "Buy"]];
@@ -138,7 +138,7 @@ async function loadProfile(first) {
       fill(els.profile, state.gone
         ? h("div", { class: "notice gone", role: "status" },
           h("p", {}, h("strong", {}, `${user} is gone.`), ` GET /v1/users/${user} now answers 404: ${err.detail}.`),
-          h("p", {}, `Deleted ${state.gone.events_deleted} events with the preferences and the profile.`),
+          h("p", {}, `Deleted ${plural(state.gone.events_deleted, "event")} with the preferences and the profile.`),
           state.gone.models_trained_on_user.length
             ? h("p", {}, `Trained models that learned from this user (retrain to take them out): ${state.gone.models_trained_on_user.map((m) => `${m.kind} ${m.version}`).join(", ")}.`)
             : h("p", {}, "No trained model learned from this user."))
@@ -153,14 +153,14 @@ async function loadProfile(first) {
   const counts = Object.entries(p.event_counts || {});
   const leaning = p.leaning || {};
   fill(els.profile,
-    h("p", {}, h("strong", {}, p.id), ` · ${p.total_events} events · `, p.has_profile ? "has a profile" : "no profile yet"),
+    h("p", {}, h("strong", {}, p.id), ` · ${plural(p.total_events, "event")} · `, p.has_profile ? "has a profile" : "no profile yet"),
     p.preferences ? h("p", {}, "Stated: ", h("q", {}, p.preferences)) : null,
     counts.length ? h("dl", { class: "counts" }, counts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])) : null,
     bars("Leans to categories", leaning.categories),
     bars("Leans to brands", leaning.brands),
     p.recent_events?.length
       ? [h("h3", {}, "Recent events"), h("ol", { class: "compact recent" }, p.recent_events.slice(0, 10).map((e) =>
-        h("li", {}, h("strong", {}, e.type), " ", e.title || e.item_id || "", h("span", { class: "muted" }, ` · ${when(e.at)}`))))]
+        h("li", {}, h("strong", {}, e.type), " ", e.title || (e.query ? `"${e.query}"` : e.item_id) || "", h("span", { class: "muted" }, ` · ${when(e.at)}`))))]
       : (p.recent_items?.length ? [h("h3", {}, "Recent items"), h("ol", { class: "compact recent" }, p.recent_items.map((id) => h("li", {}, id)))] : null));
 }
 

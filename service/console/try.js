@@ -130,12 +130,14 @@ async function run() {
       refusal(els.summary, err, "Try it", "read");
       fill(els.results);
     } else {
-      fill(els.summary, "The list could not be made: the error above says why.");
+      fill(els.summary, "The list could not be made: the error above says why. The list below is the previous one.");
+      els.results.classList.add("stale");
     }
     return;
   }
   if (seq !== state.seq) return; // a newer request is on its way
   els.results.removeAttribute("aria-busy");
+  els.results.classList.remove("stale");
   if (out.interpreted && !state.removed.size) state.interp = out.interpreted;
   if (!body.query && !state.removed.size) state.interp = null;
   renderUnderstood(body);

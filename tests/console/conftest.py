@@ -2,7 +2,7 @@
 (the Python package, pointed at the system browser; nothing is downloaded), against a real
 ``hybridrec serve --demo`` with access control on (an admin key and a read-only key exist before
 it starts). Every test saves a screenshot of each of its pages under its tmp_path when it fails;
-``HYBRIDREC_CONSOLE_SHOTS=DIR`` saves the named screenshots the tests take along the way too."""
+``CONSOLE_TESTS_SHOTS=DIR`` saves the named screenshots the tests take along the way too."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ import pytest
 
 from service.access import AccessKeys
 
-CHROMIUM = os.environ.get("HYBRIDREC_CHROMIUM") or (
+CHROMIUM = os.environ.get("CONSOLE_TESTS_CHROMIUM") or (
     "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium") or "/usr/bin/chromium")
-SHOTS = os.environ.get("HYBRIDREC_CONSOLE_SHOTS")
-REQUIRED = os.environ.get("HYBRIDREC_CONSOLE_REQUIRED") == "1"  # CI: a missing browser fails, never skips
+SHOTS = os.environ.get("CONSOLE_TESTS_SHOTS")
+EVALUATION = Path(__file__).resolve().parents[2] / "benchmarks" / "eval"  # the report the repository keeps
+REQUIRED = os.environ.get("CONSOLE_TESTS_REQUIRED") == "1"  # CI: a missing browser fails, never skips
 
 
 def why_skip() -> str | None:
@@ -35,7 +36,7 @@ def why_skip() -> str | None:
     except ImportError:
         return "no playwright: pip install -e '.[dev]' (make install does it)"
     if not os.access(CHROMIUM, os.X_OK):
-        return f"no Chromium at {CHROMIUM}: apt-get install -y chromium (CI installs it), or set HYBRIDREC_CHROMIUM"
+        return f"no Chromium at {CHROMIUM}: apt-get install -y chromium (CI installs it), or set CONSOLE_TESTS_CHROMIUM"
     return None
 
 
@@ -65,7 +66,7 @@ def free_port() -> int:
 def browser():
     reason = why_skip()
     if reason and REQUIRED:
-        pytest.fail(f"HYBRIDREC_CONSOLE_REQUIRED=1 but {reason}")
+        pytest.fail(f"CONSOLE_TESTS_REQUIRED=1 but {reason}")
     if reason:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
@@ -79,8 +80,12 @@ def browser():
 @pytest.fixture(scope="session")
 def server(browser, tmp_path_factory) -> Server:
     """``hybridrec serve --demo`` on a free loopback port and a fresh data directory, with access
-    control on. Rate limits are off: the tests share one key and one address."""
+    control on, and the repository's evaluation report where the service looks for one. Rate limits
+    are off: the tests share one key and one address."""
     data_dir = tmp_path_factory.mktemp("console") / "data"
+    (data_dir / "evaluation").mkdir(parents=True)
+    for name in ("report.md", "results.json", *(p.name for p in EVALUATION.glob("*.png"))):
+        shutil.copy(EVALUATION / name, data_dir / "evaluation" / name)
     keys = AccessKeys(data_dir)
     admin = keys.create("console-admin", ["read", "write", "admin"]).secret
     read = keys.create("console-read", ["read"]).secret
@@ -153,7 +158,7 @@ def open_console(browser, server, request, tmp_path):
 
 @pytest.fixture
 def shot():
-    """``shot(page, name)``: a named screenshot for the record, when HYBRIDREC_CONSOLE_SHOTS names a folder."""
+    """``shot(page, name)``: a named screenshot for the record, when CONSOLE_TESTS_SHOTS names a folder."""
 
     def take(page, name: str) -> None:
         if SHOTS:

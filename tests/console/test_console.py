@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.console.conftest import REQUIRED, why_skip
+from tests.console.conftest import EVALUATION, REQUIRED, why_skip
 
 if (reason := why_skip()) is not None:  # one line that says how to enable these tests
     if REQUIRED:
-        raise RuntimeError(f"HYBRIDREC_CONSOLE_REQUIRED=1 but {reason}")
+        raise RuntimeError(f"CONSOLE_TESTS_REQUIRED=1 but {reason}")
     pytest.skip(reason, allow_module_level=True)
 
 from playwright.sync_api import expect  # noqa: E402
@@ -159,6 +159,11 @@ def test_a_new_user_clicks_three_of_one_category_and_the_list_leans_to_it(open_c
         clicked.append(title)
     expect(profile).to_contain_text("3 events")
     expect(profile.locator("dl.counts")).to_contain_text("click")
+    # The profile made visible: it leans to the category clicked, and the recent events name the items.
+    expect(profile.locator("ul.bars[aria-label='Leans to categories'] > li").first).to_contain_text("Desk Lamps")
+    recent = profile.locator("ol.recent > li")
+    expect(recent).to_have_count(3)
+    assert {t.split(" · ")[0].removeprefix("click ") for t in recent.all_inner_texts()} == set(clicked)
     before = version(page, "#shopper-results")
     page.get_by_label("Looking for (optional)").fill("")
     page.get_by_role("button", name="Show", exact=True).click()
@@ -179,13 +184,13 @@ def test_forget_me_removes_the_user_and_shows_it_is_gone(open_console, shot):
     before = version(page, "#shopper-profile-body")
     first.locator("button.act-like").click()
     wait_render(page, "#shopper-profile-body", before)
-    expect(page.locator("#shopper-profile-body")).to_contain_text("1 events")
+    expect(page.locator("#shopper-profile-body")).to_contain_text("1 event ·")
     page.get_by_role("button", name="Forget me").click()
     page.get_by_role("button", name=f"Forget {user} for good").click()
     gone = page.locator("#shopper-profile-body .gone")
     expect(gone).to_contain_text(f"{user} is gone")
     expect(gone).to_contain_text("404")
-    expect(gone).to_contain_text("Deleted 1 events")
+    expect(gone).to_contain_text("Deleted 1 event with")
     shot(page, "shopper-forgotten")
 
 
@@ -255,10 +260,24 @@ def test_the_operator_page_shows_the_serving_models(open_console, shot):
     items = tiles.locator(".tile", has_text="catalogue items").locator(".value").inner_text()
     assert int(items.replace(",", "")) >= 360
     expect(page.locator("#op-latency table.latency tbody tr").first).to_be_visible()
+    # The latest evaluation report, its tables and its plots (fetched with the key, shown as images).
+    evaluation = page.locator("#op-eval")
+    expect(evaluation.locator(".report h3").first).to_contain_text("Evaluation")
+    expect(evaluation.locator(".report table").first).to_be_visible()
+    plots = evaluation.locator(".plots img")
+    expect(plots).to_have_count(len(list(EVALUATION.glob("*.png"))))
+    for n in range(plots.count()):
+        plots.nth(n).scroll_into_view_if_needed()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plots.nth(n).element_handle())
     page.get_by_role("button", name="Reload models").click()
     expect(page.locator("#op-models .notice")).to_contain_text("Reloaded")
     expect(page.locator("#op-reindex-state")).to_contain_text("reindex")
     shot(page, "operate")
+    # No encoder has been trained here: starting a reindex is refused, and the page says why in words.
+    page.get_by_role("button", name="Start reindex").click()
+    error = page.locator("#errors .error")
+    expect(error).to_contain_text("POST /v1/admin/reindex answered 400")
+    expect(error).to_contain_text("no accepted encoder")
 
 
 def test_a_page_without_the_needed_key_is_refused(open_console, server, shot):
@@ -267,12 +286,15 @@ def test_a_page_without_the_needed_key_is_refused(open_console, server, shot):
     expect(refused).to_contain_text("The Operate page needs an API key with the admin scope")
     expect(refused).to_contain_text("401")
     expect(page.locator("#op-tiles .tile")).to_have_count(0)  # nothing shown without the key
+    expect(page.get_by_role("button", name="Reload models")).to_be_hidden()
     shot(page, "operate-refused-401")
     page.get_by_role("link", name="Try it").click()
     expect(page.locator("#try-summary .refused")).to_contain_text("401")
     # A read key: recommendations work, the operator page is still refused (403).
     page.get_by_label("API key").fill(server.read_key)
     page.get_by_role("button", name="Use key").click()
+    expect(page.locator("#key-state")).to_have_text(f"key {server.read_key.split('_')[1]} in use")
+    assert page.get_by_label("API key").input_value() == ""  # the secret is not left on the page
     expect(page.locator("#try-results > li.card").first).to_be_visible()
     page.get_by_role("link", name="Operate").click()
     expect(refused).to_contain_text("403")
