@@ -297,3 +297,11 @@ def test_the_evaluation_report_and_its_plots(engine, keys, tmp_path):
 def test_the_evaluation_folder_defaults_to_the_data_directorys(client, tmp_path):
     r = client.get("/v1/admin/evaluation")
     assert r.status_code == 404 and str(tmp_path / "data" / "evaluation") in r.json()["detail"]
+
+
+def test_an_upload_larger_than_max_body_bytes_is_refused(engine, tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", max_body_bytes=2048)
+    with TestClient(create_app(settings, engine=engine)) as client:
+        r = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "a", "title": "A"}\n' * 200)
+        assert r.status_code == 413 and "HYBRIDREC_MAX_BODY_BYTES" in r.json()["detail"]
+        assert not (tmp_path / "data" / "uploads").exists() or not any((tmp_path / "data" / "uploads").iterdir())
