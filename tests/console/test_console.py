@@ -339,3 +339,32 @@ def test_page_load_time_and_shipped_size(open_console, tmp_path):
           f"{timing['transferred']} bytes transferred")
     assert raw < 150_000, f"the console ships {raw} bytes"
     assert timing["load_ms"] < 5000 and timing["first_results_ms"] < 8000, timing
+
+
+def test_every_control_is_labelled_and_the_keyboard_reaches_the_pages(open_console):
+    page = open_console("#/try")
+    page.wait_for_selector("#try-results[data-version]")
+    # Keyboard: from the top of the page, Tab reaches the navigation, and Enter on a link opens its page.
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent.trim()") == "Shopper":
+            break
+    else:
+        raise AssertionError("Tab never reached the Shopper link")
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"  # focus is visible
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-shopper")).to_be_visible()
+    assert page.evaluate("document.activeElement.id") == "h-shopper"  # focus moves to the page's heading
+    for route in ("#/shopper", "#/catalogue", "#/operate", "#/try"):
+        page.goto(page.url.split("#")[0] + route)
+        page.wait_for_timeout(300)
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+            .filter(el => !el.labels.length && !el.getAttribute('aria-label'))
+            .map(el => el.id || el.outerHTML)""")
+        assert not unlabelled, f"{route}: controls without a label: {unlabelled}"
+        nameless = page.evaluate("""() => [...document.querySelectorAll('button, a[href]')]
+            .filter(el => el.offsetParent !== null && !(el.getAttribute('aria-label') || el.textContent.trim()))
+            .map(el => el.outerHTML)""")
+        assert not nameless, f"{route}: buttons or links without a name: {nameless}"
+        no_alt = page.evaluate("() => [...document.querySelectorAll('img:not([alt])')].map(el => el.src)")
+        assert not no_alt, f"{route}: images without alt text: {no_alt}"
