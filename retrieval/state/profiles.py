@@ -62,6 +62,16 @@ class _TextVectors:
             self._cache.move_to_end(text)
         return vector
 
+    def warm(self, texts: list[str]) -> None:
+        """Encode the texts not cached yet in one batch (one at a time, ``get`` is about ten times
+        slower per text: a refresh round of many new searches would fall behind the log)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))[-self._size:]
+        if missing:
+            for text, vector in zip(missing, self._encode(missing)):
+                self._cache[text] = vector
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+
 
 class StaleProfiles:
     """Users whose stored profile is behind the log: for each, the first and last sequence number
@@ -301,9 +311,21 @@ class Profiles:
         """Recompute profile vectors from the log and write them (one batch)."""
         now = time.time() if now is None else now
         points, gone = [], []
-        for user_id in user_ids:
-            events = self.log.user_events(user_id, limit=self.config.max_events)
-            vector = self.compute(events, self.log.preferences(user_id), now)
+        for start in range(0, len(user_ids), 256):
+            self._refresh_some(user_ids[start:start + 256], now, points, gone)
+        self.store.upsert(self.collection, points, durable=durable)
+        self.store.delete(self.collection, gone, durable=durable)
+
+    def _refresh_some(self, user_ids: list[str], now: float, points: list[StoredPoint], gone: list[str]) -> None:
+        loaded = [(u, self.log.user_events(u, limit=self.config.max_events), self.log.preferences(u)) for u in user_ids]
+        self.texts.warm([e.query for _, events, _ in loaded for e in events if e.item_id is None and e.query]
+                        + [stated.preferences for _, _, stated in loaded if stated and stated.preferences])
+        vectors = [(user_id, events, self.compute(events, stated, now)) for user_id, events, stated in loaded]
+        new_users = [user_id for user_id, _, vector in vectors if vector is not None and user_id not in self._salts]
+        if len(self._salts) + len(new_users) > 100_000:
+            self._salts.clear()
+        self._salts.update(self.log.profile_salts(new_users))  # one durable write for the users' new salts
+        for user_id, events, vector in vectors:
             if vector is None:
                 point = self.point_id(user_id)
                 if point is not None:
@@ -311,8 +333,6 @@ class Profiles:
             else:
                 payload = {"n_events": len(events), "updated": now}
                 points.append(StoredPoint(self.point_id(user_id, create=True), payload, vector))
-        self.store.upsert(self.collection, points, durable=durable)
-        self.store.delete(self.collection, gone, durable=durable)
 
     # -- reads ----------------------------------------------------------------------------------
 

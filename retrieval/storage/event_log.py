@@ -207,6 +207,28 @@ class EventLog:
                                (user_id, os.urandom(16)))
             return self._conn.execute("SELECT salt FROM profile_keys WHERE user_id = ?", (user_id,)).fetchone()[0]
 
+    def profile_salts(self, user_ids: list[str]) -> dict[str, bytes]:
+        """The salts of several users, made in one transaction for those without one: a refresh
+        of many new users' profiles is one durable write, not one per user."""
+        if not user_ids:
+            return {}
+        salts: dict[str, bytes] = {}
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.executemany("INSERT OR IGNORE INTO profile_keys (user_id, salt) VALUES (?, ?)",
+                                [(user_id, os.urandom(16)) for user_id in user_ids])
+                for start in range(0, len(user_ids), 500):
+                    chunk = user_ids[start:start + 500]
+                    salts.update(cur.execute("SELECT user_id, salt FROM profile_keys WHERE user_id IN "
+                                             f"({','.join('?' * len(chunk))})", chunk).fetchall())
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return salts
+
     def first_seq(self, user_id: str) -> int | None:
         """The sequence number of the user's oldest logged event, or None without events."""
         return self._rows("SELECT MIN(seq) FROM events WHERE user_id = ?", (user_id,))[0][0]
