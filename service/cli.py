@@ -74,7 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("indexes ready in %.1f s", time.perf_counter() - started)
     base = f"http://{settings.host}:{settings.port}"
     print(f"hybridrec serving {engine.catalogue.count()} items from {settings.data_dir.resolve()} "
-          f"at {base}\n  API docs: {base}{DOCS_PATH}/swagger  (OpenAPI JSON: {base}{DOCS_PATH}/openapi.json)\n"
+          f"at {base}\n  try it in the console: {base}/console/\n"
+          f"  API docs: {base}{DOCS_PATH}/swagger  (OpenAPI JSON: {base}{DOCS_PATH}/openapi.json)\n"
           + (f"  access control: on ({len(keys.list())} active API keys; send 'Authorization: Bearer <key>')"
              if protected else "  access control: OFF, every route is open (turn it on: hybridrec keys create "
                                "--name admin --scopes read,write,admin)"), flush=True)
