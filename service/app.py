@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app opens one for ``settings.data_dir`` at start-up and closes it at shutdown. The API keys are
     ``access_keys`` or those of ``settings.data_dir``."""
     settings = settings or Settings.from_env()
+    # HYBRIDREC_LOG_LEVEL governs the service's own loggers (the access log included), not only uvicorn's.
+    logging.getLogger("hybridrec").setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
     reindex_job = ReindexJob()
     keys = access_keys or AccessKeys(settings.data_dir)
     generator = settings.explanation_generator()  # a bad back-end name fails at start, not per request
