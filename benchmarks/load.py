@@ -1,13 +1,14 @@
 """Load: requests per second, p50/p99 and the server's CPU for recommendations, single-event writes
 and a mix of both, at 1, 8 and 32 concurrent clients (issue 20, "Writes under load").
 
-A real server (`hybridrec serve --demo`: the bundled 360-item catalogue, or --catalogue FILE) on a
-free loopback port, with a fresh data directory, no API keys (loopback needs none), its default
-settings and logging, but no rate limits (every client here has the same address). Clients are
-asyncio tasks, each with its own connection; each sends its next request as soon as the last one is
-answered, for --duration seconds per phase. Workloads:
+A real server per workload (`hybridrec serve --demo`: the bundled 360-item catalogue, or
+--catalogue FILE) on a free loopback port, with a fresh data directory and the same seeded users,
+no API keys (loopback needs none), its default settings and logging, but no rate limits (every
+client here has the same address). Clients are asyncio tasks, each with its own connection; each
+sends its next request as soon as the last one is answered, for --duration seconds per phase.
+Workloads:
 - recommend: POST /v1/recommendations, half for a random known user (200 users seeded with 10
-  events each before the first phase), half a distinct query text (so no cache helps);
+  events each), half a distinct query text (so no cache helps);
 - events: POST /v1/events with ONE event per request (what most clients send), a random user of
   1,000 and a random item; an event the server rejects counts as an error;
 - mix: N/2 readers and N/2 writers at once, each kind on its own row. The same N/2 readers run
@@ -42,6 +43,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,16 +92,18 @@ class KindSamples:
     errors: Counter = field(default_factory=Counter)  # HTTP status, "rejected" or exception name -> count
 
 
-def plan(workloads: list[str], clients: list[int]) -> list[Phase]:
-    """The phases, in the order they run: each workload at each client count."""
-    phases = []
+def plan(workloads: list[str], clients: list[int]) -> dict[str, list[Phase]]:
+    """Each workload's phases, in the order they run: one per client count."""
+    phases = {}
     for workload in workloads:
+        phases[workload] = []
         for n in clients:
             if workload in ENDPOINTS:
-                phases.append(Phase(workload, {workload: n}))
+                phases[workload].append(Phase(workload, {workload: n}))
             elif n >= 2:  # a mix needs at least one reader and one writer
                 readers = n // 2
-                phases += [Phase(MIX_ALONE, {READ: readers}), Phase(MIX_LOADED, {READ: readers, WRITE: n - readers})]
+                phases[workload] += [Phase(MIX_ALONE, {READ: readers}),
+                                     Phase(MIX_LOADED, {READ: readers, WRITE: n - readers})]
     return phases
 
 
@@ -136,6 +141,7 @@ class Server:
     """`hybridrec serve` as a subprocess on a free loopback port with its own data directory."""
 
     def __init__(self, workdir: Path, catalogue: Path | None = None):
+        workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = workdir / "data"
         self.log_path = workdir / "server.log"
         self.catalogue = catalogue
@@ -460,31 +466,42 @@ def git_commit() -> dict:
             "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+@contextmanager
+def fresh_server(workdir: Path, catalogue: Path | None, item_ids: list[str], seed: int) -> Iterator[Server]:
+    """A server on a new data directory with the seeded users, warmed up. Each workload gets its
+    own, so that all start from the same data whatever an earlier one wrote (a recommendation costs
+    4x more CPU once users have ~50 events each)."""
+    server = Server(workdir, catalogue)
+    try:
+        server.start()
+        rng = random.Random(seed)
+        seed_users(server.base_url, item_ids, rng)
+        warm_up(server.base_url, item_ids, rng)
+        yield server
+    finally:
+        server.stop()
+
+
 def run(duration: float = 30.0, clients: list[int] = (1, 8, 32), workloads: list[str] = WORKLOADS,
         profile: Phase | None = None, sync_calls: Phase | None = None, catalogue: Path | None = None,
         workdir: Path | None = None, seed: int = 0) -> dict:
-    """Start a server, run every phase against it, stop it: the results as one JSON-able dict."""
-    phases = plan(list(workloads), list(clients))
+    """Every workload's phases against a fresh server, then the profile and the sync-call count
+    (each on its own fresh server too): the results as one JSON-able dict."""
     item_ids = catalogue_ids(catalogue or demo_catalogue_path())
+    results, profile_result, sync_result = [], None, None
     with tempfile.TemporaryDirectory(prefix="hybridrec-load-") as scratch:
         workdir = Path(workdir or scratch)
-        server = Server(workdir, catalogue)
-        try:
-            server.start()
-            rng = random.Random(seed)
-            seed_users(server.base_url, item_ids, rng)
-            warm_up(server.base_url, item_ids, rng)
-            results = []
-            for n, phase in enumerate(phases):
-                print(f"{phase.workload} with {phase.label()} clients for {duration:g} s", flush=True)
-                results.append(measure(server, phase, duration, item_ids, seed + n + 1))
-            seed += len(phases) + 1
-            profile_result = (profiled(server, profile, duration, item_ids, seed, workdir / "py-spy.txt")
-                              if profile else None)
-            sync_result = (counted_sync_calls(server, sync_calls, duration, item_ids, seed + 1, workdir / "strace.txt")
-                           if sync_calls else None)
-        finally:
-            server.stop()
+        for workload, phases in plan(list(workloads), list(clients)).items():
+            with fresh_server(workdir / workload, catalogue, item_ids, seed) as server:
+                for phase in phases:
+                    print(f"{phase.workload} with {phase.label()} clients for {duration:g} s", flush=True)
+                    results.append(measure(server, phase, duration, item_ids, seed + len(results) + 1))
+        if profile:
+            with fresh_server(workdir / "profile", catalogue, item_ids, seed) as server:
+                profile_result = profiled(server, profile, duration, item_ids, seed, workdir / "py-spy.txt")
+        if sync_calls:
+            with fresh_server(workdir / "sync-calls", catalogue, item_ids, seed) as server:
+                sync_result = counted_sync_calls(server, sync_calls, duration, item_ids, seed, workdir / "strace.txt")
     return {**git_commit(), "duration_s": duration, "catalogue": str(catalogue or "demo"),
             "catalogue_items": len(item_ids), "seeded_users": SEEDED_USERS, "users": USERS,
             "phases": results, "reads_with_writers": reads_with_writers(results), "profile": profile_result,
