@@ -173,6 +173,34 @@ def cmd_rebuild_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget_user(args: argparse.Namespace) -> int:
+    """The API's forgetting, offline: also reaches ids the API's paths cannot carry (a `/` in an id
+    stored before the id rule)."""
+    from service.access import AccessKeys, Caller
+
+    settings = _settings(args)
+    engine = _open_engine(settings)
+    keys = AccessKeys(settings.data_dir)
+    try:
+        first_seq = engine.log.first_seq(args.user_id)
+        events = sum(engine.log.event_counts(args.user_id).values())
+        forgotten = engine.profiles.forget(args.user_id)
+        trained = engine.models.learned_from(first_seq)
+        models = ", ".join(f"{m['kind']} {m['version']}" for m in trained) or "no model"
+        keys.audit(Caller("cli", frozenset()), "forget user", args.user_id,
+                   f"forgotten from the command line: {events} events; trained on by {models}"
+                   if forgotten else "nothing to forget")
+    finally:
+        engine.close()
+        keys.close()
+    if not forgotten:
+        print(f"nothing to forget: no events or preferences of {args.user_id!r}")
+        return 0
+    print(f"forgot {args.user_id!r}: {events} events, preferences and profile deleted; "
+          f"trained on by {models}" + (" (retrain them to take the user out of their weights)" if trained else ""))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from encoders import BiEncoder
     from retrieval.evaluation.datasets import load_dataset
@@ -479,6 +507,11 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     rebuild = sub.add_parser("rebuild-profiles", help="recompute every user profile from the event log")
     data_dir(rebuild)
     rebuild.set_defaults(func=cmd_rebuild_profiles)
+
+    forget = sub.add_parser("forget-user", help="forget a user (as DELETE /v1/users/{id}, with the service stopped)")
+    forget.add_argument("user_id", help="the user's id, exactly as it was stored")
+    data_dir(forget)
+    forget.set_defaults(func=cmd_forget_user)
     return parser
 
 

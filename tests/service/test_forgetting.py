@@ -67,3 +67,26 @@ def test_forgetting_leaves_nothing_and_names_the_models_that_learned(engine, key
     engine.log.close()
     assert _bytes_on_disk(data_dir, SECRET_QUERY) == []
     assert _bytes_on_disk(data_dir, SECRET_USER) == []
+
+
+def test_the_command_line_forgets_an_id_no_path_can_carry(make_engine, demo_points, tmp_path, capsys):
+    from retrieval.storage.records import ParsedEvent
+    from service.access import AccessKeys
+    from service.cli import main
+
+    engine = make_engine()
+    engine.catalogue.write(demo_points[:5])
+    legacy = "team/alice"  # stored before the id rule refused "/": DELETE /v1/users/{id} cannot name it
+    engine.log.append([ParsedEvent(legacy, "click", demo_points[0].id, None, None, 1.7e9)])
+    engine.close()
+    data_dir = str(engine.config.data_dir)
+    assert main(["forget-user", legacy, "--data-dir", data_dir]) == 0
+    assert f"forgot {legacy!r}: 1 events" in capsys.readouterr().out
+    reopened = make_engine(engine.config.data_dir)
+    assert reopened.log.event_counts(legacy) == {}
+    reopened.close()
+    keys = AccessKeys(engine.config.data_dir)
+    assert [(e.action, e.target, e.key_id) for e in keys.audit_log(1)] == [("forget user", legacy, "cli")]
+    keys.close()
+    assert main(["forget-user", legacy, "--data-dir", data_dir]) == 0
+    assert "nothing to forget" in capsys.readouterr().out
