@@ -73,6 +73,10 @@ class _TextVectors:
                 self._cache.popitem(last=False)
 
 
+def _salted_point(user_id: str, salt: bytes) -> str:
+    return "profile:" + hashlib.sha256(salt + user_id.encode()).hexdigest()
+
+
 class StaleProfiles:
     """Users whose stored profile is behind the log: for each, the first and last sequence number
     of their events not yet written into it. Shared by every ``Profiles`` of an engine, so a
@@ -166,19 +170,23 @@ class Profiles:
         self._event_counts: dict[str, int] = {}  # users' logged events, read once per user (see commit)
         store.ensure_collection(CollectionSpec(collection, catalogue.encoder.dim, keyword_indexes=("id",)))
 
-    def point_id(self, user_id: str, create: bool = False) -> str | None:
+    def point_id(self, user_id: str) -> str | None:
         """The id the user's profile has in the vector store: a hash of the id with the user's own
-        random salt, never the id itself. Vector stores keep deleted points in their files until
-        compaction; once forgetting has deleted the salt, nothing links such a leftover to the user."""
+        random salt, never the id itself (None: no salt, so no profile was ever written). Vector
+        stores keep deleted points in their files until compaction; once forgetting has deleted the
+        salt, nothing links such a leftover to the user."""
         salt = self._salts.get(user_id)
         if salt is None:
-            salt = self.log.profile_salt(user_id, create=create)
+            salt = self.log.profile_salt(user_id)
             if salt is None:
                 return None
-            if len(self._salts) > 100_000:
-                self._salts.clear()
-            self._salts[user_id] = salt
-        return "profile:" + hashlib.sha256(salt + user_id.encode()).hexdigest()
+            self._remember_salts({user_id: salt})
+        return _salted_point(user_id, salt)
+
+    def _remember_salts(self, salts: dict[str, bytes]) -> None:
+        if len(self._salts) + len(salts) > 100_000:
+            self._salts.clear()
+        self._salts.update(salts)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -321,10 +329,9 @@ class Profiles:
         self.texts.warm([e.query for _, events, _ in loaded for e in events if e.item_id is None and e.query]
                         + [stated.preferences for _, _, stated in loaded if stated and stated.preferences])
         vectors = [(user_id, events, self.compute(events, stated, now)) for user_id, events, stated in loaded]
-        new_users = [user_id for user_id, _, vector in vectors if vector is not None and user_id not in self._salts]
-        if len(self._salts) + len(new_users) > 100_000:
-            self._salts.clear()
-        self._salts.update(self.log.profile_salts(new_users))  # one durable write for the users' new salts
+        salts = {user_id: self._salts.get(user_id) for user_id, _, vector in vectors if vector is not None}
+        salts.update(self.log.profile_salts([u for u, salt in salts.items() if salt is None]))  # one durable write
+        self._remember_salts(salts)
         for user_id, events, vector in vectors:
             if vector is None:
                 point = self.point_id(user_id)
@@ -332,7 +339,7 @@ class Profiles:
                     gone.append(point)
             else:
                 payload = {"n_events": len(events), "updated": now}
-                points.append(StoredPoint(self.point_id(user_id, create=True), payload, vector))
+                points.append(StoredPoint(_salted_point(user_id, salts[user_id]), payload, vector))
 
     # -- reads ----------------------------------------------------------------------------------
 

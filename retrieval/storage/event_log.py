@@ -196,16 +196,11 @@ class EventLog:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return n
 
-    def profile_salt(self, user_id: str, create: bool = False) -> bytes | None:
+    def profile_salt(self, user_id: str) -> bytes | None:
         """The user's random salt, which names their profile in the vector store (see
-        ``Profiles.point_id``); made on first use when ``create``. Forgetting deletes it."""
+        ``Profiles.point_id``); None before ``profile_salts`` made one. Forgetting deletes it."""
         rows = self._rows("SELECT salt FROM profile_keys WHERE user_id = ?", (user_id,))
-        if rows or not create:
-            return rows[0][0] if rows else None
-        with self._lock:
-            self._conn.execute("INSERT OR IGNORE INTO profile_keys (user_id, salt) VALUES (?, ?)",
-                               (user_id, os.urandom(16)))
-            return self._conn.execute("SELECT salt FROM profile_keys WHERE user_id = ?", (user_id,)).fetchone()[0]
+        return rows[0][0] if rows else None
 
     def profile_salts(self, user_ids: list[str]) -> dict[str, bytes]:
         """The salts of several users, made in one transaction for those without one: a refresh
