@@ -44,6 +44,23 @@ class EngineConfig:
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
 
 
+@dataclass(frozen=True)
+class Forgetting:
+    """What forgetting a user did: whether there was anything, how many events went, and the
+    trained versions (``ModelRegistry.learned_from``) that learned from the user."""
+
+    forgotten: bool
+    events_deleted: int
+    models_trained_on_user: list[dict]
+
+    def describe(self) -> str:
+        """One line for the audit log."""
+        if not self.forgotten:
+            return "nothing to forget"
+        models = ", ".join(f"{m['kind']} {m['version']}" for m in self.models_trained_on_user) or "no model"
+        return f"forgotten: {self.events_deleted} events; trained on by {models}"
+
+
 def open_store(config: EngineConfig) -> VectorStore:
     """The embedded Qdrant engine under the data directory, or a Qdrant server when a URL is set."""
     if config.qdrant_url:
@@ -139,6 +156,14 @@ class Engine:
         recommender.query_suggest = self.recommender.query_suggest
         self.encoder, self.catalogue, self.profiles, self.recommender, self.layout = (
             encoder, catalogue, profiles, recommender, layout)
+
+    def forget_user(self, user_id: str) -> Forgetting:
+        """Forget a user everywhere the engine keeps them (``Profiles.forget``), and say which
+        trained model versions learned from them. Idempotent."""
+        first_seq = self.log.first_seq(user_id)
+        events = sum(self.log.event_counts(user_id).values())
+        forgotten = self.profiles.forget(user_id)
+        return Forgetting(forgotten, events, self.models.learned_from(first_seq) if forgotten else [])
 
     def reload_reranker(self) -> str | None:
         """Serve the newest accepted reranker (loaded fully before the swap, so requests never

@@ -182,22 +182,17 @@ def cmd_forget_user(args: argparse.Namespace) -> int:
     engine = _open_engine(settings)
     keys = AccessKeys(settings.data_dir)
     try:
-        first_seq = engine.log.first_seq(args.user_id)
-        events = sum(engine.log.event_counts(args.user_id).values())
-        forgotten = engine.profiles.forget(args.user_id)
-        trained = engine.models.learned_from(first_seq)
-        models = ", ".join(f"{m['kind']} {m['version']}" for m in trained) or "no model"
-        keys.audit(Caller("cli", frozenset()), "forget user", args.user_id,
-                   f"forgotten from the command line: {events} events; trained on by {models}"
-                   if forgotten else "nothing to forget")
+        done = engine.forget_user(args.user_id)
+        keys.audit(Caller("cli", frozenset()), "forget user", args.user_id, done.describe())
     finally:
         engine.close()
         keys.close()
-    if not forgotten:
+    if not done.forgotten:
         print(f"nothing to forget: no events or preferences of {args.user_id!r}")
         return 0
-    print(f"forgot {args.user_id!r}: {events} events, preferences and profile deleted; "
-          f"trained on by {models}" + (" (retrain them to take the user out of their weights)" if trained else ""))
+    models = ", ".join(f"{m['kind']} {m['version']}" for m in done.models_trained_on_user) or "no model"
+    print(f"forgot {args.user_id!r}: {done.events_deleted} events, preferences and profile deleted; trained on by "
+          f"{models}" + (" (retrain them to take the user out of their weights)" if done.models_trained_on_user else ""))
     return 0
 
 

@@ -139,12 +139,7 @@ class UserController(Controller):
         """Deletes the user's events and preferences from the log (secure delete: no copy left in
         free pages or the write-ahead log), their profile, and their part of the co-occurrence index
         and popularity; answers which trained models learned from them. Idempotent."""
-        first_seq = engine.log.first_seq(user_id)
-        events = sum(engine.log.event_counts(user_id).values())
-        forgotten = engine.profiles.forget(user_id)
-        trained = [TrainedOnUser(**m) for m in engine.models.learned_from(first_seq)]
-        access_keys.audit(caller, "forget user", user_id,
-                          (f"forgotten: {events} events; trained on by "
-                           + (", ".join(f"{m.kind} {m.version}" for m in trained) or "no model"))
-                          if forgotten else "nothing to forget")
-        return Forgotten(user_id, forgotten, events, trained)
+        done = engine.forget_user(user_id)
+        access_keys.audit(caller, "forget user", user_id, done.describe())
+        return Forgotten(user_id, done.forgotten, done.events_deleted,
+                         [TrainedOnUser(**m) for m in done.models_trained_on_user])
