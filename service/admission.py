@@ -117,7 +117,11 @@ class EngineAdmission(ASGIMiddleware):
         self.threads = threads
         self.capacity = threads + queue
         self.in_flight = 0
-        self._limited = False
+
+    def bound_threads(self) -> None:
+        """Litestar runs synchronous handlers on anyio's default limiter: give it ``threads`` tokens
+        (called once at start-up, inside the event loop)."""
+        anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         handler = scope.get("route_handler")
@@ -125,10 +129,6 @@ class EngineAdmission(ASGIMiddleware):
             # Async handlers do not take an engine thread; health and readiness are never refused.
             await next_app(scope, receive, send)
             return
-        if not self._limited:
-            # Litestar runs synchronous handlers on anyio's default limiter: bound it once, in the loop.
-            anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
-            self._limited = True
         if self.in_flight >= self.capacity:
             raise ServiceUnavailableException(
                 detail=f"the service is busy: {self.in_flight} requests are running or waiting for the engine; "

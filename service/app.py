@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     # HYBRIDREC_LOG_LEVEL governs the service's own loggers (the access log included), not only uvicorn's.
     logging.getLogger("hybridrec").setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
     reindex_job = ReindexJob()
+    admission = EngineAdmission(settings.engine_threads, settings.engine_queue)
     keys = access_keys or AccessKeys(settings.data_dir)
     generator = settings.explanation_generator()  # a bad back-end name fails at start, not per request
     if settings.query_parser not in ("rules", "model"):
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         if settings.query_parser == "model":
             app.state.engine.recommender.query_suggest = suggest
         watch_engine(lambda: app.state.engine, lambda: reindex_job.state)
+        admission.bound_threads()
         try:
             yield
         finally:
@@ -104,7 +106,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         before_send=[echo_request_id],
         middleware=[RequestLog(), metrics_config().middleware,
                     *rate_limits(settings.read_rate_limit, settings.write_rate_limit),
-                    EngineAdmission(settings.engine_threads, settings.engine_queue)],
+                    admission],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="hybridrec", version="0.1.0", path=DOCS_PATH, render_plugins=[SwaggerRenderPlugin()],
