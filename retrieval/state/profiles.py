@@ -402,17 +402,41 @@ class Profiles:
     def known(self, user_id: str) -> bool:
         return bool(self.log.event_counts(user_id)) or self.log.preferences(user_id) is not None
 
-    def summary(self, user_id: str, recent: int = 10) -> dict[str, Any] | None:
+    def summary(self, user_id: str, recent: int = 10, top: int = 5) -> dict[str, Any] | None:
+        """What the service shows of a user: event counts, recent items and events, stated
+        preferences, whether a profile exists, and what it leans to: the ``top`` categories (an
+        item's most specific one) and brands of the profile's items, each with its share of their
+        positive weight (recency and event type weigh as in the profile). None for an unknown user."""
         counts = self.log.event_counts(user_id)
         stated = self.log.preferences(user_id)
         if not counts and stated is None:
             return None
-        recent_items = []
-        for e in reversed(self.log.user_events(user_id, limit=50)):
+        events = self.log.user_events(user_id, limit=self.config.max_events)  # read once for all of it
+        newest = events[::-1]
+        recent_items: list[str] = []
+        for e in newest:
             if e.item_id and e.item_id not in recent_items:
                 recent_items.append(e.item_id)
             if len(recent_items) >= recent:
                 break
+        weights = {i: w for i, (w, _) in self.item_weights(events).items() if w > 0}
+        payloads = {i: p.payload for i, p in self.catalogue.get_many(
+            list(set(weights) | {e.item_id for e in newest[:recent] if e.item_id})).items()}
+        known = {i: w for i, w in weights.items() if i in payloads}
+        mass = sum(known.values()) or 1.0
+        categories: dict[str, float] = {}
+        brands: dict[str, float] = {}
+        for item_id, w in known.items():
+            p = payloads[item_id]
+            if p.get("categories"):
+                categories[p["categories"][-1]] = categories.get(p["categories"][-1], 0.0) + w / mass
+            if p.get("brand"):
+                brands[p["brand"]] = brands.get(p["brand"], 0.0) + w / mass
+
+        def ranked(shares: dict[str, float]) -> list[dict[str, Any]]:
+            best = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+            return [{"name": name, "share": round(share, 4)} for name, share in best]
+
         return {
             "id": user_id,
             "event_counts": counts,
@@ -421,6 +445,10 @@ class Profiles:
             "preferences": stated.preferences if stated else None,
             "attributes": stated.attributes if stated else {},
             "has_profile": self.vector(user_id) is not None,
+            "leaning": {"categories": ranked(categories), "brands": ranked(brands)},
+            "recent_events": [{"type": e.type, "item_id": e.item_id, "at": e.timestamp, "query": e.query,
+                               "title": payloads.get(e.item_id, {}).get("title") if e.item_id else None}
+                              for e in newest[:recent]],
         }
 
     def rebuild(self, user_ids: list[str] | None = None, batch: int = 256, progress=None) -> int:

@@ -39,7 +39,7 @@ class Share(msgspec.Struct):
 class Leaning(msgspec.Struct):
     """What the profile leans to: the categories (an item's most specific one) and brands of the
     items the profile is made of, each with its share of their positive weight (recency and event
-    type weigh as in the profile itself); the top ``LEANING_TOP`` of each."""
+    type weigh as in the profile itself); the top five of each (``Profiles.summary``)."""
 
     categories: list[Share]
     brands: list[Share]
@@ -63,37 +63,6 @@ class UserOut(msgspec.Struct):
     has_profile: bool
     leaning: Leaning
     recent_events: list[RecentEvent]  # newest first
-
-
-LEANING_TOP = 5
-RECENT_EVENTS = 10
-
-
-def user_out(profiles: Profiles, summary: dict) -> UserOut:
-    """The summary, with what the profile leans to and the newest events."""
-    events = profiles.log.user_events(summary["id"], limit=profiles.config.max_events)
-    weights = {item_id: w for item_id, (w, _) in profiles.item_weights(events).items() if w > 0}
-    recent = events[::-1][:RECENT_EVENTS]
-    payloads = {i: p.payload for i, p in profiles.catalogue.get_many(
-        list(set(weights) | {e.item_id for e in recent if e.item_id})).items()}
-    categories: dict[str, float] = {}
-    brands: dict[str, float] = {}
-    known = {i: w for i, w in weights.items() if i in payloads}
-    mass = sum(known.values()) or 1.0
-    for item_id, w in known.items():
-        p = payloads[item_id]
-        if p.get("categories"):
-            categories[p["categories"][-1]] = categories.get(p["categories"][-1], 0.0) + w / mass
-        if p.get("brand"):
-            brands[p["brand"]] = brands.get(p["brand"], 0.0) + w / mass
-
-    def top(shares: dict[str, float]) -> list[Share]:
-        ranked = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))[:LEANING_TOP]
-        return [Share(name, round(share, 4)) for name, share in ranked]
-
-    return UserOut(**summary, leaning=Leaning(top(categories), top(brands)), recent_events=[
-        RecentEvent(e.type, e.item_id, payloads.get(e.item_id, {}).get("title") if e.item_id else None, e.timestamp,
-                    e.query) for e in recent])
 
 
 class TrainedOnUser(msgspec.Struct):
@@ -123,7 +92,7 @@ class UserController(Controller):
          raises=[UnsupportedMediaType])
     def put_user(self, user_id: UserId, data: UserPut, profiles: Profiles) -> UserOut:
         profiles.set_preferences(user_id, data.preferences, data.attributes)
-        return user_out(profiles, profiles.summary(user_id))
+        return msgspec.convert(profiles.summary(user_id), UserOut)
 
     @get("/{user_id:str}", opt={"scope": READ}, sync_to_thread=True, summary="A user's profile summary",
          raises=[NotFoundException])
@@ -131,7 +100,7 @@ class UserController(Controller):
         summary = profiles.summary(user_id)
         if summary is None:
             raise not_found("user", user_id)
-        return user_out(profiles, summary)
+        return msgspec.convert(summary, UserOut)
 
     @delete("/{user_id:str}", opt={"scope": ADMIN}, sync_to_thread=True,
             summary="Forget a user: events, preferences, profile", status_code=200)
