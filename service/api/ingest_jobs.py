@@ -14,11 +14,11 @@ from litestar.params import Parameter
 
 from retrieval.limits import NAME_MAX_CHARS
 from retrieval.state.catalogue import Catalogue
-from retrieval.storage.records import InvalidRecord, check_name
+from retrieval.storage.records import check_name
 from service.access import SECURITY, WRITE
 from service.api.dependencies import IngestJobs, IngestState, ReindexJob, refuse_during_reindex
 from service.api.errors import not_found
-from service.api.schemas import RAW_BODY, UnsupportedMediaType, path_id
+from service.api.schemas import RAW_BODY, UnsupportedMediaType, path_id, query_param
 from service.settings import Settings
 
 # What an uploaded file may be sent as, and the format each says (None: the format parameter or the name says).
@@ -81,11 +81,7 @@ class IngestController(Controller):
         (``GET /v1/ingest/{job_id}``). One upload is ingested at a time (409 while one runs), and
         none while a reindex runs (409). At most ``max_body_bytes`` (413 above)."""
         refuse_during_reindex(reindex_job)
-        try:
-            label = check_name("name", name) if name is not None and name.strip() else None
-        except InvalidRecord as err:
-            raise ValidationException(detail=str(err), extra=[{"key": "name", "message": err.reason,
-                                                               "source": "query"}]) from None
+        label = query_param("name", name, check_name)
         fmt = upload_format(format, label or "", request.headers.get("content-type"))
         return ingest_jobs.start(catalogue, settings.data_dir, body, fmt, label or f"upload.{fmt}")
 

@@ -14,12 +14,20 @@ from retrieval.limits import MAX_K, NAME_MAX_CHARS, TEXT_MAX_CHARS
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest
 from retrieval.state.catalogue import Catalogue
-from retrieval.storage.records import InvalidRecord, Item, check_name, check_text
+from retrieval.storage.records import Item, check_name, check_text
 from retrieval.storage.vector_store import ItemFilter
 from service.access import READ, SECURITY, WRITE
 from service.api.dependencies import ReindexJob, refuse_during_reindex
 from service.api.errors import invalid_record, not_found
-from service.api.schemas import TEXT_PATTERN, Attributes, ItemSummary, UnsupportedMediaType, path_id, record_schema
+from service.api.schemas import (
+    TEXT_PATTERN,
+    Attributes,
+    ItemSummary,
+    UnsupportedMediaType,
+    path_id,
+    query_param,
+    record_schema,
+)
 from service.observability import ITEMS_WRITTEN
 from service.settings import Settings
 
@@ -88,17 +96,6 @@ SearchText = Annotated[str | None, Parameter(
 Cursor = Annotated[str | None, Parameter(max_length=64, description="browsing: the `next` of the previous page")]
 
 
-def _query_value(field: str, value: str | None, check) -> str | None:
-    """A query parameter by its rule (an empty one is left out); 400 naming it."""
-    if value is None or not value.strip():
-        return None
-    try:
-        return check(field, value)
-    except InvalidRecord as err:
-        raise ValidationException(detail=str(err), extra=[{"key": field, "message": err.reason,
-                                                           "source": "query"}]) from None
-
-
 def _cursor(offset: str | None) -> str | None:
     """The store's point id a page starts at (the opaque cursor a previous page gave)."""
     if offset is None or not offset.strip():
@@ -145,8 +142,8 @@ class ItemController(Controller):
         """Without ``q``: the catalogue in store order, ``limit`` at a time, narrowed by ``category``
         and ``brand`` (case-insensitive). With ``q``: a search through the recommend pipeline (no
         user; the sentence's constraints apply, and ``category`` and ``brand`` as hard filters)."""
-        query = _query_value("q", q, lambda f, v: check_text(f, v, TEXT_MAX_CHARS))
-        category, brand = _query_value("category", category, check_name), _query_value("brand", brand, check_name)
+        query = query_param("q", q, lambda f, v: check_text(f, v, TEXT_MAX_CHARS))
+        category, brand = query_param("category", category, check_name), query_param("brand", brand, check_name)
         flt = ItemFilter(categories=(category,) if category else (), brands=(brand,) if brand else ())
         if query is not None:
             result = recommender.recommend(RecommendRequest(query=query, k=limit, item_filter=flt))

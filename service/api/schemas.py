@@ -106,6 +106,17 @@ def to_item_filter(filters: Filters | None) -> ItemFilter | None:
     )
 
 
+def query_param(field: str, value: str | None, check) -> str | None:
+    """A query parameter by its rule (an empty one is left out); 400 naming it."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return check(field, value)
+    except InvalidRecord as err:
+        raise ValidationException(detail=str(err), extra=[{"key": field, "message": err.reason,
+                                                           "source": "query"}]) from None
+
+
 class UnsupportedMediaType(ClientException):
     status_code = 415
 
