@@ -3,17 +3,94 @@
 Item-kNN with cosine-normalised co-occurrence counts over users (the ``itemknn`` baseline and the
 ``collaborative_seq`` stage of ``make eval``; settings from benchmarks/tune.py).
 It only has an opinion about items someone has interacted with; ``knows`` says which.
+
+A request's score is separable per history item, so serving reads one cached, bounded neighbour
+list per history item (``NeighbourBounds``) instead of walking every co-occurring sequence; the
+cost of a recommendation then depends on the bounds, not on the size of the log. Training and
+evaluation code that leaves a user out gets the exact computation over the whole log.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import math
+import os
+import tempfile
 import threading
 from collections import defaultdict
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("hybridrec.cooccurrence")
 
 # Event types that say "this user wanted this item"; dislikes and searches are not co-occurrence.
 POSITIVE_TYPES = frozenset({"view", "click", "add_to_cart", "purchase", "like", "rating"})
+
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class NeighbourBounds:
+    """How much of the log one item's cached neighbour list reads, and how much a request reads.
+
+    Memory: at most ``per_item`` neighbours (an int32 id and a float64 co-occurrence each, 12 bytes)
+    per distinct item, per (proximity, backward) setting in use, on top of the log's own sequences.
+    When no bound is reached (few users per item, short sequences, short histories) the bounded
+    scores equal the exact ones.
+
+    Example::
+
+        CoOccurrenceIndex(NeighbourBounds(per_item=100, window=20))
+    """
+
+    per_item: int = 200  # neighbours kept per item, best by co-occurrence / sqrt(their users)
+    users: int = 500  # an item's list reads its most recent takers only, scaled up to all of them
+    window: int = 50  # positions either side of the item in each taker's sequence
+    # History items older than the point where decay**age falls below this add nothing visible.
+    min_history_weight: float = 1e-3
+    max_history: int = 50  # the newest history items read, whatever the decay
+    # A list is recomputed on use once the events touching its item since it was computed reach this
+    # fraction of its users (at least one event): stale by a bounded share of its evidence.
+    stale_fraction: float = 0.1
+
+    def history_length(self, decay: float) -> int:
+        """How many of the newest history items a request reads at this decay.
+
+        >>> NeighbourBounds().history_length(0.8)
+        31
+        """
+        if 0.0 < decay < 1.0:
+            return max(1, min(self.max_history, math.ceil(math.log(self.min_history_weight) / math.log(decay))))
+        return self.max_history
+
+    def offsets(self, proximity: float, backward: float) -> list[float]:
+        """The weight of an item ``s`` steps from the anchor, at index ``window + s`` (the anchor: 0)."""
+        sequential = proximity != 0.0 or backward != 1.0
+        weights = []
+        for steps in range(-self.window, self.window + 1):
+            if steps == 0:
+                weights.append(0.0)
+            elif not sequential:
+                weights.append(1.0)
+            else:
+                w = 1.0 / (1.0 + proximity * (abs(steps) - 1))
+                weights.append(w * (backward if steps < 0 else 1.0))
+        return weights
+
+
+@dataclass
+class NeighbourList:
+    """One item's best co-occurring items (``codes``) with their co-occurrence (``weights``, not yet
+    normalised by either item's users), and the item's state when it was computed."""
+
+    codes: np.ndarray
+    weights: np.ndarray
+    users: int  # how many users had the item then
+    touched: int  # the item's touch count then
 
 
 class CoOccurrenceIndex:
@@ -24,37 +101,78 @@ class CoOccurrenceIndex:
         index = CoOccurrenceIndex()
         index.add("u1", "a"); index.add("u1", "b"); index.add("u2", "a"); index.add("u2", "c")
         index.neighbours(["a"])            # {"b": 0.5, "c": 0.5}
+        index.save(path, seq=41); index, seq = CoOccurrenceIndex.load(path)
     """
 
-    def __init__(self) -> None:
-        self._user_items: dict[str, list[str]] = defaultdict(list)
-        self._item_users: dict[str, set[str]] = defaultdict(set)
+    def __init__(self, bounds: NeighbourBounds | None = None) -> None:
+        self.bounds = bounds or NeighbourBounds()
+        self._codes: dict[str, int] = {}  # item id -> dense int code, never reused
+        self._names: list[str] = []  # code -> item id
+        self._user_items: dict[str, list[int]] = defaultdict(list)  # item codes, oldest first
+        # item id -> its users, in the order of their latest take of it (dicts keep insertion order).
+        self._item_users: dict[str, dict[str, None]] = {}
+        self._counts = np.zeros(64, dtype=np.int64)  # users per item code
+        self._touched = np.zeros(64, dtype=np.int64)  # events near the item in someone's sequence
+        self._lists: dict[tuple[float, float], dict[int, NeighbourList]] = {}
         self._popular: list[tuple[str, int]] | None = None
         self._lock = threading.RLock()
 
+    # -- updates --------------------------------------------------------------------------------
+
+    def _code(self, item_id: str) -> int:
+        code = self._codes.get(item_id)
+        if code is None:
+            code = self._codes[item_id] = len(self._names)
+            self._names.append(item_id)
+            if code >= len(self._counts):
+                self._counts = np.concatenate([self._counts, np.zeros_like(self._counts)])
+                self._touched = np.concatenate([self._touched, np.zeros_like(self._touched)])
+        return code
+
+    def _touch(self, items: list[int], position: int) -> None:
+        """Counts an event at ``position`` against every item whose window covers it."""
+        window = self.bounds.window
+        near = items[max(0, position - window):position + window + 1]
+        self._touched[near] += 1
+
     def add(self, user_id: str, item_id: str) -> None:
         with self._lock:
+            code = self._code(item_id)
             items = self._user_items[user_id]
-            if item_id in self._item_users and user_id in self._item_users[item_id]:
-                items.remove(item_id)  # keep each item once, at its latest position
-            items.append(item_id)
-            self._item_users[item_id].add(user_id)
+            users = self._item_users.setdefault(item_id, {})
+            if user_id in users:
+                position = items.index(code)
+                self._touch(items, position)  # its neighbours at the old place lose it
+                del items[position]  # keep each item once, at its latest position
+                del users[user_id]  # and the user at the latest end of the item's takers
+            else:
+                self._counts[code] += 1
+            items.append(code)
+            users[user_id] = None
+            self._touch(items, len(items) - 1)
             self._popular = None
 
     def forget_user(self, user_id: str) -> None:
         with self._lock:
-            for item_id in self._user_items.pop(user_id, []):
+            for code in self._user_items.pop(user_id, []):
+                item_id = self._names[code]
                 users = self._item_users.get(item_id)
-                if users is not None:
-                    users.discard(user_id)
+                if users is not None and user_id in users:
+                    del users[user_id]
+                    self._counts[code] -= 1
                     if not users:
                         del self._item_users[item_id]
+                # The user's sequence may be in this item's list: recompute it without them.
+                for lists in self._lists.values():
+                    lists.pop(code, None)
             self._popular = None
+
+    # -- reads ----------------------------------------------------------------------------------
 
     def history(self, user_id: str) -> list[str]:
         """The user's distinct items, oldest first."""
         with self._lock:
-            return list(self._user_items.get(user_id, ()))
+            return [self._names[c] for c in self._user_items.get(user_id, ())]
 
     def _users(self, item_id: str, leave_out: str | None) -> int:
         """How many users took the item, not counting ``leave_out`` (callers hold the lock)."""
@@ -80,23 +198,104 @@ class CoOccurrenceIndex:
         from a history item counts ``1 / (1 + proximity x (|d| - 1))``, and ``backward`` scales
         items that came before it rather than after. ``proximity=0, backward=1`` is plain item-kNN.
         ``leave_out`` ignores one user's own sequence: training on the log must not let a user's
-        logged future vote for itself.
+        logged future vote for itself. With ``leave_out`` the score is computed exactly over the
+        whole log; without it, from each history item's bounded, cached list (``NeighbourBounds``).
         """
-        scores: dict[str, float] = defaultdict(float)
-        seen = set(history)
+        if leave_out is not None:
+            return self.exact_neighbours(history, decay, limit, proximity, backward, leave_out)
+        with self._lock:
+            scores = self._bounded_scores(history, decay, proximity, backward)
+            seen = [self._codes[i] for i in history if i in self._codes]
+            scores[seen] = 0.0
+            return self._top(scores, limit)
+
+    def _bounded_scores(self, history: list[str], decay: float, proximity: float, backward: float) -> np.ndarray:
+        """Every item's score, indexed by code: the history's neighbour lists, decayed and
+        normalised with today's user counts (callers hold the lock)."""
+        newest = list(reversed(history))[:self.bounds.history_length(decay)]
+        codes, weights = [], []
+        for age, item_id in enumerate(newest):
+            code = self._codes.get(item_id)
+            if code is None or self._counts[code] == 0:
+                continue
+            neighbour_list = self._fresh_list(code, proximity, backward)
+            codes.append(neighbour_list.codes)
+            weights.append(neighbour_list.weights * (decay**age / math.sqrt(self._counts[code])))
+        size = len(self._names)
+        if not codes:
+            return np.zeros(size)
+        summed = np.bincount(np.concatenate(codes), np.concatenate(weights), minlength=size)
+        return summed / np.sqrt(np.maximum(self._counts[:size], 1))
+
+    def _top(self, scores: np.ndarray, limit: int) -> dict[str, float]:
+        """The ``limit`` best positive scores by (-score, id), as the exact path orders them."""
+        candidates = np.flatnonzero(scores > 0)
+        if len(candidates) > limit > 0:
+            cutoff = np.partition(scores[candidates], len(candidates) - limit)[len(candidates) - limit]
+            candidates = candidates[scores[candidates] >= cutoff]  # ties at the cut-off stay to be ordered by id
+        ranked = sorted(((self._names[c], float(scores[c])) for c in candidates), key=lambda kv: (-kv[1], kv[0]))
+        return dict(ranked[:limit])
+
+    def _fresh_list(self, code: int, proximity: float, backward: float) -> NeighbourList:
+        """The item's cached list, recomputed first if it is missing or stale (callers hold the lock)."""
+        lists = self._lists.setdefault((proximity, backward), {})
+        cached = lists.get(code)
+        if cached is not None:
+            changes = int(self._touched[code]) - cached.touched
+            if changes < max(1.0, self.bounds.stale_fraction * cached.users):
+                return cached
+        cached = lists[code] = self._compute_list(code, proximity, backward)
+        return cached
+
+    def _compute_list(self, code: int, proximity: float, backward: float) -> NeighbourList:
+        """The item's co-occurrence over the windows of its most recent takers, scaled up to all of
+        its takers, keeping the best ``per_item`` by co-occurrence / sqrt(their users)."""
+        bounds = self.bounds
+        takers = self._item_users.get(self._names[code], {})
+        offsets, window = bounds.offsets(proximity, backward), bounds.window
+        near: list[int] = []
+        near_weights: list[float] = []
+        sampled = 0
+        for user in islice(reversed(takers), bounds.users):
+            items = self._user_items[user]
+            position = items.index(code)
+            start, stop = max(0, position - window), min(len(items), position + window + 1)
+            near += items[start:stop]
+            near_weights += offsets[window - (position - start):window + (stop - position)]
+            sampled += 1
+        size = len(self._names)
+        cooccurrence = np.bincount(np.asarray(near, dtype=np.int64), np.asarray(near_weights, dtype=np.float64),
+                                   minlength=size) if near else np.zeros(size)
+        cooccurrence[code] = 0.0
+        if sampled < len(takers):
+            cooccurrence *= len(takers) / sampled
+        kept = np.flatnonzero(cooccurrence > 0)
+        if len(kept) > bounds.per_item:
+            strength = cooccurrence[kept] / np.sqrt(np.maximum(self._counts[kept], 1))
+            kept = kept[np.argpartition(-strength, bounds.per_item - 1)[:bounds.per_item]]
+        return NeighbourList(kept.astype(np.int32), cooccurrence[kept], len(takers), int(self._touched[code]))
+
+    def exact_neighbours(self, history: list[str], decay: float = 0.8, limit: int = 200, proximity: float = 0.0,
+                         backward: float = 1.0, leave_out: str | None = None) -> dict[str, float]:
+        """``neighbours`` computed over every sequence of every user who took a history item: cost
+        grows with the log. Training and evaluation (``leave_out``) use it; so do the tests and
+        benchmarks/dense_log.py, as the reference the bounded lists are checked against."""
+        scores: dict[int, float] = defaultdict(float)
         sequential = proximity != 0.0 or backward != 1.0
         with self._lock:
+            seen = {self._codes[i] for i in history if i in self._codes}
             for age, item_id in enumerate(reversed(history)):
                 users = self._item_users.get(item_id)
                 if leave_out is not None and users and leave_out in users:
-                    users = users - {leave_out}
+                    users = users.keys() - {leave_out}
                 if not users:
                     continue
+                code = self._codes[item_id]
                 weight = decay**age / math.sqrt(len(users))
-                counts: dict[str, float] = defaultdict(float)
+                counts: dict[int, float] = defaultdict(float)
                 for user in users:
                     sequence = self._user_items[user]
-                    anchor = sequence.index(item_id) if sequential else 0
+                    anchor = sequence.index(code) if sequential else 0
                     for position, other in enumerate(sequence):
                         if other in seen:
                             continue
@@ -107,14 +306,14 @@ class CoOccurrenceIndex:
                         else:
                             counts[other] += 1.0
                 for other, c in counts.items():
-                    scores[other] += weight * c / math.sqrt(max(1, self._users(other, leave_out)))
-        top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+                    scores[other] += weight * c / math.sqrt(max(1, self._users(self._names[other], leave_out)))
+            top = sorted(((self._names[c], s) for c, s in scores.items()), key=lambda kv: (-kv[1], kv[0]))[:limit]
         return dict(top)
 
     def shared_users(self, a: str, b: str) -> int:
         """How many users have both items (the raw co-occurrence behind an explanation)."""
         with self._lock:
-            return len(self._item_users.get(a, set()) & self._item_users.get(b, set()))
+            return len(self._item_users.get(a, {}).keys() & self._item_users.get(b, {}).keys())
 
     def popular(self, limit: int) -> list[tuple[str, int]]:
         """Items by number of distinct users, most first (ties by id, for determinism)."""
@@ -126,3 +325,135 @@ class CoOccurrenceIndex:
                     key=lambda kv: (-kv[1], kv[0]),
                 )
             return self._popular[:limit]
+
+    def cached_lists(self) -> int:
+        """How many neighbour lists are cached, over every setting (memory: ``NeighbourBounds``)."""
+        with self._lock:
+            return sum(len(lists) for lists in self._lists.values())
+
+    # -- snapshot -------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, seq: int) -> None:
+        """Writes the sequences and takers to ``path`` (numpy ``.npz``, no pickle), atomically:
+        a temporary file in the same folder, fsynced, then renamed over ``path``. ``seq`` is the
+        event-log position this state includes; ``load`` hands it back."""
+        with self._lock:
+            arrays = IndexSnapshot.arrays(self, seq)
+        IndexSnapshot.write(Path(path), arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, bounds: NeighbourBounds | None = None) -> tuple[CoOccurrenceIndex, int] | None:
+        """The index saved at ``path`` and the event-log position it includes, or None where the
+        file is missing, unreadable or inconsistent: the caller rebuilds from the log then."""
+        try:
+            return IndexSnapshot.read(Path(path), cls(bounds))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - any damage to a derived file means "rebuild", never a failed start
+            log.warning("co-occurrence snapshot %s unusable (%s: %s); rebuild from the log", path,
+                        type(exc).__name__, exc)
+            return None
+
+
+class IndexSnapshot:
+    """The ``.npz`` layout of a saved index: item and user ids as UTF-8 bytes with offsets, each
+    user's item codes oldest first, and each item's users in the order of their latest take.
+
+    Example::
+
+        IndexSnapshot.write(path, IndexSnapshot.arrays(index, seq=7))
+        index, seq = IndexSnapshot.read(path, CoOccurrenceIndex())
+    """
+
+    @staticmethod
+    def _pack(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        encoded = [s.encode() for s in strings]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+    @staticmethod
+    def _unpack(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
+        data = blob.tobytes()
+        bounds = offsets.tolist()
+        return [data[a:b].decode() for a, b in zip(bounds, bounds[1:])]
+
+    @classmethod
+    def arrays(cls, index: CoOccurrenceIndex, seq: int) -> dict[str, np.ndarray]:
+        """The index's state as arrays (callers hold its lock)."""
+        users = list(index._user_items)
+        user_code = {u: n for n, u in enumerate(users)}
+        sequences = [index._user_items[u] for u in users]
+        items_with_takers = [(index._codes[i], takers) for i, takers in index._item_users.items()]
+        names, name_offsets = cls._pack(index._names)
+        user_ids, user_offsets = cls._pack(users)
+        return {
+            "format": np.array([SNAPSHOT_FORMAT], dtype=np.int64),
+            "seq": np.array([seq], dtype=np.int64),
+            "item_names": names, "item_name_offsets": name_offsets,
+            "user_ids": user_ids, "user_id_offsets": user_offsets,
+            "sequence_offsets": np.cumsum([0] + [len(s) for s in sequences], dtype=np.int64),
+            "sequence_items": np.fromiter((c for s in sequences for c in s), dtype=np.int32),
+            "taken_items": np.array([c for c, _ in items_with_takers], dtype=np.int32),
+            "taker_offsets": np.cumsum([0] + [len(t) for _, t in items_with_takers], dtype=np.int64),
+            "takers": np.fromiter((user_code[u] for _, t in items_with_takers for u in t), dtype=np.int32),
+        }
+
+    @staticmethod
+    def write(path: Path, arrays: dict[str, np.ndarray]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a crash
+        finally:
+            os.close(dir_fd)
+
+    @classmethod
+    def read(cls, path: Path, index: CoOccurrenceIndex) -> tuple[CoOccurrenceIndex, int]:
+        """Fills an empty ``index`` from ``path``; raises on any damage or inconsistency."""
+        with np.load(path, allow_pickle=False) as z:
+            a = {name: z[name] for name in z.files}
+        if int(a["format"][0]) != SNAPSHOT_FORMAT:
+            raise ValueError(f"format {int(a['format'][0])}, expected {SNAPSHOT_FORMAT}")
+        names = cls._unpack(a["item_names"], a["item_name_offsets"])
+        users = cls._unpack(a["user_ids"], a["user_id_offsets"])
+        seq_offsets, seq_items = a["sequence_offsets"], a["sequence_items"]
+        taken, taker_offsets, takers = a["taken_items"], a["taker_offsets"], a["takers"]
+        if (len(seq_offsets) != len(users) + 1 or len(taker_offsets) != len(taken) + 1
+                or seq_offsets[-1] != len(seq_items) or taker_offsets[-1] != len(takers)
+                or len(takers) != len(seq_items)):
+            raise ValueError("array lengths disagree")
+        if len(set(names)) != len(names) or len(set(users)) != len(users):
+            raise ValueError("an id twice")
+        for codes, size in ((seq_items, len(names)), (taken, len(names)), (takers, len(users))):
+            if len(codes) and (codes.min() < 0 or codes.max() >= size):
+                raise ValueError("a code out of range")
+        # Both directions must hold the same (user, item) pairs, each once.
+        by_user = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(seq_offsets)) * len(names) + seq_items
+        by_item = takers.astype(np.int64) * len(names) + np.repeat(taken.astype(np.int64), np.diff(taker_offsets))
+        by_user.sort()
+        by_item.sort()
+        if not np.array_equal(by_user, by_item) or (len(by_user) > 1 and (np.diff(by_user) == 0).any()):
+            raise ValueError("sequences and takers disagree")
+        for name in names:
+            index._code(name)
+        bounds = seq_offsets.tolist()
+        items = seq_items.tolist()
+        for n, user in enumerate(users):
+            index._user_items[user] = items[bounds[n]:bounds[n + 1]]
+        bounds = taker_offsets.tolist()
+        taker_list = takers.tolist()
+        for n, code in enumerate(taken.tolist()):
+            index._item_users[names[code]] = dict.fromkeys(users[u] for u in taker_list[bounds[n]:bounds[n + 1]])
+            index._counts[code] = bounds[n + 1] - bounds[n]
+        return index, int(a["seq"][0])
