@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,14 +21,16 @@ from retrieval.state.bm25 import Bm25Encoder
 from retrieval.state.catalogue import Catalogue
 from retrieval.state.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
 from retrieval.state.event_writer import EventWriter
+from retrieval.state.follower import LogFollower, OwnWrites
 from retrieval.state.profiles import PROFILES_SEQ, ProfileConfig, Profiles, StaleProfiles
 from retrieval.storage.edge import EdgeVectorStore
-from retrieval.storage.event_log import EventLog
+from retrieval.storage.event_log import EventLog, open_event_log
 from retrieval.storage.layout import Layout, read_layout
-from retrieval.storage.vector_store import VectorStore
+from retrieval.storage.vector_store import VectorStore, scroll_all
 
 log = logging.getLogger("hybridrec.engine")
 PROFILE_IDS, SALTED = "profile_ids", "salted"  # how profiles are named in the vector store
+INDEX_SEQ = "index_seq"  # position up to which an instance's vector index has the record's items
 
 
 @dataclass
@@ -36,6 +39,12 @@ class EngineConfig:
     ``profiles`` and ``recommend`` sections are these two fields."""
 
     data_dir: Path = Path("data")
+    # The system of record: PostgreSQL, shared by every worker and instance, or (None) the SQLite
+    # file in the data directory, for one process.
+    database_url: str | None = None
+    # A worker's name: its own vector index (and lock) under ``<data_dir>/instances/<name>``, so that
+    # several processes on one machine serve one PostgreSQL. None: the data directory itself.
+    instance: str | None = None
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     encoder_path: str | None = None
@@ -61,15 +70,32 @@ class Forgetting:
         return f"forgotten: {self.events_deleted} events; trained on by {models}"
 
 
+def instance_dir(config: EngineConfig) -> Path:
+    """Where this instance keeps what is its own: the embedded vector index and its lock."""
+    data_dir = Path(config.data_dir)
+    return data_dir / "instances" / config.instance if config.instance else data_dir
+
+
+def instance_id(config: EngineConfig) -> str:
+    """This instance's name in the shared system of record (its positions there): random, made
+    once and kept beside its vector index, so that a new, empty index starts from nothing."""
+    if not config.database_url:
+        return ""
+    path = instance_dir(config) / "instance-id"
+    if not path.exists():
+        path.write_text(uuid.uuid4().hex)
+    return path.read_text().strip()
+
+
 def open_store(config: EngineConfig) -> VectorStore:
-    """The embedded Qdrant engine under the data directory, or a Qdrant server when a URL is set."""
+    """The embedded Qdrant engine of this instance, or a Qdrant server when a URL is set."""
     if config.qdrant_url:
         from qdrant_client import QdrantClient
 
         from retrieval.storage.client import ClientVectorStore
 
         return ClientVectorStore(QdrantClient(url=config.qdrant_url, api_key=config.qdrant_api_key))
-    return EdgeVectorStore(Path(config.data_dir) / "collections")
+    return EdgeVectorStore(instance_dir(config) / "collections")
 
 
 class Engine:
@@ -92,15 +118,22 @@ class Engine:
         self.layout = layout or Layout()
         self._lock_file = lock
         self.bm25 = Bm25Encoder()
-        self.index = CoOccurrenceIndex()
         self.stale_profiles = StaleProfiles()
+        self.shared = bool(config.database_url)  # other instances write the same system of record
+        name = instance_id(config)
+        self._keys = (f"{PROFILES_SEQ}:{name}" if name else PROFILES_SEQ, f"{INDEX_SEQ}:{name}" if name else INDEX_SEQ)
+        self.own_writes = OwnWrites()
+        head = event_log.head()  # derived state is built up to here; the follower takes it on from here
+        self.index = CoOccurrenceIndex()
         n = 0
         for event in event_log.iter_events():
+            if event.seq > head:
+                break
             if event.item_id is not None and event.type in POSITIVE_TYPES:
                 self.index.add(event.user_id, event.item_id)
                 n += 1
         self.catalogue, self.profiles, self.recommender = self.wire(self.layout, encoder)
-        if event_log.get_meta(PROFILE_IDS) != SALTED:
+        if event_log.get_meta(PROFILE_IDS) != SALTED and not self.shared:
             # Profiles were stored under the users' own ids before: store them again under salted ones.
             store.drop_collection(self.layout.users)
             self.catalogue, self.profiles, self.recommender = self.wire(self.layout, encoder)
@@ -109,6 +142,10 @@ class Engine:
             event_log.set_meta(PROFILE_IDS, SALTED)
             if rebuilt:
                 log.warning("stored %d user profiles again under salted ids (a one-time upgrade)", rebuilt)
+        self.sync_item_index(head)
+        if self.shared and event_log.get_meta(self._keys[0]) is None:
+            # A new instance has no stored profiles: they are computed from the log until written.
+            event_log.set_meta(self._keys[0], str(head))
         repaired = self.profiles.repair()
         if repaired:
             log.warning("refreshed %d user profiles that were behind the event log", repaired)
@@ -116,20 +153,63 @@ class Engine:
         self.rerankers = self.models.rerankers
         self.reload_reranker()
         self.event_writer = EventWriter(lambda: self.profiles)
-        log.info("engine open: %d items, %d events (%d co-occurrence entries)",
-                 self.catalogue.count(), event_log.count(), n)
+        self.follower = LogFollower(event_log, lambda: self.catalogue, lambda: self.profiles, self.own_writes,
+                                    position=head, index_items=not config.qdrant_url) if self.shared else None
+        log.info("engine open: %d items, %d events (%d co-occurrence entries)%s",
+                 self.catalogue.count(), event_log.count(), n, " on a shared log" if self.shared else "")
+
+    def sync_item_index(self, head: int) -> None:
+        """Bring the vector index up to the items of the system of record: every item change after
+        the position this instance recorded (all of them for a new index). A data directory from
+        before items were kept in the record gives its items to the record once."""
+        key = self._keys[1]
+        position = self.log.get_meta(key)
+        catalogue = self.catalogue
+        if position is None:
+            recorded = next(iter(self.log.stored_items(catalogue.collection, batch=1)), [])
+            if not recorded and catalogue.count():
+                n = 0
+                for points in scroll_all(self.store, catalogue.collection, with_vectors=True):
+                    self.log.put_items(catalogue.collection, points)
+                    n += len(points)
+                log.warning("kept %d items in the system of record (a one-time upgrade)", n)
+            elif recorded:
+                n = catalogue.rebuild_index()
+                log.info("built the vector index from %d stored items", n)
+        else:
+            position = int(position)
+            while position < head:
+                changes = self.log.changes_after(position)
+                catalogue.apply([c for c in changes.items if c.seq <= head])
+                position = changes.head
+        self.log.set_meta(key, str(head))
+
+    def catch_up(self) -> int:
+        """Apply what other instances wrote since this one last looked (nothing to do for one
+        process on its own log); returns how many changes."""
+        if self.follower is None:
+            return 0
+        applied = self.follower.catch_up()
+        if applied:
+            self.event_writer.profiles_changed()
+        return applied
 
     @classmethod
     def open(cls, config: EngineConfig, encoder: BiEncoder | None = None) -> "Engine":
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        lock = lock_data_dir(data_dir)
+        instance_dir(config).mkdir(parents=True, exist_ok=True)
+        lock = lock_data_dir(instance_dir(config))
         try:
             layout = read_layout(data_dir)
             if encoder is None:
                 # A reindexed directory names its encoder; an explicit HYBRIDREC_ENCODER wins.
                 encoder = BiEncoder(config.encoder_path or layout.encoder, device=config.device)
-            return cls(config, open_store(config), EventLog(data_dir / "events.sqlite3"), encoder, layout, lock)
+            record = open_event_log(config.database_url, data_dir)
+            try:
+                return cls(config, open_store(config), record, encoder, layout, lock)
+            except BaseException:
+                record.close()
+                raise
         except BaseException:
             lock.close()
             raise
@@ -141,9 +221,13 @@ class Engine:
         index than the log's (a trainer's replay of an earlier moment of the log)."""
         serving = index is None  # a trainer's replay keeps its own stale set
         index = self.index if index is None else index
-        catalogue = Catalogue(self.store, encoder, self.bm25, collection=layout.items)
+        catalogue = Catalogue(self.store, encoder, self.bm25, collection=layout.items,
+                              record=self.log if serving else None)
         profiles = Profiles(self.store, self.log, catalogue, index, self.config.profiles, collection=layout.users,
-                            stale=self.stale_profiles if serving else None)
+                            stale=self.stale_profiles if serving else None, position_key=self._keys[0],
+                            compute_missing=self.shared)
+        if serving and self.shared:
+            catalogue.written = profiles.written = self.own_writes.add
         recommend = self.config.recommend.with_weights(layout.weights)
         return catalogue, profiles, Recommender(catalogue, profiles, index, recommend)
 
@@ -188,6 +272,8 @@ class Engine:
 
     def close(self) -> None:
         self.event_writer.close()
+        if self.follower is None:  # one process: its index has every item of the record
+            self.log.set_meta(self._keys[1], str(self.log.head()))
         self.store.close()
         self.log.close()
         if self._lock_file is not None:

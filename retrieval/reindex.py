@@ -69,6 +69,7 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
     except BaseException:
         for name in (new.items, new.users):
             store.drop_collection(name)
+        engine.log.drop_items(new.items)
         raise
     write_layout(engine.config.data_dir, new)  # the switch
     engine.switch(new, encoder, wired)
@@ -79,4 +80,5 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
     dropped = [c for c in store.collections() if c.startswith(("items__", "users__")) and c not in keep]
     for name in dropped:
         store.drop_collection(name)
+        engine.log.drop_items(name)
     return ReindexReport(new, n, len(users), time.perf_counter() - started, dropped)

@@ -58,6 +58,9 @@ class Settings:
     data_dir: Path = _s(Path("data"), "where the collections, the event log and the models live")
     host: str = _s("127.0.0.1", "address `hybridrec serve` binds")
     port: int = _s(8000, "port `hybridrec serve` listens on")
+    database_url: str | None = _s(None, "PostgreSQL (postgresql://...) as the system of record, shared by every worker "
+                                        "and instance; none: the SQLite file in the data directory, for one process")
+    workers: int = _s(1, "processes `hybridrec serve` runs on its port (more than 1 needs `database_url`)")
     qdrant_url: str | None = _s(None, "a Qdrant server to use instead of the embedded store in the data directory")
     qdrant_api_key: str | None = _s(None, "the Qdrant server's API key")
     encoder: str | None = _s(None, "the bi-encoder (folder or model name); default: the data directory's own")
@@ -117,6 +120,7 @@ class Settings:
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
             data_dir=self.data_dir,
+            database_url=self.database_url,
             qdrant_url=self.qdrant_url,
             qdrant_api_key=self.qdrant_api_key,
             encoder_path=self.encoder,

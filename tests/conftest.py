@@ -67,3 +67,25 @@ def engine(make_engine, demo_points):
 
 def category_of(payload: dict) -> str:
     return payload["categories"][-1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session, from the machine's binaries; skips (or fails, where
+    ``POSTGRES_TESTS_REQUIRED`` is set, as in CI) when there are none."""
+    from tests.postgres_server import PostgresServer, postgres_bindir
+
+    if postgres_bindir() is None:
+        if os.environ.get("POSTGRES_TESTS_REQUIRED"):
+            pytest.fail("POSTGRES_TESTS_REQUIRED is set but this machine has no PostgreSQL server (initdb, pg_ctl)")
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """A fresh, empty database for one test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return postgres_server.create_database(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 from encoders import BiEncoder, item_text
 from retrieval.state.bm25 import Bm25Encoder
 from retrieval.state.facets import Facets
+from retrieval.storage.event_log import EventLog, ItemChange
 from retrieval.storage.layout import ITEMS
 from retrieval.storage.records import InvalidRecord, Item, parse_item
 from retrieval.storage.vector_store import CollectionSpec, Hit, ItemFilter, StoredPoint, VectorStore, scroll_all
@@ -88,8 +90,11 @@ class Catalogue:
         catalogue.similar("sku-1", k=5)
     """
 
-    def __init__(self, store: VectorStore, encoder: BiEncoder, bm25: Bm25Encoder, collection: str = ITEMS):
+    def __init__(self, store: VectorStore, encoder: BiEncoder, bm25: Bm25Encoder, collection: str = ITEMS,
+                 record: EventLog | None = None):
         self.store = store
+        self.record = record  # the system of record items are written to first; None: the vector store only
+        self.written: Callable[[list[int]], None] | None = None  # told the numbers of this instance's writes
         self.encoder = encoder
         self.bm25 = bm25
         self.collection = collection
@@ -122,13 +127,55 @@ class Catalogue:
         sparse = self.bm25.encode_documents(texts)
         return [StoredPoint(item.id, p, vec, sv) for item, p, vec, sv in zip(items, payloads, vectors, sparse)]
 
-    def write(self, points: list[StoredPoint]) -> None:
+    def write(self, points: list[StoredPoint]) -> list[int]:
+        """Store encoded items: in the system of record first (their numbers there are returned),
+        then in the vector index, which is derived from it."""
         with self._write_lock:
+            seqs = self.record.put_items(self.collection, points) if self.record is not None else []
+            if self.written is not None:
+                self.written(seqs)
+            self._index(points, [])
+        return seqs
+
+    def apply(self, changes: list[ItemChange]) -> None:
+        """Bring the vector index up to item changes another instance wrote to the system of record."""
+        mine = [c for c in changes if c.collection == self.collection]
+        if mine:
+            with self._write_lock:
+                latest = {c.id: c for c in mine}  # the last change of an item wins
+                self._index([c.point for c in latest.values() if c.point is not None],
+                            [i for i, c in latest.items() if c.point is None])
+
+    def forget_cached(self, changes: list[ItemChange]) -> None:
+        """Drop what this instance keeps of items another instance changed in a shared vector index."""
+        mine = [c for c in changes if c.collection == self.collection]
+        with self._write_lock:
+            self._vectors.drop([c.id for c in mine])
+            if self._facets is not None:
+                self._facets = self._facets.with_payloads([c.point.payload for c in mine if c.point is not None])
+
+    def _index(self, points: list[StoredPoint], deleted: list[str]) -> None:
+        """Write the vector index (callers hold the write lock)."""
+        if points:
             self.store.upsert(self.collection, points)
-            self._vectors.drop([p.id for p in points])  # re-read as stored (Qdrant normalises for cosine)
             # Extend the known names instead of re-reading the whole catalogue on the next query.
             if self._facets is not None:
                 self._facets = self._facets.with_payloads([p.payload for p in points])
+        if deleted:
+            self.store.delete(self.collection, deleted)
+        self._vectors.drop([p.id for p in points] + deleted)  # re-read as stored (Qdrant normalises for cosine)
+
+    def rebuild_index(self, progress=None) -> int:
+        """Write every item of the system of record into the vector index again, vectors as stored
+        (no re-encoding); returns how many."""
+        n = 0
+        with self._write_lock:
+            for points in self.record.stored_items(self.collection):
+                self._index(points, [])
+                n += len(points)
+                if progress is not None:
+                    progress.update(len(points))
+        return n
 
     def upsert(self, rows: list[Any], batch_size: int = 64) -> UpsertReport:
         """Validate, encode and store rows; invalid rows are reported and nothing of them is written."""
@@ -161,8 +208,11 @@ class Catalogue:
         if not self.existing([item_id]):
             return False
         with self._write_lock:
-            self.store.delete(self.collection, [item_id])
-            self._vectors.drop([item_id])
+            if self.record is not None:
+                seqs = self.record.delete_items(self.collection, [item_id])
+                if self.written is not None:
+                    self.written(seqs)
+            self._index([], [item_id])
         # Facets keep a deleted item's names: a constraint on them just matches nothing more.
         return True
 

@@ -82,6 +82,12 @@ class EventWriter:
         self._queue.put(request)
         return request.future
 
+    def profiles_changed(self) -> None:
+        """Profiles went stale outside this writer (another instance's events): write them soon."""
+        if not self._closing:
+            self._start()
+            self._refresh_wanted.set()
+
     def _start(self) -> None:
         if self._started:
             return

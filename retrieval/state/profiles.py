@@ -10,6 +10,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,7 +153,8 @@ class Profiles:
 
     def __init__(self, store: VectorStore, log: EventLog, catalogue: Catalogue, index: CoOccurrenceIndex,
                  config: ProfileConfig = ProfileConfig(), collection: str = USERS,
-                 stale: StaleProfiles | None = None):
+                 stale: StaleProfiles | None = None, position_key: str = PROFILES_SEQ,
+                 compute_missing: bool = False):
         self.store = store
         self.log = log
         self.catalogue = catalogue
@@ -161,6 +163,11 @@ class Profiles:
         self.collection = collection
         self.texts = _TextVectors(catalogue.encoder.encode)
         self.stale = stale if stale is not None else StaleProfiles()
+        self.position_key = position_key  # where this instance records how far its stored profiles are
+        # Compute a profile the store lacks from the log (an instance that joined a shared log after
+        # the user's events) instead of serving none.
+        self.compute_missing = compute_missing
+        self.written: Callable[[list[int]], None] | None = None  # told the numbers of this instance's writes
         # One log writer at a time (the log, the co-occurrence index and the stale set move together),
         # and one profile-store writer (a refresh never writes back a user being forgotten).
         self._write_lock = threading.Lock()
@@ -227,6 +234,8 @@ class Profiles:
                     valid.append((r, event))
                     taken[event.user_id] = taken.get(event.user_id, 0) + 1
             seqs = self.log.append([e for _, e in valid])  # durable from here on
+            if self.written is not None:
+                self.written(seqs)
             latest: dict[str, int] = {}
             for user_id, n in taken.items():
                 if user_id in self._event_counts:  # else read from the log when next needed
@@ -266,8 +275,8 @@ class Profiles:
                 if self._unflushed:
                     self.store.flush(self.collection)
                     self._unflushed = False
-                if synced is not None and synced > int(self.log.get_meta(PROFILES_SEQ, "0")):
-                    self.log.set_meta(PROFILES_SEQ, str(synced))
+                if synced is not None and synced > int(self.log.get_meta(self.position_key, "0")):
+                    self.log.set_meta(self.position_key, str(synced))
         return len(pending)
 
     @property
@@ -278,19 +287,50 @@ class Profiles:
     def repair(self) -> int:
         """Refresh profiles of users whose events were logged but whose profile write did not
         happen (the process died in between). Returns how many were refreshed."""
-        synced = int(self.log.get_meta(PROFILES_SEQ, "0"))
+        synced = int(self.log.get_meta(self.position_key, "0"))
         if synced >= self.log.max_seq():
             return 0
         users = self.log.users_after(synced)
         self.refresh(users)
-        self.log.set_meta(PROFILES_SEQ, str(self.log.max_seq()))
+        self.log.set_meta(self.position_key, str(self.log.max_seq()))
         return len(users)
 
     def lag(self) -> int:
         """Logged events this process has not taken in: neither in a stored profile nor marked
         stale (which reads compute from the log). 0 once caught up."""
-        taken_in = max(int(self.log.get_meta(PROFILES_SEQ, "0")), self.stale.last_marked or 0)
+        taken_in = max(int(self.log.get_meta(self.position_key, "0")), self.stale.last_marked or 0)
         return max(0, self.log.max_seq() - taken_in)
+
+    def follow(self, events: list[LoggedEvent], preferences: list[tuple[int, str]], forgotten: list[str]) -> None:
+        """Take in what another instance wrote: its events join the co-occurrence index and make
+        their users' stored profiles stale (computed from the log until rewritten), as do changed
+        stated preferences; ``forgotten`` users (``EventLog.user_key`` digests) are dropped from
+        everything this instance keeps."""
+        with self._write_lock:
+            latest: dict[str, int] = {}
+            for e in events:
+                if e.item_id is not None and e.type in POSITIVE_TYPES:
+                    self.index.add(e.user_id, e.item_id)
+                latest[e.user_id] = e.seq
+                self._event_counts.pop(e.user_id, None)  # re-read: the limit counts every instance's events
+            for seq, user_id in preferences:
+                latest[user_id] = max(latest.get(user_id, 0), seq)
+            self.stale.mark(latest)
+        if forgotten:
+            keys = set(forgotten)
+            candidates = set(self.index.user_ids()) | set(self.stale.snapshot()) | set(self._salts)
+            for user_id in [u for u in candidates if self.log.user_key(u) in keys]:
+                self._drop_local(user_id)
+
+    def _drop_local(self, user_id: str) -> None:
+        """Forget what this instance holds of a user whose record is gone already."""
+        with self._write_lock, self._store_lock:
+            salt = self._salts.pop(user_id, None)
+            self._event_counts.pop(user_id, None)
+            self.index.forget_user(user_id)
+            self.stale.discard(user_id)
+            if salt is not None:
+                self.store.delete(self.collection, [_salted_point(user_id, salt)])
 
     def set_preferences(self, user_id: str, preferences: str | None, attributes: dict[str, Any],
                         now: float | None = None) -> None:
@@ -397,7 +437,12 @@ class Profiles:
             return self.compute(events, self.log.preferences(user_id))
         point = self.point_id(user_id)
         found = self.store.retrieve(self.collection, [point], with_vectors=True) if point is not None else []
-        return found[0].vector if found else None
+        if found:
+            return found[0].vector
+        if self.compute_missing and point is not None:  # a salt: the user had a profile somewhere
+            return self.compute(self.log.user_events(user_id, limit=self.config.max_events),
+                                self.log.preferences(user_id))
+        return None
 
     def known(self, user_id: str) -> bool:
         return bool(self.log.event_counts(user_id)) or self.log.preferences(user_id) is not None

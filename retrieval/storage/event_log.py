@@ -1,46 +1,34 @@
-"""The event log: every accepted event, durable before the API acknowledges it.
+"""The system of record: what the service must not lose, behind one interface, two back-ends.
 
-SQLite in WAL mode with ``synchronous=FULL``: a commit that returned is on disk. Profiles, the
-co-occurrence index and popularity are all derived from this log and can be rebuilt from it.
-Stated user preferences live here too, so forgetting a user is one transaction. Writes go through
-one connection; reads use one connection per thread, so a reader never waits behind a writer's fsync.
+Every accepted event, the users' stated preferences, the items (fields and vectors) and the
+tombstones of forgotten users. Every write takes the next numbers of one sequence, in commit
+order, so an instance follows everything written by any instance by asking for what came after
+the last number it applied (``changes_after``). Vector indexes, co-occurrence, popularity and
+profiles are derived from it and can be rebuilt from it.
+
+- ``SqliteEventLog`` (``retrieval/storage/sqlite_log.py``): one file in the data directory, the
+  embedded default for one process.
+- ``PostgresEventLog`` (``retrieval/storage/postgres_log.py``): PostgreSQL, shared by any number of
+  workers and instances (``HYBRIDREC_DATABASE_URL``).
+
+Both pass the same contract suite (``tests/retrieval/test_event_log_contract.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import queue
-import sqlite3
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from retrieval.storage.records import ParsedEvent
+from retrieval.storage.vector_store import SparseVector, StoredPoint
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id TEXT NOT NULL,
-    item_id TEXT,
-    type TEXT NOT NULL,
-    value REAL,
-    query TEXT,
-    ts REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
-CREATE INDEX IF NOT EXISTS events_item ON events (item_id);
-CREATE TABLE IF NOT EXISTS users (
-    user_id TEXT PRIMARY KEY,
-    preferences TEXT,
-    attributes TEXT NOT NULL DEFAULT '{}',
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS profile_keys (user_id TEXT PRIMARY KEY, salt BLOB NOT NULL);
-"""
+SCHEMA_VERSION = 2  # 1: events, users, meta, profile keys; 2: one change sequence, items, tombstones
 
 
 @dataclass(frozen=True)
@@ -62,194 +50,101 @@ class StatedPreferences:
     updated: float
 
 
-class EventLog:
-    """Append-only (except for forgetting) log of user events in one SQLite file.
+@dataclass(frozen=True)
+class ItemChange:
+    """An item written (``point``) or deleted (``point`` None) in a collection, at ``seq``."""
 
-    Example::
+    seq: int
+    collection: str
+    id: str
+    point: StoredPoint | None
 
-        log = EventLog("data/events.sqlite3")
-        log.append([parse_event({"user_id": "u1", "type": "click", "item_id": "sku-1"}, now)])
-        log.user_events("u1")
-    """
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        # Deleted rows are overwritten with zeros, so a forgotten user is not left in free pages.
-        self._conn.execute("PRAGMA secure_delete=ON")
-        self._conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._readers: list[sqlite3.Connection] = []
-        self._closed = False
+@dataclass
+class Changes:
+    """What the log received after a position, up to ``head`` (every number up to it is
+    committed): events, users whose stated preferences changed, item writes and deletes, and
+    forgotten users (as ``user_key`` digests, never their ids)."""
+
+    head: int
+    events: list[LoggedEvent] = field(default_factory=list)
+    preferences: list[tuple[int, str]] = field(default_factory=list)
+    items: list[ItemChange] = field(default_factory=list)
+    forgotten: list[tuple[int, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.preferences or self.items or self.forgotten)
+
+
+class EventLog(Protocol):
+    """The storage interface. Every write is one transaction, committed before it returns."""
 
     def append(self, events: list[ParsedEvent]) -> list[int]:
-        """Commit events in one transaction; returns their sequence numbers."""
-        if not events:
-            return []
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                seqs = []
-                for e in events:
-                    cur.execute(
-                        "INSERT INTO events (user_id, item_id, type, value, query, ts) VALUES (?, ?, ?, ?, ?, ?)",
-                        (e.user_id, e.item_id, e.type, e.value, e.query, e.timestamp),
-                    )
-                    seqs.append(cur.lastrowid)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-        return seqs
-
-    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
-        """Run a read on an idle reader connection (opened when none is idle, kept for reuse)."""
-        try:
-            conn = self._idle_readers.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                if self._closed:
-                    raise sqlite3.ProgrammingError("the event log is closed") from None
-                conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA query_only=ON")
-                self._readers.append(conn)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            self._idle_readers.put(conn)
-
+        """Commit events in one transaction; returns their sequence numbers, in order."""
     def user_events(self, user_id: str, limit: int | None = None) -> list[LoggedEvent]:
-        """The user's most recent events (all of them without ``limit``), oldest first."""
-        sql = "SELECT seq, user_id, item_id, type, value, query, ts FROM events WHERE user_id = ? ORDER BY seq DESC"
-        rows = self._rows(sql + (" LIMIT ?" if limit else ""), (user_id, limit) if limit else (user_id,))
-        return [LoggedEvent(*row) for row in reversed(rows)]
-
-    def user_item_ids(self, user_id: str, types: tuple[str, ...] | None = None) -> set[str]:
-        """Items the user had any event about, or only events of ``types``."""
-        sql = "SELECT DISTINCT item_id FROM events WHERE user_id = ? AND item_id IS NOT NULL"
-        if types:
-            sql += f" AND type IN ({', '.join('?' * len(types))})"
-        return {r[0] for r in self._rows(sql, (user_id, *(types or ())))}
-
-    def event_counts(self, user_id: str) -> dict[str, int]:
-        rows = self._rows("SELECT type, COUNT(*) FROM events WHERE user_id = ? GROUP BY type", (user_id,))
-        return dict(rows)
-
-    def iter_events(self, batch: int = 10_000) -> Iterator[LoggedEvent]:
-        """Every event in log order, read in pages so a large log never sits in memory."""
-        last = 0
-        while True:
-            rows = self._rows(
-                "SELECT seq, user_id, item_id, type, value, query, ts FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (last, batch),
-            )
-            if not rows:
-                return
-            for row in rows:
-                yield LoggedEvent(*row)
-            last = rows[-1][0]
-
-    def count(self) -> int:
-        return self._rows("SELECT COUNT(*) FROM events")[0][0]
-
-    def user_ids(self) -> list[str]:
-        rows = self._rows("SELECT user_id FROM events UNION SELECT user_id FROM users")
-        return [r[0] for r in rows]
-
-    def set_preferences(self, user_id: str, preferences: str | None, attributes: dict[str, Any], now: float) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO users (user_id, preferences, attributes, updated) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(user_id) DO UPDATE SET preferences = excluded.preferences, "
-                "attributes = excluded.attributes, updated = excluded.updated",
-                (user_id, preferences, json.dumps(attributes), now),
-            )
-
-    def preferences(self, user_id: str) -> StatedPreferences | None:
-        rows = self._rows("SELECT user_id, preferences, attributes, updated FROM users WHERE user_id = ?", (user_id,))
-        if not rows:
-            return None
-        uid, prefs, attrs, updated = rows[0]
-        return StatedPreferences(uid, prefs, json.loads(attrs), updated)
-
+        """The user's most recent events (all without ``limit``), oldest first."""
+    def user_item_ids(self, user_id: str, types: tuple[str, ...] | None = None) -> set[str]: ...
+    def event_counts(self, user_id: str) -> dict[str, int]: ...
+    def iter_events(self, batch: int = 10_000, after: int = 0) -> Iterator[LoggedEvent]:
+        """Every event after ``after`` in log order, read in pages."""
+    def count(self) -> int: ...
+    def user_ids(self) -> list[str]: ...
+    def set_preferences(self, user_id: str, preferences: str | None, attributes: dict[str, Any],
+                        now: float) -> None: ...
+    def preferences(self, user_id: str) -> StatedPreferences | None: ...
     def forget_user(self, user_id: str) -> int:
-        """Delete every event and the stated preferences of a user; returns how many events went.
-
-        Secure delete zeroes the freed space in the database file, and a truncating checkpoint
-        moves the change out of the write-ahead log, so no copy of the rows stays on disk."""
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                n = cur.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
-                cur.execute("DELETE FROM users WHERE user_id = ?", (user_id,))
-                cur.execute("DELETE FROM profile_keys WHERE user_id = ?", (user_id,))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return n
-
-    def profile_salt(self, user_id: str) -> bytes | None:
-        """The user's random salt, which names their profile in the vector store (see
-        ``Profiles.point_id``); None before ``profile_salts`` made one. Forgetting deletes it."""
-        rows = self._rows("SELECT salt FROM profile_keys WHERE user_id = ?", (user_id,))
-        return rows[0][0] if rows else None
-
-    def profile_salts(self, user_ids: list[str]) -> dict[str, bytes]:
-        """The salts of several users, made in one transaction for those without one: a refresh
-        of many new users' profiles is one durable write, not one per user."""
-        if not user_ids:
-            return {}
-        salts: dict[str, bytes] = {}
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany("INSERT OR IGNORE INTO profile_keys (user_id, salt) VALUES (?, ?)",
-                                [(user_id, os.urandom(16)) for user_id in user_ids])
-                for start in range(0, len(user_ids), 500):
-                    chunk = user_ids[start:start + 500]
-                    salts.update(cur.execute("SELECT user_id, salt FROM profile_keys WHERE user_id IN "
-                                             f"({','.join('?' * len(chunk))})", chunk).fetchall())
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-        return salts
-
-    def first_seq(self, user_id: str) -> int | None:
-        """The sequence number of the user's oldest logged event, or None without events."""
-        return self._rows("SELECT MIN(seq) FROM events WHERE user_id = ?", (user_id,))[0][0]
-
+        """Delete the user's events, preferences and profile salt, and leave a tombstone (a keyed
+        digest of the id) for other instances; returns how many events went."""
+    def profile_salt(self, user_id: str) -> bytes | None: ...
+    def profile_salts(self, user_ids: list[str]) -> dict[str, bytes]: ...
+    def first_seq(self, user_id: str) -> int | None: ...
     def max_seq(self) -> int:
-        return self._rows("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0]
+        """The newest event's sequence number (0 without events)."""
+    def head(self) -> int:
+        """The newest sequence number of any change."""
+    def users_after(self, seq: int) -> list[str]: ...
+    def get_meta(self, key: str, default: str | None = None) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+    def put_items(self, collection: str, points: list[StoredPoint]) -> list[int]:
+        """Store items' payloads and vectors (the index is rebuilt from these); their numbers."""
+    def delete_items(self, collection: str, ids: list[str]) -> list[int]: ...
+    def drop_items(self, collection: str) -> None:
+        """Remove a collection's rows (a replaced layout's, after a reindex)."""
+    def stored_items(self, collection: str, batch: int = 512) -> Iterator[list[StoredPoint]]:
+        """Every live item of a collection with its vectors, in pages."""
+    def changes_after(self, seq: int, limit: int = 10_000) -> Changes:
+        """What was committed after ``seq``: at most about ``limit`` rows of each kind."""
+    def user_key(self, user_id: str) -> str:
+        """The digest a tombstone names a user by (keyed by this database's own secret)."""
+    def close(self) -> None: ...
 
-    def users_after(self, seq: int) -> list[str]:
-        """Users with events newer than ``seq`` (for repairing profiles after a crash)."""
-        return [r[0] for r in self._rows("SELECT DISTINCT user_id FROM events WHERE seq > ?", (seq,))]
 
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else default
+def user_key(secret: bytes, user_id: str) -> str:
+    return hashlib.blake2b(user_id.encode(), key=secret, digest_size=16).hexdigest()
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
-            self._conn.close()
+def vector_bytes(vector: np.ndarray | None) -> bytes | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def sparse_json(sparse: SparseVector | None) -> str | None:
+    return None if sparse is None else json.dumps([sparse.indices, sparse.values])
+
+
+def stored_item(item_id: str, payload: str, vector: bytes | None, sparse: str | None) -> StoredPoint:
+    indices_values = json.loads(sparse) if sparse else None
+    return StoredPoint(
+        item_id, json.loads(payload),
+        np.frombuffer(bytes(vector), dtype=np.float32).copy() if vector is not None else None,
+        SparseVector(*indices_values) if indices_values else None)
+
+
+def open_event_log(database_url: str | None, data_dir: str | Path) -> EventLog:
+    """PostgreSQL when ``database_url`` is set, else the SQLite file in the data directory."""
+    if database_url:
+        from retrieval.storage.postgres_log import PostgresEventLog
+
+        return PostgresEventLog(database_url)
+    from retrieval.storage.sqlite_log import SqliteEventLog
+
+    return SqliteEventLog(Path(data_dir) / "events.sqlite3")
