@@ -9,8 +9,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from encoders import BiEncoder
@@ -30,6 +31,7 @@ from retrieval.storage.vector_store import VectorStore, scroll_all
 
 log = logging.getLogger("hybridrec.engine")
 PROFILE_IDS, SALTED = "profile_ids", "salted"  # how profiles are named in the vector store
+AUTO_INSTANCE = "auto"  # EngineConfig.instance: the first free slot, worker-0, worker-1, ...
 INDEX_SEQ = "index_seq"  # position up to which an instance's vector index has the record's items
 
 
@@ -155,6 +157,10 @@ class Engine:
         self.event_writer = EventWriter(lambda: self.profiles)
         self.follower = LogFollower(event_log, lambda: self.catalogue, lambda: self.profiles, self.own_writes,
                                     position=head, index_items=not config.qdrant_url) if self.shared else None
+        self._stop_following = threading.Event()
+        if self.follower is not None:
+            # Requests catch up before they read; this keeps an idle instance current too (and ready).
+            threading.Thread(target=self._follow, name="log-follower", daemon=True).start()
         log.info("engine open: %d items, %d events (%d co-occurrence entries)%s",
                  self.catalogue.count(), event_log.count(), n, " on a shared log" if self.shared else "")
 
@@ -184,6 +190,13 @@ class Engine:
                 position = changes.head
         self.log.set_meta(key, str(head))
 
+    def _follow(self, interval: float = 0.5) -> None:
+        while not self._stop_following.wait(interval):
+            try:
+                self.catch_up()
+            except Exception:  # the database may be away for a moment; requests retry it themselves
+                log.exception("following the shared log failed; retrying in %.1f s", interval)
+
     def catch_up(self) -> int:
         """Apply what other instances wrote since this one last looked (nothing to do for one
         process on its own log); returns how many changes."""
@@ -197,8 +210,11 @@ class Engine:
     @classmethod
     def open(cls, config: EngineConfig, encoder: BiEncoder | None = None) -> "Engine":
         data_dir = Path(config.data_dir)
-        instance_dir(config).mkdir(parents=True, exist_ok=True)
-        lock = lock_data_dir(instance_dir(config))
+        if config.instance == AUTO_INSTANCE:
+            config, lock = claim_instance(config)
+        else:
+            instance_dir(config).mkdir(parents=True, exist_ok=True)
+            lock = lock_data_dir(instance_dir(config))
         try:
             layout = read_layout(data_dir)
             if encoder is None:
@@ -271,6 +287,7 @@ class Engine:
         return meta["version"]
 
     def close(self) -> None:
+        self._stop_following.set()
         self.event_writer.close()
         if self.follower is None:  # one process: its index has every item of the record
             self.log.set_meta(self._keys[1], str(self.log.head()))
@@ -279,6 +296,18 @@ class Engine:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+def claim_instance(config: EngineConfig, slots: int = 256) -> tuple[EngineConfig, object]:
+    """The first instance slot no running process holds (a restarted worker takes its own back)."""
+    for k in range(slots):
+        candidate = replace(config, instance=f"worker-{k}")
+        instance_dir(candidate).mkdir(parents=True, exist_ok=True)
+        try:
+            return candidate, lock_data_dir(instance_dir(candidate))
+        except DataDirectoryInUse:
+            continue
+    raise DataDirectoryInUse(f"all {slots} instance slots under {config.data_dir}/instances are in use")
 
 
 class DataDirectoryInUse(RuntimeError):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from litestar import Litestar, Router, get
+import anyio
+from litestar import Litestar, Request, Router, get
 from litestar.config.compression import CompressionConfig
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
@@ -16,7 +18,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
 from prompts.query_parsing import suggest_constraints
-from retrieval.engine import Engine
+from retrieval.engine import AUTO_INSTANCE, Engine
 from retrieval.storage.records import InvalidRecord
 from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
 from service.admission import EngineAdmission, declare_refusals, rate_limits
@@ -54,11 +56,17 @@ def console_router() -> Router:
                                       include_in_schema=False)
 
 
+def worker_app() -> Litestar:
+    """One worker of ``hybridrec serve --workers N``: settings from the environment the command
+    set, and the engine of the first free instance slot under the data directory."""
+    return create_app(Settings.from_env(), instance=AUTO_INSTANCE)
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None,
-               access_keys: AccessKeys | None = None) -> Litestar:
+               access_keys: AccessKeys | None = None, instance: str | None = None) -> Litestar:
     """Build the app. With ``engine`` given (tests, benchmarks) the caller owns it; otherwise the
-    app opens one for ``settings.data_dir`` at start-up and closes it at shutdown. The API keys are
-    ``access_keys`` or those of ``settings.data_dir``."""
+    app opens one for ``settings.data_dir`` at start-up (as ``instance``, see ``EngineConfig``) and
+    closes it at shutdown. The API keys are ``access_keys`` or those of ``settings.data_dir``."""
     settings = settings or Settings.from_env()
     # HYBRIDREC_LOG_LEVEL governs the service's own loggers (the access log included), not only uvicorn's.
     logging.getLogger("hybridrec").setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
@@ -77,7 +85,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         owned = engine is None
-        app.state.engine = engine or Engine.open(settings.engine_config())
+        app.state.engine = engine or Engine.open(replace(settings.engine_config(), instance=instance))
         if settings.query_parser == "model":
             app.state.engine.recommender.query_suggest = suggest
         watch_engine(lambda: app.state.engine, lambda: reindex_job.state)
@@ -89,6 +97,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
                 app.state.engine.close()
             if access_keys is None:  # opened here, so closed here
                 keys.close()
+
+    async def follow_shared_log(request: Request) -> None:
+        """Before an API request, apply what other instances wrote (read-your-writes across them)."""
+        engine_now = request.app.state.engine
+        if engine_now.follower is not None and "scope" in request.route_handler.opt:
+            await anyio.to_thread.run_sync(engine_now.catch_up)
 
     controllers = [ItemController, CatalogueController, IngestController, EventController, UserController, RecommendationController,
                    ExplanationController, HealthController, AdminController, EvaluationController, MetricsController]
@@ -104,6 +118,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         # The console's files go out gzipped (a third of their size); API answers stay as they are.
         compression_config=CompressionConfig(backend="gzip", exclude=["^/v1/", "^/docs", "^/metrics", "^/health", "^/ready"]),
         before_send=[echo_request_id],
+        before_request=follow_shared_log,
         middleware=[RequestLog(), metrics_config().middleware,
                     *rate_limits(settings.read_rate_limit, settings.write_rate_limit),
                     admission],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -24,6 +25,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         data_dir=getattr(args, "data_dir", None),
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
+        workers=getattr(args, "workers", None),
     )
 
 
@@ -32,11 +34,11 @@ class CommandFailed(Exception):
     one line (no traceback: nothing in the program is wrong)."""
 
 
-def _open_engine(settings: Settings):
+def _open_engine(settings: Settings, instance: str | None = None):
     from retrieval.engine import DataDirectoryInUse, Engine
 
     try:
-        return Engine.open(settings.engine_config())
+        return Engine.open(replace(settings.engine_config(), instance=instance))
     except DataDirectoryInUse as err:  # another hybridrec process has it: say who, in one line
         raise CommandFailed(str(err)) from None
 
@@ -48,6 +50,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.app import DOCS_PATH, create_app
 
     settings = _settings(args)
+    if settings.workers < 1:
+        raise CommandFailed(f"--workers must be at least 1, got {settings.workers}")
+    if settings.workers > 1 and not settings.database_url:
+        raise CommandFailed(f"--workers {settings.workers} needs a shared system of record: set HYBRIDREC_DATABASE_URL="
+                            "postgresql://... (the SQLite event log serves one process)")
     keys = AccessKeys(settings.data_dir)
     protected = keys.enabled()
     if not protected and not is_loopback(settings.host) and not args.insecure_no_keys:
@@ -57,7 +64,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        engine = _open_engine(settings)
+        # Several workers each open their own engine; this one loads the demo and builds the
+        # indexes first, in worker-0's slot, and closes before they start.
+        engine = _open_engine(settings, instance="worker-0" if settings.workers > 1 else None)
     except BaseException:
         keys.close()
         raise
@@ -76,9 +85,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"hybridrec serving {engine.catalogue.count()} items from {settings.data_dir.resolve()} "
           f"at {base}\n  try it in the console: {base}/console/\n"
           f"  API docs: {base}{DOCS_PATH}/swagger  (OpenAPI JSON: {base}{DOCS_PATH}/openapi.json)\n"
+          + (f"  workers: {settings.workers}, sharing {settings.database_url.split('@')[-1]}\n"
+             if settings.workers > 1 else "")
           + (f"  access control: on ({len(keys.list())} active API keys; send 'Authorization: Bearer <key>')"
              if protected else "  access control: OFF, every route is open (turn it on: hybridrec keys create "
                                "--name admin --scopes read,write,admin)"), flush=True)
+    if settings.workers > 1:
+        engine.close()
+        keys.close()
+        # The workers are new processes: they read their settings from the environment.
+        os.environ.update({"HYBRIDREC_DATA_DIR": str(settings.data_dir), "HYBRIDREC_HOST": settings.host,
+                           "HYBRIDREC_PORT": str(settings.port), "HYBRIDREC_WORKERS": str(settings.workers)})
+        uvicorn.run("service.app:worker_app", factory=True, workers=settings.workers, host=settings.host,
+                    port=settings.port, log_level=settings.log_level)
+        return 0
     try:
         uvicorn.run(create_app(settings, engine=engine, access_keys=keys), host=settings.host, port=settings.port,
                     log_level=settings.log_level)
@@ -387,6 +407,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the REST API")
     serve.add_argument("--host", help=f"bind address (default: the host setting, now {s.host})")
     serve.add_argument("--port", type=int, help=f"port (default: the port setting, now {s.port})")
+    serve.add_argument("--workers", type=int, help=f"processes serving the port, sharing the PostgreSQL back-end "
+                                                   f"(default: the workers setting, now {s.workers})")
     serve.add_argument("--demo", action="store_true", help="load the bundled demo catalogue if the store is empty")
     serve.add_argument("--insecure-no-keys", action="store_true",
                        help="serve a non-loopback address although no API key exists (every route open to anyone)")

@@ -9,12 +9,22 @@ from retrieval.engine import Engine
 from service.api.dependencies import ReindexJob
 
 
+class LogPosition(msgspec.Struct):
+    """How far this instance has applied the shared system of record."""
+
+    database: str  # "postgresql" (shared by every instance) or "sqlite" (this process's own)
+    instance: str | None  # the worker slot, None: the data directory itself
+    applied: int  # the last change number this instance has applied
+    head: int  # the newest change number committed by any instance
+
+
 class Health(msgspec.Struct):
     status: str
     items: int
     events: int
     store: str
     encoder: str
+    log: LogPosition
 
 
 class Readiness(msgspec.Struct):
@@ -22,6 +32,12 @@ class Readiness(msgspec.Struct):
     checks: dict[str, str]  # each check: "ok", or what is not ready yet
     profile_lag: int  # logged events whose profiles are not refreshed yet
     reranker: str | None  # the version serving, None: fused retrieval
+
+
+def log_position(engine: Engine) -> LogPosition:
+    head = engine.log.head()
+    return LogPosition("postgresql" if engine.config.database_url else "sqlite", engine.config.instance,
+                       engine.follower.position if engine.follower is not None else head, head)
 
 
 class HealthController(Controller):
@@ -33,7 +49,7 @@ class HealthController(Controller):
         return Health(
             status="ok", items=engine.catalogue.count(), events=engine.log.count(),
             store="qdrant-server" if engine.config.qdrant_url else "embedded",
-            encoder=engine.encoder.name,
+            encoder=engine.encoder.name, log=log_position(engine),
         )
 
     @get("/ready", sync_to_thread=True, summary="Readiness: the store answers, profiles are caught up, no reindex "
@@ -45,6 +61,9 @@ class HealthController(Controller):
             checks["store"] = "ok"
         except Exception as err:  # a store that cannot answer is the one thing readiness must report
             checks["store"] = f"not answering: {err}"
+        if engine.follower is not None:
+            behind = engine.follower.lag()
+            checks["log"] = "ok" if behind == 0 else f"{behind} changes of other instances not applied yet"
         lag = engine.profiles.lag()
         checks["profiles"] = "ok" if lag == 0 else f"{lag} logged events not yet in profiles"
         checks["reindex"] = "ok" if not reindex_job.running else "a reindex is running; item writes are refused"

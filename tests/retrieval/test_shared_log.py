@@ -1,0 +1,103 @@
+"""Two engines on one PostgreSQL system of record, each with its own embedded vector index, as two
+instances of the service would be: what one accepts, the other answers with after ``catch_up``
+(which the service runs before every request)."""
+
+import numpy as np
+import pytest
+
+from retrieval.pipeline.request import RecommendRequest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pair(make_engine, postgres_url, tmp_path, demo_points):
+    a = make_engine(data_dir=tmp_path / "a", database_url=postgres_url)
+    b = make_engine(data_dir=tmp_path / "b", database_url=postgres_url)
+    a.catalogue.write(demo_points)
+    b.catch_up()
+    return a, b
+
+
+def ids(engine, **request):
+    return [r.id for r in engine.recommender.recommend(RecommendRequest(**request)).items]
+
+
+def test_items_written_and_deleted_on_one_instance_are_served_by_the_other(pair, demo_points):
+    a, b = pair
+    assert b.catalogue.count() == len(demo_points) and b.follower.lag() == 0
+    target = demo_points[0].id
+    a.catalogue.delete(target)
+    assert b.catalogue.get(target) is not None  # not yet applied: nothing has asked
+    b.catch_up()
+    assert b.catalogue.get(target) is None
+    renamed = demo_points[1]
+    assert a.catalogue.upsert([{"id": renamed.id, "title": "Copper watering can for house plants"}]).upserted == 1
+    b.catch_up()
+    assert b.catalogue.get(renamed.id).payload["title"] == "Copper watering can for house plants"
+    assert ids(b, query="copper watering can", k=3)[0] == renamed.id
+
+
+def test_events_and_preferences_on_one_instance_shape_the_others_next_answer(pair, demo_points):
+    a, b = pair
+    cold = ids(b, user_id="u1")
+    history = [p.id for p in demo_points[10:14]]
+    report = a.profiles.record([{"user_id": "u1", "type": "purchase", "item_id": i} for i in history])
+    assert report.accepted == 4
+    b.catch_up()
+    assert b.index.history("u1") == history == a.index.history("u1")
+    np.testing.assert_allclose(b.profiles.vector("u1"), a.profiles.vector("u1"), atol=1e-5)
+    warm = ids(b, user_id="u1")
+    assert warm == ids(a, user_id="u1") and warm != cold
+    a.profiles.set_preferences("u1", "fountain pens and ink", {})
+    b.catch_up()
+    np.testing.assert_allclose(b.profiles.vector("u1"), a.profiles.vector("u1"), atol=1e-5)
+    # Another user's co-occurrence reaches the other instance's collaborative source too.
+    a.profiles.record([{"user_id": "u2", "type": "click", "item_id": i} for i in (history[0], demo_points[40].id)])
+    b.catch_up()
+    assert b.index.neighbours([history[0]]) == a.index.neighbours([history[0]])
+
+
+def test_a_user_forgotten_on_one_instance_is_gone_from_the_other(pair, demo_points):
+    a, b = pair
+    a.profiles.record([{"user_id": "u1", "type": "click", "item_id": p.id} for p in demo_points[:3]])
+    b.catch_up()
+    b.profiles.refresh_stale()  # b holds a stored profile of its own
+    assert b.profiles.vector("u1") is not None and b.index.history("u1")
+    assert a.forget_user("u1").forgotten
+    b.catch_up()
+    assert b.index.history("u1") == [] and b.profiles.vector("u1") is None
+    assert not b.profiles.known("u1") and "u1" not in b.stale_profiles
+
+
+def test_a_new_instance_builds_its_index_from_the_record_and_computes_profiles_it_never_stored(
+        pair, make_engine, postgres_url, tmp_path, demo_points):
+    a, _ = pair
+    a.profiles.record([{"user_id": "u1", "type": "purchase", "item_id": p.id} for p in demo_points[5:8]])
+    a.profiles.refresh_stale()
+    late = make_engine(data_dir=tmp_path / "late", database_url=postgres_url)
+    assert late.catalogue.count() == len(demo_points)
+    np.testing.assert_allclose(late.profiles.vector("u1"), a.profiles.vector("u1"), atol=1e-5)
+    assert ids(late, user_id="u1") == ids(a, user_id="u1")
+
+
+def test_events_of_two_instances_writing_at_once_are_each_applied_once(pair, demo_points):
+    import threading
+
+    a, b = pair
+    items = [p.id for p in demo_points[:50]]
+
+    def write(engine, user):
+        for i in range(0, 50, 5):
+            engine.event_writer.submit([{"user_id": user, "type": "click", "item_id": x} for x in items[i:i + 5]]).result()
+
+    threads = [threading.Thread(target=write, args=args) for args in ((a, "ua"), (b, "ub"), (a, "uc"), (b, "uc"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    a.catch_up(); b.catch_up()
+    for user in ("ua", "ub"):
+        assert a.index.history(user) == b.index.history(user) == items
+    assert sorted(a.index.history("uc")) == sorted(b.index.history("uc")) == sorted(items)
+    assert a.log.count() == 200
