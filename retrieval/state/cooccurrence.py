@@ -37,8 +37,9 @@ SNAPSHOT_FORMAT = 1
 class NeighbourBounds:
     """How much of the log one item's cached neighbour list reads, and how much a request reads.
 
-    Memory: at most ``per_item`` neighbours (an int32 id and a float64 co-occurrence each, 12 bytes)
-    per distinct item, per (proximity, backward) setting in use, on top of the log's own sequences.
+    Memory: at most ``max_lists`` lists of at most ``per_item`` neighbours (an int32 id and a
+    float64 co-occurrence each, 12 bytes) per (proximity, backward) setting in use, on top of the
+    log's own sequences and takers: with the defaults at most 120 MB, and about 12 KB per item.
     When no bound is reached (few users per item, short sequences, short histories) the bounded
     scores equal the exact ones.
 
@@ -47,7 +48,11 @@ class NeighbourBounds:
         CoOccurrenceIndex(NeighbourBounds(per_item=100, window=20))
     """
 
-    per_item: int = 200  # neighbours kept per item, best by co-occurrence / sqrt(their users)
+    # Neighbours kept per item, best by co-occurrence / sqrt(their users). A request sums many
+    # lists, and on a dense log an item moderately close to many history items is often outside
+    # each one's top few hundred (benchmarks/dense_log.py, top-10 agreement).
+    per_item: int = 1000
+    max_lists: int = 10_000  # lists cached per setting; the least recently used go first
     users: int = 500  # an item's list reads its most recent takers only, scaled up to all of them
     window: int = 50  # positions either side of the item in each taker's sequence
     # History items older than the point where decay**age falls below this add nothing visible.
@@ -169,6 +174,11 @@ class CoOccurrenceIndex:
 
     # -- reads ----------------------------------------------------------------------------------
 
+    def user_ids(self) -> list[str]:
+        """Every user with a sequence here (forgetting by digest looks among them)."""
+        with self._lock:
+            return list(self._user_items)
+
     def history(self, user_id: str) -> list[str]:
         """The user's distinct items, oldest first."""
         with self._lock:
@@ -239,12 +249,16 @@ class CoOccurrenceIndex:
     def _fresh_list(self, code: int, proximity: float, backward: float) -> NeighbourList:
         """The item's cached list, recomputed first if it is missing or stale (callers hold the lock)."""
         lists = self._lists.setdefault((proximity, backward), {})
-        cached = lists.get(code)
+        cached = lists.pop(code, None)  # re-inserted last: the dict's order is least recently used first
         if cached is not None:
             changes = int(self._touched[code]) - cached.touched
-            if changes < max(1.0, self.bounds.stale_fraction * cached.users):
-                return cached
-        cached = lists[code] = self._compute_list(code, proximity, backward)
+            if changes >= max(1.0, self.bounds.stale_fraction * cached.users):
+                cached = None
+        if cached is None:
+            cached = self._compute_list(code, proximity, backward)
+            if len(lists) >= self.bounds.max_lists:
+                del lists[next(iter(lists))]
+        lists[code] = cached
         return cached
 
     def _compute_list(self, code: int, proximity: float, backward: float) -> NeighbourList:
@@ -325,6 +339,21 @@ class CoOccurrenceIndex:
                     key=lambda kv: (-kv[1], kv[0]),
                 )
             return self._popular[:limit]
+
+    def warm(self, proximity: float = 0.0, backward: float = 1.0) -> int:
+        """Computes the missing or stale neighbour lists of the most taken items now, as many as the
+        cache keeps, for one setting (after a start-up, off the request path), and says how many it
+        computed. Takes the lock one item at a time."""
+        with self._lock:
+            most_taken = np.argsort(-self._counts[:len(self._names)], kind="stable")[:self.bounds.max_lists]
+        computed = 0
+        for code in most_taken.tolist():
+            with self._lock:
+                lists = self._lists.get((proximity, backward), {})
+                before = lists.get(code)
+                if self._counts[code] > 0 and self._fresh_list(code, proximity, backward) is not before:
+                    computed += 1
+        return computed
 
     def cached_lists(self) -> int:
         """How many neighbour lists are cached, over every setting (memory: ``NeighbourBounds``)."""

@@ -163,3 +163,14 @@ def test_saving_replaces_the_file_whole(tmp_path):
     assert seq == 2 and index.history("u2") == ["b"]
     assert [p.name for p in tmp_path.iterdir()] == ["index.npz"]  # no temporary file left
     assert np.load(path, allow_pickle=False)["format"][0] == 1
+
+
+def test_the_cache_keeps_the_most_recently_used_lists():
+    index = build(random_log(7), NeighbourBounds(max_lists=3))
+    history = index.history("u1")
+    exact = index.exact_neighbours(history, proximity=1.0, backward=0.5)
+    assert_same_scores(index.neighbours(history, proximity=1.0, backward=0.5), exact)
+    assert index.cached_lists() == min(3, len(history))
+    index.neighbours(["i1"])  # another setting has its own lists
+    assert index.cached_lists() == min(3, len(history)) + 1
+    assert_same_scores(index.neighbours(history, proximity=1.0, backward=0.5), exact)  # evicted ones recomputed
