@@ -23,6 +23,9 @@ def main() -> int:
                          # Ranker training, a cross-encoder epoch on 200 groups, rerank latency at 20..200.
                          ("rerank.py", ["--cross-encoder-epoch-groups", "200"]),
                          ("diversity.py", ["--users", "1000"]),
+                         # The collaborative source on a dense log, exact against bounded lists, by history
+                         # length; and whole recommendations through an Engine on that log.
+                         ("dense_log.py", ["--pipeline"]),
                          ("explanations.py", ["--users", "30"]),
                          # How fast an encoder adapter's gain goes stale (the encoder trainer's validation_gap).
                          ("staleness.py", [])):
