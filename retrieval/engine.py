@@ -197,6 +197,17 @@ class Engine:
             except Exception:  # the database may be away for a moment; requests retry it themselves
                 log.exception("following the shared log failed; retrying in %.1f s", interval)
 
+    def rebuild_item_index(self, progress=None) -> int:
+        """Drop this instance's item collection and write it again from the system of record, with
+        the vectors stored there (no re-encoding); returns how many items. For a lost or damaged
+        index, or a new Qdrant server."""
+        self.store.drop_collection(self.layout.items)
+        self.switch(self.layout, self.encoder)  # a fresh, empty collection
+        n = self.catalogue.rebuild_index(progress)
+        self.catalogue.optimize()
+        self.log.set_meta(self._keys[1], str(self.log.head()))
+        return n
+
     def catch_up(self) -> int:
         """Apply what other instances wrote since this one last looked (nothing to do for one
         process on its own log); returns how many changes."""

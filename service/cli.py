@@ -193,6 +193,20 @@ def cmd_rebuild_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild_index(args: argparse.Namespace) -> int:
+    """The item index again from the system of record's stored vectors: nothing is re-encoded."""
+    from tqdm import tqdm
+
+    engine = _open_engine(_settings(args))
+    try:
+        with tqdm(unit="item", desc="rebuild item index") as bar:
+            n = engine.rebuild_item_index(progress=bar)
+    finally:
+        engine.close()
+    print(f"rebuilt the item index from {n} stored items (vectors as stored, nothing re-encoded)")
+    return 0
+
+
 def cmd_forget_user(args: argparse.Namespace) -> int:
     """The API's forgetting, offline: also reaches ids the API's paths cannot carry (a `/` in an id
     stored before the id rule)."""
@@ -521,6 +535,10 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     data_dir(rec)
     rec.set_defaults(func=cmd_recommend)
 
+    index = sub.add_parser("rebuild-index", help="write the item index again from the stored items and vectors "
+                                                 "(no re-encoding)")
+    data_dir(index)
+    index.set_defaults(func=cmd_rebuild_index)
     rebuild = sub.add_parser("rebuild-profiles", help="recompute every user profile from the event log")
     data_dir(rebuild)
     rebuild.set_defaults(func=cmd_rebuild_profiles)
