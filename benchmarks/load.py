@@ -116,12 +116,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name (which may contain spaces): field 3 (state) first."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads together."""
-    # The command name (field 2) may contain spaces; the fields after it start with field 3 (state),
-    # so utime (field 14) and stime (field 15) are at 11 and 12.
-    after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime (field 14) and stime (field 15) are at 11 and 12 after the command name.
+    after_name = _stat_fields(pid)
     return (int(after_name[11]) + int(after_name[12])) / CLOCK_TICKS
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and every live descendant (``serve --workers N``'s worker processes), by pid."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])  # field 4: ppid
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+    tree, frontier = [pid], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its live descendants together."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += process_cpu_seconds(member)
+        except OSError:
+            continue  # exited between the listing and the read
+    return total
 
 
 def without_rate_limits() -> dict[str, str]:
@@ -138,13 +170,18 @@ def machine_cpu_seconds() -> float:
 
 
 class Server:
-    """`hybridrec serve` as a subprocess on a free loopback port with its own data directory."""
+    """`hybridrec serve` as a subprocess on a free loopback port with its own data directory;
+    ``serve_args`` and ``env`` are added to its command line and environment (e.g. ``--workers 2``
+    and ``HYBRIDREC_DATABASE_URL``)."""
 
-    def __init__(self, workdir: Path, catalogue: Path | None = None):
+    def __init__(self, workdir: Path, catalogue: Path | None = None, serve_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = workdir / "data"
         self.log_path = workdir / "server.log"
         self.catalogue = catalogue
+        self.serve_args = tuple(serve_args)
+        self.env = dict(env or {})
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -159,14 +196,14 @@ class Server:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "service.cli", "serve", "--demo", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, **without_rate_limits()})
+                 "--data-dir", str(self.data_dir), *self.serve_args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **without_rate_limits(), **self.env})
         self._wait_until_healthy()
 
     def _cli(self, *args: str) -> None:
         with open(self.log_path, "ab") as log:
             subprocess.run([sys.executable, "-m", "service.cli", *args, "--data-dir", str(self.data_dir)],
-                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True, env={**os.environ, **self.env})
 
     def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -185,7 +222,8 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
+        """The server's CPU time, its worker processes included."""
+        return tree_cpu_seconds(self.pid)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
