@@ -32,6 +32,7 @@ from retrieval.storage.vector_store import VectorStore, scroll_all
 log = logging.getLogger("hybridrec.engine")
 PROFILE_IDS, SALTED = "profile_ids", "salted"  # how profiles are named in the vector store
 AUTO_INSTANCE = "auto"  # EngineConfig.instance: the first free slot, worker-0, worker-1, ...
+INDEX_SNAPSHOT = "cooccurrence.npz"  # the co-occurrence index at the last shutdown, in the instance's folder
 INDEX_SEQ = "index_seq"  # position up to which an instance's vector index has the record's items
 
 
@@ -126,14 +127,8 @@ class Engine:
         self._keys = (f"{PROFILES_SEQ}:{name}" if name else PROFILES_SEQ, f"{INDEX_SEQ}:{name}" if name else INDEX_SEQ)
         self.own_writes = OwnWrites()
         head = event_log.head()  # derived state is built up to here; the follower takes it on from here
-        self.index = CoOccurrenceIndex()
-        n = 0
-        for event in event_log.iter_events():
-            if event.seq > head:
-                break
-            if event.item_id is not None and event.type in POSITIVE_TYPES:
-                self.index.add(event.user_id, event.item_id)
-                n += 1
+        self._snapshot = instance_dir(config) / INDEX_SNAPSHOT
+        self.index, n = self.load_index(head)
         self.catalogue, self.profiles, self.recommender = self.wire(self.layout, encoder)
         if event_log.get_meta(PROFILE_IDS) != SALTED and not self.shared:
             # Profiles were stored under the users' own ids before: store them again under salted ones.
@@ -157,12 +152,47 @@ class Engine:
         self.event_writer = EventWriter(lambda: self.profiles)
         self.follower = LogFollower(event_log, lambda: self.catalogue, lambda: self.profiles, self.own_writes,
                                     position=head, index_items=not config.qdrant_url) if self.shared else None
+        # The collaborative neighbour lists of the most-used items, computed before the first requests need them.
+        threading.Thread(target=self.index.warm, args=(config.recommend.collaborative_proximity,
+                                                       config.recommend.collaborative_backward),
+                         name="warm-neighbours", daemon=True).start()
         self._stop_following = threading.Event()
         if self.follower is not None:
             # Requests catch up before they read; this keeps an idle instance current too (and ready).
             threading.Thread(target=self._follow, name="log-follower", daemon=True).start()
         log.info("engine open: %d items, %d events (%d co-occurrence entries)%s",
                  self.catalogue.count(), event_log.count(), n, " on a shared log" if self.shared else "")
+
+    def load_index(self, head: int) -> tuple[CoOccurrenceIndex, int]:
+        """The co-occurrence index up to ``head``: the snapshot saved at the last shutdown plus the
+        log after it (or the whole log, without a usable snapshot); also how many events were read."""
+        loaded = CoOccurrenceIndex.load(self._snapshot)
+        index, position = loaded if loaded is not None and loaded[1] <= head else (CoOccurrenceIndex(), 0)
+        if loaded is not None and position != loaded[1]:
+            log.warning("the co-occurrence snapshot is ahead of the log (%d > %d): rebuilding from the log",
+                        loaded[1], head)
+        n = 0
+        while position < head:
+            changes = self.log.changes_after(position, limit=50_000)
+            for event in changes.events:
+                if event.seq <= head and event.item_id is not None and event.type in POSITIVE_TYPES:
+                    index.add(event.user_id, event.item_id)
+                    n += 1
+            if changes.forgotten:  # users forgotten since the snapshot
+                keys = {key for _, key in changes.forgotten}
+                for user_id in [u for u in index.user_ids() if self.log.user_key(u) in keys]:
+                    index.forget_user(user_id)
+            position = changes.head
+        return index, n
+
+    def save_index(self) -> None:
+        """Save the co-occurrence index with the log position it includes, for a fast next start."""
+        position = self.follower.position if self.follower is not None else self.log.head()
+        self.index.save(self._snapshot, position)
+
+    def drop_index_snapshot(self) -> None:
+        """A forgotten user must not stay in a file: the next start reads the log instead."""
+        self._snapshot.unlink(missing_ok=True)
 
     def sync_item_index(self, head: int) -> None:
         """Bring the vector index up to the items of the system of record: every item change after
@@ -213,7 +243,9 @@ class Engine:
         process on its own log); returns how many changes."""
         if self.follower is None:
             return 0
-        applied = self.follower.catch_up()
+        applied, forgotten = self.follower.catch_up()
+        if forgotten:
+            self.drop_index_snapshot()
         if applied:
             self.event_writer.profiles_changed()
         return applied
@@ -274,6 +306,8 @@ class Engine:
         first_seq = self.log.first_seq(user_id)
         events = sum(self.log.event_counts(user_id).values())
         forgotten = self.profiles.forget(user_id)
+        if forgotten:
+            self.drop_index_snapshot()
         return Forgetting(forgotten, events, self.models.learned_from(first_seq) if forgotten else [])
 
     def reload_reranker(self) -> str | None:
@@ -302,6 +336,12 @@ class Engine:
         self.event_writer.close()
         if self.follower is None:  # one process: its index has every item of the record
             self.log.set_meta(self._keys[1], str(self.log.head()))
+        else:
+            self.catch_up()  # the snapshot then includes everything up to the follower's position
+        try:
+            self.save_index()
+        except OSError as err:  # only a slower next start: it reads the log instead
+            log.warning("could not save the co-occurrence snapshot %s: %s", self._snapshot, err)
         self.store.close()
         self.log.close()
         if self._lock_file is not None:

@@ -56,7 +56,7 @@ class LogFollower:
     Example::
 
         follower = LogFollower(log, lambda: engine.catalogue, lambda: engine.profiles, own, position=log.head())
-        follower.catch_up()          # before answering a read
+        follower.catch_up()          # before answering a read: (changes applied, users forgotten)
         follower.position            # the last number applied
     """
 
@@ -75,22 +75,24 @@ class LogFollower:
         """Numbers committed that this instance has not applied (one read of the head)."""
         return max(0, self.log.head() - self.position)
 
-    def catch_up(self) -> int:
-        """Apply everything committed up to now; returns how many changes were applied."""
+    def catch_up(self) -> tuple[int, int]:
+        """Apply everything committed up to now; returns how many changes were applied, and how
+        many of them forgot a user."""
         target = self.log.head()
         if target <= self.position:
-            return 0
-        applied = 0
+            return 0, 0
+        applied = forgotten = 0
         with self._lock:  # a request that arrives meanwhile waits: it must see what came before it
             while self.position < target:
                 changes = self.log.changes_after(self.position, limit=self.batch)
                 if changes:
                     applied += self.apply(changes)
+                    forgotten += len(changes.forgotten)
                 self.position = max(self.position, changes.head)
                 self.own.forget_through(self.position)
                 if changes.head <= self.position and not changes:
                     break
-        return applied
+        return applied, forgotten
 
     def apply(self, changes) -> int:
         items = [c for c in changes.items if not self.own.take(c.seq)]

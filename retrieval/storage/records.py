@@ -7,6 +7,7 @@ field, in a body or in a path: the id rule (``check_id``) and the text rule (``c
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import uuid
@@ -51,6 +52,7 @@ class InvalidRecord(ValueError):
         super().__init__(f"{field}: {reason}" if field else reason)
 
 
+@functools.lru_cache(maxsize=100_000)  # a request's exclusions name hundreds of seen items, each a uuid5
 def point_id(external_id: str) -> str:
     """Deterministic store id for an external id, so every write is an idempotent upsert."""
     return str(uuid.uuid5(_ID_NAMESPACE, external_id))
