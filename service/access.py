@@ -3,8 +3,10 @@
 A key looks like ``hr_<id>_<secret>``: the id finds the key, the secret is checked against its
 SHA-256 (the secret is 32 random bytes, so a fast hash is as safe as a slow one). Access control is
 on as soon as one key is active; with none, every route is open (``hybridrec serve`` says so, and
-refuses a non-loopback address unless told it is insecure). Keys and the audit log live in
-``<data_dir>/access.sqlite3``, beside the event log, so the CLI can manage keys while the service runs.
+refuses a non-loopback address unless told it is insecure). Keys and the audit log live beside the
+event log: in ``<data_dir>/access.sqlite3``, or in PostgreSQL where the service's system of record is
+there (``HYBRIDREC_DATABASE_URL``), so that every worker and instance sees a key revoked on any of
+them at once. The CLI manages keys while the service runs.
 
 Example::
 
@@ -45,6 +47,18 @@ SECURITY_SCHEMES = {
 }
 SECURITY: list[SecurityRequirement] = [{"bearer": []}, {"apiKey": []}]
 SECURITY_COMPONENTS = Components(security_schemes=SECURITY_SCHEMES)
+
+_POSTGRES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, scopes TEXT NOT NULL, secret_sha256 TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL, revoked DOUBLE PRECISION
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at DOUBLE PRECISION NOT NULL, key_id TEXT,
+    action TEXT NOT NULL, target TEXT, detail TEXT
+);
+"""
+_SCHEMA_LOCK = 0x68796273  # instances creating the tables at the same moment take turns
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -110,16 +124,37 @@ def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class AccessKeys:
-    """API keys and the audit log of one data directory."""
+class _PostgresAccess:
+    """The few calls ``AccessKeys`` makes of sqlite3, on one autocommit PostgreSQL connection."""
 
-    def __init__(self, data_dir: str | Path):
-        path = Path(data_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path / ACCESS_FILE, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a revoked key stays revoked after a crash
-        self._db.executescript(_SCHEMA)
+    def __init__(self, url: str):
+        import psycopg
+
+        self._conn = psycopg.connect(url, autocommit=True)
+        with self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            self._conn.execute(_POSTGRES_SCHEMA)
+
+    def execute(self, sql: str, args: tuple = ()):
+        return self._conn.execute(sql.replace("?", "%s"), args)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class AccessKeys:
+    """API keys and the audit log of one data directory, or of a PostgreSQL database."""
+
+    def __init__(self, data_dir: str | Path, database_url: str | None = None):
+        if database_url:
+            self._db = _PostgresAccess(database_url)
+        else:
+            path = Path(data_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path / ACCESS_FILE, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a revoked key stays revoked after a crash
+            self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
     def create(self, name: str, scopes: Iterable[str] | str) -> CreatedKey:

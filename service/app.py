@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     logging.getLogger("hybridrec").setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
     reindex_job = ReindexJob()
     admission = EngineAdmission(settings.engine_threads, settings.engine_queue)
-    keys = access_keys or AccessKeys(settings.data_dir)
+    keys = access_keys or AccessKeys(settings.data_dir, settings.database_url)
     generator = settings.explanation_generator()  # a bad back-end name fails at start, not per request
     if settings.query_parser not in ("rules", "model"):
         raise ValueError(f"HYBRIDREC_QUERY_PARSER must be 'rules' or 'model', got {settings.query_parser!r}")

@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.workers > 1 and not settings.database_url:
         raise CommandFailed(f"--workers {settings.workers} needs a shared system of record: set HYBRIDREC_DATABASE_URL="
                             "postgresql://... (the SQLite event log serves one process)")
-    keys = AccessKeys(settings.data_dir)
+    keys = AccessKeys(settings.data_dir, settings.database_url)
     protected = keys.enabled()
     if not protected and not is_loopback(settings.host) and not args.insecure_no_keys:
         print(f"error: refusing to serve on {settings.host} without access control: anyone who can reach it could "
@@ -113,7 +113,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from service.access import AccessKeys, Caller
 
     settings = _settings(args)
-    keys = AccessKeys(settings.data_dir)
+    keys = AccessKeys(settings.data_dir, settings.database_url)
     operator = Caller("cli", frozenset())  # the audit log's "who" for the command line
     try:
         if args.action == "list":
@@ -214,7 +214,7 @@ def cmd_forget_user(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     engine = _open_engine(settings)
-    keys = AccessKeys(settings.data_dir)
+    keys = AccessKeys(settings.data_dir, settings.database_url)
     try:
         done = engine.forget_user(args.user_id)
         keys.audit(Caller("cli", frozenset()), "forget user", args.user_id, done.describe())

@@ -156,3 +156,19 @@ def test_the_readme_endpoint_table_lists_every_route_with_its_scope(client):
                     path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path).rstrip("/") or "/"
                     served.add((method, path, handler.opt.get("scope") or "public"))
     assert documented == served
+
+
+def test_keys_in_postgres_are_shared_by_every_instance(postgres_url, tmp_path):
+    """With the record in PostgreSQL the keys are there too: a key made on one instance opens the
+    others, and revoking it on any instance closes every one of them at once."""
+    one, other = AccessKeys(tmp_path / "a", postgres_url), AccessKeys(tmp_path / "b", postgres_url)
+    try:
+        created = one.create("frontend", "read,write")
+        assert other.enabled() and other.authenticate(created.secret).scopes == {"read", "write"}
+        other.audit(other.authenticate(created.secret), "keys.revoke", created.id)
+        assert other.revoke(created.id) and not other.revoke(created.id)
+        assert one.authenticate(created.secret) is None and not one.enabled()
+        assert [e.action for e in one.audit_log()] == ["keys.revoke"]
+        assert not (tmp_path / "a" / "access.sqlite3").exists()
+    finally:
+        one.close(); other.close()

@@ -1,10 +1,19 @@
-"""The HTTP contract through Litestar's test client."""
+"""The HTTP contract through Litestar's test client, on both back-ends of the system of record."""
 
 import pytest
 from litestar.testing import TestClient
 
 from service.app import create_app
 from service.settings import Settings
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request, make_engine, demo_points):
+    """The demo catalogue on the embedded SQLite record, and on a test-started PostgreSQL."""
+    config = {"database_url": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
+    eng = make_engine(**config)
+    eng.catalogue.write(demo_points)
+    return eng
 
 
 @pytest.fixture
