@@ -20,6 +20,13 @@ def main() -> int:
                          # recommend, single-event writes and a mix at 1, 8, 32 clients, 30 s each; where a
                          # loaded server's time goes (py-spy) and its calls to the disk per request (strace).
                          ("load.py", ["--profile", "events:8", "--sync-calls", "events:8"]),
+                         # Issue 22: recommend and single-event writes at 1 and 2 workers on PostgreSQL against
+                         # single-process SQLite, 8 clients, 20 s each (~6 min).
+                         ("workers.py", []),
+                         # Bytes per row in each store; start-up at 10^5 and 10^6 events on SQLite and
+                         # PostgreSQL; dense search at 10^4 and 10^5 items (~10 min). The heavy scales are
+                         # opt-in flags of the script (--startup-events 10000000, --dense-items 1000000).
+                         ("storage_scale.py", ["--startup-backends", "sqlite,postgres"]),
                          # Ranker training, a cross-encoder epoch on 200 groups, rerank latency at 20..200.
                          ("rerank.py", ["--cross-encoder-epoch-groups", "200"]),
                          ("diversity.py", ["--users", "1000"]),
