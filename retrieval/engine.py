@@ -172,6 +172,8 @@ class Engine:
             log.warning("the co-occurrence snapshot is ahead of the log (%d > %d): rebuilding from the log",
                         loaded[1], head)
         n = 0
+        if head - position > 1_000_000:
+            log.info("reading %d changes of the log into the co-occurrence index", head - position)
         while position < head:
             changes = self.log.changes_after(position, limit=50_000)
             for event in changes.events:
@@ -209,7 +211,8 @@ class Engine:
                     self.log.put_items(catalogue.collection, points)
                     n += len(points)
                 log.warning("kept %d items in the system of record (a one-time upgrade)", n)
-            elif recorded:
+            elif recorded and not (self.config.qdrant_url and catalogue.count()):
+                # (A shared Qdrant server that has items is another instance's index already.)
                 n = catalogue.rebuild_index()
                 log.info("built the vector index from %d stored items", n)
         else:

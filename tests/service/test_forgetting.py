@@ -44,8 +44,10 @@ def test_forgetting_leaves_nothing_and_names_the_models_that_learned(engine, key
         assert put.status_code == 200
         assert client.post("/v1/recommendations", json={"user_id": SECRET_USER, "k": 3}).status_code == 200
         # A model trained on the log as it is now, and one trained before the user existed.
-        engine.models.rerankers.save(lambda folder: folder.mkdir(parents=True), {"accepted": True, "log_seq": 272})
-        engine.models.encoders.save(lambda folder: folder.mkdir(parents=True), {"accepted": False, "log_seq": 10})
+        first = engine.log.first_seq(SECRET_USER)
+        engine.models.rerankers.save(lambda folder: folder.mkdir(parents=True),
+                                     {"accepted": True, "log_seq": engine.log.max_seq()})
+        engine.models.encoders.save(lambda folder: folder.mkdir(parents=True), {"accepted": False, "log_seq": first - 1})
         popular_before = dict(engine.index.popular(10))
 
         gone = client.delete(f"/v1/users/{SECRET_USER}")
