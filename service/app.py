@@ -120,7 +120,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         before_send=[echo_request_id],
         before_request=follow_shared_log,
         middleware=[RequestLog(), metrics_config().middleware,
-                    *rate_limits(settings.read_rate_limit, settings.write_rate_limit),
+                    # Each worker counts its own requests: together they allow the configured rate.
+                    *rate_limits(-(-settings.read_rate_limit // settings.workers),
+                                 -(-settings.write_rate_limit // settings.workers)),
                     admission],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

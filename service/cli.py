@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -96,6 +97,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The workers are new processes: they read their settings from the environment.
         os.environ.update({"HYBRIDREC_DATA_DIR": str(settings.data_dir), "HYBRIDREC_HOST": settings.host,
                            "HYBRIDREC_PORT": str(settings.port), "HYBRIDREC_WORKERS": str(settings.workers)})
+        # /metrics sums every worker's counters from files here (prometheus_client's multiprocess mode).
+        metrics_dir = settings.data_dir / "instances" / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         uvicorn.run("service.app:worker_app", factory=True, workers=settings.workers, host=settings.host,
                     port=settings.port, log_level=settings.log_level)
         return 0

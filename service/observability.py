@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -25,7 +26,15 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -146,5 +155,11 @@ class MetricsController(PrometheusController):
 
     @get(media_type=CONTENT_TYPE_LATEST, summary="Prometheus metrics (text exposition format)")
     async def get(self) -> Response:
-        # Litestar's handler, declared with the media type it answers in (its own says JSON).
-        return await PrometheusController.get.fn(self)
+        registry = REGISTRY
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Workers of one `serve --workers N`: every worker's counters and histograms, summed from
+            # their files, plus the engine gauges as the answering worker reads them.
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            registry.register(ENGINE_STATE)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -60,7 +60,8 @@ class Settings:
     port: int = _s(8000, "port `hybridrec serve` listens on")
     database_url: str | None = _s(None, "PostgreSQL (postgresql://...) as the system of record, shared by every worker "
                                         "and instance; none: the SQLite file in the data directory, for one process")
-    workers: int = _s(1, "processes `hybridrec serve` runs on its port (more than 1 needs `database_url`)")
+    workers: int = _s(1, "processes `hybridrec serve` runs on its port (more than 1 needs `database_url`); each "
+                         "allows its share of the rate limits, and /metrics sums them all")
     qdrant_url: str | None = _s(None, "a Qdrant server to use instead of the embedded store in the data directory")
     qdrant_api_key: str | None = _s(None, "the Qdrant server's API key")
     encoder: str | None = _s(None, "the bi-encoder (folder or model name); default: the data directory's own")

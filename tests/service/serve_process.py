@@ -60,10 +60,14 @@ class ServeProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
 
-    def children(self) -> list[int]:
-        """The processes the server started (its workers), by pid."""
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+    def workers(self) -> list[int]:
+        """The live worker processes of ``serve --workers N``, by pid (multiprocessing's own helper
+        processes and a dead worker not yet reaped are left out)."""
+        out = subprocess.run(["ps", "-ww", "-o", "pid=,stat=,args=", "--ppid", str(self.proc.pid)], capture_output=True,
+                             text=True)
+        rows = [line.split(None, 2) for line in out.stdout.splitlines()]
+        return [int(pid) for pid, stat, args in rows
+                if not stat.startswith("Z") and "spawn_main" in args and "resource_tracker" not in args]
 
     def kill(self) -> None:
         if self.proc.poll() is None:

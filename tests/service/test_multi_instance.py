@@ -79,11 +79,12 @@ def test_a_worker_killed_mid_stream_loses_no_acknowledged_write(tmp_path, shared
     killed = threading.Event()
     try:
         items = [i["id"] for i in httpx.get(server.base + "/v1/items", params={"limit": 30}).json()["items"]]
-        workers = server.children()
-        assert len(workers) >= 2, server.output()
+        workers = server.workers()
+        assert len(workers) == 2, server.output()
 
         def write(name: str) -> None:
-            with httpx.Client(base_url=server.base, timeout=30) as http:
+            # A connection per request, so the kernel spreads them over both workers.
+            with httpx.Client(base_url=server.base, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as http:
                 sent = 0
                 while sent < per_client_before + per_client_after:
                     if sent == per_client_before and not killed.wait(120):
@@ -111,8 +112,17 @@ def test_a_worker_killed_mid_stream_loses_no_acknowledged_write(tmp_path, shared
         killed.set()
         for t in threads:
             t.join()
+        deadline = time.monotonic() + 180
+        while not (workers[0] not in server.workers() and len(server.workers()) == 2) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert workers[0] not in server.workers() and len(server.workers()) == 2, "the killed worker is replaced"
         answered = recommend(server.base, "c0")
         assert answered, "the port keeps answering after a worker was killed"
+        # /metrics counts every worker's requests (the killed one's too), whichever worker answers it.
+        metrics = httpx.get(server.base + "/metrics", timeout=30).text
+        event_posts = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                          if line.startswith("hybridrec_requests_total{") and '"/v1/events"' in line)
+        assert event_posts >= sum(map(len, acknowledged.values())), metrics[:2000]
     finally:
         server.stop()
     with psycopg.connect(postgres_url) as conn:
