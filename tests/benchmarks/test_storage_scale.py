@@ -2,14 +2,7 @@
 
 import pytest
 
-from benchmarks.storage_scale import (
-    child_build,
-    child_dense,
-    child_load,
-    measure_bytes,
-    prepare_data_dir,
-    report,
-)
+from benchmarks.storage_scale import child_build, child_dense, child_load, measure_bytes, prepare_data_dir, report
 from benchmarks.workers import Configuration, configurations, workers_table
 from tests.postgres_server import postgres_bindir
 
