@@ -299,7 +299,7 @@ class Profiles:
         """Logged events this process has not taken in: neither in a stored profile nor marked
         stale (which reads compute from the log). 0 once caught up."""
         taken_in = max(int(self.log.get_meta(self.position_key, "0")), self.stale.last_marked or 0)
-        return max(0, self.log.max_seq() - taken_in)
+        return self.log.count(after=taken_in) if self.log.max_seq() > taken_in else 0
 
     def follow(self, events: list[LoggedEvent], preferences: list[tuple[int, str]], forgotten: list[str]) -> None:
         """Take in what another instance wrote: its events join the co-occurrence index and make

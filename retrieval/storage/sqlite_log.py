@@ -188,8 +188,8 @@ class SqliteEventLog:
                 yield LoggedEvent(*row)
             last = rows[-1][0]
 
-    def count(self) -> int:
-        return self._rows("SELECT COUNT(*) FROM events")[0][0]
+    def count(self, after: int = 0) -> int:
+        return self._rows("SELECT COUNT(*) FROM events WHERE seq > ?", (after,))[0][0]
 
     def user_ids(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT user_id FROM events UNION SELECT user_id FROM users")]
