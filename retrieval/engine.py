@@ -129,6 +129,7 @@ class Engine:
         head = event_log.head()  # derived state is built up to here; the follower takes it on from here
         self._snapshot = instance_dir(config) / INDEX_SNAPSHOT
         self.index, n = self.load_index(head)
+        self._built_through = head
         self.catalogue, self.profiles, self.recommender = self.wire(self.layout, encoder)
         if event_log.get_meta(PROFILE_IDS) != SALTED and not self.shared:
             # Profiles were stored under the users' own ids before: store them again under salted ones.
@@ -189,8 +190,10 @@ class Engine:
 
     def save_index(self) -> None:
         """Save the co-occurrence index with the log position it includes, for a fast next start."""
-        position = self.follower.position if self.follower is not None else self.log.head()
-        self.index.save(self._snapshot, position)
+        # The index holds the log up to where it was built at open, plus what this engine took in
+        # since (a write that bypassed the engine, straight into the log, is read at the next start).
+        taken_in = max(self._built_through, self.stale_profiles.last_marked or 0)
+        self.index.save(self._snapshot, self.follower.position if self.follower is not None else taken_in)
 
     def drop_index_snapshot(self) -> None:
         """A forgotten user must not stay in a file: the next start reads the log instead."""

@@ -57,3 +57,13 @@ def test_an_unusable_snapshot_means_the_whole_log(make_engine, demo_points, tmp_
     engine.close()
     (data / INDEX_SNAPSHOT).write_bytes(b"not a snapshot")
     assert make_engine(data_dir=data).index.history("u1") == ids[:4]
+
+
+def test_events_written_around_the_engine_are_not_claimed_by_its_snapshot(make_engine, demo_points, tmp_path):
+    data = tmp_path / "data"
+    engine = make_engine(data_dir=data)
+    engine.catalogue.write(demo_points)
+    ids = [p.id for p in demo_points]
+    engine.log.append([parse_event(e, 1_800_000_000.0) for e in clicks("u1", ids[:3])])  # not through the engine
+    engine.close()
+    assert make_engine(data_dir=data).index.history("u1") == ids[:3]
