@@ -33,7 +33,8 @@ log = logging.getLogger("hybridrec.engine")
 PROFILE_IDS, SALTED = "profile_ids", "salted"  # how profiles are named in the vector store
 AUTO_INSTANCE = "auto"  # EngineConfig.instance: the first free slot, worker-0, worker-1, ...
 INDEX_SNAPSHOT = "cooccurrence.npz"  # the co-occurrence index at the last shutdown, in the instance's folder
-INDEX_SEQ = "index_seq"  # position up to which an instance's vector index has the record's items
+INDEX_SEQ = "index_seq"
+SERVING_RERANKER = "serving_reranker"  # on a shared log: the reranker version every instance serves  # position up to which an instance's vector index has the record's items
 
 
 @dataclass
@@ -149,7 +150,10 @@ class Engine:
             log.warning("refreshed %d user profiles that were behind the event log", repaired)
         self.models = ModelRegistry(config.data_dir)
         self.rerankers = self.models.rerankers
-        self.reload_reranker()
+        if self.shared and event_log.get_meta(SERVING_RERANKER) is not None:
+            self.follow_serving_models()  # what the instances serve now, not whatever is newest here
+        else:
+            self.reload_reranker()
         self.event_writer = EventWriter(lambda: self.profiles)
         self.follower = LogFollower(event_log, lambda: self.catalogue, lambda: self.profiles, self.own_writes,
                                     position=head, index_items=not config.qdrant_url) if self.shared else None
@@ -230,6 +234,7 @@ class Engine:
         while not self._stop_following.wait(interval):
             try:
                 self.catch_up()
+                self.follow_serving_models()
             except Exception:  # the database may be away for a moment; requests retry it themselves
                 log.exception("following the shared log failed; retrying in %.1f s", interval)
 
@@ -318,24 +323,39 @@ class Engine:
 
     def reload_reranker(self) -> str | None:
         """Serve the newest accepted reranker (loaded fully before the swap, so requests never
-        wait or see a half-loaded model); returns its version, or None when there is none."""
+        wait or see a half-loaded model); returns its version, or None when there is none. On a
+        shared log, the choice is recorded there and every other instance serves it too."""
         meta = self.rerankers.latest_accepted()
+        serving = self.serve_reranker(meta["version"] if meta else None)
+        if self.shared:
+            self.log.set_meta(SERVING_RERANKER, serving or "")
+        return serving
+
+    def serve_reranker(self, version: str | None) -> str | None:
+        """Serve this reranker version (None: fused retrieval alone); returns what serves after."""
         current = self.recommender.reranker
-        if meta is None:
+        if version is None:
             self.recommender.reranker = None
             return None
-        if current is not None and current.version == meta["version"]:
+        if current is not None and current.version == version:
             return current.version
         try:
-            loaded = self.rerankers.load(meta["version"], device=self.config.device)
+            loaded = self.rerankers.load(version, device=self.config.device)
         except (ValueError, OSError, KeyError) as err:
             # A model this version cannot read must not take the service down: keep what serves.
-            log.error("reranker %s cannot be served: %s; still serving %s", meta["version"], err,
+            log.error("reranker %s cannot be served: %s; still serving %s", version, err,
                       current.version if current else "fused retrieval")
             return current.version if current else None
         self.recommender.reranker = loaded
-        log.info("serving reranker %s, %s (%s)", meta["version"], loaded.description, meta.get("reason", ""))
-        return meta["version"]
+        log.info("serving reranker %s, %s", version, loaded.description)
+        return version
+
+    def follow_serving_models(self) -> None:
+        """Serve the reranker another instance chose with ``reload_reranker`` (shared log only)."""
+        wanted = self.log.get_meta(SERVING_RERANKER)
+        current = self.recommender.reranker
+        if wanted is not None and (wanted or None) != (current.version if current else None):
+            self.serve_reranker(wanted or None)
 
     def close(self) -> None:
         self._stop_following.set()

@@ -20,6 +20,16 @@ from retrieval.storage.layout import Layout, write_layout
 from retrieval.storage.records import stored_item
 from retrieval.storage.vector_store import scroll_all
 
+# A reindex switches one instance's collections and layout; the others would go on serving the old
+# encoder's vectors beside the new ones.
+SHARED_REINDEX = ("reindexing is not supported while instances share a database (HYBRIDREC_DATABASE_URL): one "
+                  "instance would switch encoders and the others would not; `hybridrec rebuild-index` rebuilds an "
+                  "index with the current encoder")
+
+
+class ReindexRefused(RuntimeError):
+    """This engine cannot be reindexed (``SHARED_REINDEX``)."""
+
 
 @dataclass
 class ReindexReport:
@@ -35,6 +45,8 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
             ) -> ReindexReport:
     """Build the new layout and switch ``engine`` to it; ``after_batch`` is a test hook. A trained
     encoder's fusion weights (chosen with it on validation) become the new layout's."""
+    if engine.shared:
+        raise ReindexRefused(SHARED_REINDEX)
     started = time.perf_counter()
     tag = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     new = Layout(items=f"items__{tag}", users=f"users__{tag}", encoder=encoder_path,

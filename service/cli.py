@@ -349,6 +349,10 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     from retrieval.reindex import reindex
 
     settings = _settings(args)
+    if settings.database_url:
+        from retrieval.reindex import SHARED_REINDEX
+
+        raise CommandFailed(SHARED_REINDEX)
     path = args.encoder or ModelRegistry(settings.data_dir).latest_accepted_encoder()
     if path is None:
         print("error: no accepted encoder under models/encoder; train one or pass --encoder", file=sys.stderr)

@@ -11,6 +11,7 @@ from litestar.exceptions import ClientException, NotFoundException, ValidationEx
 from litestar.params import Parameter
 
 from retrieval.engine import Engine
+from retrieval.reindex import SHARED_REINDEX
 from service.access import ADMIN, SECURITY, AccessKeys, AuditEntry, Caller, CreatedKey, KeyInfo
 from service.api.dependencies import IngestJobs, ReindexJob, ReindexState
 from service.api.errors import not_found
@@ -72,6 +73,8 @@ class AdminController(Controller):
     @post("/reindex", opt={"scope": ADMIN}, sync_to_thread=True, summary="Re-encode everything with an encoder, then switch", status_code=202)
     def start_reindex(self, data: ReindexStart, engine: Engine, reindex_job: ReindexJob, access_keys: AccessKeys,
                       caller: Caller | None, settings: Settings, ingest_jobs: IngestJobs) -> ReindexState:
+        if engine.shared:
+            raise ClientException(status_code=409, detail=SHARED_REINDEX)
         if ingest_jobs.running:  # its items would land in the collection being replaced
             raise ClientException(status_code=409, detail="an upload is being ingested; start the reindex when "
                                                           "GET /v1/ingest/{job_id} says done",

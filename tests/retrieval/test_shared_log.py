@@ -101,3 +101,18 @@ def test_events_of_two_instances_writing_at_once_are_each_applied_once(pair, dem
         assert a.index.history(user) == b.index.history(user) == items
     assert sorted(a.index.history("uc")) == sorted(b.index.history("uc")) == sorted(items)
     assert a.log.count() == 200
+
+
+def test_a_reranker_reloaded_on_one_worker_serves_on_every_worker(make_engine, postgres_url, tmp_path, demo_points):
+    from tests.retrieval.test_reranking import save
+
+    data = tmp_path / "shared"  # one machine: one data directory (and models), a slot per worker
+    one = make_engine(data_dir=data, database_url=postgres_url, instance="worker-0")
+    two = make_engine(data_dir=data, database_url=postgres_url, instance="worker-1")
+    version = save(one.rerankers, accepted=True)
+    assert two.recommender.reranker is None  # a newer model on disk serves only when chosen
+    assert one.reload_reranker() == version
+    two.follow_serving_models()
+    assert two.recommender.reranker.version == version
+    third = make_engine(data_dir=data, database_url=postgres_url, instance="worker-2")
+    assert third.recommender.reranker.version == version  # a new worker serves what the others serve

@@ -136,3 +136,23 @@ def test_a_worker_killed_mid_stream_loses_no_acknowledged_write(tmp_path, shared
     assert total_ack >= clients * (per_client_before + per_client_after) - sum(failed.values())
     assert len(stored) <= total_ack + sum(failed.values())
     assert total_ack > clients * per_client_before  # writes went on after the kill
+
+
+def test_reindex_is_refused_where_instances_share_a_database(make_engine, postgres_url, tmp_path, capsys):
+    from litestar.testing import TestClient
+
+    from service.app import create_app
+    from service.cli import main
+    from service.settings import Settings
+
+    engine = make_engine(data_dir=tmp_path / "d", database_url=postgres_url)
+    with TestClient(create_app(Settings(data_dir=tmp_path / "d"), engine=engine)) as client:
+        refused = client.post("/v1/admin/reindex", json={})
+        assert refused.status_code == 409 and "share a database" in refused.json()["detail"]
+    engine.close()
+    os.environ["HYBRIDREC_DATABASE_URL"] = postgres_url
+    try:
+        assert main(["reindex", "--data-dir", str(tmp_path / "d")]) == 2
+    finally:
+        del os.environ["HYBRIDREC_DATABASE_URL"]
+    assert "share a database" in capsys.readouterr().err
