@@ -19,10 +19,11 @@ Slices:
 
 from __future__ import annotations
 
+import math
 import random
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.pipeline.sources import rank_hits
 from retrieval.ranking.rerank import LoadedReranker
+from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.state.profiles import ProfileConfig
 from retrieval.storage.vector_store import StoredPoint
 
@@ -100,6 +102,85 @@ def preference_text(history: list[str], categories: dict[str, list[str]], top: i
     return "Interested in: " + ", ".join(c for c, _ in counts.most_common(top))
 
 
+class ItemKNN:
+    """The classic item-kNN baseline's scores, exact and vectorised, over a snapshot of ``index``.
+
+    ``neighbours`` with ``proximity=0, backward=1`` (plain co-occurrence) and no ``leave_out``
+    equals ``CoOccurrenceIndex.exact_neighbours`` on the newest
+    ``index.bounds.history_length(decay)`` history items (31 at decay 0.8, the service's own
+    cap: older items weigh under 1e-3), every history item still excluded: co-occurrence over
+    every taker's whole sequence, not the service's bounded lists (500 most recent takers scaled
+    up, 50 positions either side, 1,000 neighbours per item), which differ from it on a dense log.
+    One item's co-occurrence row (a ``bincount`` over its takers' sequences) is computed once
+    and kept, so a request costs one ``bincount`` over at most 31 rows instead of a walk over
+    every co-occurring sequence. Anything else (the sequential variant, ``leave_out``, ``knows``,
+    ``popular``, ``history``) is the index's own.
+
+    The snapshot is taken at construction: events added to ``index`` later are not seen (the
+    evaluation adds none after its replay).
+
+    Example::
+
+        knn = ItemKNN(engine.index)
+        knn.neighbours(["a", "b"], decay=0.8, limit=200)  # == index.exact_neighbours(["a", "b"], 0.8, 200)
+    """
+
+    def __init__(self, index: CoOccurrenceIndex):
+        self.index = index
+        sequences = [index.history(u) for u in index.user_ids()]
+        self._names = sorted({i for seq in sequences for i in seq})
+        self._codes = {name: code for code, name in enumerate(self._names)}
+        self._sequences = [np.fromiter((self._codes[i] for i in seq), dtype=np.int64, count=len(seq))
+                           for seq in sequences]
+        takers: dict[int, list[int]] = defaultdict(list)
+        for user, seq in enumerate(self._sequences):
+            for code in seq.tolist():
+                takers[code].append(user)
+        self._takers = dict(takers)
+        size = len(self._names)
+        self._counts = (np.bincount(np.concatenate(self._sequences), minlength=size).astype(np.float64)
+                        if self._sequences else np.zeros(0))
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.index, name)
+
+    def _row(self, code: int) -> tuple[np.ndarray, np.ndarray]:
+        """How many users took both ``code`` and each other item (the item itself included)."""
+        row = self._rows.get(code)
+        if row is None:
+            together = np.bincount(np.concatenate([self._sequences[u] for u in self._takers[code]]),
+                                   minlength=len(self._names))
+            kept = np.flatnonzero(together)
+            row = self._rows[code] = (kept, together[kept].astype(np.float64))
+        return row
+
+    def neighbours(self, history: list[str], decay: float = 0.8, limit: int = 200, proximity: float = 0.0,
+                   backward: float = 1.0, leave_out: str | None = None) -> dict[str, float]:
+        if proximity != 0.0 or backward != 1.0 or leave_out is not None:
+            return self.index.neighbours(history, decay, limit, proximity, backward, leave_out)
+        newest = list(reversed(history))[:self.index.bounds.history_length(decay)]
+        codes, weights = [], []
+        for age, item_id in enumerate(newest):
+            code = self._codes.get(item_id)
+            if code is None:
+                continue
+            others, together = self._row(code)
+            codes.append(others)
+            weights.append(together * (decay**age / math.sqrt(self._counts[code])))
+        if not codes:
+            return {}
+        scores = np.bincount(np.concatenate(codes), np.concatenate(weights), minlength=len(self._names))
+        scores /= np.sqrt(np.maximum(self._counts, 1.0))
+        scores[[self._codes[i] for i in history if i in self._codes]] = 0.0
+        candidates = np.flatnonzero(scores > 0)
+        if len(candidates) > limit > 0:
+            cutoff = np.partition(scores[candidates], len(candidates) - limit)[len(candidates) - limit]
+            candidates = candidates[scores[candidates] >= cutoff]  # ties at the cut-off are ordered by id
+        ranked = sorted(((self._names[c], float(scores[c])) for c in candidates), key=lambda kv: (-kv[1], kv[0]))
+        return dict(ranked[:limit])
+
+
 class Replay:
     """An engine in a scratch directory holding the catalogue and the training histories."""
 
@@ -121,15 +202,18 @@ class Replay:
                 # One second apart, oldest first: the order is what the dataset knows.
                 batch += [{"user_id": user, "type": config.event_type, "item_id": item,
                            "timestamp": now - (len(hist) - i)} for i, item in enumerate(hist)]
-                if len(batch) >= 2000 or n == len(users):
+                # Large batches: each one is a durable write and a profile-store flush. A user's
+                # events are never split between batches, so the profiles are the same.
+                if len(batch) >= 20_000 or n == len(users):
                     report = self.engine.profiles.record(batch, now=now)
                     assert not report.rejected, report.rejected[:3]
                     bar.update(len({e["user_id"] for e in batch}))
                     batch = []
         self.plain = Recommender(self.engine.catalogue, self.engine.profiles, self.engine.index,
                                  RecommendConfig(**{**asdict(config.recommend), "no_opinion_credit": 0.0}))
-        # The classic item-kNN baseline: plain co-occurrence, not our sequential variant.
-        self.classic = Recommender(self.engine.catalogue, self.engine.profiles, self.engine.index,
+        # The classic item-kNN baseline: plain co-occurrence, not our sequential variant, scored
+        # exactly over the whole log (``ItemKNN``) rather than from the service's bounded lists.
+        self.classic = Recommender(self.engine.catalogue, self.engine.profiles, ItemKNN(self.engine.index),
                                    RecommendConfig(**{**asdict(config.recommend), "collaborative_proximity": 0.0,
                                                       "collaborative_backward": 1.0, "collaborative_decay": 0.8}))
 
@@ -217,7 +301,7 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
              points: list[StoredPoint] | None = None, slices: tuple[str, ...] = SLICES,
              reranker: LoadedReranker | None = None) -> dict[str, Any]:
     """Run every method on every slice; returns ``{"slices": {slice: {method: metrics}}, "config",
-    "dataset", "seconds"}``. ``points`` (from ``encode_catalogue``) skips re-encoding; ``reranker``
+    "dataset", "seconds", "timings"}``. ``points`` (from ``encode_catalogue``) skips re-encoding; ``reranker``
     is what the ``hybrid_reranked`` method reorders the top of the fused list with."""
     started = time.perf_counter()
     config = config or EvalConfig()
@@ -236,14 +320,19 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
     vectors = {p.id: p.vector for p in points}
 
     histories = {u: c.history for u, c in cases.items()}
+    timings: dict[str, Any] = {"replay": {}, "methods": {}}  # wall seconds
+    clock = time.perf_counter()
     warm = Replay(dataset, encoder, histories, points, config, "warm", reranker)
+    timings["replay"]["warm"] = time.perf_counter() - clock
     popularity = Counter(i for h in histories.values() for i in h)
     head = {i for i, _ in popularity.most_common(round(len(catalogue_ids) * config.long_tail_head))}
     cold_histories = {u: [i for i in h if i not in cold] for u, h in histories.items()}
     cold_replay = None
     if "cold_items" in slices:
+        clock = time.perf_counter()
         cold_replay = Replay(dataset, encoder, {u: h for u, h in cold_histories.items() if h}, points, config,
                              "cold-items", reranker)
+        timings["replay"]["cold_items"] = time.perf_counter() - clock
 
     # (slice, replay, users, request builder)
     plans = [
@@ -271,11 +360,13 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
         for method in config.methods:
             run = METHODS[method]
             ranks, lists = [], []
+            clock = time.perf_counter()
             for u in tqdm(slice_users, desc=f"{slice_name}: {method}", unit="user", mininterval=2, leave=False):
                 user_id, history, prefs = build(u)
                 ranked = run(replay, user_id, history, prefs)
                 ranks.append(metrics.target_rank(ranked, cases[u].target))
                 lists.append(ranked)
+            timings["methods"].setdefault(slice_name, {})[method] = time.perf_counter() - clock
             results[slice_name][method] = summarise(ranks, lists, catalogue_ids, vectors)
             all_ranks[slice_name][method] = ranks
             if slice_name == "all":
@@ -295,6 +386,8 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
                    "cutoff": CUTOFF},
         "slices": results,
         "ranks": all_ranks,  # per user; not written to results.json (see ``paired_change``)
+        # Wall seconds: each replay, and each method's requests per slice (benchmarks/eval_dense.py).
+        "timings": timings,
         "seconds": time.perf_counter() - started,
     }
 
