@@ -37,10 +37,11 @@ class CommandFailed(Exception):
 
 def _open_engine(settings: Settings, instance: str | None = None):
     from retrieval.engine import DataDirectoryInUse, Engine
+    from retrieval.storage.event_log import DatabaseUnavailable
 
     try:
         return Engine.open(replace(settings.engine_config(), instance=instance))
-    except DataDirectoryInUse as err:  # another hybridrec process has it: say who, in one line
+    except (DataDirectoryInUse, DatabaseUnavailable) as err:  # what to do, in one line
         raise CommandFailed(str(err)) from None
 
 

@@ -76,6 +76,10 @@ class Changes:
         return bool(self.events or self.preferences or self.items or self.forgotten)
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The system of record cannot be reached or refuses the connection; the message says where and why."""
+
+
 class EventLog(Protocol):
     """The storage interface. Every write is one transaction, committed before it returns."""
 

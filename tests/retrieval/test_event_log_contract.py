@@ -201,3 +201,14 @@ def test_postgres_schema_is_applied_once_by_instances_starting_together(postgres
     assert not errors and all(log.schema_version() == max(MIGRATIONS) for log in logs)
     for log in logs:
         log.close()
+
+
+def test_an_unreachable_database_is_said_in_one_line(capsys, tmp_path, monkeypatch):
+    from service.cli import main
+    from tests.postgres_server import _free_port
+
+    monkeypatch.setenv("HYBRIDREC_DATABASE_URL", f"postgresql://hybridrec:s3cret@127.0.0.1:{_free_port()}/nothing")
+    assert main(["rebuild-index", "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use the PostgreSQL database at 127.0.0.1" in err and "HYBRIDREC_DATABASE_URL" in err
+    assert "s3cret" not in err and "Traceback" not in err
