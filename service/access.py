@@ -35,6 +35,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
+from retrieval.storage.event_log import DatabaseUnavailable
+
 READ, WRITE, ADMIN = "read", "write", "admin"
 SCOPES = (READ, WRITE, ADMIN)
 ACCESS_FILE = "access.sqlite3"
@@ -130,7 +132,12 @@ class _PostgresAccess:
     def __init__(self, url: str):
         import psycopg
 
-        self._conn = psycopg.connect(url, autocommit=True)
+        try:
+            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as err:
+            raise DatabaseUnavailable(f"cannot use the PostgreSQL database at {url.rsplit('@', 1)[-1]}: "
+                                      f"{str(err).strip()}; check HYBRIDREC_DATABASE_URL and that the server is "
+                                      "running") from None
         with self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             self._conn.execute(_POSTGRES_SCHEMA)

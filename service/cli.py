@@ -12,6 +12,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
+from retrieval.storage.event_log import DatabaseUnavailable
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger("hybridrec.cli")
@@ -37,11 +38,10 @@ class CommandFailed(Exception):
 
 def _open_engine(settings: Settings, instance: str | None = None):
     from retrieval.engine import DataDirectoryInUse, Engine
-    from retrieval.storage.event_log import DatabaseUnavailable
 
     try:
         return Engine.open(replace(settings.engine_config(), instance=instance))
-    except (DataDirectoryInUse, DatabaseUnavailable) as err:  # what to do, in one line
+    except DataDirectoryInUse as err:  # another hybridrec process has it: say who, in one line
         raise CommandFailed(str(err)) from None
 
 
@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --batch-size must be >= 1", file=sys.stderr)
             return 2
         return args.func(args)
-    except (SettingsError, CommandFailed) as err:  # a bad setting or flag value, a data directory in use
+    except (SettingsError, CommandFailed, DatabaseUnavailable) as err:  # a bad setting or flag, a directory in use
         print(f"error: {err}", file=sys.stderr)
         return 2
 

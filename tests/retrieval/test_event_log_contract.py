@@ -208,7 +208,8 @@ def test_an_unreachable_database_is_said_in_one_line(capsys, tmp_path, monkeypat
     from tests.postgres_server import _free_port
 
     monkeypatch.setenv("HYBRIDREC_DATABASE_URL", f"postgresql://hybridrec:s3cret@127.0.0.1:{_free_port()}/nothing")
-    assert main(["rebuild-index", "--data-dir", str(tmp_path / "d")]) == 2
-    err = capsys.readouterr().err
-    assert "cannot use the PostgreSQL database at 127.0.0.1" in err and "HYBRIDREC_DATABASE_URL" in err
-    assert "s3cret" not in err and "Traceback" not in err
+    for command in (["rebuild-index"], ["keys", "list"]):  # the record's and the keys' connections
+        assert main([*command, "--data-dir", str(tmp_path / "d")]) == 2
+        err = capsys.readouterr().err
+        assert "cannot use the PostgreSQL database at 127.0.0.1" in err and "HYBRIDREC_DATABASE_URL" in err
+        assert "s3cret" not in err and "Traceback" not in err
