@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Annotated, Any
 
@@ -10,9 +11,12 @@ from litestar import Controller, delete, get, put
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import Parameter
 
+from retrieval.engine import Engine
 from retrieval.limits import MAX_K, NAME_MAX_CHARS, TEXT_MAX_CHARS
+from retrieval.pipeline.fusion import SourceRank
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest
+from retrieval.pipeline.similar import SimilarItems as HybridSimilar
 from retrieval.state.catalogue import Catalogue
 from retrieval.storage.records import Item, check_name, check_text
 from retrieval.storage.vector_store import ItemFilter
@@ -71,12 +75,26 @@ class ItemOut(msgspec.Struct):
 
 
 class SimilarItem(ItemSummary):
-    pass
+    """A neighbour. ``score``: the fused score (weighted reciprocal-rank fusion of the sources,
+    higher is closer); ``text_similarity``: the cosine of the two items' text vectors (the score
+    this route gave before it became hybrid); ``sources``: each source that proposed the item, with
+    its rank, score and contribution (``collaborative``: taken together with the item; ``dense``:
+    near in the text-vector space; ``lexical``: BM25 over the item's text); ``no_opinion``: sources
+    that could not judge it (``collaborative`` when nobody has taken it)."""
+
+    sources: dict[str, SourceRank] = {}
+    no_opinion: list[str] = []
+    text_similarity: float | None = None
 
 
 class SimilarItems(msgspec.Struct):
+    """``sources``: the sources that proposed anything for this item (``collaborative`` only once
+    someone has taken it); ``notes``: why the answer is what it is, where that is not obvious."""
+
     item_id: str
     items: list[SimilarItem]
+    sources: list[str] = []
+    notes: list[str] = []
 
 
 class ItemsPage(msgspec.Struct):
@@ -171,17 +189,29 @@ class ItemController(Controller):
     @get("/{item_id:str}/similar", opt={"scope": READ}, sync_to_thread=True, summary="Items similar to one item",
          raises=[NotFoundException])
     def similar(
-        self, item_id: ItemId, catalogue: Catalogue,
+        self, item_id: ItemId, engine: Engine,
         k: Annotated[int, Parameter(ge=1, le=MAX_K, description="how many items")] = 10,
+        category: Annotated[str | None, Parameter(max_length=NAME_MAX_CHARS, description="only items of this category")]
+        = None,
+        brand: Annotated[str | None, Parameter(max_length=NAME_MAX_CHARS, description="only items of this brand")] = None,
+        price_min: Annotated[float | None, Parameter(description="only items at least this price")] = None,
+        price_max: Annotated[float | None, Parameter(description="only items at most this price")] = None,
     ) -> SimilarItems:
-        hits = catalogue.similar(item_id, k)
-        if hits is None:
+        """Hybrid neighbours (``retrieval/pipeline/similar.py``): items people took together with
+        this one, fused with the nearest by text vector and by BM25 over its text, so an item nobody
+        has taken yet has neighbours from its text. The filters apply to every source."""
+        category, brand = query_param("category", category, check_name), query_param("brand", brand, check_name)
+        for name, bound in (("price_min", price_min), ("price_max", price_max)):
+            if bound is not None and not math.isfinite(bound):
+                raise ValidationException(detail=f"{name}: must be a finite number",
+                                          extra=[{"key": name, "message": "not finite", "source": "query"}])
+        flt = ItemFilter(categories=(category,) if category else (), brands=(brand,) if brand else (),
+                         price_min=price_min, price_max=price_max)
+        result = HybridSimilar(engine.catalogue, engine.index).similar(item_id, k, flt)
+        if result is None:
             raise not_found("item", item_id)
-        payloads = catalogue.get_many([h.id for h in hits])
-        out = []
-        for h in hits:
-            p = payloads.get(h.id)
-            if p is not None:
-                out.append(SimilarItem(h.id, p.payload["title"], round(h.score, 6), p.payload.get("brand"),
-                                       p.payload.get("categories") or [], p.payload.get("price")))
-        return SimilarItems(item_id, out)
+        out = [SimilarItem(it.id, it.payload["title"], round(it.score, 8), it.payload.get("brand"),
+                           it.payload.get("categories") or [], it.payload.get("price"), it.sources, it.no_opinion,
+                           None if it.text_similarity is None else round(it.text_similarity, 6))
+               for it in result.items]
+        return SimilarItems(item_id, out, result.sources, result.notes)
