@@ -34,6 +34,7 @@ def main() -> int:
                          # length; and whole recommendations through an Engine on that log.
                          ("dense_log.py", ["--pipeline"]),
                          ("explanations.py", ["--users", "30"]),
+                         ("similar_items.py", ["--users", "1000"]),
                          # How fast an encoder adapter's gain goes stale (the encoder trainer's validation_gap).
                          ("staleness.py", [])):
         print(f"\n== {script} {' '.join(args)}", flush=True)
