@@ -91,7 +91,8 @@ async function openItem(id) {
     h("p", { class: "muted" }, `id ${item.id}`));
   fill(els.similar, similar.items.map((s) => h("li", { dataset: { itemId: s.id } },
     h("button", { type: "button", class: "link", onclick: () => openItem(s.id) }, s.title),
-    h("span", { class: "muted" }, ` · ${leaf(s)} · ${money(s.price)} · similarity ${num(s.score, 2)}`))));
+    h("span", { class: "muted" }, ` · ${leaf(s)} · ${money(s.price)} · text similarity ${num(s.text_similarity, 2)}`
+      + ` · from ${Object.keys(s.sources || {}).join(", ") || "text"}`))));
   $("#h-item").focus();
 }
 
