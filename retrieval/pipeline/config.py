@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 SOURCE_NAMES = ("dense_query", "dense_profile", "lexical", "collaborative", "popular")
+# What a request has to go on (``context.request_type``): a known user's history, an ad-hoc history
+# without an account (an anonymous session), stated preferences alone, a search query, or nothing.
+REQUEST_TYPES = ("history", "session", "preferences", "query", "none")
+# A layout's weight for one situation (``with_weights``) and the source and request types it covers.
+_SITUATION_WEIGHTS = {"lexical_history": ("lexical", ("history", "session")),
+                      "dense_profile_without_query": ("dense_profile", ("history", "session", "preferences"))}
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,15 @@ class RecommendConfig:
     collaborative_proximity: float = 1.0
     collaborative_backward: float = 0.5
     sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative")
+    # Source weights for one request type (``REQUEST_TYPES``), over the weights above, in the full
+    # pipeline only (a request that names its sources keeps them as they are); a type not listed
+    # fuses at the weights above. None by default: the weights that won validation for each type
+    # (benchmarks/tune.py --round 5) did not hold on a second validation sample or on test, so
+    # every type fuses at the weights above (docs/research.md, "Weights per request type").
+    request_weights: dict[str, dict[str, float]] = field(
+        default_factory=dict,
+        metadata={"help": "fusion weights per request type (history, session, preferences, query, none) over "
+                          "recommend.weights, for the full pipeline; a layout's own weights win"})
     # How much of the top of the fused list the reranker reorders: each candidate costs feature
     # work (and a cross-encoder pair where one serves) on every request.
     rerank_candidates: int = 50
@@ -56,11 +71,29 @@ class RecommendConfig:
         Why the two differ: ``train_encoder`` picks its weights by the fused top 10, and a ranker
         wants a pool it can pick from; a ranker over the reweighted pool did worse than one over
         the configured pool (docs/research.md).
+
+        A layout's weight also wins over ``request_weights`` for the same source and request type:
+        it was chosen with its encoder, the request-type weights with the bundled one.
         """
         if not overrides:
             return self
         pool = self.weights if self.ranker_pool_weights is None else self.ranker_pool_weights
-        return replace(self, weights={**self.weights, **overrides}, ranker_pool_weights=dict(pool))
+        return replace(self, weights={**self.weights, **overrides}, ranker_pool_weights=dict(pool),
+                       request_weights=_without_overridden(self.request_weights, overrides))
+
+
+def _without_overridden(request_weights: dict[str, dict[str, float]],
+                        overrides: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``request_weights`` less the (request type, source) pairs that ``overrides`` sets.
+
+    >>> _without_overridden({"session": {"lexical": 2.0, "collaborative": 0.5}}, {"lexical_history": 0.5})
+    {'session': {'collaborative': 0.5}}
+    """
+    covered = set()
+    for name in overrides:
+        source, types = _SITUATION_WEIGHTS.get(name, (name, REQUEST_TYPES))
+        covered |= {(t, source) for t in types}
+    return {t: {s: w for s, w in ws.items() if (t, s) not in covered} for t, ws in request_weights.items()}
 
 
 def source_weights(weights: dict[str, float]) -> dict[str, float]:

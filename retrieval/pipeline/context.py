@@ -28,6 +28,25 @@ class RecommendContext:
     history_titles: list[str] = field(default_factory=list)  # titles of the newest history items
     preference_text: str | None = None  # the user's stated preferences, if any
     leave_out_user: str | None = None  # collaborative signal without this user's own log (training)
+    request_type: str = "none"  # what the request has to go on: see ``request_type``
+
+
+def request_type(req: RecommendRequest, ctx: RecommendContext) -> str:
+    """What a request has to go on, one of ``config.REQUEST_TYPES``: ``query`` (a search query, with
+    or without anything else), ``history`` (a known user's items), ``session`` (items sent with the
+    request by someone without an account), ``preferences`` (stated preferences alone), ``none``.
+    Each type has its own fusion weights (``RecommendConfig.request_weights``).
+
+    >>> request_type(RecommendRequest(history=["a"]), RecommendContext(pool=1, history=["a"]))
+    'session'
+    """
+    if ctx.query_text:
+        return "query"
+    if ctx.history:
+        return "history" if req.user_id else "session"
+    if ctx.profile_vector is not None or ctx.preference_text:
+        return "preferences"
+    return "none"
 
 
 def build_context(req: RecommendRequest, options: ReplayOptions, profiles: Profiles, catalogue: Catalogue,
@@ -75,4 +94,5 @@ def build_context(req: RecommendRequest, options: ReplayOptions, profiles: Profi
         newest = history[-config.lexical_history_items:]
         payloads = catalogue.get_many(newest)
         ctx.history_titles = [payloads[i].payload["title"] for i in reversed(newest) if i in payloads]
+    ctx.request_type = request_type(req, ctx)
     return ctx, profile

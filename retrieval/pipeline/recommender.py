@@ -79,6 +79,13 @@ def apply_query(req: RecommendRequest, parsed: ParsedQuery) -> RecommendRequest:
                    history=history)
 
 
+def reweigh(result: SourceResult, weights: dict[str, float]) -> SourceResult:
+    """Step "gather candidates", per request type: ``result`` at the weight ``weights`` gives its
+    source (``RecommendConfig.request_weights`` for the request's type), else as it came."""
+    weight = weights.get(result.name)
+    return result if weight is None else replace(result, weight=weight)
+
+
 def choose_ranker(reranker: LoadedReranker | None, ctx: RecommendContext, notes: list[str]) -> LoadedReranker | None:
     """Step "choose the ranker": the served ranker where it applies, else None (and a note why)."""
     if reranker is not None and (ctx.query_text or not ctx.history):
@@ -255,17 +262,22 @@ class Recommender:
         """Step "gather candidates": each wanted source's ranked list; popularity as a prior for a
         profile of stated preferences alone, and as the fallback when nothing else answers."""
         wanted = options.sources or self.config.sources
+        # The full pipeline fuses at the weights chosen for this type of request; a request that
+        # names its sources (a baseline, a single-source stage) keeps them as they are.
+        retyped = {} if options.sources is not None else self.config.request_weights.get(ctx.request_type, {})
         results = []
         for name in wanted:
             source = self.sources.get(name)
-            result = source.candidates(ctx) if source is not None else None
+            if source is None or retyped.get(name, 1.0) <= 0:
+                continue
+            result = source.candidates(ctx)
             if result is not None and result.ranked:
-                results.append(result)
-        preferences_only = ctx.profile_vector is not None and not ctx.history and not ctx.query_text
-        if results and preferences_only and options.sources is None and self.config.preference_popularity_prior > 0:
+                results.append(reweigh(result, retyped))
+        if (results and ctx.request_type == "preferences" and options.sources is None
+                and retyped.get("popularity_prior", self.config.preference_popularity_prior) > 0):
             prior = self.popularity_prior.candidates(ctx)
             if prior is not None:
-                results.append(prior)
+                results.append(reweigh(prior, retyped))
         if not results or "popular" in wanted:
             results.append(self.popular.candidates(ctx))
             if len(results) == 1:

@@ -1,0 +1,97 @@
+"""Fusion weights per request type (``RecommendConfig.request_weights``): what a request has to go
+on decides its type, and the full pipeline fuses each type at its own weights."""
+
+import numpy as np
+import pytest
+
+from retrieval.pipeline.config import RecommendConfig
+from retrieval.pipeline.context import RecommendContext, request_type
+from retrieval.pipeline.fusion import SourceResult
+from retrieval.pipeline.recommender import Recommender
+from retrieval.pipeline.request import RecommendRequest, ReplayOptions
+from retrieval.pipeline.sources import rank_hits
+
+VECTOR = np.ones(2, dtype=np.float32)
+
+
+@pytest.mark.parametrize("req, ctx, expected", [
+    (RecommendRequest(user_id="u"), RecommendContext(pool=1, history=["a"], profile_vector=VECTOR), "history"),
+    (RecommendRequest(history=["a"]), RecommendContext(pool=1, history=["a"], profile_vector=VECTOR), "session"),
+    (RecommendRequest(user_id="u"), RecommendContext(pool=1, profile_vector=VECTOR, preference_text="pens"),
+     "preferences"),
+    (RecommendRequest(user_id="u", query="pens"), RecommendContext(pool=1, history=["a"], query_text="pens"), "query"),
+    (RecommendRequest(user_id="u"), RecommendContext(pool=1), "none"),
+])
+def test_request_type_is_what_the_request_has_to_go_on(req, ctx, expected):
+    assert request_type(req, ctx) == expected
+
+
+class Listing:
+    """A source that lists one item and counts its calls."""
+
+    def __init__(self, name: str, weight: float = 1.0):
+        self.name, self.weight, self.calls = name, weight, 0
+
+    def candidates(self, ctx):
+        self.calls += 1
+        return SourceResult(self.name, [(f"{self.name}-item", 1.0)], self.weight)
+
+
+def recommender_with(request_weights: dict) -> Recommender:
+    recommender = Recommender.__new__(Recommender)  # gather reads the config and the sources only
+    recommender.config = RecommendConfig(request_weights=request_weights, preference_popularity_prior=0.0)
+    recommender.sources = {name: Listing(name, w) for name, w in
+                           (("dense_profile", 0.5), ("lexical", 1.0), ("collaborative", 1.0))}
+    return recommender
+
+
+def test_the_full_pipeline_fuses_each_request_type_at_its_own_weights():
+    recommender = recommender_with({"preferences": {"dense_profile": 0.0, "lexical": 2.0},
+                                    "history": {"collaborative": 1.5}})
+    prefs = RecommendContext(pool=10, profile_vector=VECTOR, preference_text="pens", request_type="preferences")
+    got = {r.name: r.weight for r in recommender.gather(prefs, ReplayOptions(), [])}
+    assert got == {"lexical": 2.0, "collaborative": 1.0}  # weight 0: the source does not even run
+    assert recommender.sources["dense_profile"].calls == 0
+    history = RecommendContext(pool=10, history=["a"], request_type="history")
+    assert {r.name: r.weight for r in recommender.gather(history, ReplayOptions(), [])} == {
+        "dense_profile": 0.5, "lexical": 1.0, "collaborative": 1.5}
+    session = RecommendContext(pool=10, history=["a"], request_type="session")  # no weights of its own
+    assert {r.name: r.weight for r in recommender.gather(session, ReplayOptions(), [])} == {
+        "dense_profile": 0.5, "lexical": 1.0, "collaborative": 1.0}
+    # A request that names its sources keeps them at their own weights.
+    named = recommender.gather(prefs, ReplayOptions(sources=("dense_profile",)), [])
+    assert [(r.name, r.weight) for r in named] == [("dense_profile", 0.5)]
+
+
+def test_a_layouts_weights_win_over_the_request_types_for_what_they_set():
+    config = RecommendConfig(request_weights={"history": {"lexical": 0.5, "collaborative": 1.5},
+                                              "preferences": {"lexical": 2.0, "dense_profile": 0.25}})
+    tuned = config.with_weights({"lexical_history": 0.7, "dense_profile_without_query": 1.0})
+    assert tuned.request_weights == {"history": {"collaborative": 1.5}, "preferences": {"lexical": 2.0}}
+    assert config.with_weights(None) is config
+
+
+def test_defaults_set_weights_for_known_request_types_and_sources_only():
+    from retrieval.pipeline.config import REQUEST_TYPES, SOURCE_NAMES
+
+    for kind, weights in RecommendConfig().request_weights.items():
+        assert kind in REQUEST_TYPES
+        assert set(weights) <= {*SOURCE_NAMES, "popularity_prior"} and min(weights.values()) >= 0
+
+
+@pytest.mark.slow
+def test_a_preference_only_request_gets_bm25_over_its_preference_text(engine):
+    text = "ergonomic office chair with lumbar support"
+    engine.profiles.set_preferences("p", text, {})
+    recommender = engine.recommender
+    result = recommender.recommend(RecommendRequest(user_id="p", k=10, diversity=0.0))
+    assert result.profile == "stored" and "lexical" in result.sources
+    catalogue = engine.catalogue
+    bm25 = rank_hits(catalogue.store.search_sparse(catalogue.collection, catalogue.bm25.encode_query(text), 10))
+    lexical = recommender.recommend(RecommendRequest(user_id="p", k=10, diversity=0.0),
+                                    ReplayOptions(sources=("lexical",)))
+    assert [i.id for i in lexical.items] == [i for i, _ in bm25]
+    # In the fused list, BM25's own ranks are those of the preference text's search.
+    ranks = {i: n for n, (i, _) in enumerate(bm25, start=1)}
+    traced = [(item.id, item.trace.sources["lexical"].rank) for item in result.items if "lexical" in item.trace.sources]
+    assert traced and all(ranks.get(i, rank) == rank for i, rank in traced)
