@@ -3,7 +3,7 @@
 Prints NDCG@10 / Recall@10 on all users and on cold items for each setting, so the defaults in
 RecommendConfig / ProfileConfig come from a measurement, not a guess.
 
-    python benchmarks/tune.py [--max-users 2000] [--round 1|2|3|4] [--encoder DIR]
+    python benchmarks/tune.py [--max-users 2000] [--round 1|2|3|4|5] [--encoder DIR]
 
 Round 3 is BM25's weight against a fine-tuned encoder's (``--encoder``, e.g. one that
 ``make eval-stages`` trained under benchmarks/eval/stages/models/encoder/): the bundled encoder and
@@ -13,6 +13,14 @@ Round 4 is the pool a learned ranker reorders when the served order weighs BM25 
 at 0.5 (as a fine-tuned encoder's layout may): a ranker trained on the training part over that
 same pool, and one over the pool at the configured weights (``RecommendConfig.with_weights``),
 each measured against the served order; with ``--encoder``, that encoder, else the bundled one.
+
+Round 5 is the fusion weights per request type (``RecommendConfig.request_weights``). Each slice
+of the evaluation is one request type (all users, cold items and the long tail: ``history``; cold
+users: ``session``; preference-only users: ``preferences``), so every grid point sets one
+weighting for each type and one run measures all three; the first run also measures each source
+alone. ``--check valid|test [--seed N]`` then measures the choice (``ROUND5_CHOSEN``) against the
+same weights for every type, paired user by user, on another seeded validation sample or on test:
+run it only after the choice is made.
 """
 
 from __future__ import annotations
@@ -101,6 +109,78 @@ def round4(dataset, encoder: BiEncoder, points: list, max_users: int) -> dict:
     return out
 
 
+# Round 5: (name, {request type: weights}); each point varies all three types at once, from the
+# previous defaults: dense_profile 0.5, lexical 1.0, collaborative 1.0, popularity prior 0.5, the
+# same weights for every request type.
+ROUND5_BEFORE = RecommendConfig(request_weights={}, preference_popularity_prior=0.5)
+ROUND5 = (
+    ("before: no per-type weights", {}),
+    ("P: lexical alone; S: collaborative 1.5; H: collaborative 1.5", {
+        "preferences": {"dense_profile": 0.0, "popularity_prior": 0.0},
+        "session": {"collaborative": 1.5}, "history": {"collaborative": 1.5}}),
+    ("P: dense 0.25, prior 0; S: dense 1.0; H: dense 0.75", {
+        "preferences": {"dense_profile": 0.25, "popularity_prior": 0.0},
+        "session": {"dense_profile": 1.0}, "history": {"dense_profile": 0.75}}),
+    ("P: dense 0.25, prior 0.25; S: lexical 0.5; H: lexical 0.75", {
+        "preferences": {"dense_profile": 0.25, "popularity_prior": 0.25},
+        "session": {"lexical": 0.5}, "history": {"lexical": 0.75}}),
+    ("P: prior 0; S: collaborative 0.75; H: dense 0.75, collaborative 1.25", {
+        "preferences": {"popularity_prior": 0.0},
+        "session": {"collaborative": 0.75}, "history": {"dense_profile": 0.75, "collaborative": 1.25}}),
+    ("P: dense 0, prior 0.25; S: dense 0.75, lexical 0.75; H: lexical 1.25", {
+        "preferences": {"dense_profile": 0.0, "popularity_prior": 0.25},
+        "session": {"dense_profile": 0.75, "lexical": 0.75}, "history": {"lexical": 1.25}}),
+)
+# What round 5 chose on validation (seed 42, 500 users): each more than one standard error better
+# than the same weights for every type on its own slices. It did not hold on a second validation
+# sample (seed 0) or on test, so the defaults keep no per-type weights (docs/research.md).
+ROUND5_CHOSEN = replace(ROUND5_BEFORE, preference_popularity_prior=0.25, request_weights={
+    "history": {"dense_profile": 0.75, "collaborative": 1.25}, "session": {"lexical": 0.5},
+    "preferences": {"dense_profile": 0.25}})
+SOURCES_ALONE = ("bm25", "dense_profile", "collaborative_seq")
+
+
+def round5(dataset, encoder: BiEncoder, points: list, max_users: int, only: list[str] | None) -> dict:
+    """Every ROUND5 point on the validation split, all slices, each against the first (the previous
+    defaults) user by user; the sources alone once, beside the first."""
+    out, before = {}, None
+    for n, (name, request_weights) in enumerate(ROUND5):
+        if only and n and name not in only:
+            continue
+        methods = ("hybrid_retrieval", *SOURCES_ALONE) if n == 0 else ("hybrid_retrieval",)
+        config = EvalConfig(split="valid", max_users=max_users, methods=methods,
+                            recommend=replace(ROUND5_BEFORE, request_weights=request_weights))
+        result = evaluate(dataset, encoder, config, points=points)
+        ranks = {s: r["hybrid_retrieval"] for s, r in result["ranks"].items()}
+        before = before or ranks
+        out[name] = {"request_weights": request_weights,
+                     "slices": {s: {m: {k: v for k, v in d.items() if k != "recall_curve"} for m, d in r.items()}
+                                for s, r in result["slices"].items()},
+                     "minus_before": {s: paired_change(ranks[s], before[s]) for s in ranks}}
+        print(name, {s: round(r["hybrid_retrieval"]["ndcg@10"], 4) for s, r in result["slices"].items()}, flush=True)
+    return out
+
+
+def round5_check(dataset, encoder: BiEncoder, points: list, max_users: int, split: str, seed: int) -> dict:
+    """``ROUND5_CHOSEN`` against the same weights for every type on ``split`` (a validation sample
+    of another seed, or test), every slice, with each source alone and the baselines measured beside
+    the latter."""
+    runs = {}
+    for name, recommend, methods in (("before", ROUND5_BEFORE, None),
+                                     ("after", ROUND5_CHOSEN, ("hybrid_retrieval",))):
+        config = EvalConfig(split=split, seed=seed, max_users=max_users, recommend=recommend,
+                            **({"methods": methods} if methods else {}))
+        runs[name] = evaluate(dataset, encoder, config, points=points)
+    out = {}
+    for s, before in runs["before"]["slices"].items():
+        after = runs["after"]["slices"][s]["hybrid_retrieval"]
+        out[s] = {"before": {m: {k: v for k, v in d.items() if k != "recall_curve"} for m, d in before.items()},
+                  "after": {k: v for k, v in after.items() if k != "recall_curve"},
+                  "after_minus_before": paired_change(runs["after"]["ranks"][s]["hybrid_retrieval"],
+                                                      runs["before"]["ranks"][s]["hybrid_retrieval"])}
+    return out
+
+
 ROUND1_BASE = RecommendConfig(weights={"dense_query": 1.0, "dense_profile": 1.0, "lexical": 0.5,
                                        "collaborative": 1.0, "popular": 1.0},
                               collaborative_proximity=0.0, collaborative_backward=1.0)
@@ -126,8 +206,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-users", type=int, default=2000)
     parser.add_argument("--only", nargs="*", help="names of grid points to run")
-    parser.add_argument("--round", type=int, default=1, choices=[1, 2, 3, 4])
+    parser.add_argument("--round", type=int, default=1, choices=[1, 2, 3, 4, 5])
     parser.add_argument("--encoder", help="a fine-tuned encoder's folder (rounds 3 and 4)")
+    parser.add_argument("--check", choices=["valid", "test"],
+                        help="round 5, after the choice: the chosen weights against one weighting for all")
+    parser.add_argument("--seed", type=int, default=42, help="round 5 --check: the user sample's seed")
     args = parser.parse_args()
     if not DATASET.exists():
         print(f"skipping: {DATASET} is not here")
@@ -135,6 +218,28 @@ def main() -> None:
     if args.round == 3 and not args.encoder:
         parser.error("--round 3 needs --encoder DIR (a fine-tuned encoder, e.g. from make eval-stages)")
     dataset = load_dataset(DATASET)
+    if args.round == 5:
+        encoder = BiEncoder()
+        points = encode_catalogue(dataset, encoder)
+        if args.check:
+            found = round5_check(dataset, encoder, points, args.max_users, args.check, args.seed)
+            rows = [[s, r["before"]["hybrid_retrieval"]["ndcg@10"], r["after"]["ndcg@10"],
+                     f"{r['after_minus_before']['ndcg@10']:+.4f} ± {r['after_minus_before']['standard_error']:.4f}",
+                     ", ".join(f"{m} {d['ndcg@10']:.4f}" for m, d in r["before"].items() if m != "hybrid_retrieval")]
+                    for s, r in found.items()]
+            print(table(["slice", "one weighting", "chosen", "chosen - one", "others"], rows,
+                        title=f"{args.check} split, seed {args.seed}, hybrid_retrieval NDCG@10, {args.max_users} users"))
+            save(f"tune_round5_check_{args.check}_seed{args.seed}",
+                 {"max_users": args.max_users, "split": args.check, "seed": args.seed, "results": found})
+            return
+        found = round5(dataset, encoder, points, args.max_users, args.only)
+        rows = [[name, *(f"{r['slices'][s]['hybrid_retrieval']['ndcg@10']:.4f} "
+                         f"({r['minus_before'][s]['ndcg@10']:+.4f} ± {r['minus_before'][s]['standard_error']:.4f})"
+                         for s in r["slices"])] for name, r in found.items()]
+        first = next(iter(found.values()))["slices"]
+        print(table(["setting", *first], rows, title=f"Validation split, hybrid_retrieval NDCG@10, {args.max_users} users"))
+        save("tune_validation_round5", {"max_users": args.max_users, "results": found})
+        return
     if args.round == 4:
         encoder = BiEncoder(args.encoder) if args.encoder else BiEncoder()
         found = round4(dataset, encoder, encode_catalogue(dataset, encoder), args.max_users)
