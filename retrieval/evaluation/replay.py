@@ -202,9 +202,7 @@ class Replay:
                 # One second apart, oldest first: the order is what the dataset knows.
                 batch += [{"user_id": user, "type": config.event_type, "item_id": item,
                            "timestamp": now - (len(hist) - i)} for i, item in enumerate(hist)]
-                # Large batches: each one is a durable write and a profile-store flush. A user's
-                # events are never split between batches, so the profiles are the same.
-                if len(batch) >= 20_000 or n == len(users):
+                if len(batch) >= 2000 or n == len(users):
                     report = self.engine.profiles.record(batch, now=now)
                     assert not report.rejected, report.rejected[:3]
                     bar.update(len({e["user_id"] for e in batch}))
