@@ -33,6 +33,7 @@ def main() -> int:
                          # The collaborative source on a dense log, exact against bounded lists, by history
                          # length; and whole recommendations through an Engine on that log.
                          ("dense_log.py", ["--pipeline"]),
+                         ("eval_dense.py", []),  # issue 23: hybridrec evaluate on a dense set, per method (~3 min)
                          ("explanations.py", ["--users", "30"]),
                          ("similar_items.py", ["--users", "1000"]),
                          # How fast an encoder adapter's gain goes stale (the encoder trainer's validation_gap).
