@@ -144,6 +144,15 @@ def stored_item(item_id: str, payload: str, vector: bytes | None, sparse: str | 
         SparseVector(*indices_values) if indices_values else None)
 
 
+def changes_from_rows(head: int, events: list, preferences: list, items: list, forgotten: list) -> Changes:
+    """``Changes`` from the rows both back-ends read (the same columns, in the same order)."""
+    return Changes(
+        head, [LoggedEvent(*row) for row in events], [tuple(row) for row in preferences],
+        [ItemChange(seq, collection, item_id, stored_item(item_id, payload, vector, sparse) if payload is not None
+                    else None) for seq, collection, item_id, payload, vector, sparse in items],
+        [tuple(row) for row in forgotten])
+
+
 def open_event_log(database_url: str | None, data_dir: str | Path) -> EventLog:
     """PostgreSQL when ``database_url`` is set, else the SQLite file in the data directory."""
     if database_url:

@@ -21,9 +21,9 @@ from psycopg_pool import ConnectionPool
 from retrieval.storage.event_log import (
     Changes,
     DatabaseUnavailable,
-    ItemChange,
     LoggedEvent,
     StatedPreferences,
+    changes_from_rows,
     sparse_json,
     stored_item,
     vector_bytes,
@@ -319,10 +319,7 @@ class PostgresEventLog:
                                          "ORDER BY seq", (seq, head)).fetchall()
             finally:
                 conn.rollback()
-        return Changes(
-            head, [LoggedEvent(*row) for row in events], [tuple(r) for r in users],
-            [ItemChange(s, c, i, stored_item(i, p, v, sp) if p is not None else None) for s, c, i, p, v, sp in items],
-            [tuple(r) for r in forgotten])
+        return changes_from_rows(head, events, users, items, forgotten)
 
     def close(self) -> None:
         self._pool.close()

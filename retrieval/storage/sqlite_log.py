@@ -18,9 +18,9 @@ from typing import Any
 from retrieval.storage.event_log import (
     SCHEMA_VERSION,
     Changes,
-    ItemChange,
     LoggedEvent,
     StatedPreferences,
+    changes_from_rows,
     sparse_json,
     stored_item,
     vector_bytes,
@@ -341,10 +341,7 @@ class SqliteEventLog:
                 (seq, head)).fetchall()
             forgotten = self._conn.execute(
                 "SELECT seq, user_key FROM forgotten WHERE seq > ? AND seq <= ? ORDER BY seq", (seq, head)).fetchall()
-        return Changes(
-            head, [LoggedEvent(*row) for row in events], [tuple(r) for r in users],
-            [ItemChange(s, c, i, stored_item(i, p, v, sp) if p is not None else None) for s, c, i, p, v, sp in items],
-            [tuple(r) for r in forgotten])
+        return changes_from_rows(head, events, users, items, forgotten)
 
     def close(self) -> None:
         with self._lock:

@@ -70,9 +70,13 @@ class ServeProcess:
                 if not stat.startswith("Z") and "spawn_main" in args and "resource_tracker" not in args]
 
     def kill(self) -> None:
+        """SIGKILL the whole process group: no shutdown hooks, no flush on exit."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=30)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

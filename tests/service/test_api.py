@@ -126,6 +126,9 @@ def test_health_and_docs(client, engine):
 
 @pytest.mark.slow
 def test_online_reindex_through_the_admin_api(client, engine, encoder, tmp_path):
+    if engine.shared:  # instances sharing a database refuse it (tests/service/test_multi_instance.py)
+        assert client.post("/v1/admin/reindex", json={}).status_code == 409
+        return
     assert client.post("/v1/admin/reindex", json={}).status_code == 400  # no trained encoder yet
     assert client.post("/v1/admin/reindex", json={"encoder": str(tmp_path / "nope")}).json()["extra"][0]["key"] == "encoder"
     engine.models.encoder_dir.mkdir(parents=True)  # only encoders the service keeps may be named

@@ -8,12 +8,8 @@ plus at most the one request that was in flight when the server died (committed,
 was lost)."""
 
 import json
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +22,7 @@ from retrieval.engine import Engine, EngineConfig
 from retrieval.state.profiles import PROFILES_SEQ
 from retrieval.storage.vector_store import scroll_all
 from service.cli import demo_catalogue_path
-from tests.conftest import TEST_DEVICE
+from tests.service.serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -42,51 +38,12 @@ TASTE_WORDS = {"Keyboards": "quiet mechanical keyboard", "Mice": "ergonomic wire
                "Desk Lamps": "dimmable desk lamp", "Pens": "fine gel pens"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`hybridrec serve --demo` in its own process group on a free loopback port."""
+class Server(ServeProcess):
+    """`hybridrec serve --demo` on the test's data directory; ``kill`` is SIGKILL to its whole
+    process group: no shutdown hooks, no flush on exit."""
 
     def __init__(self, data_dir, log_path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        args = [sys.executable, "-m", "service.cli", "serve", "--demo", "--port", str(self.port),
-                "--data-dir", str(data_dir)]
-        env = {**os.environ, "HYBRIDREC_LOG_LEVEL": "warning", "HYBRIDREC_DEVICE": TEST_DEVICE,
-               # six clients on loopback share one address: no 429s, which would only slow the stream
-               "HYBRIDREC_READ_RATE_LIMIT": "0", "HYBRIDREC_WRITE_RATE_LIMIT": "0"}
-        with open(log_path, "ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}): {self.output()}")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"server did not come up within 180 s: {self.output()}")
-            time.sleep(0.3)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no shutdown hooks, no flush on exit."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=30)
+        super().__init__(["--demo", "--data-dir", str(data_dir)], log_path)
 
 
 @dataclass
