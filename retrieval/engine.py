@@ -157,16 +157,22 @@ class Engine:
         self.event_writer = EventWriter(lambda: self.profiles)
         self.follower = LogFollower(event_log, lambda: self.catalogue, lambda: self.profiles, self.own_writes,
                                     position=head, index_items=not config.qdrant_url) if self.shared else None
-        # The collaborative neighbour lists of the most-used items, computed before the first requests need them.
-        threading.Thread(target=self.index.warm, args=(config.recommend.collaborative_proximity,
-                                                       config.recommend.collaborative_backward),
-                         name="warm-neighbours", daemon=True).start()
         self._stop_following = threading.Event()
         if self.follower is not None:
             # Requests catch up before they read; this keeps an idle instance current too (and ready).
             threading.Thread(target=self._follow, name="log-follower", daemon=True).start()
         log.info("engine open: %d items, %d events (%d co-occurrence entries)%s",
                  self.catalogue.count(), event_log.count(), n, " on a shared log" if self.shared else "")
+
+    def warm_neighbours(self) -> threading.Thread:
+        """Compute the collaborative neighbour lists of the most-used items in the background, before
+        the first requests need them. For serving only: lists computed while a replay adds events
+        would depend on the thread's timing, and an evaluation must give the same result every run."""
+        recommend = self.config.recommend
+        thread = threading.Thread(target=self.index.warm, name="warm-neighbours", daemon=True,
+                                  args=(recommend.collaborative_proximity, recommend.collaborative_backward))
+        thread.start()
+        return thread
 
     def load_index(self, head: int) -> tuple[CoOccurrenceIndex, int]:
         """The co-occurrence index up to ``head``: the snapshot saved at the last shutdown plus the

@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         owned = engine is None
         app.state.engine = engine or Engine.open(replace(settings.engine_config(), instance=instance))
+        app.state.engine.warm_neighbours()
         if settings.query_parser == "model":
             app.state.engine.recommender.query_suggest = suggest
         watch_engine(lambda: app.state.engine, lambda: reindex_job.state)
