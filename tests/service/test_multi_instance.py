@@ -119,10 +119,12 @@ def test_a_worker_killed_mid_stream_loses_no_acknowledged_write(tmp_path, shared
         answered = recommend(server.base, "c0")
         assert answered, "the port keeps answering after a worker was killed"
         # /metrics counts every worker's requests (the killed one's too), whichever worker answers it.
+        # The killed worker may have answered a request and died before counting it: at most one per
+        # client. One worker's own count would be about half.
         metrics = httpx.get(server.base + "/metrics", timeout=30).text
         event_posts = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                           if line.startswith("hybridrec_requests_total{") and '"/v1/events"' in line)
-        assert event_posts >= sum(map(len, acknowledged.values())), metrics[:2000]
+        assert event_posts >= sum(map(len, acknowledged.values())) - clients, metrics[:2000]
     finally:
         server.stop()
     with psycopg.connect(postgres_url) as conn:
