@@ -25,7 +25,7 @@ from retrieval.state.event_writer import EventWriter
 from retrieval.state.follower import LogFollower, OwnWrites
 from retrieval.state.profiles import PROFILES_SEQ, ProfileConfig, Profiles, StaleProfiles
 from retrieval.storage.edge import EdgeVectorStore
-from retrieval.storage.event_log import EventLog, open_event_log
+from retrieval.storage.event_log import EventLog, keyed_users, open_event_log
 from retrieval.storage.layout import Layout, read_layout
 from retrieval.storage.vector_store import VectorStore, scroll_all
 
@@ -193,7 +193,7 @@ class Engine:
                     n += 1
             if changes.forgotten:  # users forgotten since the snapshot
                 keys = {key for _, key in changes.forgotten}
-                for user_id in [u for u in index.user_ids() if self.log.user_key(u) in keys]:
+                for user_id in keyed_users(self.log, index.user_ids(), keys):
                     index.forget_user(user_id)
             position = changes.head
         return index, n

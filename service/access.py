@@ -135,9 +135,7 @@ class _PostgresAccess:
         try:
             self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as err:
-            raise DatabaseUnavailable(f"cannot use the PostgreSQL database at {url.rsplit('@', 1)[-1]}: "
-                                      f"{str(err).strip()}; check HYBRIDREC_DATABASE_URL and that the server is "
-                                      "running") from None
+            raise DatabaseUnavailable.at(url, err) from None
         with self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             self._conn.execute(_POSTGRES_SCHEMA)

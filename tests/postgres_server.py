@@ -29,7 +29,7 @@ def postgres_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -58,7 +58,7 @@ class PostgresServer:
         run_as = "postgres" if os.geteuid() == 0 else None
         if run_as:
             shutil.chown(root, run_as, run_as)
-        server = cls(bindir, root, _free_port(), run_as)
+        server = cls(bindir, root, free_port(), run_as)
         server._run("initdb", "-D", str(root / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                     "--no-instructions")
         server._run("pg_ctl", "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",

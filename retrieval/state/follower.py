@@ -88,10 +88,8 @@ class LogFollower:
                 if changes:
                     applied += self.apply(changes)
                     forgotten += len(changes.forgotten)
-                self.position = max(self.position, changes.head)
+                self.position = max(self.position, changes.head)  # a page ends at its head; the loop reads on
                 self.own.forget_through(self.position)
-                if changes.head <= self.position and not changes:
-                    break
         return applied, forgotten
 
     def apply(self, changes) -> int:

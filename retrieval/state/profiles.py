@@ -21,7 +21,7 @@ from encoders.profile import event_weights
 from retrieval.limits import MAX_EVENTS_PER_USER
 from retrieval.state.catalogue import Catalogue, Rejection
 from retrieval.state.cooccurrence import POSITIVE_TYPES, CoOccurrenceIndex
-from retrieval.storage.event_log import EventLog, LoggedEvent
+from retrieval.storage.event_log import EventLog, LoggedEvent, keyed_users
 from retrieval.storage.layout import USERS
 from retrieval.storage.records import InvalidRecord, ParsedEvent, check_id, parse_event, parse_preferences
 from retrieval.storage.vector_store import CollectionSpec, StoredPoint, VectorStore
@@ -319,7 +319,7 @@ class Profiles:
         if forgotten:
             keys = set(forgotten)
             candidates = set(self.index.user_ids()) | set(self.stale.snapshot()) | set(self._salts)
-            for user_id in [u for u in candidates if self.log.user_key(u) in keys]:
+            for user_id in keyed_users(self.log, candidates, keys):
                 self._drop_local(user_id)
 
     def _drop_local(self, user_id: str) -> None:

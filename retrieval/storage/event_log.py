@@ -79,6 +79,12 @@ class Changes:
 class DatabaseUnavailable(RuntimeError):
     """The system of record cannot be reached or refuses the connection; the message says where and why."""
 
+    @classmethod
+    def at(cls, url: str, err: Exception) -> "DatabaseUnavailable":
+        where = url.rsplit("@", 1)[-1]  # never the password
+        return cls(f"cannot use the PostgreSQL database at {where}: {str(err).strip()}; check "
+                   "HYBRIDREC_DATABASE_URL and that the server is running")
+
 
 class EventLog(Protocol):
     """The storage interface. Every write is one transaction, committed before it returns."""
@@ -122,6 +128,11 @@ class EventLog(Protocol):
     def user_key(self, user_id: str) -> str:
         """The digest a tombstone names a user by (keyed by this database's own secret)."""
     def close(self) -> None: ...
+
+
+def keyed_users(log: EventLog, user_ids, keys: set[str]) -> list[str]:
+    """Which of ``user_ids`` the tombstone digests ``keys`` name (forgetting never stores the id)."""
+    return [u for u in user_ids if log.user_key(u) in keys]
 
 
 def user_key(secret: bytes, user_id: str) -> str:

@@ -88,9 +88,7 @@ class PostgresEventLog:
         try:  # one plain connection first: its error says what is wrong, where the pool would only time out
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as err:
-            where = url.rsplit("@", 1)[-1]  # never the password
-            raise DatabaseUnavailable(f"cannot use the PostgreSQL database at {where}: {str(err).strip()}; check "
-                                      "HYBRIDREC_DATABASE_URL and that the server is running") from None
+            raise DatabaseUnavailable.at(url, err) from None
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, name="hybridrec",
                                     timeout=30.0)
         self._secret: bytes | None = None

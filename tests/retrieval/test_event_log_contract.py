@@ -205,9 +205,9 @@ def test_postgres_schema_is_applied_once_by_instances_starting_together(postgres
 
 def test_an_unreachable_database_is_said_in_one_line(capsys, tmp_path, monkeypatch):
     from service.cli import main
-    from tests.postgres_server import _free_port
+    from tests.postgres_server import free_port
 
-    monkeypatch.setenv("HYBRIDREC_DATABASE_URL", f"postgresql://hybridrec:s3cret@127.0.0.1:{_free_port()}/nothing")
+    monkeypatch.setenv("HYBRIDREC_DATABASE_URL", f"postgresql://hybridrec:s3cret@127.0.0.1:{free_port()}/nothing")
     for command in (["rebuild-index"], ["keys", "list"]):  # the record's and the keys' connections
         assert main([*command, "--data-dir", str(tmp_path / "d")]) == 2
         err = capsys.readouterr().err
