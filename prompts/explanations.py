@@ -51,6 +51,9 @@ def render_template_text(evidence: dict[str, Any]) -> str:
                           weight=_num(h["weight"]), contribution=_num(h["contribution"], 3)))
     for c in evidence.get("collaborative", [])[:1]:
         parts.append(fill(t["collaborative"], shared_users=c["shared_users"], history_title=c["title"]))
+    sequence = (evidence.get("sources") or {}).get("sequence")
+    if sequence:
+        parts.append(fill(t["sequence"], rank=sequence["rank"]))
     if evidence.get("preferences"):
         parts.append(t["preferences"])
     if evidence.get("popular") and not parts:

@@ -34,6 +34,7 @@ PROFILE_IDS, SALTED = "profile_ids", "salted"  # how profiles are named in the v
 AUTO_INSTANCE = "auto"  # EngineConfig.instance: the first free slot, worker-0, worker-1, ...
 INDEX_SNAPSHOT = "cooccurrence.npz"  # the co-occurrence index at the last shutdown, in the instance's folder
 INDEX_SEQ = "index_seq"
+SERVING_SEQUENCE = "serving_sequence"  # on a shared log: the sequence encoder version every instance serves
 SERVING_RERANKER = "serving_reranker"  # on a shared log: the reranker version every instance serves  # position up to which an instance's vector index has the record's items
 
 
@@ -150,10 +151,13 @@ class Engine:
             log.warning("refreshed %d user profiles that were behind the event log", repaired)
         self.models = ModelRegistry(config.data_dir)
         self.rerankers = self.models.rerankers
+        self.sequences = self.models.sequences
         if self.shared and event_log.get_meta(SERVING_RERANKER) is not None:
             self.follow_serving_models()  # what the instances serve now, not whatever is newest here
         else:
             self.reload_reranker()
+        if not (self.shared and event_log.get_meta(SERVING_SEQUENCE) is not None):
+            self.reload_sequence()
         self.event_writer = EventWriter(lambda: self.profiles)
         self.follower = LogFollower(event_log, lambda: self.catalogue, lambda: self.profiles, self.own_writes,
                                     position=head, index_items=not config.qdrant_url) if self.shared else None
@@ -314,8 +318,17 @@ class Engine:
         catalogue, profiles, recommender = wired or self.wire(layout, encoder)
         recommender.reranker = self.recommender.reranker
         recommender.query_suggest = self.recommender.query_suggest
+        serving_sequence = self.recommender.sources["sequence"].loaded
         self.encoder, self.catalogue, self.profiles, self.recommender, self.layout = (
             encoder, catalogue, profiles, recommender, layout)
+        if serving_sequence is not None:
+            # It read the old item vectors: it serves on only if trained over the new ones.
+            self.serve_sequence(serving_sequence.version)
+
+    def item_space(self) -> dict:
+        """What the item vectors mean: the encoder that wrote them and their collection (a sequence
+        encoder reads and answers in exactly this space)."""
+        return {"encoder": self.encoder.name, "dim": self.encoder.dim, "collection": self.catalogue.collection}
 
     def forget_user(self, user_id: str) -> Forgetting:
         """Forget a user everywhere the engine keeps them (``Profiles.forget``), and say which
@@ -356,12 +369,45 @@ class Engine:
         log.info("serving reranker %s, %s", version, loaded.description)
         return version
 
+    def reload_sequence(self) -> str | None:
+        """Serve the newest accepted sequence encoder trained over the items as they are now (loaded
+        before the swap); returns its version, or None. On a shared log every instance follows."""
+        space = self.item_space()
+        fitting = [m for m in self.sequences.all() if m.get("accepted") and m.get("item_space") == space]
+        serving = self.serve_sequence(fitting[-1]["version"] if fitting else None)
+        if self.shared:
+            self.log.set_meta(SERVING_SEQUENCE, serving or "")
+        return serving
+
+    def serve_sequence(self, version: str | None) -> str | None:
+        """Serve this sequence encoder version (None: none); returns what serves after."""
+        source = self.recommender.sources["sequence"]
+        current = source.loaded
+        if version is None:
+            source.loaded = None
+            return None
+        if current is not None and current.version == version and current.metadata.get("item_space") == self.item_space():
+            return version
+        try:
+            loaded = self.sequences.load(version, self.item_space(), device=self.config.device)
+        except (ValueError, OSError, KeyError, RuntimeError) as err:
+            log.error("sequence encoder %s cannot be served: %s; the sequence source stays off", version, err)
+            source.loaded = None
+            return None
+        source.loaded = loaded
+        log.info("serving sequence encoder %s (fusion weight %g)", version, loaded.weight)
+        return version
+
     def follow_serving_models(self) -> None:
-        """Serve the reranker another instance chose with ``reload_reranker`` (shared log only)."""
+        """Serve the reranker and sequence encoder another instance chose (shared log only)."""
         wanted = self.log.get_meta(SERVING_RERANKER)
         current = self.recommender.reranker
         if wanted is not None and (wanted or None) != (current.version if current else None):
             self.serve_reranker(wanted or None)
+        wanted = self.log.get_meta(SERVING_SEQUENCE)
+        current = self.recommender.sources["sequence"].loaded
+        if wanted is not None and (wanted or None) != (current.version if current else None):
+            self.serve_sequence(wanted or None)
 
     def close(self) -> None:
         self._stop_following.set()

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from encoders.cross_encoder import CrossEncoderReranker
+from encoders.sequence import SequenceModel
+from retrieval.pipeline.sources import LoadedSequence
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import LoadedReranker
 
@@ -25,6 +27,7 @@ METADATA_FILE = "metadata.json"
 MODELS_DIR = "models"
 ENCODER_MODELS = "encoder"
 RERANKER_MODELS = "reranker"
+SEQUENCE_MODELS = "sequence"
 CROSS_ENCODER_FOLDER = "cross_encoder"  # inside a reranker version that has one
 
 
@@ -91,6 +94,25 @@ class RerankerVersions(ModelVersions):
         return LoadedReranker(version, RankingModel.load(folder), cross_encoder, meta)
 
 
+class SequenceVersions(ModelVersions):
+    """Sequence encoders; only an accepted one can be loaded for serving, and only over the item
+    space it was trained in (its inputs and outputs are that encoder's vectors)."""
+
+    def load(self, version: str, item_space: dict[str, Any], device: str = "auto",
+             allow_rejected: bool = False) -> LoadedSequence:
+        folder = self.path(version)
+        meta = read_metadata(folder)
+        if meta is None:
+            raise ValueError(f"sequence encoder {version} has no {METADATA_FILE}; it is not a saved version")
+        if not meta.get("accepted") and not allow_rejected:
+            raise ValueError(f"sequence encoder {version} was not accepted; it is never served")
+        if meta.get("item_space") != item_space:
+            raise ValueError(f"sequence encoder {version} was trained over the item vectors of "
+                             f"{meta.get('item_space')}, and the items are now {item_space}; retrain it with "
+                             "`hybridrec train sequence`")
+        return LoadedSequence(version, SequenceModel.load(folder, device=device), float(meta["fusion_weight"]), meta)
+
+
 def trained_fusion_weights(model_dir: str | Path) -> dict[str, float] | None:
     """The fusion weights a trained encoder was chosen with (its version's metadata), or None for
     a model the encoder trainer did not make (the bundled one, or an older version)."""
@@ -105,8 +127,10 @@ class ModelRegistry:
         self.root = Path(data_dir) / MODELS_DIR
         self.encoder_dir = self.root / ENCODER_MODELS
         self.reranker_dir = self.root / RERANKER_MODELS
+        self.sequence_dir = self.root / SEQUENCE_MODELS
         self.encoders = ModelVersions(self.encoder_dir)
         self.rerankers = RerankerVersions(self.reranker_dir)
+        self.sequences = SequenceVersions(self.sequence_dir)
 
     def latest_accepted_encoder(self) -> Path | None:
         """The folder of the newest accepted encoder, or None."""
@@ -119,7 +143,8 @@ class ModelRegistry:
         if first_seq is None:
             return []
         out = []
-        for kind, versions in (("encoder", self.encoders), ("reranker", self.rerankers)):
+        for kind, versions in (("encoder", self.encoders), ("reranker", self.rerankers),
+                               ("sequence", self.sequences)):
             for meta in versions.all():
                 seq = meta.get("log_seq")
                 if seq is None or seq >= first_seq:

@@ -253,6 +253,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: --methods: unknown {', '.join(unknown)}; choose from "
               f"{', '.join(m for m in METHODS if m != RERANKED)}", file=sys.stderr)
         return 2
+    peers = tuple(p.strip() for p in (args.peers or "").split(",") if p.strip())
+    if peers:
+        from retrieval.evaluation.peers import PEERS, require_recbole
+
+        unknown = [p for p in peers if p not in PEERS]
+        if unknown:
+            print(f"error: --peers: unknown {', '.join(unknown)}; choose from {', '.join(PEERS)}", file=sys.stderr)
+            return 2
+        try:
+            require_recbole()
+        except ImportError as err:
+            print(f"error: --peers: {err}", file=sys.stderr)
+            return 2
     settings = _settings(args)
     # The engine evaluated is the one configured: its profile and recommend sections.
     given = {"seed": args.seed, "split": args.split, "max_users": args.max_users}
@@ -263,6 +276,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     encoder = BiEncoder(settings.encoder, device=settings.device)
     points = encode_catalogue(dataset, encoder)
     results = evaluate(dataset, encoder, config, points=points)
+    if peers:
+        from retrieval.evaluation.peers import PREFIX, PeerSettings, evaluate_peers
+
+        # Published models (RecBole) trained on the training part, ranked for the same users: their
+        # rows join the methods' as peer_<name>, their training records and caveats go beside them.
+        peer_results = evaluate_peers(dataset, config, peers=peers, points=points,
+                                      settings=PeerSettings(**({"epochs": args.peer_epochs} if args.peer_epochs else {}),
+                                                            work_dir=args.out / "peers"))
+        for s in results["slices"]:
+            results["slices"][s].update(peer_results["slices"].get(s, {}))
+            results["ranks"][s].update(peer_results["ranks"].get(s, {}))
+        results["config"]["methods"] = (*results["config"]["methods"], *(PREFIX + p for p in peers))
+        results["peers"] = {k: peer_results[k] for k in ("peers", "settings", "notes", "fallback_users", "seconds")}
+        results["seconds"] += peer_results["seconds"]
     if args.stages:
         from tqdm import tqdm
 
@@ -309,6 +336,34 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         print(f"  validation {name:<22} NDCG@10 {v['ndcg@10']:.4f}  Recall@10 {v['recall@10']:.4f}  "
               f"coverage@10 {v['coverage@10']:.3f}")
     if report.accepted:
+        print("a running service picks it up with: curl -X POST http://HOST:PORT/v1/admin/reload")
+    return 0
+
+
+def cmd_train_sequence(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from retrieval.training.sequence import train_sequence
+
+    settings = _settings(args)
+    engine = _open_engine(settings)
+    try:
+        meta = train_sequence(engine, engine.sequences,
+                              replace(settings.train_sequence, epochs=args.epochs, device=args.device, seed=args.seed),
+                              progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="window"))
+    except ValueError as err:
+        print(f"no model trained: {err}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    verdict = "accepted" if meta["accepted"] else "rejected (never served)"
+    print(f"sequence encoder {meta['version']} {verdict}: {meta['reason']}")
+    for name, v in meta["validation"].items():
+        print(f"  validation {name:<12} NDCG@10 {v['with_ndcg@10']:.4f} with, {v['without_ndcg@10']:.4f} without "
+              f"({v['gain']:+.4f} ± {v['standard_error']:.4f}, {v['cases']} cases)")
+    print(f"  trained {len(meta['epochs'])} epochs in {meta['train_seconds']:.0f} s on {meta['device']}; "
+          f"an interrupted run resumes where it stopped")
+    if meta["accepted"]:
         print("a running service picks it up with: curl -X POST http://HOST:PORT/v1/admin/reload")
     return 0
 
@@ -476,6 +531,10 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                                                    "(default: the evaluation's own, EvalConfig.seed)")
     evaluate.add_argument("--split", choices=["test", "valid"], help="(default: the evaluation's own, test)")
     evaluate.add_argument("--methods", nargs="+", help="only these methods (default: every baseline and stage)")
+    evaluate.add_argument("--peers", metavar="NAMES",
+                          help="also train and rank published sequential models beside the methods, "
+                               "comma-separated: sasrec, gru4rec (rows peer_<name>; needs pip install -e '.[peers]')")
+    evaluate.add_argument("--peer-epochs", type=int, help="each peer's epoch cap (default: PeerSettings.epochs)")
     evaluate.add_argument("--stages", action="store_true",
                           help="also train the encoder and the reranker on the training part and report "
                                "zero-shot -> + fine-tuned encoder -> + reranker (about an hour on 2 CPU cores)")
@@ -514,6 +573,16 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     reranker.add_argument("--seed", type=int, default=reranking.seed, help="(default: %(default)s)")
     data_dir(reranker)
     reranker.set_defaults(func=cmd_train_reranker)
+
+    sequencing = s.train_sequence
+    seq = train_sub.add_parser("sequence", help="train the sequence encoder: a transformer that reads a history in "
+                                                "order and answers with a vector in the item space")
+    seq.add_argument("--epochs", type=int, default=sequencing.epochs,
+                     help="at most; it stops when early-stopping users stop improving (default: %(default)s)")
+    seq.add_argument("--device", default=sequencing.device, help="auto, cpu or cuda (default: %(default)s)")
+    seq.add_argument("--seed", type=int, default=sequencing.seed, help="(default: %(default)s)")
+    data_dir(seq)
+    seq.set_defaults(func=cmd_train_sequence)
 
     enc = train_sub.add_parser("encoder", help="fine-tune the bi-encoder on the event log")
     enc.add_argument("--epochs", type=int, default=encoding.epochs, help="(default: %(default)s)")

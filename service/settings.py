@@ -30,7 +30,7 @@ from retrieval.engine import EngineConfig
 from retrieval.limits import MAX_BATCH, MAX_BODY_BYTES
 from retrieval.pipeline.config import SOURCE_NAMES, RecommendConfig
 from retrieval.state.profiles import ProfileConfig
-from retrieval.training.settings import EncoderTrainingSettings, TrainingSettings
+from retrieval.training.settings import EncoderTrainingSettings, SequenceTrainingSettings, TrainingSettings
 
 PREFIX = "HYBRIDREC_"
 CONFIG_VARIABLE = "HYBRIDREC_CONFIG"
@@ -97,6 +97,8 @@ class Settings:
     train_reranker: TrainingSettings = _s(factory=TrainingSettings, help="defaults of `hybridrec train reranker`")
     train_encoder: EncoderTrainingSettings = _s(factory=EncoderTrainingSettings,
                                                 help="defaults of `hybridrec train encoder`")
+    train_sequence: SequenceTrainingSettings = _s(factory=SequenceTrainingSettings,
+                                                  help="defaults of `hybridrec train sequence`")
 
     @classmethod
     def from_env(cls, environ: typing.Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -178,6 +180,28 @@ SECTION_HELP: dict[str, str] = {
     "train_encoder.dense_profile_weights": "profile weights tried for requests without a query",
     "train_encoder.validation_gap": "each user's newest items left out of training",
     "train_encoder.long_tail_head": "share of the most taken items outside which the long tail is judged",
+    "train_sequence.epochs": "training epochs at most (it stops earlier when early-stopping users stop improving)",
+    "train_sequence.positions_per_user": "unused: the sequence encoder learns every step of each sequence",
+    "train_sequence.validation_users": "share of the users whose newest item validation judges",
+    "train_sequence.max_validation_users": "at most this many validation users",
+    "train_sequence.device": "where training runs: auto, cpu or cuda",
+    "train_sequence.seed": "random seed",
+    "train_sequence.patience": "epochs without improvement before training stops",
+    "train_sequence.batch_size": "training windows per batch",
+    "train_sequence.lr": "learning rate",
+    "train_sequence.weight_decay": "AdamW weight decay",
+    "train_sequence.hidden": "width of the transformer",
+    "train_sequence.layers": "transformer layers",
+    "train_sequence.heads": "attention heads",
+    "train_sequence.max_length": "newest history items the model reads",
+    "train_sequence.dropout": "dropout in the transformer",
+    "train_sequence.drop_residual": "share of learned item residuals hidden in training (so text alone is read too)",
+    "train_sequence.temperature": "softmax temperature over cosine similarities",
+    "train_sequence.max_softmax_items": "every item is a negative up to this catalogue size; above it, a sample",
+    "train_sequence.early_stop_users": "share of the users whose second-newest item decides when training stops",
+    "train_sequence.max_early_stop_users": "at most this many early-stopping users",
+    "train_sequence.fusion_weights": "fusion weights tried for the sequence source",
+    "train_sequence.long_tail_head": "share of the most taken items outside which the long tail is judged",
 }
 
 # Fields of the sections that the engine sets itself: not settings.
@@ -240,7 +264,8 @@ CHECKS: dict[str, Check] = {
     "recommend.diversity": _between(0, 1),
     "recommend.reranked_diversity": _between(0, 1),
     "recommend.diversity_pool": _at_least(1),
-    **{f"{section}.{name}": check for section in ("train_reranker", "train_encoder") for name, check in {
+    **{f"{section}.{name}": check for section in ("train_reranker", "train_encoder", "train_sequence")
+       for name, check in {
         "epochs": _at_least(1), "positions_per_user": _at_least(1), "validation_users": _between(0, 1),
         "max_validation_users": _at_least(1)}.items()},
     "train_reranker.max_lists": _at_least(1),
@@ -256,6 +281,17 @@ CHECKS: dict[str, Check] = {
     "train_encoder.dense_profile_weights": Check("with one or more values, all >= 0", lambda v: bool(v) and min(v) >= 0),
     "train_encoder.validation_gap": _at_least(1),
     "train_encoder.long_tail_head": _between(0, 1),
+    **{f"train_sequence.{name}": _at_least(1) for name in ("patience", "batch_size", "hidden", "layers", "heads",
+                                                            "max_length", "max_softmax_items",
+                                                            "max_early_stop_users")},
+    "train_sequence.lr": _above(0),
+    "train_sequence.temperature": _above(0),
+    "train_sequence.weight_decay": _at_least(0),
+    "train_sequence.dropout": _between(0, 1),
+    "train_sequence.drop_residual": _between(0, 1),
+    "train_sequence.early_stop_users": _between(0, 1),
+    "train_sequence.fusion_weights": Check("with one or more values, all > 0", lambda v: bool(v) and min(v) > 0),
+    "train_sequence.long_tail_head": _between(0, 1),
 }
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-SOURCE_NAMES = ("dense_query", "dense_profile", "lexical", "collaborative", "popular")
+# ``sequence`` fuses at the weight chosen with its trained model (``sources.LoadedSequence``).
+SOURCE_NAMES = ("dense_query", "dense_profile", "lexical", "collaborative", "popular", "sequence")
 # What a request has to go on (``context.request_type``): a known user's history, an ad-hoc history
 # without an account (an anonymous session), stated preferences alone, a search query, or nothing.
 REQUEST_TYPES = ("history", "session", "preferences", "query", "none")
@@ -35,7 +36,8 @@ class RecommendConfig:
     collaborative_decay: float = 0.8
     collaborative_proximity: float = 1.0
     collaborative_backward: float = 0.5
-    sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative")
+    # ``sequence`` answers only while a trained sequence encoder serves.
+    sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative", "sequence")
     # Source weights for one request type (``REQUEST_TYPES``), over the weights above, in the full
     # pipeline only (a request that names its sources keeps them as they are); a type not listed
     # fuses at the weights above. None by default: the weights that won validation for each type

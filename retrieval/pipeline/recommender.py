@@ -28,7 +28,7 @@ from retrieval.pipeline.request import (
     ReplayOptions,
     RerankTrace,
 )
-from retrieval.pipeline.sources import CollaborativeSource, DenseSource, LexicalSource, PopularSource
+from retrieval.pipeline.sources import CollaborativeSource, DenseSource, LexicalSource, PopularSource, SequenceSource
 from retrieval.query.parser import ParsedQuery
 from retrieval.query.understanding import QueryUnderstanding, Suggest
 from retrieval.ranking.drivers import rank_drivers
@@ -229,6 +229,7 @@ class Recommender:
             "collaborative": CollaborativeSource(
                 catalogue, index, w["collaborative"], decay=config.collaborative_decay,
                 proximity=config.collaborative_proximity, backward=config.collaborative_backward),
+            "sequence": SequenceSource(catalogue),
         }
         self.popular = PopularSource(catalogue, index, w["popular"])
         # Each source result's weight in the pool a ranker reorders. A ranker reorders history
@@ -308,6 +309,7 @@ class Recommender:
         ctx, profile = build_context(req, options, self.profiles, self.catalogue, self.config)
         done("context")
         notes: list[str] = []
+        sequence = self.sources["sequence"].loaded  # read once: a reload swaps it as a whole
         results = self.gather(ctx, options, notes)
         done("gather")
         reranker = choose_ranker(self.reranker if req.rerank else None, ctx, notes)
@@ -343,4 +345,6 @@ class Recommender:
             reranker=reranker.version if reranker is not None and items else None,
             interpreted=parsed.interpreted() if parsed is not None else None,
             timings=timings,
+            sequence=sequence.version if sequence is not None and any(r.name == "sequence" for r in results)
+            else None,
         )

@@ -101,6 +101,7 @@ class RecommendResult:
     notes: list[str]
     took_ms: float
     reranker: str | None = None  # version of the model that reordered the list, if any
+    sequence: str | None = None  # version of the sequence encoder whose source answered, if any
     interpreted: dict[str, Any] | None = None  # how ``query`` was understood
     timings: dict[str, float] = field(default_factory=dict)  # seconds per pipeline step
 

@@ -7,6 +7,10 @@ store too, so every filter has exactly one implementation: Qdrant's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+from encoders.sequence import SequenceModel
 from retrieval.pipeline.context import RecommendContext
 from retrieval.pipeline.fusion import SourceResult
 from retrieval.state.catalogue import Catalogue
@@ -116,3 +120,44 @@ class PopularSource:
             taken = {i for i, _ in ranked}
             ranked += [(p.id, 0.0) for p in points if p.id not in taken and p.id not in ctx.exclude]
         return SourceResult(self.name, ranked[: ctx.pool], self.weight)
+
+
+@dataclass(frozen=True)
+class LoadedSequence:
+    """A sequence encoder version as it serves: the model, its fusion weight (chosen with it on
+    validation) and its metadata."""
+
+    version: str
+    model: SequenceModel
+    weight: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class SequenceSource:
+    """The items the sequence encoder expects next: the history, in order, read by a transformer
+    into one vector, searched in the item collection (filters and exclusions applied there).
+    Answers nothing until a trained model is served (``Engine.serve_sequence``); a model is swapped
+    as a whole, so a request sees the old one or the new one."""
+
+    name = "sequence"
+
+    def __init__(self, catalogue: Catalogue):
+        self.catalogue = catalogue
+        self.loaded: LoadedSequence | None = None
+
+    def vector(self, history: list[str]):
+        loaded = self.loaded
+        if loaded is None or not history:
+            return None
+        recent = history[-loaded.model.shape.max_length:]
+        vector = loaded.model.encode([recent], self.catalogue.vectors(recent))[0]
+        return vector if vector.any() else None
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        loaded = self.loaded
+        vector = self.vector(ctx.history) if loaded is not None else None
+        if vector is None:
+            return None
+        hits = self.catalogue.store.search_dense(self.catalogue.collection, vector, ctx.pool, ctx.item_filter,
+                                                 ctx.exclude)
+        return SourceResult(self.name, rank_hits(hits), loaded.weight)

@@ -23,7 +23,7 @@ import numpy as np
 from retrieval.pipeline.fusion import FusedCandidate
 from retrieval.storage.vector_store import StoredPoint
 
-SOURCES = ("dense_profile", "lexical", "collaborative")
+SOURCES = ("dense_profile", "lexical", "collaborative", "sequence")
 SOURCE_FEATURES = ("listed", "inverse_rank", "score_relative", "score")  # per source, in this order
 RECENT_ITEMS = 3  # the newest history items the candidate is compared with
 

@@ -42,10 +42,13 @@ class RankingModel:
         self.trees = trees
         self.uses_cross_encoder = uses_cross_encoder
         self.feature_names = tuple(feature_names)
+        # The columns of today's ``FEATURE_NAMES`` this model reads, in its own order: a model
+        # trained before a feature was added keeps reading exactly what it was trained on.
+        self._read = [FEATURE_NAMES.index(n) for n in self.feature_names
+                      if n != "cross_encoder" or uses_cross_encoder]
 
-    @staticmethod
-    def _columns(features: np.ndarray, uses_cross_encoder: bool) -> np.ndarray:
-        return features if uses_cross_encoder else np.delete(features, CROSS_ENCODER_COLUMN, axis=1)
+    def _columns(self, features: np.ndarray) -> np.ndarray:
+        return features[:, self._read]
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, uses_cross_encoder: bool = False,
@@ -64,13 +67,15 @@ class RankingModel:
         trees = HistGradientBoostingClassifier(
             max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
             min_samples_leaf=int(np.clip(len(labels) // 2000, 5, 50)), random_state=seed)
-        return cls(trees.fit(cls._columns(features, uses_cross_encoder), labels), uses_cross_encoder)
+        model = cls(trees, uses_cross_encoder)
+        trees.fit(model._columns(features), labels)
+        return model
 
     def score(self, features: np.ndarray) -> np.ndarray:
         if len(features) == 0:
             return np.zeros(0, dtype=np.float64)
         with _THREADS.limit(limits=1, user_api="openmp"):
-            return self.trees.predict_proba(self._columns(features, self.uses_cross_encoder))[:, 1]
+            return self.trees.predict_proba(self._columns(features))[:, 1]
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -82,12 +87,14 @@ class RankingModel:
 
     @classmethod
     def load(cls, folder: str | Path) -> "RankingModel":
-        """Refuses a model trained on other features: its columns would be read wrongly."""
+        """Refuses a model trained on a feature this version no longer computes; one trained before
+        features were added reads the ones it knows."""
         folder = Path(folder)
         info = json.loads((folder / INFO_FILE).read_text())
-        if tuple(info["features"]) != FEATURE_NAMES:
-            raise ValueError(f"ranker in {folder} was trained on other features than this version computes; "
-                             "retrain it with `hybridrec train reranker`")
+        unknown = [n for n in info["features"] if n not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"ranker in {folder} was trained on features this version no longer computes "
+                             f"({', '.join(unknown)}); retrain it with `hybridrec train reranker`")
         # The file is one this service wrote into its own data directory (never user input).
         return cls(pickle.loads((folder / MODEL_FILE).read_bytes()), bool(info["uses_cross_encoder"]),
                    tuple(info["features"]))

@@ -69,3 +69,33 @@ class EncoderTrainingSettings(LogTrainingSettings):
     # The long-tail targets, on which the new model must not be clearly worse: those outside this
     # share of the catalogue's most taken items (as ``EvalConfig.long_tail_head``).
     long_tail_head: float = 0.2
+
+
+@dataclass
+class SequenceTrainingSettings(LogTrainingSettings):
+    """The sequence encoder (``encoders.sequence``) and how it is judged."""
+
+    epochs: int = 40  # at most: training stops when early-stopping users stop improving
+    patience: int = 3  # epochs without improvement before it stops
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 2
+    max_length: int = 20  # the newest history items the model reads
+    dropout: float = 0.2
+    # A share of the items' learned residuals hidden in each training window, so the model also
+    # reads items by their text alone (new items have no residual).
+    drop_residual: float = 0.3
+    temperature: float = 0.05  # of the softmax over cosine similarities
+    # Every item is a negative up to this catalogue size; above it, a seeded sample of this many.
+    max_softmax_items: int = 50_000
+    # Users whose second-newest item decides when training stops (a share, at most this many):
+    # their newest item, which validation judges, is never read by the model, nor is this one.
+    early_stop_users: float = 0.1
+    max_early_stop_users: int = 1000
+    # The sequence source's fusion weight, chosen on validation from these.
+    fusion_weights: tuple[float, ...] = (0.25, 0.5, 1.0)
+    max_validation_users: int = 3000
+    long_tail_head: float = 0.2  # long-tail targets: outside this share of the most taken items

@@ -19,8 +19,11 @@ from service.settings import Settings
 
 
 class RerankerState(msgspec.Struct):
+    """The reranker that serves and its versions; the sequence encoder that serves (None: none)."""
+
     serving: str | None
     versions: list[dict]
+    sequence: str | None = None
 
 
 class EncoderVersion(msgspec.Struct):
@@ -38,6 +41,7 @@ class ModelsState(RerankerState):
 
     encoders: list[EncoderVersion] = []
     serving_encoder: str | None = None
+    sequences: list[EncoderVersion] = []
 
 
 class ReindexStart(msgspec.Struct, forbid_unknown_fields=True):
@@ -63,12 +67,14 @@ class AdminController(Controller):
     tags = ["admin"]
     security = SECURITY
 
-    @post("/reload", opt={"scope": ADMIN}, sync_to_thread=True, summary="Serve the newest accepted reranker", status_code=200)
+    @post("/reload", opt={"scope": ADMIN}, sync_to_thread=True,
+          summary="Serve the newest accepted reranker and sequence encoder", status_code=200)
     def reload(self, engine: Engine, access_keys: AccessKeys, caller: Caller | None) -> RerankerState:
-        # The new model is loaded before the swap; requests in flight finish on the old one.
+        # The new models are loaded before the swap; requests in flight finish on the old ones.
         serving = engine.reload_reranker()
-        access_keys.audit(caller, "reload models", serving)
-        return RerankerState(serving, [_summary(m) for m in engine.rerankers.all()])
+        sequence = engine.reload_sequence()
+        access_keys.audit(caller, "reload models", serving, f"sequence encoder: {sequence}")
+        return RerankerState(serving, [_summary(m) for m in engine.rerankers.all()], sequence)
 
     @post("/reindex", opt={"scope": ADMIN}, sync_to_thread=True, summary="Re-encode everything with an encoder, then switch", status_code=202)
     def start_reindex(self, data: ReindexStart, engine: Engine, reindex_job: ReindexJob, access_keys: AccessKeys,
@@ -108,8 +114,13 @@ class AdminController(Controller):
         encoders = [EncoderVersion(str(m["version"]), bool(m.get("accepted")), _text(m.get("reason")),
                                    _text(m.get("created")))
                     for m in engine.models.encoders.all()]
+        sequences = [EncoderVersion(str(m["version"]), bool(m.get("accepted")), _text(m.get("reason")),
+                                    _text(m.get("created")))
+                     for m in engine.models.sequences.all()]
+        sequence = engine.recommender.sources["sequence"].loaded
         return ModelsState(current.version if current else None, [_summary(m) for m in engine.rerankers.all()],
-                           encoders, engine.encoder.name)
+                           encoders, engine.encoder.name, sequences,
+                           sequence=sequence.version if sequence else None)
 
 
     @post("/keys", opt={"scope": ADMIN}, sync_to_thread=True, summary="Create an API key (its secret is shown once)",

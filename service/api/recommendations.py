@@ -68,6 +68,7 @@ class RecommendedItemOut(ItemSummary):
 class Models(msgspec.Struct):
     encoder: str
     reranker: str | None
+    sequence: str | None = None  # the sequence encoder version whose source answered, if one did
 
 
 class RecommendationsOut(msgspec.Struct):
@@ -116,7 +117,8 @@ class RecommendationController(Controller):
             ))
         return RecommendationsOut(
             items=items, sources=result.sources, profile=result.profile,
-            models=Models(encoder=recommender.catalogue.encoder.name, reranker=result.reranker),
+            models=Models(encoder=recommender.catalogue.encoder.name, reranker=result.reranker,
+                          sequence=result.sequence),
             reranked=result.reranker is not None,
             notes=result.notes, took_ms=round(result.took_ms, 3), interpreted=result.interpreted,
         )

@@ -189,6 +189,7 @@ export async function fillFacetSelects() {
 const SOURCE_WORDS = {
   dense_query: "meaning of your words", lexical: "your words", dense_profile: "your profile",
   collaborative: "people with your taste", co_occurrence: "bought together", popular: "popular", session: "this session",
+  sequence: "what usually comes next after your items, in order",
 };
 export const sourceName = (s) => (SOURCE_WORDS[s] ? `${s} (${SOURCE_WORDS[s]})` : s);
 

@@ -1,5 +1,6 @@
 """The learned ranker's features and model: hand-checked rows, learning, save/load, refusals."""
 
+import json
 import math
 
 import numpy as np
@@ -110,8 +111,29 @@ def test_ranker_refuses_bad_training_data_and_other_features(tmp_path):
     RankingModel.fit(x, y).save(tmp_path / "m")
     info = tmp_path / "m" / "ranker.json"
     info.write_text(info.read_text().replace("popularity_log", "popularity"))
-    with pytest.raises(ValueError, match="other features"):
+    with pytest.raises(ValueError, match="no longer computes"):
         RankingModel.load(tmp_path / "m")
+
+
+def test_a_ranker_trained_before_a_feature_was_added_reads_only_its_own_columns(tmp_path):
+    """An upgrade that adds features (the sequence source's) keeps serving yesterday's ranker."""
+    import pickle
+
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, y = synthetic(n_lists=60)
+    old_names = [n for n in FEATURE_NAMES if not n.startswith("sequence_") and n != "cross_encoder"]
+    old_columns = [FEATURE_NAMES.index(n) for n in old_names]
+    trees = HistGradientBoostingClassifier(max_iter=50, random_state=0).fit(x[:, old_columns], y)
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "ranker.pkl").write_bytes(pickle.dumps(trees))
+    (folder / "ranker.json").write_text(json.dumps({"features": old_names + ["cross_encoder"],
+                                                    "uses_cross_encoder": False}))
+    loaded = RankingModel.load(folder)
+    shifted = x.copy()
+    shifted[:, [FEATURE_NAMES.index(n) for n in FEATURE_NAMES if n.startswith("sequence_")]] = 123.0
+    assert np.array_equal(loaded.score(shifted), trees.predict_proba(x[:, old_columns])[:, 1])
 
 
 def test_rank_drivers_name_the_evidence_that_raised_an_items_score():
