@@ -9,7 +9,11 @@ history's item vectors, in which the newest item weighs most.
 Validation judges each user's newest item, which the model never sees, as the offline evaluation
 replays the log (the collaborative signal as it stood before every user's newest item), and scores
 the fused retrieval that serves with the old and the new model's item vectors (the new ones in
-scratch collections). The new model must also not be clearly worse on long-tail targets.
+scratch collections). The new model must also not be clearly worse on long-tail targets, nor on
+any slice the evaluation reports (cold items, cold users, preference-only users, the long tail:
+``protocol.judge_every_slice``), at its weights against what serves; a seeded share of items
+(``protocol.COLD_ITEM_SHARE``) is left out of its training pairs so that the cold-items slice
+judges items it never learned from.
 For an item someone has taken, the new encoder relearns what the collaborative source already
 reads exactly; what it adds is what BM25 gave cold items, so the fusion that serves it may lean
 less on BM25 and more on the profile vector: the trainer tries each pair of
@@ -26,7 +30,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,11 +44,28 @@ from encoders.profile import position_weights
 from encoders.training import train_contrastive
 from retrieval.engine import Engine
 from retrieval.evaluation import metrics
+from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.registry import ModelVersions
 from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.storage.vector_store import StoredPoint, scroll_all
-from retrieval.training.protocol import clearly_better, judged_users, log_sequences, next_item_cases
+from retrieval.training.protocol import (
+    COLD_ITEM_SHARE,
+    SliceCase,
+    clearly_better,
+    held_out_items,
+    index_of,
+    item_categories,
+    judge_every_slice,
+    judged_users,
+    log_sequences,
+    next_item_cases,
+    score_slices,
+    slice_cases,
+    slice_request,
+    with_stated_preferences,
+    without_items,
+)
 from retrieval.training.settings import EncoderTrainingSettings
 
 # Newest history items in a profile the trainer builds for validation; at
@@ -96,18 +118,14 @@ def dense_ndcg(vectors: dict[str, np.ndarray], cases: list[tuple[list[str], str]
     return scores
 
 
-def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder: BiEncoder | None = None,
-                vectors: dict[str, np.ndarray] | None = None,
-                weightings: list[dict[str, float] | None] | None = None,
-                index: CoOccurrenceIndex | None = None) -> list[list[float]]:
-    """NDCG@10 of the fused retrieval that serves (every source, no reranker, the served diversity)
-    for each ``(user, history, target)``; one list per entry of ``weightings`` (fusion weights over
-    the served ones; default: as served). The collaborative signal reads ``index`` (the log as it
-    stood before the targets, ``replayed_before_newest``); without one, the log's own index with
-    the user's events left out, as the ranker's trainer does. Without ``vectors``: the served
-    catalogue. With them (and the ``encoder`` that made them, for queries): the catalogue written
-    with those vectors into scratch collections beside the served ones, dropped afterwards; the
-    served ones are never touched."""
+@contextmanager
+def _scratch(engine: Engine, encoder: BiEncoder | None = None,
+             vectors: dict[str, np.ndarray] | None = None) -> Iterator[Callable[..., Recommender]]:
+    """A function ``(weights, index) -> Recommender`` over the served catalogue (no ``vectors``) or,
+    with them (and the ``encoder`` that made them, for queries), over the catalogue written with
+    those vectors into scratch collections beside the served ones, dropped on exit; the served
+    ones are never touched. ``weights``: fusion weights over the served ones (None: as served);
+    ``index``: the co-occurrence index the collaborative signal reads (None: the log's own)."""
     layout, scratch, encoder = engine.layout, None, encoder or engine.encoder
     if vectors is not None:
         tag = f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{random.randrange(1 << 30)}"
@@ -120,22 +138,63 @@ def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder
                 catalogue.write([StoredPoint(p.id, p.payload, vectors[p.id], p.sparse) for p in points
                                  if p.id in vectors])
             catalogue.optimize()
-        out = []
-        for weights in weightings or [None]:
-            recommender = engine.wire(replace(layout, weights={**(layout.weights or {}), **(weights or {})}),
-                                      encoder, index)[2]
-            scores = []
-            for user, history, target in cases:
-                req = RecommendRequest(history=history[-PROFILE_ITEMS:], k=10, rerank=False)
-                options = ReplayOptions(leave_out_user=user if index is None else None)
-                ids = [i.id for i in recommender.recommend(req, options).items]
-                scores.append(metrics.ndcg_at(metrics.target_rank(ids, target), 10))
-            out.append(scores)
-        return out
+
+        def wired(weights: dict[str, float] | None = None, index: CoOccurrenceIndex | None = None) -> Recommender:
+            return engine.wire(replace(layout, weights={**(layout.weights or {}), **(weights or {})}),
+                               encoder, index)[2]
+
+        yield wired
     finally:
         if scratch is not None:
             for name in (scratch.items, scratch.users):
                 engine.store.drop_collection(name)
+
+
+def _ndcg(recommender: Recommender, cases: list[tuple[str, list[str], str]], own_log: bool) -> list[float]:
+    """NDCG@10 of ``recommender``'s list (the served diversity, no reranker) for each
+    ``(user, history, target)``; ``own_log``: the collaborative signal without the user's own events."""
+    scores = []
+    for user, history, target in cases:
+        req = RecommendRequest(history=history[-PROFILE_ITEMS:], k=10, rerank=False)
+        ids = [i.id for i in recommender.recommend(req, ReplayOptions(leave_out_user=user if own_log else None)).items]
+        scores.append(metrics.ndcg_at(metrics.target_rank(ids, target), 10))
+    return scores
+
+
+def _fused_ndcg(engine: Engine, cases: list[tuple[str, list[str], str]], encoder: BiEncoder | None = None,
+                vectors: dict[str, np.ndarray] | None = None,
+                weightings: list[dict[str, float] | None] | None = None,
+                index: CoOccurrenceIndex | None = None) -> list[list[float]]:
+    """NDCG@10 of the fused retrieval that serves (every source, no reranker, the served diversity)
+    for each ``(user, history, target)``; one list per entry of ``weightings`` (fusion weights over
+    the served ones; default: as served). The collaborative signal reads ``index`` (the log as it
+    stood before the targets, ``replayed_before_newest``); without one, the log's own index with
+    the user's events left out, as the ranker's trainer does. Without ``vectors``: the served
+    catalogue. With them (and the ``encoder`` that made them, for queries): the catalogue written
+    with those vectors into scratch collections (``_scratch``)."""
+    with _scratch(engine, encoder, vectors) as wired:
+        return [_ndcg(wired(weights, index), cases, index is None) for weights in weightings or [None]]
+
+
+def _slice_ndcg(recommender: Recommender, cases: list[SliceCase]) -> list[float]:
+    """NDCG@10 of ``recommender`` (the served diversity, no reranker) on one slice's cases; a
+    preference-only case asks as a never-seen user who stated its preferences."""
+    if any(c.preferences for c in cases):
+        recommender = with_stated_preferences(recommender, cases)
+    out = []
+    for case in cases:
+        req = slice_request(case, 10, PROFILE_ITEMS, diversity=None)
+        ids = [i.id for i in recommender.recommend(req).items]
+        out.append(metrics.ndcg_at(metrics.target_rank(ids, case.target), 10))
+    return out
+
+
+def _other_slices(wired: Callable[..., Recommender], weights: dict[str, float], cases: dict[str, list[SliceCase]],
+                  before_newest: CoOccurrenceIndex, cold_index: CoOccurrenceIndex) -> dict[str, list[float]]:
+    """NDCG@10 per case of the slices "all" does not already hold: cold users and preference-only
+    users over the log before the newest items, cold items over that log without their interactions."""
+    return {name: _slice_ndcg(wired(weights, cold_index if name == "cold_items" else before_newest), group)
+            if group else [] for name, group in cases.items() if name not in ("all", "long_tail")}
 
 
 def _mean_pair_cosine(vectors: np.ndarray, seed: int, pairs: int = 20000) -> float:
@@ -209,8 +268,12 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     if gap < 1:
         raise ValueError(f"validation_gap must be 1 or more (each user's newest items left out of training; "
                          f"the newest is the validation target), got {gap}")
-    # What the model learns from: every user's sequence without its ``gap`` newest items.
-    trained = {u: seq[:len(seq) - gap] for u, seq in sequences.items()}
+    # The items validation treats as new (the cold-items slice): a seeded share the model never
+    # learns from, or the slice would measure a model that learned them (docs/research.md, "Leaks").
+    cold = held_out_items(sequences, COLD_ITEM_SHARE, settings.seed)
+    # What the model learns from: every user's sequence without its ``gap`` newest items and
+    # without the cold items.
+    trained = without_items({u: seq[:len(seq) - gap] for u, seq in sequences.items()}, cold)
     trained = {u: seq for u, seq in trained.items() if len(seq) > 1}
     if not trained:
         raise ValueError(f"no training examples: with validation_gap {gap} a user needs {gap + 2} or "
@@ -222,6 +285,12 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     validation_cases = [(sequences[u][:-1], sequences[u][-1]) for u in judged]
     fused_cases = [(u, sequences[u][:-1], sequences[u][-1]) for u in judged]
     head = {i for i, _ in before_newest.popular(round(engine.catalogue.count() * settings.long_tail_head))}
+    # Every slice of the offline evaluation, on the same users' newest items (``slice_cases``); the
+    # cold items' scoring knows nothing of their interactions.
+    cases = slice_cases(sequences, judged, head,
+                        item_categories(engine.catalogue, {i for u in judged for i in sequences[u][:-1]}), cold)
+    assert [(c.user, c.target) for c in cases["all"]] == [(u, t) for u, _, t in fused_cases]
+    cold_index = index_of({u: [i for i in seq[:-1] if i not in cold] for u, seq in sequences.items()})
     tail = [n for n, (_, target) in enumerate(validation_cases) if target not in head]
     decay = engine.config.profiles.position_decay
     served_lexical = engine.recommender.sources["lexical"].history_weight
@@ -230,10 +299,11 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     # (BM25 weight over history titles, profile weight without a query), the served pair first.
     grid = [served] + sorted({(lw, dw) for lw in settings.lexical_weights
                               for dw in settings.dense_profile_weights} - {served}, key=lambda p: (-p[0], p[1]))
-    weightings = [fusion_weights(p) for p in grid]
     stored = _catalogue_vectors(engine, None)
     baseline_dense = dense_ndcg(stored, validation_cases, decay)
-    current_by = dict(zip(grid, _fused_ndcg(engine, fused_cases, weightings=weightings, index=before_newest)))
+    with _scratch(engine) as wired:
+        current_by = {p: _ndcg(wired(fusion_weights(p), before_newest), fused_cases, False) for p in grid}
+        current_slices = _other_slices(wired, fusion_weights(served), cases, before_newest, cold_index)
     baseline_cases = current_by[served]
 
     fit = _fit(engine, settings, trained, rng, progress_factory)
@@ -241,10 +311,11 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     # The verdict is on what serves: the fused retrieval. Dense retrieval alone is recorded beside
     # it; a model can win there and lose in the fused pipeline (docs/research.md, "Judging the
     # encoder").
-    tuned_by = dict(zip(grid, _fused_ndcg(engine, fused_cases, encoder, tuned_vectors, weightings,
-                                          index=before_newest)))
-    # The best pair for the new encoder; on a tie the served one, then the grid's order.
-    chosen = max(grid, key=lambda p: (float(np.mean(tuned_by[p] or [0.0])), p == served))
+    with _scratch(engine, encoder, tuned_vectors) as wired:
+        tuned_by = {p: _ndcg(wired(fusion_weights(p), before_newest), fused_cases, False) for p in grid}
+        # The best pair for the new encoder; on a tie the served one, then the grid's order.
+        chosen = max(grid, key=lambda p: (float(np.mean(tuned_by[p] or [0.0])), p == served))
+        tuned_slices = _other_slices(wired, fusion_weights(chosen), cases, before_newest, cold_index)
     tuned_cases = tuned_by[chosen]
     dense = {"current_encoder_ndcg@10": float(np.mean(baseline_dense or [0.0])),
              "fine_tuned_ndcg@10": float(np.mean(dense_ndcg(tuned_vectors, validation_cases, decay) or [0.0])),
@@ -261,11 +332,17 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     # what the collaborative source reads already (docs/research.md, "Judging the encoder").
     tail_worse, tail_loss, tail_se = clearly_better([current_by[chosen][n] for n in tail],
                                                     [tuned_cases[n] for n in tail])
-    accepted = better and own_better and not tail_worse
+    # Nor any slice the evaluation reports: the new encoder at its weights against what serves, on
+    # cold items, cold users, preference-only users and the long tail (``judge_every_slice``).
+    slices = judge_every_slice(
+        score_slices(cases, lambda name, _: tuned_cases if name == "all" else tuned_slices[name]),
+        score_slices(cases, lambda name, _: baseline_cases if name == "all" else current_slices[name]))
+    accepted = better and own_better and not tail_worse and slices.accepted
     baseline, tuned = float(np.mean(baseline_cases or [0.0])), float(np.mean(tuned_cases or [0.0]))
     verdict = ("clearly better" if better else "not clearly better") + (
         "" if own_better or not better else "; but not clearly better than the current encoder at those weights") + (
-        "; but clearly worse on long-tail targets" if better and own_better and tail_worse else "")
+        "; but clearly worse on long-tail targets" if better and own_better and tail_worse else "") + (
+        "" if slices.accepted or not better else "; but " + slices.reason.split(":")[0])
     by_weight = [{**fusion_weights(p), "current_encoder_ndcg@10": float(np.mean(current_by[p] or [0.0])),
                   "fine_tuned_ndcg@10": float(np.mean(tuned_by[p] or [0.0]))} for p in grid]
     metadata = {
@@ -277,13 +354,17 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
                    f"{own_gain:+.4f} (standard error {own_se:.4f}), on {len(tail)} long-tail targets "
                    f"{-tail_loss:+.4f} (standard error {tail_se:.4f}); dense retrieval alone "
                    f"{dense['fine_tuned_ndcg@10']:.4f} vs {dense['current_encoder_ndcg@10']:.4f}; judged {gap} "
-                   f"step(s) past the end of its training data, on {len(judged)} users' newest items"),
+                   f"step(s) past the end of its training data, on {len(judged)} users' newest items; "
+                   f"every slice against what serves: {slices.reason}"),
         "validation": {"current_encoder_ndcg@10": baseline, "fine_tuned_ndcg@10": tuned, "gain": gain,
                        "standard_error": se, "encoder_gain_at_chosen_weights": own_gain,
                        "encoder_gain_standard_error": own_se, "by_fusion_weights": by_weight,
                        "long_tail": {"users": len(tail), "encoder_gain_at_chosen_weights": -tail_loss,
                                      "standard_error": tail_se},
-                       "users": len(judged), "dense": dense},
+                       "users": len(judged), "dense": dense,
+                       # NDCG@10 per slice, the new encoder at its weights against what serves.
+                       "slices": slices.slices, "slices_accepted": slices.accepted,
+                       "cold_items_held_out": len(cold)},
         "fusion_weights": fusion_weights(chosen),
         "pairs_kind": "item -> next item",
         "centre": {"norm": float(np.linalg.norm(encoder.center)) if encoder.center is not None else None,

@@ -20,12 +20,18 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import sklearn
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import VotingClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 
 from encoders.cross_encoder import CrossEncoderReranker
 from encoders.device import resolve_device
@@ -33,16 +39,25 @@ from encoders.text import candidate_text, context_text
 from encoders.training import RerankGroup, train_listwise
 from retrieval.evaluation import metrics
 from retrieval.pipeline.recommender import Recommender
-from retrieval.ranking.features import NO_OPINION_COLUMN, rank_candidates
+from retrieval.ranking.features import FEATURE_NAMES, NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import CONTEXT_ITEMS, RankInputs, rank_inputs, rank_order, with_cross_encoder
 from retrieval.registry import CROSS_ENCODER_FOLDER, RerankerVersions
+from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.training.protocol import (
+    COLD_ITEM_SHARE,
+    LONG_TAIL_HEAD,
+    SliceVerdict,
     clearly_better,
+    held_out_items,
+    index_of,
+    judge_every_slice,
     judged_users,
     log_sequences,
     next_item_cases,
     retrieve_past_moment,
+    slice_cases,
+    without_items,
 )
 from retrieval.training.settings import TrainingSettings
 
@@ -76,9 +91,11 @@ def _context(history: list[str], payloads: dict[str, Any]) -> str:
 
 
 def build_list(recommender: Recommender, user: str, history: list[str], target: str, candidates: int,
-               texts: bool = True) -> RankList:
+               texts: bool = True, index: CoOccurrenceIndex | None = None) -> RankList:
+    """A ranking list; its features read ``index`` (default: the profiles' own; the cold-items
+    slice passes the one its ``recommender`` retrieves with, without the cold items' interactions)."""
     items = retrieve_past_moment(recommender, user, history, candidates, ranker_pool=True)
-    inputs = rank_inputs(recommender.catalogue, recommender.profiles.index, history, rank_candidates(items),
+    inputs = rank_inputs(recommender.catalogue, index or recommender.profiles.index, history, rank_candidates(items),
                          leave_out_user=user, texts=texts)
     return RankList(user, target, inputs)
 
@@ -147,26 +164,152 @@ def validate(lists: list[RankList], orders: dict[str, Callable[[RankList], list[
     return out, per_case
 
 
-def _verdict(validation: dict[str, Any], per_case: dict[str, list[float]]) -> tuple[str, bool, str]:
-    """The best learned variant, whether it is accepted, and why: it must beat the retrieval order
-    by more than the noise of the comparison (``clearly_better``) and must not collapse."""
+def _verdict(validation: dict[str, Any], per_case: dict[str, list[float]],
+             slices: dict[str, SliceVerdict] | None = None, among: list[str] | None = None) -> tuple[str, bool, str]:
+    """The best learned variant (of ``among``, default every one), whether it is accepted, and
+    why: it must beat the retrieval order by more than the noise of the comparison
+    (``clearly_better``), must not collapse, and (given ``slices``, each variant's
+    ``judge_every_slice`` against retrieval) must be clearly worse on no slice."""
     base = validation["retrieval"]
-    best_name, best = max(((k, v) for k, v in validation.items() if k != "retrieval"),
+    best_name, best = max(((k, v) for k, v in validation.items() if k != "retrieval" and (among is None or k in among)),
                           key=lambda kv: kv[1]["ndcg@10"])
     better, gain, se = clearly_better(per_case[best_name], per_case["retrieval"])
     # Collapse guard: a model that concentrates lists on few items is refused even if NDCG rose.
-    collapsed = best["coverage@10"] < 0.5 * base["coverage@10"] or best["gini@10"] > base["gini@10"] + 0.1
-    accepted = better and not collapsed
+    fell = collapsed(best, base)
+    slice_ok = slices is None or slices[best_name].accepted
+    accepted = better and not fell and slice_ok
     comparison = (f"validation NDCG@10 {best['ndcg@10']:.4f} ({best_name}) vs retrieval {base['ndcg@10']:.4f}: "
                   f"{gain:+.4f}, standard error {se:.4f}")
-    if collapsed:
+    if fell:
         reason = (f"collapse guard: coverage@10 {best['coverage@10']:.3f} vs {base['coverage@10']:.3f}, "
-                  f"gini@10 {best['gini@10']:.3f} vs {base['gini@10']:.3f}")
+                  f"gini@10 {best['gini@10']:.3f} vs {base['gini@10']:.3f} ({best_name})")
+    elif better and not slice_ok:
+        reason = f"{comparison}, clearly better, but {slices[best_name].reason}"
     elif accepted:
-        reason = f"{comparison}, clearly better"
+        reason = f"{comparison}, clearly better" + (f"; {slices[best_name].reason}" if slices else "")
     else:
         reason = f"{comparison}, not clearly better"
     return best_name, accepted, reason
+
+
+# Exposure: a ranker that concentrates its lists on fewer items than retrieval (Gini@10 up by more
+# than this, or coverage@10 down to less than this share of retrieval's) is corrected by blending
+# it with retrieval's order; the collapse guard (``_verdict``) refuses outright beyond twice that.
+EXPOSURE_GINI_RISE = 0.02
+EXPOSURE_COVERAGE_SHARE = 0.9
+# The retrieval order's weight in a blend (``blended``), tried in this order; validation chooses.
+# The blend mixes probabilities, and a ranker's are sharper than the one retrieval's place alone
+# gives, so the weights that move exposure are high (on lists where popular items win half the
+# time, Gini@10 fell back within the collapse guard's 0.1 only at 0.95: tests/retrieval/test_slice_verdict.py).
+BLEND_WEIGHTS = (0.5, 0.75, 0.9, 0.95, 0.98)
+POSITION_FEATURE = "fused_position_log"
+
+
+def collapsed(row: dict[str, Any], base: dict[str, Any]) -> bool:
+    """The collapse guard: lists concentrated on few items, refused even if NDCG rose."""
+    return row["coverage@10"] < 0.5 * base["coverage@10"] or row["gini@10"] > base["gini@10"] + 0.1
+
+
+def concentrates(row: dict[str, Any], base: dict[str, Any]) -> bool:
+    """Exposure narrower than retrieval's by more than the noise of a ranker that does not change it."""
+    return (row["gini@10"] > base["gini@10"] + EXPOSURE_GINI_RISE
+            or row["coverage@10"] < EXPOSURE_COVERAGE_SHARE * base["coverage@10"])
+
+
+def blended(model: RankingModel, features: np.ndarray, labels: np.ndarray, weight: float) -> RankingModel:
+    """``model`` blended with retrieval's order: the probability that a candidate is the next item,
+    ``(1 - weight)`` times the ranker's plus ``weight`` times what its place in retrieval's list alone
+    says (a logistic fit on ``POSITION_FEATURE`` over the same training rows). A soft vote of two
+    scikit-learn estimators, so the served ranker loads and scores it as any other (the trees are
+    frozen: not refitted)."""
+    read = [n for n in model.feature_names if n != "cross_encoder" or model.uses_cross_encoder]
+    x = features[:, [FEATURE_NAMES.index(n) for n in read]]
+    position = make_pipeline(ColumnTransformer([("position", "passthrough", [read.index(POSITION_FEATURE)])]),
+                             LogisticRegression())
+    vote = VotingClassifier([("ranker", FrozenEstimator(model.trees)), ("retrieval", position)],
+                            voting="soft", weights=[1.0 - weight, weight]).fit(x, labels)
+    return RankingModel(vote, model.uses_cross_encoder, model.feature_names)
+
+
+def slice_scores(order: Callable[[RankList], list[str]], lists: dict[str, list[RankList]]) -> dict[str, list[float]]:
+    """NDCG@10 of ``order`` on each slice's lists."""
+    return {name: [metrics.ndcg_at(metrics.target_rank(order(rl), rl.target), 10) for rl in group]
+            for name, group in lists.items()}
+
+
+def ordered_by(model: RankingModel) -> Callable[[RankList], list[str]]:
+    return lambda rl: [r.id for r in rank_order(model, rl.inputs.ids, rl.inputs.features)]
+
+
+def retrieval_order(rl: RankList) -> list[str]:
+    """What a ranker replaces: the order served without one."""
+    return rl.inputs.ids if rl.served is None else rl.served
+
+
+@dataclass
+class Judge:
+    """Validation: the lists of every judged user's newest item ("all"), each slice's lists (the
+    same objects for "all" and "long_tail"), and the catalogue's size (coverage)."""
+
+    lists: list[RankList]
+    slices: dict[str, list[RankList]]
+    catalogue_size: int
+
+    def __call__(self, models: dict[str, RankingModel]) -> tuple[dict[str, Any], dict[str, list[float]],
+                                                                  dict[str, SliceVerdict]]:
+        """Each order's validation row, NDCG@10 per list, and slice verdict against retrieval."""
+        orders = {"retrieval": retrieval_order, **{name: ordered_by(m) for name, m in models.items()}}
+        validation, per_case = validate(self.lists, orders, self.catalogue_size)
+        on_slices = {name: slice_scores(order, self.slices) for name, order in orders.items()}
+        verdicts = {name: judge_every_slice(on_slices[name], on_slices["retrieval"]) for name in models}
+        return validation, per_case, verdicts
+
+
+@dataclass
+class Choice:
+    """What serves: the learned variant, the model (the variant, or its blend with retrieval's
+    order), whether it is accepted and why; validation rows of the variants, their slice verdicts
+    (blends' too), and the exposure correction tried."""
+
+    variant: str
+    model: RankingModel
+    accepted: bool
+    reason: str
+    validation: dict[str, Any]
+    verdicts: dict[str, SliceVerdict]
+    exposure: dict[str, Any]
+
+
+def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray, labels: np.ndarray) -> Choice:
+    """The best learned variant, judged by every rule (``_verdict``). One that collapses,
+    concentrates exposure (``concentrates``) or costs a slice is blended with retrieval's order at
+    each of ``BLEND_WEIGHTS`` (``blended``, fitted on the training rows ``features``/``labels``);
+    the best blend that passes every rule serves instead, else the variant as it was judged."""
+    validation, per_case, verdicts = judge(variants)
+    best_name, accepted, reason = _verdict(validation, per_case, verdicts)
+    base, best = validation["retrieval"], validation[best_name]
+    exposure: dict[str, Any] = {"tried": False, "why": None, "blends": {}, "chosen": None, "weight": None}
+    why = ("trips the collapse guard" if collapsed(best, base) else "concentrates exposure"
+           if concentrates(best, base) else "is clearly worse on a slice" if not verdicts[best_name].accepted
+           else None)
+    if why is None:
+        return Choice(best_name, variants[best_name], accepted, reason, validation, verdicts, exposure)
+    exposure.update(tried=True, why=why)
+    blends = {f"{best_name}+retrieval@{w:g}": blended(variants[best_name], features, labels, w) for w in BLEND_WEIGHTS}
+    tried, tried_case, blend_verdicts = judge({**variants, **blends})
+    verdicts.update({name: blend_verdicts[name] for name in blends})
+    for name in blends:
+        _, ok, said = _verdict(tried, tried_case, blend_verdicts, among=[name])
+        exposure["blends"][name] = {**tried[name], "accepted": ok, "verdict": said}
+    passing = [name for name in blends if exposure["blends"][name]["accepted"]]
+    if passing:
+        chosen, accepted, reason = _verdict(tried, tried_case, blend_verdicts, among=passing)
+        exposure.update(chosen=chosen, weight=BLEND_WEIGHTS[list(blends).index(chosen)])
+        return Choice(best_name, blends[chosen], True, f"{reason}; blended with retrieval's order, as {best_name} "
+                      f"alone {why}", validation, verdicts, exposure)
+    reason += (f"; it {why}, and no blend with retrieval's order passed every rule" if accepted
+               else "; no blend with retrieval's order passed every rule either")
+    return Choice(best_name, variants[best_name], accepted, reason, validation, verdicts, exposure)
 
 
 def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings | None = None,
@@ -207,6 +350,29 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
 
     lists = build_all("ranking lists", list_cases)
     val_lists = build_all("validation lists", [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users])
+    # Every slice of the offline evaluation on the same users' newest items (``slice_cases``). The
+    # cold items' lists are retrieved, and their features read, as if nobody had taken them; the
+    # ranker learns no item's identity, so its training lists keep them. Preference-only requests
+    # are never reranked (``choose_ranker``): that slice is not judged here.
+    cold = held_out_items(sequences, COLD_ITEM_SHARE, settings.seed)
+    taken = Counter(i for seq in sequences.values() for i in seq[:-1])
+    head = {i for i, _ in taken.most_common(round(recommender.catalogue.count() * LONG_TAIL_HEAD))}
+    cases = slice_cases(sequences, val_users, head, {}, cold)
+    cold_index = index_of(without_items({u: recommender.profiles.index.history(u)
+                                         for u in recommender.profiles.index.user_ids()}, cold))
+    cold_recommender = Recommender(recommender.catalogue, recommender.profiles, cold_index, recommender.config)
+    b = bar("slice lists", len(cases["cold_users"]) + len(cases["cold_items"]))
+    slice_lists = {"all": val_lists, "long_tail": [rl for rl in val_lists if rl.target not in head],
+                   "cold_users": [], "cold_items": []}
+    for name, source, index in (("cold_users", recommender, None), ("cold_items", cold_recommender, cold_index)):
+        for case in cases[name]:
+            rl = build_list(source, case.user, list(case.history), case.target, candidates, texts=use_cross_encoder,
+                            index=index)
+            if recommender.pool_weights is not None:
+                rl.served = [i.id for i in retrieve_past_moment(source, case.user, list(case.history), 10)]
+            slice_lists[name].append(rl)
+            b.update(1)
+    b.close()
     if recommender.pool_weights is not None:
         b = bar("served order", len(val_lists))
         for rl in val_lists:
@@ -227,8 +393,9 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         epochs = train_listwise(cross_encoder, groups, epochs=settings.epochs, seed=settings.seed, on_batch=b.update)
         b.close()
         cross_encoder.for_inference()
-        b = bar("cross-encoder scores", len(lists) + len(val_lists))
-        for rl in lists + val_lists:
+        extra = slice_lists["cold_users"] + slice_lists["cold_items"]
+        b = bar("cross-encoder scores", len(lists) + len(val_lists) + len(extra))
+        for rl in lists + val_lists + extra:
             rl.inputs.features = with_cross_encoder(rl.inputs, cross_encoder)
             b.update(1)
         b.close()
@@ -239,14 +406,10 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         variants["ranker+cross_encoder"] = RankingModel.fit(features, labels, uses_cross_encoder=True,
                                                             seed=settings.seed)
 
-    def ordered_by(model: RankingModel) -> Callable[[RankList], list[str]]:
-        return lambda rl: [r.id for r in rank_order(model, rl.inputs.ids, rl.inputs.features)]
-
-    orders = {"retrieval": lambda rl: rl.inputs.ids if rl.served is None else rl.served,
-              **{name: ordered_by(m) for name, m in variants.items()}}
-    validation, per_case = validate(val_lists, orders, recommender.catalogue.count())
-    best_name, accepted, reason = _verdict(validation, per_case)
-    served = variants[best_name]
+    judge = Judge(val_lists, slice_lists, recommender.catalogue.count())
+    choice = choose(judge, variants, features, labels)
+    validation, verdicts, exposure = choice.validation, choice.verdicts, choice.exposure
+    best_name, accepted, reason, served = choice.variant, choice.accepted, choice.reason, choice.model
     serves_cross_encoder = served.uses_cross_encoder
 
     def write(folder):
@@ -259,11 +422,19 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         "accepted": accepted,
         "reason": reason,
         "base_model": (f"gradient-boosted trees (scikit-learn {sklearn.__version__}) over retrieval evidence"
+                       + (" blended with retrieval's order" if exposure["chosen"] else "")
                        + (f" + cross-encoder fine-tuned from {cross_encoder.model_path}" if serves_cross_encoder else "")),
         "log_users": len(sequences),
         "log_seq": log_seq,
         "ranker": {"cross_encoder": serves_cross_encoder, "variant": best_name,
-                   "lists": len(lists), "rows": int(len(labels)), "positives": int(labels.sum())},
+                   "retrieval_blend": exposure["weight"],  # the retrieval order's weight, if blended
+                   "lists": len(lists), "rows": int(len(labels)), "positives": int(labels.sum()),
+                   # NDCG@10 per slice of each variant against retrieval's order (``judge_every_slice``;
+                   # preference-only requests are never reranked, so not judged), and the exposure
+                   # correction tried (``blended``).
+                   "slices": {name: {"accepted": v.accepted, "reason": v.reason, "slices": v.slices}
+                              for name, v in verdicts.items()},
+                   "exposure": exposure},
         "cross_encoder": ({"trained": True, "base_model": cross_encoder.model_path, "groups": len(groups),
                            "pairs_per_epoch": epochs[0].pairs if epochs else 0,
                            "epochs": [e.__dict__ for e in epochs], "kept": serves_cross_encoder}

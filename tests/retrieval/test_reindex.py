@@ -125,7 +125,13 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     assert meta["accepted"] == (v["gain"] > 0 and v["gain"] > v["standard_error"]
                                 and own > 0 and own > v["encoder_gain_standard_error"]
                                 and not (tail["encoder_gain_at_chosen_weights"] < 0
-                                         and -tail["encoder_gain_at_chosen_weights"] > tail["standard_error"]))
+                                         and -tail["encoder_gain_at_chosen_weights"] > tail["standard_error"])
+                                and v["slices_accepted"])
+    # Every slice the evaluation reports is judged, against what serves (``judge_every_slice``).
+    assert set(v["slices"]) == {"all", "cold_items", "cold_users", "cold_users_prefs", "long_tail"}
+    assert v["slices"]["all"]["cases"] == v["users"] and v["slices"]["long_tail"]["cases"] == tail["users"]
+    assert v["slices_accepted"] == (v["slices"]["all"]["better"]
+                                    and not any(r["worse"] for r in v["slices"].values()))
     assert 0 < tail["users"] <= v["users"]
     assert v["gain"] == pytest.approx(v["fine_tuned_ndcg@10"] - v["current_encoder_ndcg@10"])
     # BM25's and the profile's weights are chosen with the new encoder: the best pair of those
@@ -162,15 +168,26 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
 
 def test_the_encoder_trainer_leaves_each_users_newest_items_out_by_the_validation_gap(engine, demo_items, tmp_path):
     from retrieval.training.encoder import train_encoder
+    from retrieval.training.protocol import COLD_ITEM_SHARE, held_out_items, log_sequences
     from retrieval.training.settings import EncoderTrainingSettings
 
     record_category_runs(engine, demo_items)
+    # The items the cold-items slice judges are left out of the pairs as well (``COLD_ITEM_SHARE``).
+    sequences = log_sequences(engine.log, engine.index)
+    cold = held_out_items(sequences, COLD_ITEM_SHARE, 0)
+
+    def steps(gap):
+        kept = [[i for i in seq[:len(seq) - gap] if i not in cold] for seq in sequences.values()]
+        return sum(len(seq) - 1 for seq in kept if len(seq) > 1)
+
+    assert 0 < steps(1) < 30 * 2
     one = train_encoder(engine, tmp_path / "one", EncoderTrainingSettings(validation_gap=1, batch_size=8,
                                                                           device=TEST_DEVICE))
-    assert one["pairs"] == 30 * 2  # the steps to the second and third items
+    assert one["pairs"] == steps(1)  # the steps to the second and third items, without cold items
+    assert one["validation"]["cold_items_held_out"] == len(cold)
     full = train_encoder(engine, tmp_path / "full", EncoderTrainingSettings(validation_gap=2, max_pairs=60,
                                                                             batch_size=8, device=TEST_DEVICE))
-    assert full["pairs"] == 30 * 1  # the step to the second item only
+    assert full["pairs"] == steps(2)  # the step to the second item only
     # Users too short for the gap: a clear error, and nothing is saved.
     with pytest.raises(ValueError, match="validation_gap 3 a user needs 5 or more items"):
         train_encoder(engine, tmp_path / "short", EncoderTrainingSettings(validation_gap=3, device=TEST_DEVICE))
