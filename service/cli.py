@@ -301,6 +301,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             reranker=replace(settings.train_reranker, epochs=args.epochs, max_lists=args.reranker_lists,
                              max_groups=args.reranker_groups, cross_encoder=args.cross_encoder,
                              device=settings.device, seed=config.seed),
+            sequence=replace(settings.train_sequence, epochs=args.sequence_epochs, device=settings.device,
+                             seed=config.seed),
             work_dir=args.out / "models")
         results["stages"] = evaluate_stages(
             dataset, encoder, config, stage_settings, points=points, zero_shot=results,
@@ -536,8 +538,11 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                                "comma-separated: sasrec, gru4rec (rows peer_<name>; needs pip install -e '.[peers]')")
     evaluate.add_argument("--peer-epochs", type=int, help="each peer's epoch cap (default: PeerSettings.epochs)")
     evaluate.add_argument("--stages", action="store_true",
-                          help="also train the encoder and the reranker on the training part and report "
-                               "zero-shot -> + fine-tuned encoder -> + reranker (about an hour on 2 CPU cores)")
+                          help="also train the encoder, the sequence encoder and the reranker on the training part "
+                               "and report zero-shot -> + fine-tuned encoder -> + sequence encoder -> + reranker "
+                               "(about an hour on 2 CPU cores)")
+    evaluate.add_argument("--sequence-epochs", type=int, default=s.train_sequence.epochs,
+                          help="sequence encoder epochs at most (--stages; default: %(default)s)")
     evaluate.add_argument("--epochs", type=int, default=reranking.epochs,
                           help="cross-encoder training epochs (--stages; default: %(default)s)")
     evaluate.add_argument("--encoder-epochs", type=int, default=encoding.epochs,

@@ -39,7 +39,7 @@ from retrieval.evaluation.datasets import Dataset
 from retrieval.pipeline.config import RecommendConfig
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
-from retrieval.pipeline.sources import rank_hits
+from retrieval.pipeline.sources import LoadedSequence, rank_hits
 from retrieval.ranking.rerank import LoadedReranker
 from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.state.profiles import ProfileConfig
@@ -48,6 +48,7 @@ from retrieval.storage.vector_store import StoredPoint
 BASELINES = ("popularity", "itemknn", "bm25", "zero_shot")
 STAGES = ("dense_profile", "collaborative_seq", "hybrid_plain_rrf", "hybrid_retrieval")
 RERANKED = "hybrid_reranked"  # hybrid_retrieval with a cross-encoder over its top (needs a reranker)
+SEQUENCE = "sequence_encoder"  # the sequence encoder's source alone (needs a sequence model)
 SLICES = ("all", "cold_items", "cold_users", "cold_users_prefs", "long_tail")
 CUTOFF = 50  # ranked lists are this long; metrics at 10 and 50
 
@@ -185,11 +186,13 @@ class Replay:
     """An engine in a scratch directory holding the catalogue and the training histories."""
 
     def __init__(self, dataset: Dataset, encoder: BiEncoder, histories: dict[str, list[str]], points: list[StoredPoint],
-                 config: EvalConfig, label: str, reranker: LoadedReranker | None = None):
+                 config: EvalConfig, label: str, reranker: LoadedReranker | None = None,
+                 sequence: LoadedSequence | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix=f"hybridrec-eval-{label}-"))
         self.engine = Engine.open(EngineConfig(data_dir=self.dir, recommend=config.recommend,
                                                profiles=config.profiles), encoder=encoder)
         self.engine.recommender.reranker = reranker
+        self.engine.recommender.sources["sequence"].loaded = sequence
         for start in range(0, len(points), 1000):
             self.engine.catalogue.write(points[start:start + 1000])
         self.engine.catalogue.optimize()
@@ -260,6 +263,7 @@ METHODS: dict[str, Method] = {
     "hybrid_plain_rrf": _pipeline(None, variant="plain"),
     "hybrid_retrieval": _pipeline(None),
     RERANKED: _pipeline(None, rerank=True),
+    SEQUENCE: _pipeline(("sequence",)),
 }
 
 
@@ -297,14 +301,17 @@ def encode_catalogue(dataset: Dataset, encoder: BiEncoder) -> list[StoredPoint]:
 
 def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = None,
              points: list[StoredPoint] | None = None, slices: tuple[str, ...] = SLICES,
-             reranker: LoadedReranker | None = None) -> dict[str, Any]:
+             reranker: LoadedReranker | None = None, sequence: LoadedSequence | None = None) -> dict[str, Any]:
     """Run every method on every slice; returns ``{"slices": {slice: {method: metrics}}, "config",
     "dataset", "seconds", "timings"}``. ``points`` (from ``encode_catalogue``) skips re-encoding; ``reranker``
-    is what the ``hybrid_reranked`` method reorders the top of the fused list with."""
+    is what the ``hybrid_reranked`` method reorders the top of the fused list with; ``sequence`` a
+    sequence encoder every pipeline method serves (its source alone: ``sequence_encoder``)."""
     started = time.perf_counter()
     config = config or EvalConfig()
     if RERANKED in config.methods and reranker is None:
         raise ValueError(f"method {RERANKED!r} needs a reranker")
+    if SEQUENCE in config.methods and sequence is None:
+        raise ValueError(f"method {SEQUENCE!r} needs a sequence encoder")
     rng = random.Random(config.seed)
     cases = leave_one_out(dataset.sequences, config.split)
     users = sorted(cases)
@@ -320,7 +327,7 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
     histories = {u: c.history for u, c in cases.items()}
     timings: dict[str, Any] = {"replay": {}, "methods": {}}  # wall seconds
     clock = time.perf_counter()
-    warm = Replay(dataset, encoder, histories, points, config, "warm", reranker)
+    warm = Replay(dataset, encoder, histories, points, config, "warm", reranker, sequence)
     timings["replay"]["warm"] = time.perf_counter() - clock
     popularity = Counter(i for h in histories.values() for i in h)
     head = {i for i, _ in popularity.most_common(round(len(catalogue_ids) * config.long_tail_head))}
@@ -329,7 +336,7 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
     if "cold_items" in slices:
         clock = time.perf_counter()
         cold_replay = Replay(dataset, encoder, {u: h for u, h in cold_histories.items() if h}, points, config,
-                             "cold-items", reranker)
+                             "cold-items", reranker, sequence)
         timings["replay"]["cold_items"] = time.perf_counter() - clock
 
     # (slice, replay, users, request builder)

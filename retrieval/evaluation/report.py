@@ -37,7 +37,9 @@ def slice_table(methods: dict[str, dict[str, Any]]) -> list[str]:
 
 
 STAGE_TITLES = {"zero_shot": "zero-shot (hybrid retrieval)", "fine_tuned_encoder": "+ fine-tuned encoder",
-                "zero_shot_at_encoder_weights": "(zero-shot at the encoder's weights)", "reranker": "+ reranker",
+                "zero_shot_at_encoder_weights": "(zero-shot at the encoder's weights)",
+                "sequence_encoder": "+ sequence encoder", "sequence_encoder_alone": "(sequence encoder alone)",
+                "reranker": "+ reranker",
                 "reranker_retrieval_diversity": "(+ reranker at retrieval's diversity)",
                 "reranker_without_encoder": "(reranker over zero-shot, no encoder)"}
 
@@ -49,18 +51,20 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
     diversity = stages.get("diversity")
     titles = [STAGE_TITLES[n] + ("" if stages["accepted"][n] else " (rejected, measured anyway)") for n in names]
     lines = [
-        "## Learning from the log: zero-shot -> + fine-tuned encoder -> + reranker",
+        "## Learning from the log: zero-shot -> + fine-tuned encoder -> + sequence encoder -> + reranker",
         "",
-        f"Both models were trained inside this run on the training part only ({stages['training_users']} users' "
+        f"The models were trained inside this run on the training part only ({stages['training_users']} users' "
         "sequences without their validation and test targets"
         + (f", and without the {stages['cold_items_left_out_of_training']} cold items, as new to the trainers as "
            "to their slice" if stages.get("cold_items_left_out_of_training") else "")
         + "); each stage is evaluated like the methods above. "
         "Cells: NDCG@10 / Recall@10 (change in NDCG@10 against the stage it builds on, user by user, ± its "
-        "standard error: the reranker builds on "
-        f"the {'fine-tuned' if enc['accepted'] else 'zero-shot'} encoder; a column in brackets compares with "
+        "standard error: the sequence encoder joins the retrieval of the "
+        f"{'fine-tuned' if enc['accepted'] else 'zero-shot'} encoder, and the reranker builds on the last "
+        "accepted stage; a column in brackets compares with "
         "the stage it stands beside: zero-shot at the encoder's weights with the fine-tuned encoder, so its "
-        "change is minus the encoder's own part; the other rankers with the reranker as served).",
+        "change is minus the encoder's own part; the sequence encoder alone with the fusion it joins; the other "
+        "rankers with the reranker as served).",
         *([f"Diversity as served: retrieval's lists MMR {diversity['retrieval']:g}, reranked lists "
            f"{diversity['reranked']:g} (each chosen on validation by `benchmarks/diversity.py`); the last column is "
            f"the same ranker with MMR {diversity['retrieval']:g}."]
@@ -95,12 +99,14 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         "",
         f"- Encoder: {enc['pairs']} pairs, epochs {epoch_s}; {'accepted' if enc['accepted'] else 'REJECTED'}: "
         f"{enc['reason']}.",
+        *([_sequence_line(stages["sequence_training"])] if stages.get("sequence_training") else []),
         f"- Reranker: learned ranker on {ranker.get('lists', 0)} lists ({ranker.get('rows', 0)} candidates, "
         f"{ranker.get('positives', 0)} taken next); {ce_text}; validation NDCG@10: {validation}; "
         f"{'accepted' if rr['accepted'] else 'REJECTED'}: {rr['reason']}.",
         *([f"- Reranker over zero-shot retrieval (trained the same way, for the comparison in brackets): "
            f"{'accepted' if without['accepted'] else 'REJECTED'}: {without['reason']}."] if without else []),
-        f"- A service trained like this would serve: encoder {stages['serving']['encoder']}, reranker "
+        f"- A service trained like this would serve: encoder {stages['serving']['encoder']}, sequence encoder "
+        f"{stages['serving'].get('sequence_encoder', 'none')}, reranker "
         f"{stages['serving']['reranker']}, fusion weights "
         f"{', '.join(f'{k} {v:g}' for k, v in (stages['serving'].get('weights') or {}).items())}. "
         f"The fine-tuned encoder stage is measured with the weights chosen with it "
@@ -108,6 +114,14 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         "Rejected models are still measured above so their effect is on record.",
     ]
     return lines
+
+
+def _sequence_line(seq: dict[str, Any]) -> str:
+    epochs = seq.get("epochs") or []
+    return (f"- Sequence encoder: {seq['windows']} training windows from {seq['train_users']} users, "
+            f"{len(epochs)} epochs in {seq['train_seconds']:.0f} s on {seq['device']} (early stopping on "
+            f"{seq['early_stop_users']} users' second-newest items); fusion weight {seq['fusion_weight']:g}; "
+            f"{'accepted' if seq['accepted'] else 'REJECTED'}: {seq['reason']}.")
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
-"""The learning stages, trained inside an evaluation run: zero-shot -> + fine-tuned encoder -> + reranker.
+"""The learning stages, trained inside an evaluation run: zero-shot -> + fine-tuned encoder -> +
+sequence encoder -> + reranker.
 
-Both models learn from the *training part* of the split only: every user's sequence without its
+The models learn from the *training part* of the split only: every user's sequence without its
 last two items (the validation and the test targets) and without the cold-items slice's items,
 replayed into a scratch engine exactly as the service would hold it. The trainers then hold out
 their own newest item per user for their accept-only-if-better rule, so neither model ever sees a
@@ -26,6 +27,7 @@ from encoders import BiEncoder
 from retrieval.evaluation.datasets import Dataset
 from retrieval.evaluation.replay import (
     RERANKED,
+    SEQUENCE,
     SLICES,
     EvalConfig,
     Replay,
@@ -34,11 +36,13 @@ from retrieval.evaluation.replay import (
     evaluate,
     paired_change,
 )
-from retrieval.registry import ENCODER_MODELS, RERANKER_MODELS, RerankerVersions
+from retrieval.pipeline.sources import LoadedSequence
+from retrieval.registry import ENCODER_MODELS, RERANKER_MODELS, SEQUENCE_MODELS, RerankerVersions, SequenceVersions
 from retrieval.storage.vector_store import StoredPoint
 from retrieval.training.encoder import train_encoder
 from retrieval.training.reranker import train_reranker
-from retrieval.training.settings import EncoderTrainingSettings, TrainingSettings
+from retrieval.training.sequence import train_sequence
+from retrieval.training.settings import EncoderTrainingSettings, SequenceTrainingSettings, TrainingSettings
 
 # The reranker stage measured again with retrieval's MMR strength instead of the reranked lists' own
 # default: what that default is worth, on the record beside the stage as served.
@@ -55,6 +59,7 @@ WEIGHTS_WITHOUT_ENCODER = "zero_shot_at_encoder_weights"
 class StageSettings:
     encoder: EncoderTrainingSettings = field(default_factory=EncoderTrainingSettings)
     reranker: TrainingSettings = field(default_factory=TrainingSettings)
+    sequence: SequenceTrainingSettings = field(default_factory=SequenceTrainingSettings)
     work_dir: Path | None = None  # where the trained models are kept (default: a scratch folder)
 
 
@@ -78,10 +83,12 @@ def stage_training_sequences(dataset: Dataset, config: EvalConfig) -> dict[str, 
 def _train_and_rank(dataset: Dataset, encoder: BiEncoder, points: list[StoredPoint], config: EvalConfig,
                     versions: RerankerVersions, settings: StageSettings, slices: tuple[str, ...],
                     progress_factory: Callable[[str, int], Any] | None, label: str,
-                    train_sequences: dict[str, list[str]], same_diversity: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Train a ranker on the training part over this retrieval, then evaluate it (rejected ones too:
-    the service never loads those, but their effect belongs on the record)."""
-    replay = Replay(dataset, encoder, train_sequences, points, config, label)
+                    train_sequences: dict[str, list[str]], same_diversity: bool = True,
+                    sequence: LoadedSequence | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train a ranker on the training part over this retrieval (with ``sequence`` serving, if one
+    does), then evaluate it (rejected ones too: the service never loads those, but their effect
+    belongs on the record)."""
+    replay = Replay(dataset, encoder, train_sequences, points, config, label, sequence=sequence)
     try:
         report = train_reranker(replay.engine.recommender, versions, settings.reranker, progress_factory)
     finally:
@@ -90,11 +97,11 @@ def _train_and_rank(dataset: Dataset, encoder: BiEncoder, points: list[StoredPoi
         return report, {}
     loaded = versions.load(report.version, device=settings.reranker.device, allow_rejected=True)
     results = evaluate(dataset, encoder, replace(config, methods=(RERANKED,)), points=points, slices=slices,
-                       reranker=loaded)
+                       reranker=loaded, sequence=sequence)
     if same_diversity and config.recommend.reranked_diversity != config.recommend.diversity:
         same = replace(config, methods=(RERANKED,),
                        recommend=replace(config.recommend, reranked_diversity=config.recommend.diversity))
-        other = evaluate(dataset, encoder, same, points=points, slices=slices, reranker=loaded)
+        other = evaluate(dataset, encoder, same, points=points, slices=slices, reranker=loaded, sequence=sequence)
         for s in other["slices"]:
             results["slices"][s][SAME_DIVERSITY] = other["slices"][s][RERANKED]
             results["ranks"][s][SAME_DIVERSITY] = other["ranks"][s][RERANKED]
@@ -151,10 +158,27 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     serving_encoder, serving_points, serving_config = (
         (tuned, tuned_points, tuned_config) if accepted else (encoder, points, config))
 
-    # Stage 3: the learned ranker (+ cross-encoder where it is trained), on the retrieval that will serve.
+    # Stage 3: the sequence encoder, over the item vectors that will serve.
+    replay = Replay(dataset, serving_encoder, train_sequences, serving_points, serving_config, "train-sequence")
+    try:
+        sequence_meta = train_sequence(replay.engine, SequenceVersions(work / SEQUENCE_MODELS), settings.sequence,
+                                       progress_factory)
+        space = replay.engine.item_space()
+    finally:
+        replay.close()
+    candidate = SequenceVersions(work / SEQUENCE_MODELS).load(sequence_meta["version"], space,
+                                                              device=settings.sequence.device, allow_rejected=True)
+    sequence_results = evaluate(dataset, serving_encoder,
+                                replace(serving_config, methods=("hybrid_retrieval", SEQUENCE)),
+                                points=serving_points, slices=slices, sequence=candidate)
+    sequence_accepted = sequence_meta["accepted"]
+    serving_sequence = candidate if sequence_accepted else None
+    before_ranker = "sequence_encoder" if sequence_accepted else ("fine_tuned_encoder" if accepted else "zero_shot")
+
+    # Stage 4: the learned ranker (+ cross-encoder where it is trained), on the retrieval that will serve.
     report, reranked = _train_and_rank(dataset, serving_encoder, serving_points, serving_config,
                                        RerankerVersions(work / RERANKER_MODELS), settings, slices, progress_factory,
-                                       "train-reranker", train_sequences)
+                                       "train-reranker", train_sequences, sequence=serving_sequence)
     without = None
     if accepted:
         without_report, without = _train_and_rank(dataset, encoder, points, config,
@@ -167,9 +191,13 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
               ("fine_tuned_encoder", tuned_results, "hybrid_retrieval", "zero_shot", accepted)]
     if reweighted:
         stages += [(WEIGHTS_WITHOUT_ENCODER, reweighted, "hybrid_retrieval", "fine_tuned_encoder", True)]
+    # The sequence encoder is measured against the retrieval it joins (the encoder stage when that
+    # is accepted), and its source alone against the same, so fusion's gain over it is on record.
+    sequence_base = "fine_tuned_encoder" if accepted else "zero_shot"
+    stages += [("sequence_encoder", sequence_results, "hybrid_retrieval", sequence_base, sequence_accepted),
+               ("sequence_encoder_alone", sequence_results, SEQUENCE, "sequence_encoder", sequence_accepted)]
     if reranked:
-        stages += [("reranker", reranked, RERANKED, "fine_tuned_encoder" if accepted else "zero_shot",
-                    report.accepted)]
+        stages += [("reranker", reranked, RERANKED, before_ranker, report.accepted)]
         if SAME_DIVERSITY in reranked["slices"][slices[0]]:
             stages += [(SAME_DIVERSITY, reranked, SAME_DIVERSITY, "reranker", report.accepted)]
     if without:
@@ -191,9 +219,11 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
         "training_users": len(train_sequences),
         "cold_items_left_out_of_training": len(cold_slice_items(dataset, config)),
         "encoder_training": {k: v for k, v in encoder_meta.items() if k != "path"},
+        "sequence_training": {k: v for k, v in sequence_meta.items() if k not in ("path", "settings")},
         "reranker_training": _ranker_summary(report),
         "diversity": {"retrieval": config.recommend.diversity, "reranked": config.recommend.reranked_diversity},
         "serving": {"encoder": "fine-tuned" if accepted else "zero-shot",
+                    "sequence_encoder": "accepted" if sequence_accepted else "none (rejected)",
                     "weights": serving_config.recommend.weights,
                     "reranker": "accepted" if report.accepted else "none (rejected)"},
         "seconds": time.perf_counter() - started,

@@ -166,7 +166,7 @@ def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], earl
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
             optimiser.step()
-            total, steps = total + float(loss), steps + 1
+            total, steps = total + loss.item(), steps + 1
             if bar is not None:
                 bar.update(len(chunk))
         network.eval()

@@ -118,8 +118,9 @@ class AdminController(Controller):
                                     _text(m.get("created")))
                      for m in engine.models.sequences.all()]
         sequence = engine.recommender.sources["sequence"].loaded
-        return ModelsState(current.version if current else None, [_summary(m) for m in engine.rerankers.all()],
-                           encoders, engine.encoder.name, sequences,
+        return ModelsState(serving=current.version if current else None,
+                           versions=[_summary(m) for m in engine.rerankers.all()], encoders=encoders,
+                           serving_encoder=engine.encoder.name, sequences=sequences,
                            sequence=sequence.version if sequence else None)
 
 

@@ -10,7 +10,7 @@ from retrieval.evaluation.replay import EvalConfig, cold_items, evaluate, leave_
 from retrieval.evaluation.report import stage_section
 from retrieval.evaluation.stages import StageSettings, evaluate_stages, training_part
 from retrieval.pipeline.config import RecommendConfig
-from retrieval.training.settings import EncoderTrainingSettings, TrainingSettings
+from retrieval.training.settings import EncoderTrainingSettings, SequenceTrainingSettings, TrainingSettings
 from service.cli import main
 from tests.conftest import SHARED_DATA
 
@@ -143,6 +143,7 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     config = EvalConfig(seed=2, max_users=8, recommend=RecommendConfig(rerank_candidates=10))
     settings = StageSettings(EncoderTrainingSettings(max_pairs=80, batch_size=16, device="cpu"),
                              TrainingSettings(max_lists=40, cross_encoder="off", device="cpu", max_validation_users=6),
+                             SequenceTrainingSettings(epochs=2, hidden=16, device="cpu", max_validation_users=6),
                              work_dir=tmp_path / "models")
     stages = evaluate_stages(dataset, encoder, config, settings, slices=("all", "cold_users"))
     assert set(stages["table"]) == {"all", "cold_users"}
@@ -153,13 +154,18 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     # Each stage against the one it builds on; with an accepted encoder, also the ranker that would
     # serve without it (trained the same way over zero-shot retrieval) against the ranker that does.
     # Zero-shot at the encoder's weights stands beside the encoder: its change is minus the encoder's part.
+    # The sequence encoder joins the encoder stage's retrieval; the reranker builds on the last accepted stage.
+    sequence_accepted = stages["sequence_training"]["accepted"]
+    encoder_stage = "fine_tuned_encoder" if encoder_accepted else "zero_shot"
     builds_on = {"fine_tuned_encoder": "zero_shot", "zero_shot_at_encoder_weights": "fine_tuned_encoder",
-                 "reranker": "fine_tuned_encoder" if encoder_accepted else "zero_shot",
+                 "sequence_encoder": encoder_stage, "sequence_encoder_alone": "sequence_encoder",
+                 "reranker": "sequence_encoder" if sequence_accepted else encoder_stage,
                  "reranker_retrieval_diversity": "reranker", "reranker_without_encoder": "reranker"}
     for row in stages["table"].values():
         # The reranker also at retrieval's diversity, beside its own default (0, chosen on validation).
-        assert list(row) == ["zero_shot", "fine_tuned_encoder", "zero_shot_at_encoder_weights", "reranker",
-                             "reranker_retrieval_diversity", *(["reranker_without_encoder"] if encoder_accepted else [])]
+        assert list(row) == ["zero_shot", "fine_tuned_encoder", "zero_shot_at_encoder_weights", "sequence_encoder",
+                             "sequence_encoder_alone", "reranker", "reranker_retrieval_diversity",
+                             *(["reranker_without_encoder"] if encoder_accepted else [])]
         assert all(m["users"] == 8 and 0.0 <= m["ndcg@10"] <= 1.0 for m in row.values())
         assert "change" not in row["zero_shot"]
         for stage, base in builds_on.items():
@@ -175,6 +181,10 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     # The models are kept with their verdicts where the settings asked.
     assert (tmp_path / "models" / "encoder" / enc["version"] / "metadata.json").exists()
     assert (tmp_path / "models" / "reranker" / rr["version"] / "metadata.json").exists()
+    seq = stages["sequence_training"]
+    assert (tmp_path / "models" / "sequence" / seq["version"] / "metadata.json").exists()
+    assert seq["epochs"] and set(seq["validation"]) == {"all", "cold_users", "long_tail"}
+    assert stages["accepted"]["sequence_encoder"] == sequence_accepted
     without = stages.get("reranker_without_encoder_training")
     assert (without is not None) == encoder_accepted
     if without:
@@ -186,6 +196,7 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     assert set(stages["accepted"]) == set(stages["table"]["all"])
     report = "\n".join(stage_section(stages))
     assert "+ fine-tuned encoder" in report and "| all | 8 |" in report and "learned ranker on" in report
+    assert "+ sequence encoder" in report and "- Sequence encoder: " in report
     assert " ± " in report and ("reranker over zero-shot" in report) == encoder_accepted
     assert "zero-shot at the encoder's weights" in report
     assert ("+ fine-tuned encoder (rejected, measured anyway)" in report) == (not encoder_accepted)

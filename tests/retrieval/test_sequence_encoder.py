@@ -1,0 +1,144 @@
+"""The sequence encoder from the event log to the response: trained and judged by
+``train_sequence`` (resumable), served only when accepted and trained over today's item vectors,
+named in traces, responses and explanations, and reaching items added after it was trained."""
+
+import json
+import random
+import time
+
+import pytest
+import torch
+from litestar.testing import TestClient
+
+from retrieval.pipeline.request import RecommendRequest, ReplayOptions
+from retrieval.training.sequence import CHECKPOINT, train_sequence, training_windows
+from retrieval.training.settings import SequenceTrainingSettings
+from service.app import create_app
+from service.cli import main
+from service.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+SMALL = SequenceTrainingSettings(epochs=40, patience=40, hidden=32, max_length=8, dropout=0.0, lr=3e-3,
+                                 max_validation_users=60, early_stop_users=0.2, device="cpu")
+
+
+def chain_log(engine, demo_items, users: int = 120, length: int = 6, seed: int = 0) -> list[str]:
+    """Users take runs of a fixed, shuffled chain of 60 items: what comes next is in the order only."""
+    rng = random.Random(seed)
+    chain = [item["id"] for item in demo_items[:60]]
+    rng.shuffle(chain)
+    now = time.time()
+    events = []
+    for u in range(users):
+        start = rng.randrange(len(chain))
+        events += [{"user_id": f"u{u}", "type": "purchase", "item_id": chain[(start + t) % len(chain)],
+                    "timestamp": now - 100 + t} for t in range(length)]
+    report = engine.profiles.record(events, now=now)
+    assert not report.rejected
+    return chain
+
+
+def accept(engine, version: str) -> None:
+    """Mark a version accepted (what its verdict decides is tested elsewhere; here: serving)."""
+    path = engine.sequences.path(version) / "metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accepted": True}))
+
+
+def test_training_windows_cover_every_step_once():
+    windows = training_windows({"u": list("abcdefgh"), "v": ["x", "y"], "w": ["z"]}, 3)
+    steps = [(w[n], w[n + 1]) for w in windows for n in range(len(w) - 1)]
+    assert sorted(steps) == sorted([(a, b) for a, b in zip("abcdefg", "bcdefgh")] + [("x", "y")])
+    assert all(len(w) <= 4 for w in windows)
+
+
+def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interruption(engine, demo_items):
+    chain_log(engine, demo_items)
+
+    class Interrupt:  # a progress bar whose third update is a Ctrl-C: two epochs are done by then
+        def __init__(self, *_):
+            self.updates = 0
+
+        def update(self, n):
+            self.updates += 1
+            if self.updates == 4:  # the first call restores progress (0), then one batch per epoch
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sequence(engine, engine.sequences, SMALL, progress_factory=Interrupt)
+    saved = torch.load(engine.sequences.root / CHECKPOINT, weights_only=False)
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
+
+    meta = train_sequence(engine, engine.sequences, SMALL)
+    # It went on from the checkpoint: the first two epochs are the interrupted run's, to the bit.
+    assert meta["epochs"][:2] == saved["epochs"] and len(meta["epochs"]) == SMALL.epochs
+    assert not (engine.sequences.root / CHECKPOINT).exists()
+    # The chain is learnt: the source alone finds the next item (chance is about 1 in 360).
+    assert meta["sequence_alone_ndcg@10"] > 0.5
+    assert set(meta["validation"]) == {"all", "cold_users", "long_tail"}
+    assert meta["validation"]["all"]["cases"] == 60 and meta["item_space"] == engine.item_space()
+    assert meta["fusion_weight"] in SMALL.fusion_weights and "on 60 users' newest items" in meta["reason"]
+    assert (engine.sequences.path(meta["version"]) / "sequence.pt").exists()
+
+
+def test_only_an_accepted_model_over_todays_items_serves_and_new_items_are_reachable(engine, demo_items, tmp_path):
+    chain = chain_log(engine, demo_items)
+    meta = train_sequence(engine, engine.sequences, SMALL)
+    version = meta["version"]
+    path = engine.sequences.path(version) / "metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accepted": False}))
+    assert engine.reload_sequence() is None
+    with pytest.raises(ValueError, match="never served"):
+        engine.sequences.load(version, engine.item_space())
+    accept(engine, version)
+    # Trained over other item vectors (another encoder or collection): refused, with what to do.
+    with pytest.raises(ValueError, match="hybridrec train sequence"):
+        engine.sequences.load(version, {**engine.item_space(), "collection": "items__other"})
+    assert engine.reload_sequence() == version
+
+    history = chain[10:14]
+    alone = engine.recommender.recommend(RecommendRequest(history=history, k=5, diversity=0),
+                                         ReplayOptions(sources=("sequence",)))
+    assert alone.items[0].id == chain[14]  # what follows in the chain
+    served = engine.recommender.recommend(RecommendRequest(history=history, k=10, diversity=0))
+    assert served.sequence == version and "sequence" in served.sources
+    assert any("sequence" in item.trace.sources for item in served.items)
+
+    # An item added now, never seen in training, with the next item's very text: the source finds it
+    # beside its twin, from its text alone.
+    twin = dict(next(i for i in demo_items if i["id"] == chain[14]), id="brand-new-twin")
+    assert not engine.catalogue.upsert([twin]).rejected
+    again = engine.recommender.recommend(RecommendRequest(history=history, k=5, diversity=0),
+                                         ReplayOptions(sources=("sequence",)))
+    assert {i.id for i in again.items[:2]} == {chain[14], "brand-new-twin"}
+
+    # Over HTTP: reload reports it, responses and explanations name it.
+    engine.serve_sequence(None)
+    with TestClient(create_app(Settings(data_dir=tmp_path / "unused"), engine=engine)) as client:
+        assert client.post("/v1/recommendations", json={"history": history, "k": 5}).json()["models"]["sequence"] is None
+        assert client.post("/v1/admin/reload").json()["sequence"] == version
+        body = client.post("/v1/recommendations", json={"history": history, "k": 5, "diversity": 0}).json()
+        assert body["models"]["sequence"] == version and "sequence" in body["sources"]
+        found = next(i for i in body["items"] if "sequence" in i["sources"])
+        explained = client.post("/v1/explanations", json={"history": history, "item_id": found["id"],
+                                                          "diversity": 0}).json()
+        assert "sequence" in explained["evidence"]["sources"]
+        assert "sequence encoder" in explained["text"]
+        models = client.get("/v1/admin/models").json()
+        assert models["sequence"] == version and models["sequences"][0]["version"] == version
+
+
+def test_train_sequence_from_the_command_line(engine, demo_items, tmp_path, capsys):
+    chain_log(engine, demo_items)
+    data_dir = engine.config.data_dir
+    engine.close()
+    assert main(["train", "sequence", "--data-dir", str(data_dir), "--epochs", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    versions = sorted((data_dir / "models" / "sequence").glob("v*"))
+    assert len(versions) == 1
+    meta = json.loads((versions[0] / "metadata.json").read_text())
+    assert f"sequence encoder {meta['version']} {'accepted' if meta['accepted'] else 'rejected'}" in out
+    assert "validation all" in out and "validation cold_users" in out and "trained 2 epochs" in out
