@@ -361,8 +361,8 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     verdict = "accepted" if meta["accepted"] else "rejected (never served)"
     print(f"sequence encoder {meta['version']} {verdict}: {meta['reason']}")
     for name, v in meta["validation"].items():
-        print(f"  validation {name:<12} NDCG@10 {v['with_ndcg@10']:.4f} with, {v['without_ndcg@10']:.4f} without "
-              f"({v['gain']:+.4f} ± {v['standard_error']:.4f}, {v['cases']} cases)")
+        print(f"  validation {name:<12} NDCG@10 {v['new']:.4f} with, {v['old']:.4f} without "
+              f"({v['gain']:+.4f} ± {v['se']:.4f}, {v['cases']} cases)")
     print(f"  trained {len(meta['epochs'])} epochs in {meta['train_seconds']:.0f} s on {meta['device']}; "
           f"an interrupted run resumes where it stopped")
     if meta["accepted"]:

@@ -7,15 +7,16 @@ case (the next item among all items: a softmax over the catalogue's text vectors
 lives in the item space and is searched there as served). Training stops when the sequence alone
 stops improving on the early-stopping users' second-newest items, which it never reads either.
 
-Judged as the other trainers judge (``training.protocol``): each judged user's newest item, with
-the collaborative signal as the log stood before it, the fused retrieval that serves with and
-without the new source, per slice: all users (the history), cold users (only the newest history
-item, an anonymous session) and long-tail targets.
+Judged as the other trainers judge (``training.protocol.judge_every_slice``): each judged user's
+newest item, with the collaborative signal as the log stood before it, the fused retrieval with and
+without the new source, per slice: all users (the history), cold items (a seeded share of items the
+model never trained on), cold users (only the newest history item, an anonymous session) and
+long-tail targets. Clearly better on all users, clearly worse on none.
 
 Example::
 
     report = train_sequence(engine, engine.models.sequences, SequenceTrainingSettings(epochs=10))
-    report["accepted"], report["fusion_weight"], report["validation"]["all"]
+    report["accepted"], report["fusion_weight"], report["validation"]["cold_items"]["gain"]
 """
 
 from __future__ import annotations
@@ -43,12 +44,20 @@ from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.pipeline.sources import LoadedSequence
 from retrieval.registry import SequenceVersions
 from retrieval.storage.vector_store import scroll_all
-from retrieval.training.encoder import PROFILE_ITEMS, replayed_before_newest
-from retrieval.training.protocol import clearly_better, judged_users, log_sequences
+from retrieval.training.encoder import PROFILE_ITEMS
+from retrieval.training.protocol import (
+    COLD_ITEM_SHARE,
+    held_out_items,
+    index_of,
+    judge_every_slice,
+    judged_users,
+    log_sequences,
+    slice_cases,
+    without_items,
+)
 from retrieval.training.settings import SequenceTrainingSettings
 
 CHECKPOINT = ".sequence-checkpoint.pt"  # beside the versions: an interrupted training resumes from it
-JUDGED_SLICES = ("all", "cold_users", "long_tail")
 
 
 def training_windows(sequences: dict[str, list[str]], length: int) -> list[list[str]]:
@@ -235,7 +244,10 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
     early_users = set(judged_users(sequences, settings.early_stop_users, settings.max_early_stop_users, rng)
                       if len(sequences) >= 10 else [])
     early = [(sequences[u][:-2], sequences[u][-2]) for u in sorted(early_users) if len(sequences[u]) >= 3]
-    trained = {u: seq[:len(seq) - (2 if u in early_users else 1)] for u, seq in sequences.items()}
+    # A seeded share of items is new to the model, so the cold-items slice judges it on items it has
+    # never seen (as the encoder trainer does).
+    held = held_out_items(sequences, COLD_ITEM_SHARE, settings.seed)
+    trained = without_items({u: seq[:len(seq) - (2 if u in early_users else 1)] for u, seq in sequences.items()}, held)
     trained = {u: seq for u, seq in trained.items() if len(seq) > 1}
     if not trained:
         raise ValueError("no training examples: a user needs three or more items; log more events")
@@ -253,42 +265,37 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
     fit_seconds = time.perf_counter() - fit_started
 
     judged = judged_users(sequences, settings.validation_users, settings.max_validation_users, rng)
-    before_newest = replayed_before_newest(sequences)
-    recommender = engine.wire(engine.layout, engine.encoder, before_newest)[2]
-    head = {i for i, _ in before_newest.popular(round(engine.catalogue.count() * settings.long_tail_head))}
-    cases = {"all": [(sequences[u][:-1], sequences[u][-1]) for u in judged],
-             "cold_users": [(sequences[u][-2:-1], sequences[u][-1]) for u in judged]}
+    before_newest = {u: seq[:-1] for u, seq in sequences.items()}
+    # Each slice as the offline evaluation defines it (``slice_cases``), with the collaborative
+    # signal as the log stood before the targets; for cold items, as if the held-out items had
+    # never been taken. Preference-only requests carry no history, so the source never answers them.
+    head = {i for i, _ in index_of(before_newest).popular(round(engine.catalogue.count() * settings.long_tail_head))}
+    cases = slice_cases(sequences, judged, head, {}, cold=held)
+    warm = engine.wire(engine.layout, engine.encoder, index_of(before_newest))[2]
+    cold = engine.wire(engine.layout, engine.encoder, index_of(without_items(before_newest, held)))[2]
     loaded = LoadedSequence("candidate", model, 1.0)
-    runs = {name: _fused_ndcg(recommender, slice_cases, loaded, settings.fusion_weights)
-            for name, slice_cases in cases.items()}
-    tail = [n for n, (_, target) in enumerate(cases["all"]) if target not in head]
-    runs["long_tail"] = ([runs["all"][0][n] for n in tail], {w: [s[n] for n in tail] for w, s in runs["all"][1].items()})
+    runs = {name: _fused_ndcg(cold if name == "cold_items" else warm, [(list(c.history), c.target) for c in group],
+                              loaded, settings.fusion_weights)
+            for name, group in cases.items() if name not in ("long_tail", "cold_users_prefs")}
+    tail = {id(c) for c in cases["long_tail"]}
+    at = [n for n, c in enumerate(cases["all"]) if id(c) in tail]
+    runs["long_tail"] = ([runs["all"][0][n] for n in at], {w: [s[n] for n in at] for w, s in runs["all"][1].items()})
     weight = max(settings.fusion_weights, key=lambda w: (float(np.mean(runs["all"][1][w] or [0.0])), -w))
-    validation, refused = {}, []
-    for name in JUDGED_SLICES:
-        without, with_weight = runs[name]
-        better, gain, se = clearly_better(with_weight[weight], without)
-        worse = clearly_better(without, with_weight[weight])[0]
-        validation[name] = {"cases": len(without), "without_ndcg@10": float(np.mean(without or [0.0])),
-                            "with_ndcg@10": float(np.mean(with_weight[weight] or [0.0])), "gain": gain,
-                            "standard_error": se, "clearly_better": better, "clearly_worse": worse,
-                            "by_weight": {str(w): float(np.mean(s or [0.0])) for w, s in with_weight.items()}}
-        if name != "all" and worse:
-            refused.append(name)
-    alone = float(np.mean(sequence_ndcg(model, items, cases["all"]) or [0.0]))
-    accepted = validation["all"]["clearly_better"] and not refused
-    v = validation["all"]
-    reason = (f"validation NDCG@10 of the fused retrieval with the sequence source at weight {weight:g}: "
-              f"{v['with_ndcg@10']:.4f} vs {v['without_ndcg@10']:.4f} without, {v['gain']:+.4f} (standard error "
-              f"{v['standard_error']:.4f}), " + ("clearly better" if v["clearly_better"] else "not clearly better")
-              + "".join(f"; clearly worse on {name} ({validation[name]['gain']:+.4f} ± "
-                        f"{validation[name]['standard_error']:.4f})" for name in refused)
-              + f"; the sequence source alone {alone:.4f}; on {len(judged)} users' newest items")
+    verdict = judge_every_slice({name: with_weight[weight] for name, (_, with_weight) in runs.items()},
+                                {name: without for name, (without, _) in runs.items()})
+    validation = {name: {**verdict.slices[name],
+                         "by_weight": {str(w): float(np.mean(s or [0.0])) for w, s in runs[name][1].items()}}
+                  for name in verdict.slices}
+    alone = float(np.mean(sequence_ndcg(model, items, [(list(c.history), c.target) for c in cases["all"]]) or [0.0]))
+    accepted = verdict.accepted
+    reason = (f"with the sequence source at fusion weight {weight:g}, against the retrieval without it: "
+              f"{verdict.reason}; the sequence source alone {alone:.4f} on all users; on {len(judged)} users' "
+              "newest items")
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "accepted": accepted, "reason": reason, "log_seq": log_seq, "item_space": space,
         "fusion_weight": weight, "validation": validation, "sequence_alone_ndcg@10": alone,
-        "epochs": epochs, "windows": len(windows), "train_users": len(trained), "residual_items": len(residual_items),
+        "held_out_items": len(held), "epochs": epochs, "windows": len(windows), "train_users": len(trained), "residual_items": len(residual_items),
         "early_stop_users": len(early), "device": model.device, "train_seconds": fit_seconds,
         "settings": asdict(settings), "seconds": time.perf_counter() - started,
     }

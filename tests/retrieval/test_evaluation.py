@@ -183,7 +183,7 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     assert (tmp_path / "models" / "reranker" / rr["version"] / "metadata.json").exists()
     seq = stages["sequence_training"]
     assert (tmp_path / "models" / "sequence" / seq["version"] / "metadata.json").exists()
-    assert seq["epochs"] and set(seq["validation"]) == {"all", "cold_users", "long_tail"}
+    assert seq["epochs"] and set(seq["validation"]) == {"all", "cold_items", "cold_users", "long_tail"}
     assert stages["accepted"]["sequence_encoder"] == sequence_accepted
     without = stages.get("reranker_without_encoder_training")
     assert (without is not None) == encoder_accepted

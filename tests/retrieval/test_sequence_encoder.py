@@ -78,7 +78,7 @@ def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interrupti
     assert not (engine.sequences.root / CHECKPOINT).exists()
     # The chain is learnt: the source alone finds the next item (chance is about 1 in 360).
     assert meta["sequence_alone_ndcg@10"] > 0.5
-    assert set(meta["validation"]) == {"all", "cold_users", "long_tail"}
+    assert set(meta["validation"]) == {"all", "cold_items", "cold_users", "long_tail"}
     assert meta["validation"]["all"]["cases"] == 60 and meta["item_space"] == engine.item_space()
     assert meta["fusion_weight"] in SMALL.fusion_weights and "on 60 users' newest items" in meta["reason"]
     assert (engine.sequences.path(meta["version"]) / "sequence.pt").exists()
