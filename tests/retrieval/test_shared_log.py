@@ -116,3 +116,29 @@ def test_a_reranker_reloaded_on_one_worker_serves_on_every_worker(make_engine, p
     assert two.recommender.reranker.version == version
     third = make_engine(data_dir=data, database_url=postgres_url, instance="worker-2")
     assert third.recommender.reranker.version == version  # a new worker serves what the others serve
+
+
+def test_a_sequence_encoder_reloaded_on_one_worker_serves_on_every_worker(make_engine, postgres_url, tmp_path,
+                                                                          demo_points):
+    from encoders.sequence import SequenceEncoder, SequenceModel, SequenceShape
+
+    data = tmp_path / "shared"
+    one = make_engine(data_dir=data, database_url=postgres_url, instance="worker-0")
+    two = make_engine(data_dir=data, database_url=postgres_url, instance="worker-1")
+    one.catalogue.write(demo_points)
+    model = SequenceModel(SequenceEncoder(SequenceShape(item_dim=one.encoder.dim, hidden=16), 0), [], device="cpu")
+    version = one.sequences.save(model.save, {"accepted": True, "fusion_weight": 0.5, "item_space": one.item_space()})
+    assert two.recommender.sources["sequence"].loaded is None
+    assert one.reload_sequence() == version
+    two.follow_serving_models()
+    assert two.recommender.sources["sequence"].loaded.version == version
+    third = make_engine(data_dir=data, database_url=postgres_url, instance="worker-2")
+    assert third.recommender.sources["sequence"].loaded.version == version
+    history = [p.id for p in demo_points[:3]]
+    assert third.recommender.recommend(RecommendRequest(history=history, k=5)).sequence == version
+    # No accepted version left: a reload on one worker turns the source off on all.
+    meta = one.sequences.path(version) / "metadata.json"
+    meta.write_text(meta.read_text().replace('"accepted": true', '"accepted": false'))
+    assert one.reload_sequence() is None
+    two.follow_serving_models()
+    assert two.recommender.sources["sequence"].loaded is None
