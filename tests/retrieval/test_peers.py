@@ -103,3 +103,27 @@ def test_unknown_peer_is_refused():
 
     with pytest.raises(ValueError, match="unknown peers"):
         evaluate_peers(cyclic_dataset(), EvalConfig(), peers=("bert4rec",))
+
+
+def write_generic(dataset: Dataset, folder) -> None:
+    import json
+
+    folder.mkdir()
+    with open(folder / "items.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(item) + "\n" for item in dataset.items)
+    with open(folder / "interactions.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"user_id": u, "item_id": i, "timestamp": t}) + "\n"
+                      for u, seq in dataset.sequences.items() for t, i in enumerate(seq))
+
+
+def test_evaluate_refuses_bad_peers_before_any_work(tmp_path, monkeypatch, capsys):
+    from service.cli import main
+
+    write_generic(cyclic_dataset(), tmp_path / "data")
+    args = ["evaluate", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    assert main([*args, "--peers", "sasrec,bert4rec"]) == 2
+    assert "unknown bert4rec" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "recbole", None)
+    assert main([*args, "--peers", "sasrec"]) == 2
+    assert "pip install -e '.[peers]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
