@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from retrieval.evaluation.peers import PREFIX
+
 COLUMNS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50", "mrr", "coverage@10", "ild@10", "gini@10")
 LOWER_IS_BETTER = {"gini@10"}
 SLICE_TITLES = {
@@ -44,12 +46,15 @@ STAGE_TITLES = {"zero_shot": "zero-shot (hybrid retrieval)", "fine_tuned_encoder
                 "reranker_without_encoder": "(reranker over zero-shot, no encoder)"}
 
 
-def stage_section(stages: dict[str, Any]) -> list[str]:
-    """The learning stages: NDCG@10 / Recall@10 per slice, and what each trainer decided."""
+def stage_section(stages: dict[str, Any], results: dict[str, Any] | None = None) -> list[str]:
+    """The learning stages: NDCG@10 / Recall@10 per slice, and what each trainer decided; the peers
+    measured in the same run (``results``' ``peer_*`` methods) as the table's last columns."""
     enc, rr = stages["encoder_training"], stages["reranker_training"]
     names = [n for n in STAGE_TITLES if any(n in row for row in stages["table"].values())]
     diversity = stages.get("diversity")
     titles = [STAGE_TITLES[n] + ("" if stages["accepted"][n] else " (rejected, measured anyway)") for n in names]
+    peers = sorted({m for row in (results or {}).get("slices", {}).values() for m in row if m.startswith(PREFIX)})
+    titles += [f"peer: {p.removeprefix(PREFIX)}" for p in peers]
     lines = [
         "## Learning from the log: zero-shot -> + fine-tuned encoder -> + sequence encoder -> + reranker",
         "",
@@ -71,7 +76,7 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
           if diversity and "reranker_retrieval_diversity" in names else []),
         "",
         "| slice | users | " + " | ".join(titles) + " |",
-        "|---|---:|" + "---:|" * len(names),
+        "|---|---:|" + "---:|" * (len(names) + len(peers)),
     ]
     for slice_name, row in stages["table"].items():
         cells = []
@@ -83,6 +88,9 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
             change = m.get("change")  # against the stage it builds on, user by user (evaluate_stages)
             delta = f" ({change['ndcg@10']:+.4f} ± {change['standard_error']:.4f})" if change else ""
             cells.append(f"{m['ndcg@10']:.4f} / {m['recall@10']:.4f}{delta}")
+        for p in peers:
+            m = results["slices"].get(slice_name, {}).get(p)
+            cells.append(f"{m['ndcg@10']:.4f} / {m['recall@10']:.4f}" if m and m.get("users") else "-")
         users = next((row[n]["users"] for n in names if n in row), 0)
         lines.append(f"| {slice_name} | {users} | " + " | ".join(cells) + " |")
     epoch_s = ", ".join(f"{e['seconds']:.0f} s" for e in enc.get("epochs", []))
@@ -103,6 +111,9 @@ def stage_section(stages: dict[str, Any]) -> list[str]:
         f"- Reranker: learned ranker on {ranker.get('lists', 0)} lists ({ranker.get('rows', 0)} candidates, "
         f"{ranker.get('positives', 0)} taken next); {ce_text}; validation NDCG@10: {validation}; "
         f"{'accepted' if rr['accepted'] else 'REJECTED'}: {rr['reason']}.",
+        *(["- Peers (trained on the same training part, ranked for the same users): "
+           + "; ".join(f"{name}: {note}" for name, note in results["peers"]["notes"].items()) + "."]
+          if peers and (results or {}).get("peers", {}).get("notes") else []),
         *([f"- Reranker over zero-shot retrieval (trained the same way, for the comparison in brackets): "
            f"{'accepted' if without['accepted'] else 'REJECTED'}: {without['reason']}."] if without else []),
         f"- A service trained like this would serve: encoder {stages['serving']['encoder']}, sequence encoder "
@@ -151,7 +162,7 @@ def markdown(results: dict[str, Any]) -> str:
     for name, methods in results["slices"].items():
         out += ["", f"## {SLICE_TITLES.get(name, name)}", ""] + slice_table(methods)
     if "stages" in results:
-        out += ["", *stage_section(results["stages"])]
+        out += ["", *stage_section(results["stages"], results)]
     out += ["", "Plots: `recall_at_k.png` (Recall@K, K = 1..50, all users), "
             "`accuracy_vs_diversity.png` (NDCG@10 against intra-list diversity@10, every slice).", ""]
     return "\n".join(out)

@@ -197,6 +197,13 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
     report = "\n".join(stage_section(stages))
     assert "+ fine-tuned encoder" in report and "| all | 8 |" in report and "learned ranker on" in report
     assert "+ sequence encoder" in report and "- Sequence encoder: " in report
+    # Peers measured in the same run stand in the same table, with what they cannot do said below it.
+    peer = {"users": 8, "ndcg@10": 0.0123, "recall@10": 0.25}
+    with_peers = "\n".join(stage_section(stages, {"slices": {s: {"peer_sasrec": peer} for s in stages["table"]},
+                                                   "peers": {"notes": {"cold_items": "never saw these items"}}}))
+    header = next(line for line in with_peers.splitlines() if line.startswith("| slice |"))
+    assert header.endswith("| peer: sasrec |") and "| 0.0123 / 0.2500 |" in with_peers
+    assert "cold_items: never saw these items" in with_peers
     assert " ± " in report and ("reranker over zero-shot" in report) == encoder_accepted
     assert "zero-shot at the encoder's weights" in report
     assert ("+ fine-tuned encoder (rejected, measured anyway)" in report) == (not encoder_accepted)
