@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=SequenceTrainingSettings.epochs)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--popularity-correction", type=float, default=SequenceTrainingSettings.popularity_correction)
+    parser.add_argument("--name", default="sequence_encoder", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
     if not args.dataset.exists():
         print(f"skipping: {args.dataset} is not here")
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     encoder = BiEncoder(device=args.device)
     points = encode_catalogue(dataset, encoder)
     config = EvalConfig(seed=args.seed, split=args.split, max_users=args.max_users)
-    settings = SequenceTrainingSettings(epochs=args.epochs, device=args.device, seed=args.seed)
+    settings = SequenceTrainingSettings(epochs=args.epochs, device=args.device, seed=args.seed,
+                                        popularity_correction=args.popularity_correction)
 
     train = stage_training_sequences(dataset, config)
     replay = Replay(dataset, encoder, train, points, config, "train-sequence")
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntraining: {meta['windows']} windows, {len(epochs)} epochs, {meta['train_seconds']:.0f} s on "
           f"{meta['device']} ({meta['train_seconds'] / max(len(epochs), 1):.1f} s per epoch); whole trainer "
           f"with validation {meta['seconds']:.0f} s; {'accepted' if meta['accepted'] else 'REJECTED'}: {meta['reason']}")
-    path = save("sequence_encoder", {
+    path = save(args.name, {
         "config": {**vars(args), "dataset": str(args.dataset), "settings": asdict(settings)},
         "training": {k: v for k, v in meta.items() if k not in ("path", "settings")},
         "slices": slices, "latency": timing,

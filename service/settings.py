@@ -197,6 +197,8 @@ SECTION_HELP: dict[str, str] = {
     "train_sequence.dropout": "dropout in the transformer",
     "train_sequence.drop_residual": "share of learned item residuals hidden in training (so text alone is read too)",
     "train_sequence.temperature": "softmax temperature over cosine similarities",
+    "train_sequence.popularity_correction": "log-Q correction in training: how much of each item's log share of "
+                                            "the targets is taken off its logit (0: none)",
     "train_sequence.max_softmax_items": "every item is a negative up to this catalogue size; above it, a sample",
     "train_sequence.early_stop_users": "share of the users whose second-newest item decides when training stops",
     "train_sequence.max_early_stop_users": "at most this many early-stopping users",
@@ -286,6 +288,7 @@ CHECKS: dict[str, Check] = {
                                                             "max_early_stop_users")},
     "train_sequence.lr": _above(0),
     "train_sequence.temperature": _above(0),
+    "train_sequence.popularity_correction": _at_least(0),
     "train_sequence.weight_decay": _at_least(0),
     "train_sequence.dropout": _between(0, 1),
     "train_sequence.drop_residual": _between(0, 1),

@@ -139,6 +139,12 @@ def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], earl
             rng = np.random.default_rng(settings.seed + len(epochs))
     full = len(items.ids) <= settings.max_softmax_items
     matrix = torch.from_numpy(items.matrix).to(model.device)
+    counts = np.ones(len(items.ids))  # add-one: an item never taken next still has a share
+    for w in windows:
+        for i in w[1:]:
+            if i in items.position:
+                counts[items.position[i]] += 1
+    log_share = torch.from_numpy(np.log(counts / counts.sum())).float().to(model.device)
     length = settings.max_length
     bar = progress_factory("train sequence encoder", settings.epochs * len(windows)) if progress_factory else None
     if bar is not None:
@@ -164,13 +170,15 @@ def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], earl
             flat = out.reshape(-1, out.shape[-1])[keep >= 0]
             keep = keep[keep >= 0]
             if full:
-                logits = flat @ matrix.T
+                logits = flat @ matrix.T / settings.temperature - settings.popularity_correction * log_share
             else:  # the batch's targets plus a seeded sample of the catalogue
                 sample = torch.from_numpy(rng.choice(len(items.ids), settings.max_softmax_items, replace=False))
                 pool, keep = torch.unique(torch.cat([keep.cpu(), sample]), return_inverse=True)
                 keep = keep[: len(flat)].to(model.device)
-                logits = flat @ matrix[pool.to(model.device)].T
-            loss = torch.nn.functional.cross_entropy(logits / settings.temperature, keep)
+                pool = pool.to(model.device)
+                logits = (flat @ matrix[pool].T / settings.temperature
+                          - settings.popularity_correction * log_share[pool])
+            loss = torch.nn.functional.cross_entropy(logits, keep)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)

@@ -89,6 +89,11 @@ class SequenceTrainingSettings(LogTrainingSettings):
     # reads items by their text alone (new items have no residual).
     drop_residual: float = 0.3
     temperature: float = 0.05  # of the softmax over cosine similarities
+    # The softmax learns how often each item is taken as much as what follows what, and the source
+    # then crowds the lists with the most taken items, which the collaborative source already finds.
+    # Training subtracts this times each item's log share of the training targets from its logit
+    # (the log-Q correction), so the vector points at what follows rather than at what is popular.
+    popularity_correction: float = 0.0
     # Every item is a negative up to this catalogue size; above it, a seeded sample of this many.
     max_softmax_items: int = 50_000
     # Users whose second-newest item decides when training stops (a share, at most this many):
