@@ -240,7 +240,7 @@ def cmd_forget_user(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from encoders import BiEncoder
     from retrieval.evaluation.datasets import load_dataset
-    from retrieval.evaluation.replay import METHODS, RERANKED, EvalConfig, encode_catalogue, evaluate
+    from retrieval.evaluation.replay import METHODS, RERANKED, SEQUENCE, EvalConfig, encode_catalogue, evaluate
     from retrieval.evaluation.report import write_report
 
     try:
@@ -248,10 +248,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"error: cannot load the dataset: {err}", file=sys.stderr)
         return 2
-    unknown = [m for m in args.methods or () if m not in METHODS or m == RERANKED]
+    trained = (RERANKED, SEQUENCE)  # methods of a trained model: --stages measures them
+    unknown = [m for m in args.methods or () if m not in METHODS or m in trained]
     if unknown:
         print(f"error: --methods: unknown {', '.join(unknown)}; choose from "
-              f"{', '.join(m for m in METHODS if m != RERANKED)}", file=sys.stderr)
+              f"{', '.join(m for m in METHODS if m not in trained)}", file=sys.stderr)
         return 2
     peers = tuple(p.strip() for p in (args.peers or "").split(",") if p.strip())
     if peers:

@@ -218,3 +218,6 @@ def test_cli_rejects_unknown_methods(tmp_path, capsys):
     (src / "interactions.jsonl").write_text(json.dumps({"user_id": "u", "item_id": "a", "timestamp": 1}) + "\n")
     assert main(["evaluate", "--dataset", str(src), "--out", str(tmp_path / "o"), "--methods", "sasrec"]) == 2
     assert "--methods: unknown sasrec" in capsys.readouterr().err
+    # A trained model's rows come from --stages, never from --methods alone.
+    assert main(["evaluate", "--dataset", str(src), "--out", str(tmp_path / "o"), "--methods", "sequence_encoder"]) == 2
+    assert "--methods: unknown sequence_encoder" in capsys.readouterr().err
