@@ -21,6 +21,14 @@ weighting for each type and one run measures all three; the first run also measu
 alone. ``--check valid|test [--seed N]`` then measures the choice (``ROUND5_CHOSEN``) against the
 same weights for every type, paired user by user, on another seeded validation sample or on test:
 run it only after the choice is made.
+
+Round 6 is the preference-only request (the ``cold_users_prefs`` slice): fusion weights for it, and
+the popularity prior over the items of the categories the stated preferences name
+(``PopularSource.within_stated_categories``) against the prior over the whole catalogue, beside
+every baseline, on ``--split`` (validation by default) for each of ``--seeds``, paired user by user
+against the defaults. One replay per split serves every setting and seed; the slice is built as the
+evaluation builds it (``replay.preference_text``), and the history requests of ``--check-users``
+users are checked to be unchanged by the chosen setting.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -139,6 +149,98 @@ ROUND5_CHOSEN = replace(ROUND5_BEFORE, preference_popularity_prior=0.25, request
     "preferences": {"dense_profile": 0.25}})
 SOURCES_ALONE = ("bm25", "dense_profile", "collaborative_seq")
 
+# Round 6: (name, settings, whether the prior looks within the stated categories) for
+# preference-only requests, each against the first (the defaults: the prior over the whole
+# catalogue at 0.5, the profile at 0.5, BM25 at 1.0).
+ROUND6_BEFORE = RecommendConfig(request_weights={}, preference_popularity_prior=0.5)
+
+
+def _prefs(**weights: float) -> RecommendConfig:
+    return replace(ROUND6_BEFORE, request_weights={"preferences": weights})
+
+
+ROUND6 = (
+    ("before: prior over the catalogue", ROUND6_BEFORE, False),
+    ("BM25 2, profile 0.25 (prior over the catalogue)", _prefs(lexical=2.0, dense_profile=0.25), False),
+    ("prior within the stated categories", ROUND6_BEFORE, True),
+    ("within, prior 1", _prefs(popularity_prior=1.0), True),
+    ("within, prior 1, profile 0.25", _prefs(popularity_prior=1.0, dense_profile=0.25), True),
+    ("within, prior 2", _prefs(popularity_prior=2.0), True),
+    # The prior all but alone (the others fill in below its list): what the matched set is worth.
+    ("within, prior 20", _prefs(popularity_prior=20.0), True),
+    # Second pass (after the first: BM25 up and the profile down won both seeds, the prior within
+    # the categories one of two): which part of that wins, and with the prior within the categories.
+    ("BM25 2 (prior over the catalogue)", _prefs(lexical=2.0), False),
+    ("BM25 2, profile 0 (prior over the catalogue)", _prefs(lexical=2.0, dense_profile=0.0), False),
+    ("BM25 2, profile 0.25, no prior", _prefs(lexical=2.0, dense_profile=0.25, popularity_prior=0.0), False),
+    ("BM25 2, profile 0.25, prior within", _prefs(lexical=2.0, dense_profile=0.25), True),
+    ("BM25 2, profile 0.25, prior 1 within", _prefs(lexical=2.0, dense_profile=0.25, popularity_prior=1.0), True),
+)
+ROUND6_BASELINES = ("popularity", "itemknn", "bm25", "zero_shot")
+ROUND6_CHOSEN = "BM25 2, profile 0.25 (prior over the catalogue)"  # chosen on validation; lost on test
+
+
+def round6(split: str, seeds: list[int], max_users: int, only: list[str] | None, check_users: int) -> dict:
+    """Every ROUND6 setting and the baselines on the preference-only slice of ``split``, per seed,
+    NDCG@10 and each against the first, paired; then the history requests of ``check_users`` users
+    under the chosen setting against the first, list by list."""
+    import random
+    import time
+
+    from benchmarks.common import replay_shared_dataset
+    from retrieval.evaluation import metrics
+    from retrieval.evaluation.replay import CUTOFF, METHODS, preference_text
+    from retrieval.pipeline.recommender import Recommender
+    from retrieval.pipeline.request import RecommendRequest
+
+    loaded = replay_shared_dataset(DATASET, split, f"tune6-{split}")
+    if loaded is None:
+        return {}
+    dataset, _, _, cases, replay = loaded
+    engine = replay.engine
+    categories = {row["id"]: row.get("categories") or [] for row in dataset.items}
+    samples = {seed: sorted(random.Random(seed).sample(sorted(cases), min(max_users, len(cases)))) for seed in seeds}
+    stated = {u: preference_text(cases[u].history, categories) for users in samples.values() for u in users}
+    for u, text in stated.items():  # as ``evaluate`` states them for the slice's never-seen twins
+        if text:
+            engine.profiles.log.set_preferences(f"cold::{u}", text, {}, time.time())
+    engine.profiles.refresh([f"cold::{u}" for u in stated])
+    settings = [(name, rec, within) for n, (name, rec, within) in enumerate(ROUND6) if not n or not only or name in only]
+    recommenders = {}
+    for name, rec, within in settings:
+        recommenders[name] = Recommender(engine.catalogue, engine.profiles, engine.index, rec)
+        recommenders[name].popularity_prior.within_stated_categories = within
+
+    def served(name: str):
+        recommender = recommenders[name]
+        return lambda u: [i.id for i in recommender.recommend(RecommendRequest(user_id=f"cold::{u}", k=CUTOFF)).items]
+
+    runs = {**{m: (lambda m: lambda u: METHODS[m](replay, f"cold::{u}", [], stated[u]))(m) for m in ROUND6_BASELINES},
+            **{name: served(name) for name, _, _ in settings}}
+    out: dict = {"split": split, "max_users": max_users, "seeds": {}}
+    before = settings[0][0]
+    for seed, users in samples.items():
+        ranks = {}
+        for name, run in runs.items():
+            ranks[name] = [metrics.target_rank(run(u), cases[u].target) for u in users]
+            print(f"seed {seed} {name}: {np.mean([metrics.ndcg_at(r, 10) for r in ranks[name]]):.4f}", flush=True)
+        out["seeds"][seed] = {
+            name: {"ndcg@10": float(np.mean([metrics.ndcg_at(r, 10) for r in rs])),
+                   "recall@10": float(np.mean([metrics.recall_at(r, 10) for r in rs])),
+                   "hits@10": sum(1 for r in rs if r is not None and r <= 10),
+                   "minus_before": paired_change(rs, ranks[before]),
+                   "minus_bm25": paired_change(rs, ranks["bm25"])}
+            for name, rs in ranks.items()}
+    if ROUND6_CHOSEN in recommenders and check_users:
+        chosen, first = recommenders[ROUND6_CHOSEN], recommenders[before]
+        users = samples[seeds[0]][:check_users]
+        same = sum([i.id for i in chosen.recommend(RecommendRequest(user_id=u, k=CUTOFF)).items]
+                   == [i.id for i in first.recommend(RecommendRequest(user_id=u, k=CUTOFF)).items] for u in users)
+        out["history_requests_identical"] = {"users": len(users), "identical": same}
+        print(f"history requests identical: {same}/{len(users)}", flush=True)
+    replay.close()
+    return out
+
 
 def round5(dataset, encoder: BiEncoder, points: list, max_users: int, only: list[str] | None) -> dict:
     """Every ROUND5 point on the validation split, all slices, each against the first (the previous
@@ -206,17 +308,33 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-users", type=int, default=2000)
     parser.add_argument("--only", nargs="*", help="names of grid points to run")
-    parser.add_argument("--round", type=int, default=1, choices=[1, 2, 3, 4, 5])
+    parser.add_argument("--round", type=int, default=1, choices=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--encoder", help="a fine-tuned encoder's folder (rounds 3 and 4)")
     parser.add_argument("--check", choices=["valid", "test"],
                         help="round 5, after the choice: the chosen weights against one weighting for all")
     parser.add_argument("--seed", type=int, default=42, help="round 5 --check: the user sample's seed")
+    parser.add_argument("--split", choices=["valid", "test"], default="valid", help="round 6: the split")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 0], help="round 6: the user samples' seeds")
+    parser.add_argument("--tag", default="", help="round 6: appended to the results' file name")
+    parser.add_argument("--check-users", type=int, default=300,
+                        help="round 6: history requests checked to be unchanged by the chosen setting")
     args = parser.parse_args()
     if not DATASET.exists():
         print(f"skipping: {DATASET} is not here")
         return
     if args.round == 3 and not args.encoder:
         parser.error("--round 3 needs --encoder DIR (a fine-tuned encoder, e.g. from make eval-stages)")
+    if args.round == 6:
+        found = round6(args.split, args.seeds, args.max_users, args.only, args.check_users)
+        for seed, rows in found["seeds"].items():
+            print(table(["setting", "NDCG@10", "hits@10", "- before", "- BM25"],
+                        [[name, r["ndcg@10"], r["hits@10"],
+                          f"{r['minus_before']['ndcg@10']:+.4f} ± {r['minus_before']['standard_error']:.4f}",
+                          f"{r['minus_bm25']['ndcg@10']:+.4f} ± {r['minus_bm25']['standard_error']:.4f}"]
+                         for name, r in rows.items()],
+                        title=f"{args.split} split, seed {seed}, preference-only users, {args.max_users} users"))
+        save(f"prefs_slice_{args.split}{'_' + args.tag if args.tag else ''}", found)
+        return
     dataset = load_dataset(DATASET)
     if args.round == 5:
         encoder = BiEncoder()

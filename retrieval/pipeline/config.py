@@ -42,7 +42,8 @@ class RecommendConfig:
     # pipeline only (a request that names its sources keeps them as they are); a type not listed
     # fuses at the weights above. None by default: the weights that won validation for each type
     # (benchmarks/tune.py --round 5) did not hold on a second validation sample or on test, so
-    # every type fuses at the weights above (docs/research.md, "Weights per request type").
+    # every type fuses at the weights above (docs/research.md, "Weights per request type"); nor did
+    # BM25 up and the profile down for stated preferences alone (--round 6, "Preferences alone").
     request_weights: dict[str, dict[str, float]] = field(
         default_factory=dict,
         metadata={"help": "fusion weights per request type (history, session, preferences, query, none) over "

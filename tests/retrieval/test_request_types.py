@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from retrieval.pipeline.config import RecommendConfig
-from retrieval.pipeline.context import RecommendContext, request_type
+from retrieval.pipeline.context import RecommendContext, build_context, request_type
 from retrieval.pipeline.fusion import SourceResult
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
@@ -95,3 +95,44 @@ def test_a_preference_only_request_gets_bm25_over_its_preference_text(engine):
     ranks = {i: n for n, (i, _) in enumerate(bm25, start=1)}
     traced = [(item.id, item.trace.sources["lexical"].rank) for item in result.items if "lexical" in item.trace.sources]
     assert traced and all(ranks.get(i, rank) == rank for i, rank in traced)
+
+
+def test_stated_categories_are_the_catalogues_names_in_free_text():
+    from retrieval.pipeline.sources import stated_categories
+    from retrieval.state.facets import Facets
+
+    facets = Facets(categories={"office": "Office", "staplers": "Staplers", "gel pens": "Gel Pens", "pens": "Pens"})
+    assert stated_categories("I like a sturdy stapler and smooth gel pens", facets) == ("Staplers", "Gel Pens")
+    assert stated_categories("quiet things for a small desk", facets) == ()
+
+
+@pytest.mark.slow
+def test_a_preference_only_request_can_take_popularity_within_the_categories_it_names(engine):
+    """With ``within_stated_categories``, the prior of a preference-only request is what people take
+    among the items of the categories the preferences name, not across the catalogue; the
+    popularity baseline and a request whose preferences name no category keep the catalogue's."""
+    points = engine.catalogue.get_many([f"demo-{n:06d}" for n in range(360)])
+    staplers = sorted(i for i, p in points.items() if p.payload["categories"][-1] == "Staplers")
+    others = sorted(i for i, p in points.items() if p.payload["categories"][-1] != "Staplers")
+    taken = {others[0]: 6, others[1]: 5, staplers[7]: 3, staplers[3]: 2}  # item: how many users took it
+    engine.profiles.record([{"user_id": f"u{n}", "type": "purchase", "item_id": item}
+                            for item, users in taken.items() for n in range(users)])
+    engine.profiles.set_preferences("p", "Interested in: Staplers", {})
+    engine.profiles.set_preferences("q", "something sturdy and quiet", {})
+
+    def prior(recommender, user_id):
+        req = RecommendRequest(user_id=user_id, k=20)
+        ctx, _ = build_context(req, ReplayOptions(), recommender.profiles, recommender.catalogue, recommender.config)
+        assert ctx.request_type == "preferences"
+        found = {r.name: [i for i, _ in r.ranked] for r in recommender.gather(ctx, ReplayOptions(), [])}
+        assert set(found) == {"dense_profile", "lexical", "popularity_prior"}
+        return found["popularity_prior"]
+
+    served = engine.recommender  # the default: the prior over the whole catalogue
+    within = Recommender(served.catalogue, served.profiles, served.popular.index, served.config)
+    within.popularity_prior.within_stated_categories = True
+    assert prior(within, "p") == [staplers[7], staplers[3]]
+    assert prior(served, "p")[:2] == [others[0], others[1]]
+    assert prior(within, "q")[:2] == [others[0], others[1]]  # names no category
+    baseline = within.recommend(RecommendRequest(user_id="p", k=5, diversity=0.0), ReplayOptions(sources=("popular",)))
+    assert [i.id for i in baseline.items][:2] == [others[0], others[1]]
