@@ -75,7 +75,7 @@ def test_events_update_the_next_recommendation(client):
     assert rec["profile"] == "stored"
     assert sum(i["categories"][-1] == "Staplers" for i in rec["items"]) >= 7
     assert not set(staplers) & {i["id"] for i in rec["items"]}
-    assert rec["models"] == {"encoder": "all-MiniLM-L6-v2", "reranker": None} and rec["reranked"] is False
+    assert rec["models"] == {"encoder": "all-MiniLM-L6-v2", "reranker": None, "sequence": None} and rec["reranked"] is False
     user = client.get("/v1/users/web").json()
     assert user["event_counts"] == {"click": 3, "search": 1} and user["recent_items"][0] == staplers[-1]
 
