@@ -197,8 +197,8 @@ SECTION_HELP: dict[str, str] = {
     "train_sequence.dropout": "dropout in the transformer",
     "train_sequence.drop_residual": "share of learned item residuals hidden in training (so text alone is read too)",
     "train_sequence.temperature": "softmax temperature over cosine similarities",
-    "train_sequence.popularity_correction": "log-Q correction in training: how much of each item's log share of "
-                                            "the targets is taken off its logit (0: none)",
+    "train_sequence.popularity_correction": "popularity prior in training: this times each item's log share of the "
+                                            "targets is added to its logit, and left out when serving (0: none)",
     "train_sequence.max_softmax_items": "every item is a negative up to this catalogue size; above it, a sample",
     "train_sequence.early_stop_users": "share of the users whose second-newest item decides when training stops",
     "train_sequence.max_early_stop_users": "at most this many early-stopping users",

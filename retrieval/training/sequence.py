@@ -170,14 +170,14 @@ def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], earl
             flat = out.reshape(-1, out.shape[-1])[keep >= 0]
             keep = keep[keep >= 0]
             if full:
-                logits = flat @ matrix.T / settings.temperature - settings.popularity_correction * log_share
+                logits = flat @ matrix.T / settings.temperature + settings.popularity_correction * log_share
             else:  # the batch's targets plus a seeded sample of the catalogue
                 sample = torch.from_numpy(rng.choice(len(items.ids), settings.max_softmax_items, replace=False))
                 pool, keep = torch.unique(torch.cat([keep.cpu(), sample]), return_inverse=True)
                 keep = keep[: len(flat)].to(model.device)
                 pool = pool.to(model.device)
                 logits = (flat @ matrix[pool].T / settings.temperature
-                          - settings.popularity_correction * log_share[pool])
+                          + settings.popularity_correction * log_share[pool])
             loss = torch.nn.functional.cross_entropy(logits, keep)
             optimiser.zero_grad()
             loss.backward()

@@ -91,8 +91,8 @@ class SequenceTrainingSettings(LogTrainingSettings):
     temperature: float = 0.05  # of the softmax over cosine similarities
     # The softmax learns how often each item is taken as much as what follows what, and the source
     # then crowds the lists with the most taken items, which the collaborative source already finds.
-    # Training subtracts this times each item's log share of the training targets from its logit
-    # (the log-Q correction), so the vector points at what follows rather than at what is popular.
+    # Training adds this times each item's log share of the training targets to its logit as a
+    # fixed prior, so the learned score is what follows beyond popularity; serving leaves it out.
     popularity_correction: float = 0.0
     # Every item is a negative up to this catalogue size; above it, a seeded sample of this many.
     max_softmax_items: int = 50_000
