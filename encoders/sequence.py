@@ -89,10 +89,6 @@ class SequenceModel:
         self.residual_items = list(residual_items)
         self._residual_row = {item: n for n, item in enumerate(self.residual_items, start=1)}
 
-    def learned(self, item_id: str) -> bool:
-        """Whether the model learned this item from interactions (else it knows only its text)."""
-        return item_id in self._residual_row
-
     def window(self, histories: Sequence[Sequence[str]], item_vectors: Mapping[str, np.ndarray],
                drop_residual: float = 0.0, rng: np.random.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

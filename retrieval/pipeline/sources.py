@@ -188,8 +188,7 @@ class LoadedSequence:
 
 class SequenceSource:
     """The items the sequence encoder expects next: the history, in order, read by a transformer
-    into one vector, searched in the item collection (filters and exclusions applied there). It
-    judges only the items it learned (``SequenceModel.learned``); of the others it has no opinion.
+    into one vector, searched in the item collection (filters and exclusions applied there).
     Answers nothing until a trained model is served (``Engine.serve_sequence``); a model is swapped
     as a whole, so a request sees the old one or the new one."""
 
@@ -214,7 +213,4 @@ class SequenceSource:
             return None
         hits = self.catalogue.store.search_dense(self.catalogue.collection, vector, ctx.pool, ctx.item_filter,
                                                  ctx.exclude)
-        # Items it never learned (new since training, or never taken) are found from their text, but
-        # it ranks them below the ones it learned: like co-occurrence, it has no opinion of them, and
-        # the fusion fills its share from the other sources instead of sinking them.
-        return SourceResult(self.name, rank_hits(hits), loaded.weight, knows=loaded.model.learned)
+        return SourceResult(self.name, rank_hits(hits), loaded.weight)

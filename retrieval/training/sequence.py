@@ -26,7 +26,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +229,7 @@ def _fused_ndcg(recommender: Recommender, cases: list[tuple[list[str], str]], lo
 
             without.append(ndcg(others))
             for w in weights:
-                with_weight[w].append(ndcg(others + [replace(s, weight=w) for s in sequence]))
+                with_weight[w].append(ndcg(others + [SourceResult(s.name, s.ranked, w) for s in sequence]))
     finally:
         source.loaded = before
     return without, with_weight
