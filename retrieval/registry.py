@@ -74,6 +74,16 @@ class ModelVersions:
         accepted = [m for m in self.all() if m.get("accepted")]
         return accepted[-1] if accepted else None
 
+    def servable(self, version: str, kind: str, allow_rejected: bool = False) -> dict[str, Any]:
+        """A version's metadata, if it may be loaded: saved whole and accepted (``allow_rejected``:
+        measuring a rejected model offline; serving never sets it)."""
+        meta = read_metadata(self.path(version))
+        if meta is None:
+            raise ValueError(f"{kind} {version} has no {METADATA_FILE}; it is not a saved version")
+        if not meta.get("accepted") and not allow_rejected:
+            raise ValueError(f"{kind} {version} was not accepted; it is never served")
+        return meta
+
 
 class RerankerVersions(ModelVersions):
     """Reranker models; only an accepted one can be loaded for serving."""
@@ -81,11 +91,7 @@ class RerankerVersions(ModelVersions):
     def load(self, version: str, device: str = "auto", allow_rejected: bool = False) -> LoadedReranker:
         """``allow_rejected`` is for measuring a rejected model offline (evaluation); serving never sets it."""
         folder = self.path(version)
-        meta = read_metadata(folder)
-        if meta is None:
-            raise ValueError(f"reranker {version} has no {METADATA_FILE}; it is not a saved version")
-        if not meta.get("accepted") and not allow_rejected:
-            raise ValueError(f"reranker {version} was not accepted; it is never served")
+        meta = self.servable(version, "reranker", allow_rejected)
         if "ranker" not in meta:
             raise ValueError(f"reranker {version} predates the learned ranker; retrain with `hybridrec train reranker`")
         cross_encoder = None
@@ -101,11 +107,7 @@ class SequenceVersions(ModelVersions):
     def load(self, version: str, item_space: dict[str, Any], device: str = "auto",
              allow_rejected: bool = False) -> LoadedSequence:
         folder = self.path(version)
-        meta = read_metadata(folder)
-        if meta is None:
-            raise ValueError(f"sequence encoder {version} has no {METADATA_FILE}; it is not a saved version")
-        if not meta.get("accepted") and not allow_rejected:
-            raise ValueError(f"sequence encoder {version} was not accepted; it is never served")
+        meta = self.servable(version, "sequence encoder", allow_rejected)
         if meta.get("item_space") != item_space:
             raise ValueError(f"sequence encoder {version} was trained over the item vectors of "
                              f"{meta.get('item_space')}, and the items are now {item_space}; retrain it with "

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ import numpy as np
 
 from retrieval.evaluation import metrics
 from retrieval.evaluation.datasets import Dataset
-from retrieval.evaluation.replay import CUTOFF, SLICES, EvalConfig, cold_slice_items, leave_one_out, summarise
+from retrieval.evaluation.replay import CUTOFF, SLICES, EvalConfig, cold_slice_items, evaluated_users, summarise
 from retrieval.evaluation.stages import stage_training_sequences
 from retrieval.storage.vector_store import StoredPoint
 
@@ -286,11 +285,7 @@ def evaluate_peers(dataset: Dataset, config: EvalConfig | None = None, slices: t
         raise ValueError(f"unknown peers {unknown}: choose from {sorted(PEERS)}")
     require_recbole()
     # The users, histories, slices and head exactly as ``evaluate`` draws them.
-    rng = random.Random(config.seed)
-    cases = leave_one_out(dataset.sequences, config.split)
-    users = sorted(cases)
-    if config.max_users and config.max_users < len(users):
-        users = sorted(rng.sample(users, config.max_users))
+    cases, users = evaluated_users(dataset, config)
     catalogue_ids = [row["id"] for row in dataset.items]
     cold = cold_slice_items(dataset, config)
     histories = {u: c.history for u, c in cases.items()}

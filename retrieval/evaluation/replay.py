@@ -299,6 +299,16 @@ def encode_catalogue(dataset: Dataset, encoder: BiEncoder) -> list[StoredPoint]:
     return points
 
 
+def evaluated_users(dataset: Dataset, config: EvalConfig) -> tuple[dict[str, Case], list[str]]:
+    """Every user's leave-one-out case for ``config.split`` and the users evaluated: a seeded sample
+    of ``config.max_users``, sorted (every method, and the peers, rank for these)."""
+    cases = leave_one_out(dataset.sequences, config.split)
+    users = sorted(cases)
+    if config.max_users and config.max_users < len(users):
+        users = sorted(random.Random(config.seed).sample(users, config.max_users))
+    return cases, users
+
+
 def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = None,
              points: list[StoredPoint] | None = None, slices: tuple[str, ...] = SLICES,
              reranker: LoadedReranker | None = None, sequence: LoadedSequence | None = None) -> dict[str, Any]:
@@ -312,11 +322,7 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
         raise ValueError(f"method {RERANKED!r} needs a reranker")
     if SEQUENCE in config.methods and sequence is None:
         raise ValueError(f"method {SEQUENCE!r} needs a sequence encoder")
-    rng = random.Random(config.seed)
-    cases = leave_one_out(dataset.sequences, config.split)
-    users = sorted(cases)
-    if config.max_users and config.max_users < len(users):
-        users = sorted(rng.sample(users, config.max_users))
+    cases, users = evaluated_users(dataset, config)
     catalogue_ids = [row["id"] for row in dataset.items]
     categories = {row["id"]: row.get("categories") or [] for row in dataset.items}
     cold = cold_slice_items(dataset, config)
