@@ -198,8 +198,8 @@ class SequenceSource:
         self.catalogue = catalogue
         self.loaded: LoadedSequence | None = None
 
-    def vector(self, history: list[str]):
-        loaded = self.loaded
+    def vector(self, history: list[str], loaded: LoadedSequence | None):
+        """``loaded``'s vector for ``history`` (None without a model or a known item)."""
         if loaded is None or not history:
             return None
         recent = history[-loaded.model.shape.max_length:]
@@ -207,8 +207,8 @@ class SequenceSource:
         return vector if vector.any() else None
 
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
-        loaded = self.loaded
-        vector = self.vector(ctx.history) if loaded is not None else None
+        loaded = self.loaded  # read once: the vector and the weight come from the same version
+        vector = self.vector(ctx.history, loaded)
         if vector is None:
             return None
         hits = self.catalogue.store.search_dense(self.catalogue.collection, vector, ctx.pool, ctx.item_filter,
