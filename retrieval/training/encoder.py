@@ -51,6 +51,7 @@ from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.storage.vector_store import StoredPoint, scroll_all
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
+    MIN_RELATIVE_GAIN,
     SliceCase,
     clearly_better,
     held_out_items,
@@ -321,7 +322,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
              "fine_tuned_ndcg@10": float(np.mean(dense_ndcg(tuned_vectors, validation_cases, decay) or [0.0])),
              "fine_tuned_without_centring_ndcg@10":
                  float(np.mean(dense_ndcg(tuned_raw, validation_cases, decay) or [0.0]))}
-    better, gain, se = clearly_better(tuned_cases, baseline_cases)
+    better, gain, se = clearly_better(tuned_cases, baseline_cases, min_relative=MIN_RELATIVE_GAIN)
     # The weights alone must not be the gain: at the chosen weights the new encoder must be clearly
     # better than the old one too (else the switch is the weights, not a reindex): a gain that is
     # the weights' alone has passed a looser rule before (docs/research.md, "Judging the encoder";

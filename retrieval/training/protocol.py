@@ -60,9 +60,17 @@ def retrieve_past_moment(recommender: Recommender, user: str, history: list[str]
     return recommender.recommend(req, ReplayOptions(leave_out_user=user, ranker_pool=ranker_pool)).items
 
 
-def clearly_better(new: Sequence[float], old: Sequence[float], margin: float = 1.0) -> tuple[bool, float, float]:
+# A model must gain at least this share of what serves to be switched to: a near-identity change
+# (a ranker blended at 0.95 with retrieval's order gained +0.0003 ± 0.0002, 0.6%) can pass one
+# standard error on thousands of cases, and is not worth a reload, let alone an encoder's reindex.
+MIN_RELATIVE_GAIN = 0.01
+
+
+def clearly_better(new: Sequence[float], old: Sequence[float], margin: float = 1.0,
+                   min_relative: float = 0.0) -> tuple[bool, float, float]:
     """Whether a per-case metric ``new`` beats ``old`` (same cases, paired) by more than ``margin``
-    standard errors of the mean difference: (better, mean difference, standard error).
+    standard errors of the mean difference and by at least ``min_relative`` of ``old``'s mean:
+    (better, mean difference, standard error). The accept rules pass ``MIN_RELATIVE_GAIN``.
 
     A model that is "better" by less than its own noise is not worth a switch (an encoder needs a
     full reindex), and such models have lost on test (docs/research.md, "Judging every user's
@@ -72,7 +80,8 @@ def clearly_better(new: Sequence[float], old: Sequence[float], margin: float = 1
     (True, False)
     """
     mean, se = paired_difference(new, old)
-    return mean > 0 and mean > margin * se, mean, se
+    floor = min_relative * float(np.mean(old)) if len(old) else 0.0
+    return mean > 0 and mean > margin * se and mean >= floor, mean, se
 
 
 # --- Every slice: what the evaluation reports, judged before a model is accepted ------------------
@@ -143,7 +152,7 @@ def judge_every_slice(new: dict[str, Sequence[float]], old: dict[str, Sequence[f
         row = {"cases": len(n), "old": float(np.mean(o)) if o else 0.0, "new": float(np.mean(n)) if n else 0.0,
                "gain": gain, "se": se, "worse": bool(n) and clearly_better(o, n, margin)[0]}
         if name == "all":
-            row["better"] = clearly_better(n, o, margin)[0]
+            row["better"] = clearly_better(n, o, margin, MIN_RELATIVE_GAIN)[0]
         elif row["worse"]:
             worse.append(name)
         slices[name] = row
@@ -158,7 +167,8 @@ def judge_every_slice(new: dict[str, Sequence[float]], old: dict[str, Sequence[f
     if worse:
         reason = "clearly worse on " + ", ".join(worse) + ": " + "; ".join(said(s) for s in worse)
     elif not slices["all"]["better"]:
-        reason = "not clearly better on all users: " + said("all")
+        reason = (f"not clearly better on all users (more than a standard error and at least "
+                  f"{MIN_RELATIVE_GAIN:.0%} of what serves): " + said("all"))
     else:
         reason = ("clearly better on all users, " + said("all") + "; clearly worse on no slice"
                   + (f" ({', '.join(judged)})" if judged else " (no other slice had cases)"))

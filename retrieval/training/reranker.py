@@ -47,6 +47,7 @@ from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
     LONG_TAIL_HEAD,
+    MIN_RELATIVE_GAIN,
     SliceVerdict,
     clearly_better,
     held_out_items,
@@ -173,7 +174,7 @@ def _verdict(validation: dict[str, Any], per_case: dict[str, list[float]],
     base = validation["retrieval"]
     best_name, best = max(((k, v) for k, v in validation.items() if k != "retrieval" and (among is None or k in among)),
                           key=lambda kv: kv[1]["ndcg@10"])
-    better, gain, se = clearly_better(per_case[best_name], per_case["retrieval"])
+    better, gain, se = clearly_better(per_case[best_name], per_case["retrieval"], min_relative=MIN_RELATIVE_GAIN)
     # Collapse guard: a model that concentrates lists on few items is refused even if NDCG rose.
     fell = collapsed(best, base)
     slice_ok = slices is None or slices[best_name].accepted
@@ -188,7 +189,7 @@ def _verdict(validation: dict[str, Any], per_case: dict[str, list[float]],
     elif accepted:
         reason = f"{comparison}, clearly better" + (f"; {slices[best_name].reason}" if slices else "")
     else:
-        reason = f"{comparison}, not clearly better"
+        reason = f"{comparison}, not clearly better (more than a standard error and at least {MIN_RELATIVE_GAIN:.0%})"
     return best_name, accepted, reason
 
 

@@ -11,6 +11,7 @@ from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import RankInputs
 from retrieval.registry import RerankerVersions
 from retrieval.training.protocol import (
+    MIN_RELATIVE_GAIN,
     SLICES,
     STATED_PREFIX,
     held_out_items,
@@ -61,6 +62,16 @@ def test_level_on_the_small_slices_is_accepted_and_empty_slices_are_not_judged()
         judge_every_slice({"cold_items": [1.0]}, {"cold_items": [0.0]})
     with pytest.raises(ValueError, match="cold_items"):
         judge_every_slice({"all": [1.0], "cold_items": [1.0]}, {"all": [0.0], "cold_items": []})
+
+
+def test_a_gain_beyond_the_noise_but_below_the_minimum_effect_is_refused():
+    # A near-identity change: every case gains a sliver, ten times its paired error, but
+    # 0.5% of what serves is not worth a switch (MIN_RELATIVE_GAIN).
+    old_all = np.random.default_rng(2).random(3000) * 0.2
+    tiny = judge_every_slice({"all": old_all * 1.005}, {"all": old_all})
+    assert tiny.slices["all"]["gain"] > 10 * tiny.slices["all"]["se"] > 0
+    assert not tiny.accepted and "at least 1% of what serves" in tiny.reason
+    assert judge_every_slice({"all": old_all * (1 + 2 * MIN_RELATIVE_GAIN)}, {"all": old_all}).accepted
 
 
 def test_slice_cases_are_the_evaluations_slices_on_each_users_newest_item():
