@@ -181,7 +181,6 @@ SECTION_HELP: dict[str, str] = {
     "train_encoder.validation_gap": "each user's newest items left out of training",
     "train_encoder.long_tail_head": "share of the most taken items outside which the long tail is judged",
     "train_sequence.epochs": "training epochs at most (it stops earlier when early-stopping users stop improving)",
-    "train_sequence.positions_per_user": "unused: the sequence encoder learns every step of each sequence",
     "train_sequence.validation_users": "share of the users whose newest item validation judges",
     "train_sequence.max_validation_users": "at most this many validation users",
     "train_sequence.device": "where training runs: auto, cpu or cuda",
@@ -199,6 +198,8 @@ SECTION_HELP: dict[str, str] = {
     "train_sequence.temperature": "softmax temperature over cosine similarities",
     "train_sequence.popularity_correction": "popularity prior in training: this times each item's log share of the "
                                             "targets is added to its logit, and left out when serving (0: none)",
+    "train_sequence.untaken_negatives": "items nobody took in training are negatives of the softmax too (off: only "
+                                        "taken items; untaken ones are judged by text alone)",
     "train_sequence.max_softmax_items": "every item is a negative up to this catalogue size; above it, a sample",
     "train_sequence.early_stop_users": "share of the users whose second-newest item decides when training stops",
     "train_sequence.max_early_stop_users": "at most this many early-stopping users",
@@ -268,8 +269,8 @@ CHECKS: dict[str, Check] = {
     "recommend.diversity_pool": _at_least(1),
     **{f"{section}.{name}": check for section in ("train_reranker", "train_encoder", "train_sequence")
        for name, check in {
-        "epochs": _at_least(1), "positions_per_user": _at_least(1), "validation_users": _between(0, 1),
-        "max_validation_users": _at_least(1)}.items()},
+        "epochs": _at_least(1), "validation_users": _between(0, 1), "max_validation_users": _at_least(1)}.items()},
+    **{f"{section}.positions_per_user": _at_least(1) for section in ("train_reranker", "train_encoder")},
     "train_reranker.max_lists": _at_least(1),
     "train_reranker.cross_encoder": _one_of("auto", "on", "off"),
     "train_reranker.max_groups": _at_least(0),

@@ -10,10 +10,9 @@ from encoders.device import resolve_device
 
 @dataclass
 class LogTrainingSettings:
-    """What both trainers share: epochs, whose newest item validation judges, the device and the seed."""
+    """What every trainer shares: epochs, whose newest item validation judges, the device and the seed."""
 
     epochs: int = 1
-    positions_per_user: int = 2  # training positions taken from the end of each user's sequence
     # Whose newest item validation judges: a share of the users, at most this many. No user is held
     # out of training (the models never see anyone's newest item). With a fifth of the users held
     # out, the comparisons' standard errors were as large as the gains, and verdicts disagreed with
@@ -26,6 +25,7 @@ class LogTrainingSettings:
 
 @dataclass
 class TrainingSettings(LogTrainingSettings):
+    positions_per_user: int = 2  # training positions taken from the end of each user's sequence
     max_lists: int = 6000  # ranking lists the ranker learns from
     # "auto": train the cross-encoder where it is affordable (CUDA); on a CPU scoring every training
     # list would take hours (benchmarks/rerank.py). "on" / "off" decide explicitly.
@@ -48,7 +48,7 @@ class EncoderTrainingSettings(LogTrainingSettings):
     # adapter over frozen vectors and a refit on every whole sequence were tried and did not earn a
     # place (docs/research.md, "Not in the product: the adapter and the refit"; benchmarks/adapter.py).
     max_pairs: int = 20000
-    positions_per_user: int = 3
+    positions_per_user: int = 3  # training pairs taken from the end of each user's sequence
     batch_size: int = 32
     lr: float = 2e-5
     # BM25's weight for history requests (``lexical_history``), tried with each encoder; the other
@@ -94,6 +94,10 @@ class SequenceTrainingSettings(LogTrainingSettings):
     # Training adds this times each item's log share of the training targets to its logit as a
     # fixed prior, so the learned score is what follows beyond popularity; serving leaves it out.
     popularity_correction: float = 0.0
+    # Items nobody took in the training data are only ever negatives, so a softmax over them learns
+    # to point away from their region of the text space, where new items land as well. Off: the
+    # softmax runs over the items taken in training, and untaken items are judged by text alone.
+    untaken_negatives: bool = True
     # Every item is a negative up to this catalogue size; above it, a seeded sample of this many.
     max_softmax_items: int = 50_000
     # Users whose second-newest item decides when training stops (a share, at most this many):
