@@ -207,7 +207,7 @@ def _mean_pair_cosine(vectors: np.ndarray, seed: int, pairs: int = 20000) -> flo
     return float(np.mean(np.sum(vectors[i[keep]] * vectors[j[keep]], axis=1)))
 
 
-def _catalogue_vectors(engine: Engine, encoder: BiEncoder | None) -> dict[str, np.ndarray]:
+def catalogue_vectors(engine: Engine, encoder: BiEncoder | None = None) -> dict[str, np.ndarray]:
     """Every item's vector: as stored (encoder None) or re-encoded with ``encoder``."""
     out = {}
     for points in scroll_all(engine.store, engine.catalogue.collection, with_vectors=encoder is None):
@@ -247,7 +247,7 @@ def _fit(engine: Engine, settings: EncoderTrainingSettings, trained: dict[str, l
     bar = progress_factory("train encoder", settings.epochs * len(pairs)) if progress_factory else None
     epochs = train_contrastive(encoder, pairs, epochs=settings.epochs, batch_size=settings.batch_size,
                                lr=settings.lr, seed=settings.seed, on_batch=bar.update if bar else None)
-    tuned_raw = _catalogue_vectors(engine, encoder)
+    tuned_raw = catalogue_vectors(engine, encoder)
     raw_matrix = np.stack(list(tuned_raw.values()))
     encoder.center = raw_matrix.mean(axis=0).astype(np.float32)  # saved with the model (see BiEncoder)
     tuned_vectors = dict(zip(tuned_raw, centred(raw_matrix, encoder.center)))
@@ -300,7 +300,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     # (BM25 weight over history titles, profile weight without a query), the served pair first.
     grid = [served] + sorted({(lw, dw) for lw in settings.lexical_weights
                               for dw in settings.dense_profile_weights} - {served}, key=lambda p: (-p[0], p[1]))
-    stored = _catalogue_vectors(engine, None)
+    stored = catalogue_vectors(engine, None)
     baseline_dense = dense_ndcg(stored, validation_cases, decay)
     with _scratch(engine) as wired:
         current_by = {p: _ndcg(wired(fusion_weights(p), before_newest), fused_cases, False) for p in grid}

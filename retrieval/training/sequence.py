@@ -43,8 +43,7 @@ from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.pipeline.sources import LoadedSequence
 from retrieval.registry import SequenceVersions
-from retrieval.storage.vector_store import scroll_all
-from retrieval.training.encoder import PROFILE_ITEMS
+from retrieval.training.encoder import PROFILE_ITEMS, catalogue_vectors
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
     held_out_items,
@@ -94,9 +93,7 @@ class _Catalogue:
 
     @classmethod
     def of(cls, engine: Engine) -> _Catalogue:
-        vectors = {}
-        for points in scroll_all(engine.store, engine.catalogue.collection, with_vectors=True):
-            vectors.update({p.id: np.asarray(p.vector, dtype=np.float32) for p in points if p.vector is not None})
+        vectors = {i: np.asarray(v, dtype=np.float32) for i, v in catalogue_vectors(engine).items() if v is not None}
         ids = sorted(vectors)
         return cls(ids, {i: n for n, i in enumerate(ids)}, np.stack([vectors[i] for i in ids]), vectors)
 

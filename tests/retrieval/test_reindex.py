@@ -198,7 +198,7 @@ def test_the_encoder_trainer_leaves_each_users_newest_items_out_by_the_validatio
 
 
 def test_encoder_validation_scores_the_fused_retrieval_with_the_vectors_given(engine, demo_items):
-    from retrieval.training.encoder import _catalogue_vectors, _fused_ndcg
+    from retrieval.training.encoder import _fused_ndcg, catalogue_vectors
 
     by_cat = {}
     for item in demo_items:
@@ -207,7 +207,7 @@ def test_encoder_validation_scores_the_fused_retrieval_with_the_vectors_given(en
     cases = [(f"u{n}", items[:3], items[3]) for n, items in enumerate(by_cat.values()) if len(items) >= 4]
     served, = _fused_ndcg(engine, cases)
     assert sum(served) > 0
-    same = _catalogue_vectors(engine, None)
+    same = catalogue_vectors(engine, None)
     # The served vectors written to scratch collections score exactly as the served catalogue does.
     assert _fused_ndcg(engine, cases, engine.encoder, same) == [served]
     # Other vectors give another ranking: each item takes a random other item's vector.
