@@ -10,7 +10,6 @@ the same run: quality on every slice of the evaluation, training time, and reque
    without the sequence source, alternated request by request so both see the same machine load.
 
     python benchmarks/sequence_encoder.py [--max-users 1000] [--seed 42] [--split test] [--requests 300]
-        [--popularity-correction 1.0] [--untaken-negatives on|off] [--name NAME]
 """
 
 from __future__ import annotations
@@ -78,9 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--popularity-correction", type=float, default=SequenceTrainingSettings.popularity_correction)
-    parser.add_argument("--untaken-negatives", choices=["on", "off"],
-                        default="on" if SequenceTrainingSettings.untaken_negatives else "off",
-                        help="items nobody took in training are negatives of the softmax")
     parser.add_argument("--name", default="sequence_encoder", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
     if not args.dataset.exists():
@@ -91,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     points = encode_catalogue(dataset, encoder)
     config = EvalConfig(seed=args.seed, split=args.split, max_users=args.max_users)
     settings = SequenceTrainingSettings(epochs=args.epochs, device=args.device, seed=args.seed,
-                                        popularity_correction=args.popularity_correction,
-                                        untaken_negatives=args.untaken_negatives == "on")
+                                        popularity_correction=args.popularity_correction)
 
     train = stage_training_sequences(dataset, config)
     replay = Replay(dataset, encoder, train, points, config, "train-sequence")

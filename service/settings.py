@@ -198,8 +198,6 @@ SECTION_HELP: dict[str, str] = {
     "train_sequence.temperature": "softmax temperature over cosine similarities",
     "train_sequence.popularity_correction": "popularity prior in training: this times each item's log share of the "
                                             "targets is added to its logit, and left out when serving (0: none)",
-    "train_sequence.untaken_negatives": "items nobody took in training are negatives of the softmax too (off: only "
-                                        "taken items; untaken ones are judged by text alone)",
     "train_sequence.max_softmax_items": "every item is a negative up to this catalogue size; above it, a sample",
     "train_sequence.early_stop_users": "share of the users whose second-newest item decides when training stops",
     "train_sequence.max_early_stop_users": "at most this many early-stopping users",

@@ -85,12 +85,6 @@ class _Catalogue:
     matrix: np.ndarray
     vectors: dict[str, np.ndarray]
 
-    def subset(self, ids: list[str]) -> _Catalogue:
-        """These items only (the softmax's negatives when untaken items are left out)."""
-        ids = sorted(i for i in set(ids) if i in self.position)
-        return _Catalogue(ids, {i: n for n, i in enumerate(ids)}, self.matrix[[self.position[i] for i in ids]],
-                          self.vectors)
-
     @classmethod
     def of(cls, engine: Engine) -> _Catalogue:
         vectors = {i: np.asarray(v, dtype=np.float32) for i, v in catalogue_vectors(engine).items() if v is not None}
@@ -123,11 +117,10 @@ def _fingerprint(settings: SequenceTrainingSettings, log_seq: int, space: dict[s
     return hashlib.sha256(json.dumps([asdict(settings), log_seq, space], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _fit(model: SequenceModel, items: _Catalogue, softmax: _Catalogue, windows: list[list[str]],
-         early: list[tuple[list[str], str]], settings: SequenceTrainingSettings, checkpoint: Path, fingerprint: str,
+def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], early: list[tuple[list[str], str]],
+         settings: SequenceTrainingSettings, checkpoint: Path, fingerprint: str,
          progress_factory: Callable[[str, int], Any] | None) -> list[dict[str, float]]:
-    """Train ``model`` in place over the ``softmax`` items; keeps the epoch best on ``early`` (ranked
-    among all ``items``); resumes from ``checkpoint``."""
+    """Train ``model`` in place; keeps the epoch best on ``early``; resumes from ``checkpoint``."""
     network = model.network
     torch.manual_seed(settings.seed)
     optimiser = torch.optim.AdamW(network.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -141,13 +134,13 @@ def _fit(model: SequenceModel, items: _Catalogue, softmax: _Catalogue, windows: 
             optimiser.load_state_dict(saved["optimiser"])
             epochs, best = saved["epochs"], (saved["best_score"], saved["best_state"])
             rng = np.random.default_rng(settings.seed + len(epochs))
-    full = len(softmax.ids) <= settings.max_softmax_items
-    matrix = torch.from_numpy(softmax.matrix).to(model.device)
-    counts = np.ones(len(softmax.ids))  # add-one: an item never taken next still has a share
+    full = len(items.ids) <= settings.max_softmax_items
+    matrix = torch.from_numpy(items.matrix).to(model.device)
+    counts = np.ones(len(items.ids))  # add-one: an item never taken next still has a share
     for w in windows:
         for i in w[1:]:
-            if i in softmax.position:
-                counts[softmax.position[i]] += 1
+            if i in items.position:
+                counts[items.position[i]] += 1
     log_share = torch.from_numpy(np.log(counts / counts.sum())).float().to(model.device)
     length = settings.max_length
     bar = progress_factory("train sequence encoder", settings.epochs * len(windows)) if progress_factory else None
@@ -163,11 +156,11 @@ def _fit(model: SequenceModel, items: _Catalogue, softmax: _Catalogue, windows: 
         total, steps = 0.0, 0
         for start in range(0, len(order), settings.batch_size):
             chunk = [windows[n] for n in order[start:start + settings.batch_size]]
-            vectors, residual, mask = model.window([w[:-1] for w in chunk], softmax.vectors,
+            vectors, residual, mask = model.window([w[:-1] for w in chunk], items.vectors,
                                                    settings.drop_residual, rng)
             targets = np.full((len(chunk), length), -100, dtype=np.int64)
             for row, w in enumerate(chunk):
-                nxt = [softmax.position.get(i, -100) for i in w[1:]][-length:]
+                nxt = [items.position.get(i, -100) for i in w[1:]][-length:]
                 targets[row, length - len(nxt):] = nxt
             out = network(vectors, residual, mask)
             keep = torch.from_numpy(targets).to(model.device).view(-1)
@@ -176,7 +169,7 @@ def _fit(model: SequenceModel, items: _Catalogue, softmax: _Catalogue, windows: 
             if full:
                 logits = flat @ matrix.T / settings.temperature + settings.popularity_correction * log_share
             else:  # the batch's targets plus a seeded sample of the catalogue
-                sample = torch.from_numpy(rng.choice(len(softmax.ids), settings.max_softmax_items, replace=False))
+                sample = torch.from_numpy(rng.choice(len(items.ids), settings.max_softmax_items, replace=False))
                 pool, keep = torch.unique(torch.cat([keep.cpu(), sample]), return_inverse=True)
                 keep = keep[: len(flat)].to(model.device)
                 pool = pool.to(model.device)
@@ -272,8 +265,7 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
     versions.root.mkdir(parents=True, exist_ok=True)
     checkpoint = versions.root / CHECKPOINT
     fit_started = time.perf_counter()
-    negatives = items if settings.untaken_negatives else items.subset(residual_items)
-    epochs = _fit(model, items, negatives, windows, early or [(s[:-1], s[-1]) for s in list(trained.values())[:200]],
+    epochs = _fit(model, items, windows, early or [(s[:-1], s[-1]) for s in list(trained.values())[:200]],
                   settings, checkpoint, _fingerprint(settings, log_seq, space), progress_factory)
     fit_seconds = time.perf_counter() - fit_started
 

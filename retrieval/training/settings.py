@@ -94,10 +94,6 @@ class SequenceTrainingSettings(LogTrainingSettings):
     # Training adds this times each item's log share of the training targets to its logit as a
     # fixed prior, so the learned score is what follows beyond popularity; serving leaves it out.
     popularity_correction: float = 0.0
-    # Items nobody took in the training data are only ever negatives, so a softmax over them learns
-    # to point away from their region of the text space, where new items land as well. Off: the
-    # softmax runs over the items taken in training, and untaken items are judged by text alone.
-    untaken_negatives: bool = True
     # Every item is a negative up to this catalogue size; above it, a seeded sample of this many.
     max_softmax_items: int = 50_000
     # Users whose second-newest item decides when training stops (a share, at most this many):
