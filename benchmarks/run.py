@@ -1,8 +1,7 @@
 """`make bench`: every speed benchmark, in one run, printed as tables with ratios to baselines.
 
 Quality is measured by `make eval` (hybridrec evaluate on the shared dataset); the learning
-stages by `make eval-stages`. The last three need the shared dataset and skip
-cleanly without it.
+stages by `make eval-stages`. The ones that read the shared dataset skip cleanly without it.
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ def main() -> int:
                          ("eval_dense.py", []),  # issue 23: hybridrec evaluate on a dense set, per method (~3 min)
                          ("explanations.py", ["--users", "30"]),
                          ("similar_items.py", ["--users", "1000"]),
+                         # The fusion against each of its sources alone, every slice, every validation user.
+                         ("fusion_sources.py", ["--split", "valid"]),
                          # How fast an encoder adapter's gain goes stale (the encoder trainer's validation_gap).
                          ("staleness.py", [])):
         print(f"\n== {script} {' '.join(args)}", flush=True)
