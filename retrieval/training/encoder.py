@@ -52,6 +52,7 @@ from retrieval.storage.vector_store import StoredPoint, scroll_all
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
     MIN_RELATIVE_GAIN,
+    SLICE_WORSE_MARGIN,
     SliceCase,
     clearly_better,
     held_out_items,
@@ -332,7 +333,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     # to the tail more than the log's own newest items, and a model that learned the head relearns
     # what the collaborative source reads already (docs/research.md, "Judging the encoder").
     tail_worse, tail_loss, tail_se = clearly_better([current_by[chosen][n] for n in tail],
-                                                    [tuned_cases[n] for n in tail])
+                                                    [tuned_cases[n] for n in tail], SLICE_WORSE_MARGIN)
     # Nor any slice the evaluation reports: the new encoder at its weights against what serves, on
     # cold items, cold users, preference-only users and the long tail (``judge_every_slice``).
     slices = judge_every_slice(

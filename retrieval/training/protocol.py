@@ -128,12 +128,19 @@ class SliceVerdict:
     slices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+# A slice is "clearly worse" when it loses more than this many standard errors. Judged at one, a
+# model with no effect on four slices is refused about half the time (0.16 per slice); at two, about
+# one time in eleven (docs/research.md, "Judging every slice").
+SLICE_WORSE_MARGIN = 2.0
+
+
 def judge_every_slice(new: dict[str, Sequence[float]], old: dict[str, Sequence[float]],
-                      margin: float = 1.0) -> SliceVerdict:
+                      margin: float = 1.0, worse_margin: float = SLICE_WORSE_MARGIN) -> SliceVerdict:
     """The accept rule on every slice: ``new`` and ``old`` hold each slice's per-case metric (the
-    same cases, in the same order, for both). "all" must be clearly better (``clearly_better``);
-    every other slice with cases must not be clearly worse (``old`` clearly better than ``new``).
-    Slices without cases are recorded and not judged.
+    same cases, in the same order, for both). "all" must be clearly better (``clearly_better`` by
+    ``margin`` standard errors and ``MIN_RELATIVE_GAIN``); every other slice with cases must not be
+    clearly worse (``old`` better than ``new`` by ``worse_margin`` standard errors). Slices without
+    cases are recorded and not judged.
 
     >>> v = judge_every_slice({"all": [1, 1, 0, 1], "cold_items": [0, 0, 0]},
     ...                       {"all": [0, 1, 0, 0], "cold_items": [1, 1, 1]})
@@ -150,7 +157,7 @@ def judge_every_slice(new: dict[str, Sequence[float]], old: dict[str, Sequence[f
             raise ValueError(f"slice {name}: {len(n)} new cases against {len(o)} old ones")
         gain, se = paired_difference(n, o)
         row = {"cases": len(n), "old": float(np.mean(o)) if o else 0.0, "new": float(np.mean(n)) if n else 0.0,
-               "gain": gain, "se": se, "worse": bool(n) and clearly_better(o, n, margin)[0]}
+               "gain": gain, "se": se, "worse": bool(n) and clearly_better(o, n, worse_margin)[0]}
         if name == "all":
             row["better"] = clearly_better(n, o, margin, MIN_RELATIVE_GAIN)[0]
         elif row["worse"]:

@@ -12,6 +12,7 @@ from retrieval.ranking.rerank import RankInputs
 from retrieval.registry import RerankerVersions
 from retrieval.training.protocol import (
     MIN_RELATIVE_GAIN,
+    SLICE_WORSE_MARGIN,
     SLICES,
     STATED_PREFIX,
     held_out_items,
@@ -62,6 +63,20 @@ def test_level_on_the_small_slices_is_accepted_and_empty_slices_are_not_judged()
         judge_every_slice({"cold_items": [1.0]}, {"cold_items": [0.0]})
     with pytest.raises(ValueError, match="cold_items"):
         judge_every_slice({"all": [1.0], "cold_items": [1.0]}, {"all": [0.0], "cold_items": []})
+
+
+def test_a_slice_is_clearly_worse_only_beyond_two_standard_errors():
+    # Losses of 1.5 and 3 standard errors on a slice (400 cases, paired error 0.05): only the second
+    # refuses; one error would refuse a model with no effect on four slices half the time.
+    old_all = np.random.default_rng(3).random(3000) * 0.2
+    noise = np.tile([1.0, -1.0], 200)
+    def verdict(loss: float):
+        return judge_every_slice({"all": old_all + 0.02, "cold_users": 2.0 + noise - loss},
+                                 {"all": old_all, "cold_users": np.full(400, 2.0)})
+    within, beyond = verdict(0.75 * SLICE_WORSE_MARGIN * 0.05), verdict(1.5 * SLICE_WORSE_MARGIN * 0.05)
+    assert within.slices["cold_users"]["se"] == pytest.approx(0.05, rel=0.01)
+    assert within.accepted and not within.slices["cold_users"]["worse"]
+    assert not beyond.accepted and beyond.reason.startswith("clearly worse on cold_users")
 
 
 def test_a_gain_beyond_the_noise_but_below_the_minimum_effect_is_refused():
