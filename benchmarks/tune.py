@@ -122,7 +122,8 @@ def round4(dataset, encoder: BiEncoder, points: list, max_users: int) -> dict:
 # Round 5: (name, {request type: weights}); each point varies all three types at once, from the
 # previous defaults: dense_profile 0.5, lexical 1.0, collaborative 1.0, popularity prior 0.5, the
 # same weights for every request type.
-ROUND5_BEFORE = RecommendConfig(request_weights={}, preference_popularity_prior=0.5)
+ROUND5_BEFORE = RecommendConfig(request_weights={}, preference_popularity_prior=0.5,
+                                preference_prior_within_categories=False)
 ROUND5 = (
     ("before: no per-type weights", {}),
     ("P: lexical alone; S: collaborative 1.5; H: collaborative 1.5", {
@@ -152,7 +153,8 @@ SOURCES_ALONE = ("bm25", "dense_profile", "collaborative_seq")
 # Round 6: (name, settings, whether the prior looks within the stated categories) for
 # preference-only requests, each against the first (the defaults: the prior over the whole
 # catalogue at 0.5, the profile at 0.5, BM25 at 1.0).
-ROUND6_BEFORE = RecommendConfig(request_weights={}, preference_popularity_prior=0.5)
+ROUND6_BEFORE = RecommendConfig(request_weights={}, preference_popularity_prior=0.5,
+                                preference_prior_within_categories=False)
 
 
 def _prefs(**weights: float) -> RecommendConfig:

@@ -152,6 +152,8 @@ SECTION_HELP: dict[str, str] = {
     "recommend.sources": "the candidate sources a request uses",
     "recommend.rerank_candidates": "the top of the fused list the reranker reorders",
     "recommend.preference_popularity_prior": "popularity's weight for a profile made only of stated preferences (0: none)",
+    "recommend.preference_prior_within_categories": "that prior counts only the items of the catalogue categories "
+                                                    "the preferences name, where they name any",
     "recommend.diversity": "MMR diversity when a request does not say (0: pure relevance .. 1)",
     "recommend.reranked_diversity": "the same, for lists the learned ranker ordered",
     "recommend.diversity_pool": "the top the diverse list is picked from",

@@ -51,10 +51,13 @@ class RecommendConfig:
     # How much of the top of the fused list the reranker reorders: each candidate costs feature
     # work (and a cross-encoder pair where one serves) on every request.
     rerank_candidates: int = 50
-    # A profile made only of stated preferences (no history, no query) gets popularity as a weak
-    # prior: a sentence alone says little about which of its matches people take (the
-    # cold_users_prefs slice of ``make eval``).
-    preference_popularity_prior: float = 0.5
+    # A profile made only of stated preferences (no history, no query) gets popularity as a prior:
+    # a sentence alone says little about which of its matches people take (the cold_users_prefs
+    # slice of ``make eval``). Where the sentence names catalogue categories, the prior is what
+    # people take within them (chosen on every validation user, benchmarks/tune.py --round 6;
+    # docs/research.md, "Preferences alone").
+    preference_popularity_prior: float = 1.0
+    preference_prior_within_categories: bool = True
     # MMR strength when a request does not say: the most diverse setting with no NDCG@10 loss on
     # validation (benchmarks/diversity.py).
     diversity: float = 0.3

@@ -238,7 +238,8 @@ class Recommender:
         self.pool_weights = None if pool is None else {**pool, "lexical": pool["lexical_history"],
                                                        "dense_profile": pool["dense_profile_without_query"]}
         self.popularity_prior = PopularSource(catalogue, index, config.preference_popularity_prior,
-                                              fallback=False, name="popularity_prior")
+                                              fallback=False, name="popularity_prior",
+                                              within_stated_categories=config.preference_prior_within_categories)
         # Swapped as a whole by ``Engine.reload_reranker``: a request sees the old model or the new.
         self.reranker: LoadedReranker | None = None
         self.queries = QueryUnderstanding(catalogue, index, profiles.texts.get)

@@ -123,11 +123,10 @@ class PopularSource:
     """Most-interacted items; for requests with nothing else to go on. Falls back to catalogue
     order while nobody has interacted with anything yet.
 
-    With ``within_stated_categories`` (off by default), a request of stated preferences alone gets
-    the items of the categories its preferences name (``stated_categories``), where they name any,
-    ranked by how many took them: what people take among the things asked for rather than across
-    the catalogue. As the prior of such requests it did not win the preference-only slice on both
-    validation samples (benchmarks/tune.py --round 6; docs/research.md, "Preferences alone")."""
+    With ``within_stated_categories``, a request of stated preferences alone gets the items of the
+    categories its preferences name (``stated_categories``), where they name any, ranked by how many
+    took them: what people take among the things asked for rather than across the catalogue. The
+    pipeline's prior of such requests is one (``RecommendConfig.preference_prior_within_categories``)."""
 
     name = "popular"
     # The most items of the named categories read per request; a larger set is read from the most

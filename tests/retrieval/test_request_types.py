@@ -1,6 +1,8 @@
 """Fusion weights per request type (``RecommendConfig.request_weights``): what a request has to go
 on decides its type, and the full pipeline fuses each type at its own weights."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -107,10 +109,11 @@ def test_stated_categories_are_the_catalogues_names_in_free_text():
 
 
 @pytest.mark.slow
-def test_a_preference_only_request_can_take_popularity_within_the_categories_it_names(engine):
-    """With ``within_stated_categories``, the prior of a preference-only request is what people take
-    among the items of the categories the preferences name, not across the catalogue; the
-    popularity baseline and a request whose preferences name no category keep the catalogue's."""
+def test_a_preference_only_request_takes_popularity_within_the_categories_it_names(engine):
+    """As served, the prior of a preference-only request is what people take among the items of
+    the categories the preferences name, not across the catalogue; the popularity baseline, a
+    request whose preferences name no category, and a pipeline configured without it
+    (``preference_prior_within_categories=False``) keep the catalogue's."""
     points = engine.catalogue.get_many([f"demo-{n:06d}" for n in range(360)])
     staplers = sorted(i for i, p in points.items() if p.payload["categories"][-1] == "Staplers")
     others = sorted(i for i, p in points.items() if p.payload["categories"][-1] != "Staplers")
@@ -128,11 +131,11 @@ def test_a_preference_only_request_can_take_popularity_within_the_categories_it_
         assert set(found) == {"dense_profile", "lexical", "popularity_prior"}
         return found["popularity_prior"]
 
-    served = engine.recommender  # the default: the prior over the whole catalogue
-    within = Recommender(served.catalogue, served.profiles, served.popular.index, served.config)
-    within.popularity_prior.within_stated_categories = True
+    within = engine.recommender  # as served
+    across = Recommender(within.catalogue, within.profiles, within.popular.index,
+                         replace(within.config, preference_prior_within_categories=False))
     assert prior(within, "p") == [staplers[7], staplers[3]]
-    assert prior(served, "p")[:2] == [others[0], others[1]]
+    assert prior(across, "p")[:2] == [others[0], others[1]]
     assert prior(within, "q")[:2] == [others[0], others[1]]  # names no category
     baseline = within.recommend(RecommendRequest(user_id="p", k=5, diversity=0.0), ReplayOptions(sources=("popular",)))
     assert [i.id for i in baseline.items][:2] == [others[0], others[1]]
