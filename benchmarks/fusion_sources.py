@@ -19,9 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATASET, save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
+from retrieval.evaluation import metrics  # noqa: E402
 from retrieval.evaluation.datasets import load_dataset  # noqa: E402
 from retrieval.evaluation.replay import SLICES, EvalConfig, encode_catalogue, evaluate, paired_change  # noqa: E402
 from retrieval.pipeline.config import RecommendConfig  # noqa: E402
+from retrieval.training.protocol import clearly_better  # noqa: E402
 
 FUSION = "hybrid_retrieval"
 # Each source of the zero-shot fusion as an evaluation method (the sequence source serves only
@@ -37,12 +39,14 @@ def compare(result: dict, margin: float) -> dict[str, dict]:
         if s not in result["slices"]:
             continue
         fused = result["ranks"][s][FUSION]
+        fused_cases = [metrics.ndcg_at(r, 10) for r in fused]
         row = {"users": result["slices"][s][FUSION]["users"], "fusion": result["slices"][s][FUSION]["ndcg@10"],
                "sources": {}}
         for source, method in SOURCES.items():
             change = paired_change(fused, result["ranks"][s][method])
-            verdict = ("source ahead" if change["ndcg@10"] < -margin * change["standard_error"]
-                       else "fusion ahead" if change["ndcg@10"] > margin * change["standard_error"] else "level")
+            source_cases = [metrics.ndcg_at(r, 10) for r in result["ranks"][s][method]]
+            verdict = ("source ahead" if clearly_better(source_cases, fused_cases, margin)[0]
+                       else "fusion ahead" if clearly_better(fused_cases, source_cases, margin)[0] else "level")
             row["sources"][source] = {"ndcg@10": result["slices"][s][method]["ndcg@10"],
                                       "fusion_minus_source": change, "verdict": verdict}
         out[s] = row

@@ -1,4 +1,4 @@
-"""`make bench`: every speed benchmark, in one run, printed as tables with ratios to baselines.
+"""`make bench`: every benchmark, in one run, printed as tables with ratios to baselines.
 
 Quality is measured by `make eval` (hybridrec evaluate on the shared dataset); the learning
 stages by `make eval-stages`. The ones that read the shared dataset skip cleanly without it.

@@ -24,7 +24,7 @@ run it only after the choice is made.
 
 Round 6 is the preference-only request (the ``cold_users_prefs`` slice): fusion weights for it, and
 the popularity prior over the items of the categories the stated preferences name
-(``PopularSource.within_stated_categories``) against the prior over the whole catalogue, beside
+(``RecommendConfig.preference_prior_within_categories``) against the prior over the whole catalogue, beside
 every baseline, on ``--split`` (validation by default) for each of ``--seeds``, paired user by user
 against the defaults. One replay per split serves every setting and seed; the slice is built as the
 evaluation builds it (``replay.preference_text``), and the history requests of ``--check-users``
@@ -153,8 +153,7 @@ SOURCES_ALONE = ("bm25", "dense_profile", "collaborative_seq")
 # Round 6: (name, settings, whether the prior looks within the stated categories) for
 # preference-only requests, each against the first (the defaults: the prior over the whole
 # catalogue at 0.5, the profile at 0.5, BM25 at 1.0).
-ROUND6_BEFORE = RecommendConfig(request_weights={}, preference_popularity_prior=0.5,
-                                preference_prior_within_categories=False)
+ROUND6_BEFORE = ROUND5_BEFORE
 
 
 def _prefs(**weights: float) -> RecommendConfig:
@@ -208,10 +207,9 @@ def round6(split: str, seeds: list[int], max_users: int, only: list[str] | None,
             engine.profiles.log.set_preferences(f"cold::{u}", text, {}, time.time())
     engine.profiles.refresh([f"cold::{u}" for u in stated])
     settings = [(name, rec, within) for n, (name, rec, within) in enumerate(ROUND6) if not n or not only or name in only]
-    recommenders = {}
-    for name, rec, within in settings:
-        recommenders[name] = Recommender(engine.catalogue, engine.profiles, engine.index, rec)
-        recommenders[name].popularity_prior.within_stated_categories = within
+    recommenders = {name: Recommender(engine.catalogue, engine.profiles, engine.index,
+                                      replace(rec, preference_prior_within_categories=within))
+                    for name, rec, within in settings}
 
     def served(name: str):
         recommender = recommenders[name]

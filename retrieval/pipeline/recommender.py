@@ -238,8 +238,7 @@ class Recommender:
         self.pool_weights = None if pool is None else {**pool, "lexical": pool["lexical_history"],
                                                        "dense_profile": pool["dense_profile_without_query"]}
         self.popularity_prior = PopularSource(catalogue, index, config.preference_popularity_prior,
-                                              fallback=False, name="popularity_prior",
-                                              within_stated_categories=config.preference_prior_within_categories)
+                                              fallback=False, name="popularity_prior")
         # Swapped as a whole by ``Engine.reload_reranker``: a request sees the old model or the new.
         self.reranker: LoadedReranker | None = None
         self.queries = QueryUnderstanding(catalogue, index, profiles.texts.get)
@@ -277,7 +276,9 @@ class Recommender:
                 results.append(reweigh(result, retyped))
         if (results and ctx.request_type == "preferences" and options.sources is None
                 and retyped.get("popularity_prior", self.config.preference_popularity_prior) > 0):
-            prior = self.popularity_prior.candidates(ctx)
+            named = (self.queries.stated_categories(ctx.preference_text)
+                     if self.config.preference_prior_within_categories and ctx.preference_text else ())
+            prior = self.popularity_prior.within(ctx, named) if named else self.popularity_prior.candidates(ctx)
             if prior is not None:
                 results.append(reweigh(prior, retyped))
         if not results or "popular" in wanted:

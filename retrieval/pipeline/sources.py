@@ -13,10 +13,8 @@ from typing import Any
 from encoders.sequence import SequenceModel
 from retrieval.pipeline.context import RecommendContext
 from retrieval.pipeline.fusion import SourceResult
-from retrieval.query.parser import QueryParser
 from retrieval.state.catalogue import Catalogue
 from retrieval.state.cooccurrence import CoOccurrenceIndex
-from retrieval.state.facets import Facets
 from retrieval.storage.vector_store import ItemFilter
 
 
@@ -100,33 +98,13 @@ class CollaborativeSource:
         return SourceResult(self.name, ranked, self.weight, knows=lambda i: self.index.knows(i, leave_out))
 
 
-_parser: list[QueryParser] = []  # the last one built, kept while the catalogue's facets are the same
-
-
-def stated_categories(text: str, facets: Facets) -> tuple[str, ...]:
-    """The catalogue's category names that a sentence of stated preferences names, as the catalogue
-    writes them, found as a search query's are (``QueryParser``: whole words, any case, singular or
-    plural, the longest name first).
-
-    >>> stated_categories("Interested in: ballpoint pens, a stapler", Facets(categories={
-    ...     "ballpoint pens": "Ballpoint Pens", "staplers": "Staplers", "pens": "Pens", "tape": "Tape"}))
-    ('Ballpoint Pens', 'Staplers')
-    """
-    parser = _parser[0] if _parser and _parser[0].facets is facets else None
-    if parser is None:
-        parser = QueryParser(facets)
-        _parser[:] = [parser]
-    return tuple(parser.parse(text).categories)
-
-
 class PopularSource:
     """Most-interacted items; for requests with nothing else to go on. Falls back to catalogue
     order while nobody has interacted with anything yet.
 
-    With ``within_stated_categories``, a request of stated preferences alone gets the items of the
-    categories its preferences name (``stated_categories``), where they name any, ranked by how many
-    took them: what people take among the things asked for rather than across the catalogue. The
-    pipeline's prior of such requests is one (``RecommendConfig.preference_prior_within_categories``)."""
+    ``within`` ranks the items of some categories instead: for a request of stated preferences
+    alone that names catalogue categories, what people take among the things asked for rather than
+    across the catalogue (``RecommendConfig.preference_prior_within_categories``)."""
 
     name = "popular"
     # The most items of the named categories read per request; a larger set is read from the most
@@ -134,17 +112,10 @@ class PopularSource:
     stated_category_items = 2000
 
     def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
-                 fallback: bool = True, name: str = "popular", within_stated_categories: bool = False):
+                 fallback: bool = True, name: str = "popular"):
         self.catalogue, self.index, self.weight, self.fallback, self.name = catalogue, index, weight, fallback, name
-        self.within_stated_categories = within_stated_categories
 
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
-        named = (stated_categories(ctx.preference_text, self.catalogue.facets())
-                 if self.within_stated_categories and ctx.request_type == "preferences" and ctx.preference_text
-                 else ())
-        if named:
-            ranked = self._within(ctx, named)
-            return SourceResult(self.name, ranked, self.weight) if ranked else None
         ranked = _keep_matching(
             self.catalogue, [(i, float(n)) for i, n in self.index.popular(ctx.pool * 2)], ctx, ctx.pool
         )
@@ -158,9 +129,9 @@ class PopularSource:
             ranked += [(p.id, 0.0) for p in points if p.id not in taken and p.id not in ctx.exclude]
         return SourceResult(self.name, ranked[: ctx.pool], self.weight)
 
-    def _within(self, ctx: RecommendContext, categories: tuple[str, ...]) -> list[tuple[str, float]]:
-        """The items of ``categories`` that someone took, most taken first (ties by id), through
-        the request's own filter and exclusions."""
+    def within(self, ctx: RecommendContext, categories: tuple[str, ...]) -> SourceResult | None:
+        """The items of ``categories`` that someone took, most taken first (ties by id), through the
+        request's own filter and exclusions; None if nobody took any."""
         named = ItemFilter(categories=categories)
         cap = self.stated_category_items
         points, more = self.catalogue.store.scroll(self.catalogue.collection, limit=cap, flt=named)
@@ -171,7 +142,8 @@ class PopularSource:
             counts = {i: popular[i] for i in self.catalogue.store.matching_ids(self.catalogue.collection,
                                                                                 list(popular), named)}
         ranked = sorted(((i, float(n)) for i, n in counts.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
-        return _keep_matching(self.catalogue, ranked, ctx, ctx.pool)
+        ranked = _keep_matching(self.catalogue, ranked, ctx, ctx.pool)
+        return SourceResult(self.name, ranked, self.weight) if ranked else None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class QueryUnderstanding:
                  text_vector: Callable[[str], np.ndarray], suggest: Suggest | None = None):
         self.catalogue, self.index, self.text_vector, self.suggest = catalogue, index, text_vector, suggest
         self._parser: QueryParser | None = None  # rebuilt when the catalogue's facets change
+        self._names: QueryParser | None = None  # the same, reading category names only
 
     def parser(self) -> QueryParser:
         facets = self.catalogue.facets()
@@ -60,6 +61,20 @@ class QueryUnderstanding:
             parser = self._parser = QueryParser(facets, lambda phrase: find_by_title(self.catalogue, phrase),
                                                 self.last_item, self.suggest)
         return parser
+
+    def stated_categories(self, text: str) -> tuple[str, ...]:
+        """The catalogue's category names a sentence of stated preferences names, as the catalogue
+        writes them, found as a query's are (whole words, any case, singular or plural, the longest
+        name first); no anchor lookup and no language model.
+
+        >>> understanding.stated_categories("Interested in: ballpoint pens, a stapler")  # doctest: +SKIP
+        ('Ballpoint Pens', 'Staplers')
+        """
+        facets = self.catalogue.facets()
+        names = self._names
+        if names is None or names.facets is not facets:
+            names = self._names = QueryParser(facets)
+        return tuple(names.parse(text).categories)
 
     def last_item(self, user_id: str) -> Anchor | None:
         """The user's newest item, for "the one I bought"."""

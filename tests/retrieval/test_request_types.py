@@ -100,12 +100,15 @@ def test_a_preference_only_request_gets_bm25_over_its_preference_text(engine):
 
 
 def test_stated_categories_are_the_catalogues_names_in_free_text():
-    from retrieval.pipeline.sources import stated_categories
+    from types import SimpleNamespace
+
+    from retrieval.query.understanding import QueryUnderstanding
     from retrieval.state.facets import Facets
 
     facets = Facets(categories={"office": "Office", "staplers": "Staplers", "gel pens": "Gel Pens", "pens": "Pens"})
-    assert stated_categories("I like a sturdy stapler and smooth gel pens", facets) == ("Staplers", "Gel Pens")
-    assert stated_categories("quiet things for a small desk", facets) == ()
+    understanding = QueryUnderstanding(SimpleNamespace(facets=lambda: facets), None, None)
+    assert understanding.stated_categories("I like a sturdy stapler and smooth gel pens") == ("Staplers", "Gel Pens")
+    assert understanding.stated_categories("quiet things for a small desk") == ()
 
 
 @pytest.mark.slow
