@@ -65,11 +65,9 @@ class QueryUnderstanding:
     def stated_categories(self, text: str) -> tuple[str, ...]:
         """The catalogue's category names a sentence of stated preferences names, as the catalogue
         writes them, found as a query's are (whole words, any case, singular or plural, the longest
-        name first); no anchor lookup and no language model.
-
-        >>> understanding.stated_categories("Interested in: ballpoint pens, a stapler")  # doctest: +SKIP
-        ('Ballpoint Pens', 'Staplers')
-        """
+        name first); no anchor lookup and no language model. On a catalogue with those categories,
+        ``stated_categories("Interested in: ballpoint pens, a stapler")`` is
+        ``('Ballpoint Pens', 'Staplers')`` (tests/retrieval/test_request_types.py)."""
         facets = self.catalogue.facets()
         names = self._names
         if names is None or names.facets is not facets:
