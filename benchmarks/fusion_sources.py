@@ -21,7 +21,7 @@ from benchmarks.common import SHARED_DATASET, save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
 from retrieval.evaluation import metrics  # noqa: E402
 from retrieval.evaluation.datasets import load_dataset  # noqa: E402
-from retrieval.evaluation.replay import SLICES, EvalConfig, encode_catalogue, evaluate, paired_change  # noqa: E402
+from retrieval.evaluation.replay import INTEREST, SLICES, EvalConfig, encode_catalogue, evaluate, paired_change  # noqa: E402
 from retrieval.pipeline.config import RecommendConfig  # noqa: E402
 from retrieval.training.protocol import clearly_better  # noqa: E402
 
@@ -29,7 +29,7 @@ FUSION = "hybrid_retrieval"
 # Each source of the zero-shot fusion as an evaluation method (the sequence source serves only
 # when a trained model is loaded: benchmarks/sequence_encoder.py measures it).
 SOURCES = {"dense_profile": "dense_profile", "collaborative": "collaborative_seq", "lexical": "bm25",
-           "popular": "popularity"}
+           "popular": "popularity", "interest": INTEREST}
 
 
 def compare(result: dict, margin: float) -> dict[str, dict]:

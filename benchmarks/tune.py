@@ -46,7 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
 from retrieval.evaluation.datasets import load_dataset  # noqa: E402
-from retrieval.evaluation.replay import RERANKED, EvalConfig, Replay, encode_catalogue, evaluate, paired_change  # noqa: E402
+from retrieval.evaluation.replay import (  # noqa: E402
+    INTEREST,
+    RERANKED,
+    EvalConfig,
+    Replay,
+    encode_catalogue,
+    evaluate,
+    paired_change,
+)
 from retrieval.evaluation.stages import stage_training_sequences  # noqa: E402
 from retrieval.pipeline.config import RecommendConfig  # noqa: E402
 from retrieval.registry import RerankerVersions  # noqa: E402
@@ -123,7 +131,7 @@ def round4(dataset, encoder: BiEncoder, points: list, max_users: int) -> dict:
 # previous defaults: dense_profile 0.5, lexical 1.0, collaborative 1.0, popularity prior 0.5, the
 # same weights for every request type.
 ROUND5_BEFORE = RecommendConfig(request_weights={}, preference_popularity_prior=0.5,
-                                preference_prior_within_categories=False)
+                                preference_prior_within_categories=False, preference_interest=0.0)
 ROUND5 = (
     ("before: no per-type weights", {}),
     ("P: lexical alone; S: collaborative 1.5; H: collaborative 1.5", {
@@ -176,9 +184,22 @@ ROUND6 = (
     ("BM25 2, profile 0.25, no prior", _prefs(lexical=2.0, dense_profile=0.25, popularity_prior=0.0), False),
     ("BM25 2, profile 0.25, prior within", _prefs(lexical=2.0, dense_profile=0.25), True),
     ("BM25 2, profile 0.25, prior 1 within", _prefs(lexical=2.0, dense_profile=0.25, popularity_prior=1.0), True),
+    # Third and fourth passes: what the people who took the named categories took
+    # (``InterestSource``); the prior now serves only where it is silent. Beside the prior within
+    # the categories (the third pass, at weights 1 to 8: benchmarks/results/
+    # prefs_slice_valid_interest*.json) it did less well than in its place.
+    ("interest 1, no prior", _prefs(popularity_prior=0.0, interest=1.0), True),
+    ("interest 2, no prior", _prefs(popularity_prior=0.0, interest=2.0), True),
+    ("interest 4, no prior", _prefs(popularity_prior=0.0, interest=4.0), True),
+    # The interest source all but alone: what it is worth by itself.
+    ("interest 20, no prior", _prefs(popularity_prior=0.0, interest=20.0), True),
+    # As served: the interest source at 4, the prior within the categories at 1 only where it is silent.
+    ("served: interest 4", RecommendConfig(request_weights={}), True),
 )
-ROUND6_BASELINES = ("popularity", "itemknn", "bm25", "zero_shot")
-ROUND6_CHOSEN = "BM25 2, profile 0.25 (prior over the catalogue)"  # chosen on validation; lost on test
+ROUND6_BASELINES = ("popularity", "itemknn", "bm25", "zero_shot", INTEREST)
+# The setting served before the third pass, and the choice of the fourth (on every validation user).
+ROUND6_SERVED = "within, prior 1"
+ROUND6_CHOSEN = "served: interest 4"
 
 
 def round6(split: str, seeds: list[int], max_users: int, only: list[str] | None, check_users: int) -> dict:
@@ -238,8 +259,34 @@ def round6(split: str, seeds: list[int], max_users: int, only: list[str] | None,
                    == [i.id for i in first.recommend(RecommendRequest(user_id=u, k=CUTOFF)).items] for u in users)
         out["history_requests_identical"] = {"users": len(users), "identical": same}
         print(f"history requests identical: {same}/{len(users)}", flush=True)
+    if ROUND6_CHOSEN in recommenders and ROUND6_SERVED in recommenders and check_users:
+        out["latency_ms"] = _alternated_latency({name: recommenders[name] for name in (ROUND6_SERVED, ROUND6_CHOSEN)},
+                                                [f"cold::{u}" for u in samples[seeds[0]][:check_users] if stated[u]])
+        print(table(["setting", "p50 ms", "p99 ms", "p50 ratio"],
+                    [[name, r["p50"], r["p99"], r["p50"] / out["latency_ms"][ROUND6_SERVED]["p50"]]
+                     for name, r in out["latency_ms"].items()], title="preference-only requests, alternated"))
     replay.close()
     return out
+
+
+def _alternated_latency(recommenders: dict, users: list[str]) -> dict[str, dict[str, float]]:
+    """p50 and p99 of each recommender's requests for ``users``, the recommenders taking turns
+    request by request (so a busy machine slows each alike), after one warm-up pass."""
+    import time
+
+    from benchmarks.common import percentile
+    from retrieval.evaluation.replay import CUTOFF
+    from retrieval.pipeline.request import RecommendRequest
+
+    times: dict[str, list[float]] = {name: [] for name in recommenders}
+    for timed in (False, True):
+        for user in users:
+            for name, recommender in recommenders.items():
+                started = time.perf_counter()
+                recommender.recommend(RecommendRequest(user_id=user, k=CUTOFF))
+                if timed:
+                    times[name].append((time.perf_counter() - started) * 1000)
+    return {name: {"p50": percentile(t, 50), "p99": percentile(t, 99)} for name, t in times.items()}
 
 
 def round5(dataset, encoder: BiEncoder, points: list, max_users: int, only: list[str] | None) -> dict:

@@ -56,6 +56,10 @@ def render_template_text(evidence: dict[str, Any]) -> str:
         parts.append(fill(t["sequence"], rank=sequence["rank"]))
     if evidence.get("preferences"):
         parts.append(t["preferences"])
+    interest = evidence.get("interest")
+    for a in (interest or {}).get("audiences", [])[:1]:
+        parts.append(fill(t["interest"], category=a["category"], people=a["people"], percent=_num(a["percent"], 1),
+                          everyone_percent=_num(interest["everyone_percent"], 1)))
     if evidence.get("popular") and not parts:
         parts.append(t["popular"])
     if evidence.get("reranker"):

@@ -151,9 +151,14 @@ SECTION_HELP: dict[str, str] = {
     "recommend.collaborative_backward": "weight of co-occurring items that came before rather than after",
     "recommend.sources": "the candidate sources a request uses",
     "recommend.rerank_candidates": "the top of the fused list the reranker reorders",
-    "recommend.preference_popularity_prior": "popularity's weight for a profile made only of stated preferences (0: none)",
+    "recommend.preference_popularity_prior": "popularity's weight for a profile made only of stated preferences, where "
+                                             "recommend.preference_interest has nothing (0: none)",
     "recommend.preference_prior_within_categories": "that prior counts only the items of the catalogue categories "
                                                     "the preferences name, where they name any",
+    "recommend.preference_interest": "weight, for a profile made only of stated preferences that name catalogue "
+                                     "categories, of what the people who took those categories took (0: none)",
+    "recommend.interest_lift": "how strongly that favours what sets those people apart over what everyone takes "
+                               "(0: their most taken)",
     "recommend.diversity": "MMR diversity when a request does not say (0: pure relevance .. 1)",
     "recommend.reranked_diversity": "the same, for lists the learned ranker ordered",
     "recommend.diversity_pool": "the top the diverse list is picked from",
@@ -264,6 +269,8 @@ CHECKS: dict[str, Check] = {
                                lambda v: bool(v) and all(s in SOURCE_NAMES for s in v)),
     "recommend.rerank_candidates": _at_least(1),
     "recommend.preference_popularity_prior": _at_least(0),
+    "recommend.preference_interest": _at_least(0),
+    "recommend.interest_lift": _at_least(0),
     "recommend.diversity": _between(0, 1),
     "recommend.reranked_diversity": _between(0, 1),
     "recommend.diversity_pool": _at_least(1),

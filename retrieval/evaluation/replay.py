@@ -49,6 +49,7 @@ BASELINES = ("popularity", "itemknn", "bm25", "zero_shot")
 STAGES = ("dense_profile", "collaborative_seq", "hybrid_plain_rrf", "hybrid_retrieval")
 RERANKED = "hybrid_reranked"  # hybrid_retrieval with a cross-encoder over its top (needs a reranker)
 SEQUENCE = "sequence_encoder"  # the sequence encoder's source alone (needs a sequence model)
+INTEREST = "stated_interest"  # the interest source alone (benchmarks/fusion_sources.py)
 SLICES = ("all", "cold_items", "cold_users", "cold_users_prefs", "long_tail")
 CUTOFF = 50  # ranked lists are this long; metrics at 10 and 50
 
@@ -264,6 +265,9 @@ METHODS: dict[str, Method] = {
     "hybrid_retrieval": _pipeline(None),
     RERANKED: _pipeline(None, rerank=True),
     SEQUENCE: _pipeline(("sequence",)),
+    # What the people who took the categories of stated preferences took (preference-only users;
+    # anyone else gets popularity, as a request with nothing to go on).
+    INTEREST: _pipeline(("interest",), diversity=0.0),
 }
 
 

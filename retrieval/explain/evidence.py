@@ -24,6 +24,7 @@ import numpy as np
 from retrieval.limits import MAX_K
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import ItemTrace, RecommendRequest, ReplayOptions
+from retrieval.pipeline.sources import InterestSource
 from retrieval.state.facets import words
 
 _FILLER = {"a", "an", "the", "for", "with", "and", "or", "of", "to", "in", "on", "my", "me", "i", "that", "is", "it"}
@@ -72,7 +73,7 @@ class Explainer:
             "rank": rank, "k": MAX_K if rank is None else None,
             "score": round(score, 6) if score is not None else None,
             "sources": {}, "history": [], "collaborative": [], "query": None,
-            "preferences": False, "popular": None, "reranker": None, "diversity": None, "counterfactual": None,
+            "preferences": False, "interest": None, "popular": None, "reranker": None, "diversity": None, "counterfactual": None,
         }
         trace = result_trace or ItemTrace({}, [])
         ev["sources"] = msgspec.to_builtins(trace.sources)
@@ -116,12 +117,26 @@ class Explainer:
         if req.user_id:
             stated = rec.profiles.log.preferences(req.user_id)
             ev["preferences"] = bool(stated is not None and stated.preferences and "dense_profile" in ev["sources"])
+            if stated is not None and stated.preferences and "interest" in ev["sources"]:
+                ev["interest"] = self._interest_evidence(stated.preferences, item_id, ev["sources"]["interest"])
 
         if counterfactual and ev["history"] and len(weights) > 1:
             if score is None:  # explain: true passes a trace; the counterfactual needs the score too
                 rank, score, _ = self._rank_of(understood_req, item_id)
             ev["counterfactual"] = self._without(understood_req, ev["history"][0], item_id, rank, score)
         return ev
+
+    def _interest_evidence(self, preferences: str, item_id: str, source: dict[str, Any]) -> dict[str, Any]:
+        """Of the people who took each category the preferences name, the share who took the item,
+        against the share of everyone (what ``InterestSource`` scored)."""
+        index = self.recommender.profiles.index
+        audiences = []
+        for category in self.recommender.queries.stated_categories(preferences):
+            found = index.audience_share(InterestSource.audience_key(category), item_id)
+            if found is not None and found[0] > 0:
+                audiences.append({"category": category, "people": found[1], "percent": round(100 * found[0], 1)})
+        return {"rank": source["rank"], "audiences": audiences,
+                "everyone_percent": round(100 * index.everyone_share(item_id), 1)}
 
     def _query_evidence(self, query: str, parsed, payload: dict, vector: np.ndarray) -> dict[str, Any]:
         text_words = set(words(" ".join([payload.get("title", ""), payload.get("description") or "",

@@ -51,11 +51,16 @@ class RecommendConfig:
     # How much of the top of the fused list the reranker reorders: each candidate costs feature
     # work (and a cross-encoder pair where one serves) on every request.
     rerank_candidates: int = 50
-    # A profile made only of stated preferences (no history, no query) gets popularity as a prior:
-    # a sentence alone says little about which of its matches people take (the cold_users_prefs
-    # slice of ``make eval``). Where the sentence names catalogue categories, the prior is what
-    # people take within them (chosen on every validation user, benchmarks/tune.py --round 6;
+    # A profile made only of stated preferences (no history, no query) that names catalogue
+    # categories gets what the people who took them took, lifted over what everyone takes
+    # (``InterestSource``; 0: off): chosen on every validation user of the cold_users_prefs slice
+    # of ``make eval``, ahead of BM25 alone and of the prior below (benchmarks/tune.py --round 6;
     # docs/research.md, "Preferences alone").
+    preference_interest: float = 4.0
+    interest_lift: float = 0.75
+    # Where it has nothing to say (no category named, or nobody took them), popularity is the
+    # prior: a sentence alone says little about which of its matches people take. Where the
+    # sentence names categories it counts the items in them only.
     preference_popularity_prior: float = 1.0
     preference_prior_within_categories: bool = True
     # MMR strength when a request does not say: the most diverse setting with no NDCG@10 loss on

@@ -27,6 +27,9 @@ class RecommendContext:
     history: list[str] = field(default_factory=list)  # distinct item ids, oldest first
     history_titles: list[str] = field(default_factory=list)  # titles of the newest history items
     preference_text: str | None = None  # the user's stated preferences, if any
+    # The catalogue categories stated preferences name, in their order (preference requests only;
+    # set where candidates are gathered).
+    stated_categories: tuple[str, ...] = ()
     leave_out_user: str | None = None  # collaborative signal without this user's own log (training)
     request_type: str = "none"  # what the request has to go on: see ``request_type``
 

@@ -28,7 +28,14 @@ from retrieval.pipeline.request import (
     ReplayOptions,
     RerankTrace,
 )
-from retrieval.pipeline.sources import CollaborativeSource, DenseSource, LexicalSource, PopularSource, SequenceSource
+from retrieval.pipeline.sources import (
+    CollaborativeSource,
+    DenseSource,
+    InterestSource,
+    LexicalSource,
+    PopularSource,
+    SequenceSource,
+)
 from retrieval.query.parser import ParsedQuery
 from retrieval.query.understanding import QueryUnderstanding, Suggest
 from retrieval.ranking.drivers import rank_drivers
@@ -230,6 +237,8 @@ class Recommender:
                 catalogue, index, w["collaborative"], decay=config.collaborative_decay,
                 proximity=config.collaborative_proximity, backward=config.collaborative_backward),
             "sequence": SequenceSource(catalogue),
+            # Not among ``config.sources``: gathered for preference requests at its own weight.
+            "interest": InterestSource(catalogue, index, config.preference_interest, lift=config.interest_lift),
         }
         self.popular = PopularSource(catalogue, index, w["popular"])
         # Each source result's weight in the pool a ranker reorders. A ranker reorders history
@@ -260,12 +269,16 @@ class Recommender:
         return apply_query(req, parsed), parsed
 
     def gather(self, ctx: RecommendContext, options: ReplayOptions, notes: list[str]) -> list[SourceResult]:
-        """Step "gather candidates": each wanted source's ranked list; popularity as a prior for a
-        profile of stated preferences alone, and as the fallback when nothing else answers."""
+        """Step "gather candidates": each wanted source's ranked list; for a profile of stated
+        preferences alone, what the people who took the categories they name took
+        (``InterestSource``), else popularity as a prior; popularity as the fallback when nothing
+        else answers."""
         wanted = options.sources or self.config.sources
         # The full pipeline fuses at the weights chosen for this type of request; a request that
         # names its sources (a baseline, a single-source stage) keeps them as they are.
         retyped = {} if options.sources is not None else self.config.request_weights.get(ctx.request_type, {})
+        if ctx.request_type == "preferences" and ctx.preference_text:
+            ctx.stated_categories = self.queries.stated_categories(ctx.preference_text)
         results = []
         for name in wanted:
             source = self.sources.get(name)
@@ -274,13 +287,16 @@ class Recommender:
             result = source.candidates(ctx)
             if result is not None and result.ranked:
                 results.append(reweigh(result, retyped))
-        if (results and ctx.request_type == "preferences" and options.sources is None
-                and retyped.get("popularity_prior", self.config.preference_popularity_prior) > 0):
-            named = (self.queries.stated_categories(ctx.preference_text)
-                     if self.config.preference_prior_within_categories and ctx.preference_text else ())
-            prior = self.popularity_prior.within(ctx, named) if named else self.popularity_prior.candidates(ctx)
-            if prior is not None:
-                results.append(reweigh(prior, retyped))
+        if ctx.request_type == "preferences" and options.sources is None:
+            interest = (self.sources["interest"].candidates(ctx) if "interest" not in wanted
+                        and retyped.get("interest", self.config.preference_interest) > 0 else None)
+            if interest is not None:
+                results.append(reweigh(interest, retyped))
+            elif results and retyped.get("popularity_prior", self.config.preference_popularity_prior) > 0:
+                within = ctx.stated_categories if self.config.preference_prior_within_categories else ()
+                prior = self.popularity_prior.within(ctx, within) if within else self.popularity_prior.candidates(ctx)
+                if prior is not None:
+                    results.append(reweigh(prior, retyped))
         if not results or "popular" in wanted:
             results.append(self.popular.candidates(ctx))
             if len(results) == 1:

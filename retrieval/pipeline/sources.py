@@ -98,6 +98,61 @@ class CollaborativeSource:
         return SourceResult(self.name, ranked, self.weight, knows=lambda i: self.index.knows(i, leave_out))
 
 
+def taken_items_of(catalogue: Catalogue, index: CoOccurrenceIndex, categories: tuple[str, ...],
+                   cap: int) -> dict[str, int]:
+    """The items of ``categories`` that someone took, with how many users took each. A catalogue
+    with more than ``cap`` items in them is read from its ``cap`` most taken items instead."""
+    named = ItemFilter(categories=categories)
+    points, more = catalogue.store.scroll(catalogue.collection, limit=cap, flt=named)
+    if more is None:
+        counts = index.user_counts([p.id for p in points])
+    else:
+        popular = dict(index.popular(cap))
+        counts = {i: popular[i] for i in catalogue.store.matching_ids(catalogue.collection, list(popular), named)}
+    return {i: n for i, n in counts.items() if n > 0}
+
+
+class InterestSource:
+    """For stated preferences that name catalogue categories (``ctx.stated_categories``): what the
+    people who took those categories took, by how much more often they took it than everyone did
+    (``CoOccurrenceIndex.audience_scores``). The first category named counts most, each next one
+    ``category_decay`` times the one before. It can propose items of other categories that the
+    same people take alongside (paper for a printer). Each category's audience is cached by the
+    index until enough has happened since, so its items are read from the store only then.
+
+    Example::
+
+        ctx.stated_categories = ("Labels", "Binders")
+        InterestSource(catalogue, index).candidates(ctx)
+    """
+
+    name = "interest"
+    category_items = 2000  # see ``taken_items_of``
+
+    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
+                 lift: float = 0.75, category_decay: float = 0.7):
+        self.catalogue, self.index, self.weight = catalogue, index, weight
+        self.lift, self.category_decay = lift, category_decay
+
+    @staticmethod
+    def audience_key(category: str) -> str:
+        """The key the index caches a category's audience under."""
+        return f"category:{category}"
+
+    def candidates(self, ctx: RecommendContext) -> SourceResult | None:
+        if not ctx.stated_categories:
+            return None
+        groups = []
+        for rank, category in enumerate(ctx.stated_categories):
+            key = self.audience_key(category)
+            items = None if self.index.audience_fresh(key) else list(
+                taken_items_of(self.catalogue, self.index, (category,), self.category_items))
+            groups.append((key, self.category_decay**rank, items))
+        scores = self.index.audience_scores(groups, limit=ctx.pool * 2 + len(ctx.exclude), lift=self.lift)
+        ranked = _keep_matching(self.catalogue, list(scores.items()), ctx, ctx.pool)
+        return SourceResult(self.name, ranked, self.weight) if ranked else None
+
+
 class PopularSource:
     """Most-interacted items; for requests with nothing else to go on. Falls back to catalogue
     order while nobody has interacted with anything yet.
@@ -107,9 +162,7 @@ class PopularSource:
     across the catalogue (``RecommendConfig.preference_prior_within_categories``)."""
 
     name = "popular"
-    # The most items of the named categories read per request; a larger set is read from the most
-    # popular items instead.
-    stated_category_items = 2000
+    stated_category_items = 2000  # see ``taken_items_of``
 
     def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
                  fallback: bool = True, name: str = "popular"):
@@ -132,16 +185,8 @@ class PopularSource:
     def within(self, ctx: RecommendContext, categories: tuple[str, ...]) -> SourceResult | None:
         """The items of ``categories`` that someone took, most taken first (ties by id), through the
         request's own filter and exclusions; None if nobody took any."""
-        named = ItemFilter(categories=categories)
-        cap = self.stated_category_items
-        points, more = self.catalogue.store.scroll(self.catalogue.collection, limit=cap, flt=named)
-        if more is None:
-            counts = self.index.user_counts([p.id for p in points])
-        else:  # too many to read: the most popular items, those of the categories among them
-            popular = dict(self.index.popular(cap))
-            counts = {i: popular[i] for i in self.catalogue.store.matching_ids(self.catalogue.collection,
-                                                                                list(popular), named)}
-        ranked = sorted(((i, float(n)) for i, n in counts.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
+        counts = taken_items_of(self.catalogue, self.index, categories, self.stated_category_items)
+        ranked = sorted(((i, float(n)) for i, n in counts.items()), key=lambda kv: (-kv[1], kv[0]))
         ranked = _keep_matching(self.catalogue, ranked, ctx, ctx.pool)
         return SourceResult(self.name, ranked, self.weight) if ranked else None
 

@@ -64,15 +64,23 @@ class QueryUnderstanding:
 
     def stated_categories(self, text: str) -> tuple[str, ...]:
         """The catalogue's category names a sentence of stated preferences names, as the catalogue
-        writes them, found as a query's are (whole words, any case, singular or plural, the longest
-        name first); no anchor lookup and no language model. On a catalogue with those categories,
-        ``stated_categories("Interested in: ballpoint pens, a stapler")`` is
+        writes them, found as a query's are (whole words, any case, singular or plural), in the
+        order the sentence names them; no anchor lookup and no language model. On a catalogue with
+        those categories, ``stated_categories("Interested in: ballpoint pens, a stapler")`` is
         ``('Ballpoint Pens', 'Staplers')`` (tests/retrieval/test_request_types.py)."""
         facets = self.catalogue.facets()
         names = self._names
         if names is None or names.facets is not facets:
             names = self._names = QueryParser(facets)
-        return tuple(names.parse(text).categories)
+        lowered = text.lower()
+
+        def position(category: str) -> int:
+            name = category.lower()
+            forms = (name, name[:-3] + "y" if name.endswith("ies") else name[:-1] if name.endswith("s") else name)
+            found = [at for at in (lowered.find(form) for form in forms) if at >= 0]
+            return min(found, default=len(lowered))
+
+        return tuple(sorted(names.parse(text).categories, key=position))
 
     def last_item(self, user_id: str) -> Anchor | None:
         """The user's newest item, for "the one I bought"."""

@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -61,6 +62,10 @@ class NeighbourBounds:
     # A list is recomputed on use once the events touching its item since it was computed reach this
     # fraction of its users (at least one event): stale by a bounded share of its evidence.
     stale_fraction: float = 0.1
+    # An audience (``CoOccurrenceIndex.audience_scores``) reads at most this many users, the most
+    # recent takers of each of its items first; at most ``max_audiences`` are cached.
+    audience_users: int = 5000
+    max_audiences: int = 1000
 
     def history_length(self, decay: float) -> int:
         """How many of the newest history items a request reads at this decay.
@@ -85,6 +90,19 @@ class NeighbourBounds:
                 w = 1.0 / (1.0 + proximity * (abs(steps) - 1))
                 weights.append(w * (backward if steps < 0 else 1.0))
         return weights
+
+
+@dataclass
+class Audience:
+    """What the users who took any of some items (a category's, say) took: ``shares[n]`` of them
+    took item ``codes[n]``; ``items`` are the codes that defined the audience, and ``events`` the
+    log's event count when it was read."""
+
+    codes: np.ndarray
+    shares: np.ndarray
+    size: int
+    items: list[int]
+    events: int
 
 
 @dataclass
@@ -120,6 +138,8 @@ class CoOccurrenceIndex:
         self._touched = np.zeros(64, dtype=np.int64)  # events near the item in someone's sequence
         self._lists: dict[tuple[float, float], dict[int, NeighbourList]] = {}
         self._popular: list[tuple[str, int]] | None = None
+        self._audiences: dict[str, Audience] = {}
+        self._events = 0  # adds since start: an audience is stale after a share of its size
         self._lock = threading.RLock()
 
     # -- updates --------------------------------------------------------------------------------
@@ -156,6 +176,7 @@ class CoOccurrenceIndex:
             users[user_id] = None
             self._touch(items, len(items) - 1)
             self._popular = None
+            self._events += 1
 
     def forget_user(self, user_id: str) -> None:
         with self._lock:
@@ -171,6 +192,7 @@ class CoOccurrenceIndex:
                 for lists in self._lists.values():
                     lists.pop(code, None)
             self._popular = None
+            self._audiences.clear()  # any of them may count the forgotten user
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -339,6 +361,91 @@ class CoOccurrenceIndex:
                     key=lambda kv: (-kv[1], kv[0]),
                 )
             return self._popular[:limit]
+
+    def audience_fresh(self, key: str) -> bool:
+        """Whether ``audience_scores`` would use the audience cached under ``key`` as it is (so its
+        caller need not read the items that define it again)."""
+        with self._lock:
+            cached = self._audiences.get(key)
+            return cached is not None and self._events - cached.events < max(1.0, self.bounds.stale_fraction * cached.size)
+
+    def audience_scores(self, groups: Sequence[tuple[str, float, list[str] | None]], limit: int,
+                        lift: float = 0.75, smoothing: float = 5.0) -> dict[str, float]:
+        """Items by what the audiences of some item groups took, over how often everyone takes them.
+
+        Each group is ``(key, weight, item_ids)``: its audience is the users who took any of
+        ``item_ids`` (at most ``bounds.audience_users``, the most recent takers first), and an item
+        scores ``weight x share`` of that audience who took it, summed over the groups and divided
+        by ``((its users + smoothing) / all users) ** lift``: what sets these people apart, not only
+        what everyone takes. An audience is cached under ``key`` until the events since reach
+        ``bounds.stale_fraction`` of its size (``item_ids`` None: the cached items, if any);
+        forgetting a user drops every cached audience. The items that define an audience score too.
+
+        Example::
+
+            index.audience_scores([("Labels", 1.0, label_ids), ("Binders", 0.7, binder_ids)], limit=100)
+        """
+        with self._lock:
+            size = len(self._names)
+            summed = np.zeros(size)
+            for key, weight, item_ids in groups:
+                audience = self._fresh_audience(key, item_ids)
+                if audience is not None and audience.size:
+                    summed[audience.codes] += weight * audience.shares
+            everyone = max(1, len(self._user_items))
+            return self._top(summed / ((self._counts[:size] + smoothing) / everyone) ** lift, limit)
+
+    def audience_share(self, key: str, item_id: str) -> tuple[float, int] | None:
+        """The share of the audience cached under ``key`` who took ``item_id``, and its size (None
+        when none is cached): the evidence behind an ``audience_scores`` score."""
+        with self._lock:
+            cached = self._audiences.get(key)
+            code = self._codes.get(item_id)
+            if cached is None or code is None:
+                return None
+            at = int(np.searchsorted(cached.codes, code))
+            taken = at < len(cached.codes) and cached.codes[at] == code
+            return (float(cached.shares[at]) if taken else 0.0), cached.size
+
+    def everyone_share(self, item_id: str) -> float:
+        """The share of every user with a sequence who took the item."""
+        with self._lock:
+            return self._users(item_id, None) / max(1, len(self._user_items))
+
+    def _fresh_audience(self, key: str, item_ids: list[str] | None) -> Audience | None:
+        """The audience cached under ``key``, read again first if it is missing or stale (callers
+        hold the lock)."""
+        cached = self._audiences.pop(key, None)  # re-inserted last: least recently used first
+        stale = cached is None or self._events - cached.events >= max(1.0, self.bounds.stale_fraction * cached.size)
+        if stale:
+            items = ([self._codes[i] for i in item_ids if i in self._codes] if item_ids is not None
+                     else cached.items if cached is not None else None)
+            if items is None:
+                return None
+            cached = self._read_audience(items)
+            if len(self._audiences) >= self.bounds.max_audiences:
+                del self._audiences[next(iter(self._audiences))]
+        self._audiences[key] = cached
+        return cached
+
+    def _read_audience(self, items: list[int]) -> Audience:
+        """Who took ``items`` (the most recent takers of each in turn, up to the bound) and what
+        each of them took, each user once (callers hold the lock)."""
+        audience: dict[str, None] = {}
+        cap = self.bounds.audience_users
+        recent = [reversed(self._item_users.get(self._names[code], {})) for code in items]
+        while recent and len(audience) < cap:  # round-robin: a big item cannot crowd out the rest
+            for takers in list(recent):
+                user = next(takers, None)
+                if user is None:
+                    recent.remove(takers)
+                elif len(audience) < cap:
+                    audience[user] = None
+        taken = [self._user_items[user] for user in audience]
+        counts = np.bincount(np.concatenate([np.asarray(t, dtype=np.int64) for t in taken]),
+                             minlength=len(self._names)) if taken else np.zeros(len(self._names), dtype=np.int64)
+        codes = np.flatnonzero(counts)
+        return Audience(codes, counts[codes] / max(1, len(audience)), len(audience), items, self._events)
 
     def warm(self, proximity: float = 0.0, backward: float = 1.0) -> int:
         """Computes the missing or stale neighbour lists of the most taken items now, as many as the

@@ -190,6 +190,7 @@ const SOURCE_WORDS = {
   dense_query: "meaning of your words", lexical: "your words", dense_profile: "your profile",
   collaborative: "people with your taste", co_occurrence: "bought together", popular: "popular", session: "this session",
   sequence: "what usually comes next after your items, in order",
+  interest: "what people who took the categories you named took", popularity_prior: "popular in what you asked for",
 };
 export const sourceName = (s) => (SOURCE_WORDS[s] ? `${s} (${SOURCE_WORDS[s]})` : s);
 

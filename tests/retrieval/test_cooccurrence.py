@@ -66,3 +66,55 @@ def test_leaving_a_user_out_hides_what_only_they_took():
     assert index.knows("a", leave_out="u1")
     assert index.user_counts(["a", "mine", "zzz"]) == {"a": 2, "mine": 1, "zzz": 0}
     assert index.user_counts(["a", "mine"], leave_out="u1") == {"a": 1, "mine": 0}
+
+
+def _index(sequences: dict[str, list[str]], **bounds) -> CoOccurrenceIndex:
+    from retrieval.state.cooccurrence import NeighbourBounds
+
+    index = CoOccurrenceIndex(NeighbourBounds(**bounds))
+    for user, items in sequences.items():
+        for item in items:
+            index.add(user, item)
+    return index
+
+
+def test_an_audience_scores_what_its_people_took_over_what_everyone_takes():
+    """Takers of "a": u1 (a, p) and u2 (a, c); six users in all. An item scores the share of the
+    audience that took it over ((its users + smoothing) / everyone) ** lift, groups summed."""
+    index = _index({"u1": ["a", "p"], "u2": ["a", "c"], "u3": ["c"], "u4": ["c"], "u5": ["x"], "u6": ["x"]})
+    scores = index.audience_scores([("k", 1.0, ["a"])], limit=10, lift=1.0, smoothing=0.0)
+    assert set(scores) == {"a", "p", "c"}  # never "x": nobody in the audience took it
+    assert math.isclose(scores["p"], 0.5 / (1 / 6))
+    assert math.isclose(scores["c"], 0.5 / (3 / 6))  # as many takers here, but everyone takes it
+    assert scores["p"] > scores["c"]
+    # Without the lift it is the share alone; a second group adds at its weight.
+    assert math.isclose(index.audience_scores([("k", 1.0, ["a"])], 10, lift=0.0)["c"], 0.5)
+    both = index.audience_scores([("k", 1.0, ["a"]), ("j", 0.5, ["x"])], 10, lift=0.0)
+    assert math.isclose(both["x"], 0.5) and math.isclose(both["c"], 0.5)
+
+
+def test_an_audience_is_cached_until_enough_happens_and_dropped_when_a_user_is_forgotten():
+    index = _index({"u1": ["a", "p"], "u2": ["a", "c"]})
+    assert not index.audience_fresh("k")
+    assert set(index.audience_scores([("k", 1.0, ["a"])], 10)) == {"a", "p", "c"}
+    assert index.audience_fresh("k")
+    index.add("u3", "a"); index.add("u3", "q")  # an event makes a 2-user audience stale
+    assert not index.audience_fresh("k")
+    # Read again from the cached items when the caller passes none: u3's "q" is in.
+    assert "q" in index.audience_scores([("k", 1.0, None)], 10)
+    assert index.audience_fresh("k")
+    index.forget_user("u1")
+    assert not index.audience_fresh("k")
+    assert "p" not in index.audience_scores([("k", 1.0, None)], 10)
+    assert index.audience_scores([("unknown", 1.0, None)], 10) == {}
+
+
+def test_an_audience_reads_a_bounded_number_of_people_from_every_item():
+    """At the bound, each item of the group gives its most recent takers in turn, so an item with
+    many takers cannot crowd out the others."""
+    sequences = {f"big{n}": ["big", f"b{n}"] for n in range(10)}
+    sequences["small0"] = ["small", "s0"]
+    index = _index(sequences, audience_users=4)
+    scores = index.audience_scores([("k", 1.0, ["big", "small"])], 100, lift=0.0)
+    assert "s0" in scores
+    assert {i for i in scores if i.startswith("b") and i != "big"} == {"b9", "b8", "b7"}  # the newest

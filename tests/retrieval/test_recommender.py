@@ -165,18 +165,26 @@ def test_deleted_item_is_never_recommended(engine):
     assert engine.catalogue.get(target) is None and not engine.catalogue.delete(target)
 
 
-def test_popularity_is_a_weak_prior_only_for_preference_only_profiles(engine):
+def test_what_people_take_is_a_prior_only_for_preference_only_profiles(engine):
+    """Stated preferences alone that name a category get what the people who took it took
+    (``interest``); those that name none get popularity (``popularity_prior``); nobody else gets
+    either."""
     engine.profiles.set_preferences("p", "ergonomic office chair", {})
-    assert "popularity_prior" not in engine.recommender.recommend(RecommendRequest(user_id="p")).sources  # no one
+    engine.profiles.set_preferences("q", "ergonomic and comfortable for long days", {})
+    for user in ("p", "q"):  # nobody has taken anything yet
+        assert not {"interest", "popularity_prior"} & set(engine.recommender.recommend(RecommendRequest(user_id=user)).sources)
     chairs = ids_by_category(engine, "Office Chairs")
     for n in range(3):  # now some chairs are popular
         engine.profiles.record([{"user_id": f"buyer{n}", "type": "purchase", "item_id": chairs[0]}])
     result = engine.recommender.recommend(RecommendRequest(user_id="p"))
-    assert "popularity_prior" in result.sources and categories(result)["Office Chairs"] >= 8
-    assert result.items[0].id == chairs[0]  # the popular chair among the matching ones leads
+    assert "interest" in result.sources and "popularity_prior" not in result.sources
+    assert categories(result)["Office Chairs"] >= 8
+    assert result.items[0].id == chairs[0]  # what the people who took chairs took leads
+    unnamed = engine.recommender.recommend(RecommendRequest(user_id="q")).sources
+    assert "popularity_prior" in unnamed and "interest" not in unnamed
     engine.profiles.record([{"user_id": "p", "type": "click", "item_id": chairs[1]}])
-    assert "popularity_prior" not in engine.recommender.recommend(RecommendRequest(user_id="p")).sources
-    assert "popularity_prior" not in engine.recommender.recommend(RecommendRequest(query="office chair")).sources
+    for req in (RecommendRequest(user_id="p"), RecommendRequest(query="office chair")):
+        assert not {"interest", "popularity_prior"} & set(engine.recommender.recommend(req).sources)
 
 
 def test_disliked_items_stay_out_even_when_seen_items_are_allowed(engine):

@@ -40,10 +40,14 @@ class Listing:
 
 
 def recommender_with(request_weights: dict) -> Recommender:
-    recommender = Recommender.__new__(Recommender)  # gather reads the config and the sources only
-    recommender.config = RecommendConfig(request_weights=request_weights, preference_popularity_prior=0.0)
+    from types import SimpleNamespace
+
+    recommender = Recommender.__new__(Recommender)  # gather reads the config, sources and categories only
+    recommender.config = RecommendConfig(request_weights=request_weights, preference_popularity_prior=0.0,
+                                         preference_interest=0.0)
     recommender.sources = {name: Listing(name, w) for name, w in
                            (("dense_profile", 0.5), ("lexical", 1.0), ("collaborative", 1.0))}
+    recommender.queries = SimpleNamespace(stated_categories=lambda text: ())
     return recommender
 
 
@@ -109,14 +113,18 @@ def test_stated_categories_are_the_catalogues_names_in_free_text():
     understanding = QueryUnderstanding(SimpleNamespace(facets=lambda: facets), None, None)
     assert understanding.stated_categories("I like a sturdy stapler and smooth gel pens") == ("Staplers", "Gel Pens")
     assert understanding.stated_categories("quiet things for a small desk") == ()
+    # In the order the sentence names them, whatever the lengths of the names.
+    assert understanding.stated_categories("Interested in: staplers, office, gel pens") == ("Staplers", "Office", "Gel Pens")
+    assert understanding.stated_categories("mostly staplers, then pens") == ("Staplers", "Pens")
 
 
 @pytest.mark.slow
 def test_a_preference_only_request_takes_popularity_within_the_categories_it_names(engine):
-    """As served, the prior of a preference-only request is what people take among the items of
-    the categories the preferences name, not across the catalogue; the popularity baseline, a
-    request whose preferences name no category, and a pipeline configured without it
-    (``preference_prior_within_categories=False``) keep the catalogue's."""
+    """Where the interest source is off (or has nothing), the prior of a preference-only request is
+    what people take among the items of the categories the preferences name, not across the
+    catalogue; the popularity baseline, a request whose preferences name no category, and a
+    pipeline configured without it (``preference_prior_within_categories=False``) keep the
+    catalogue's. As served, the interest source answers in the prior's place."""
     points = engine.catalogue.get_many([f"demo-{n:06d}" for n in range(360)])
     staplers = sorted(i for i, p in points.items() if p.payload["categories"][-1] == "Staplers")
     others = sorted(i for i, p in points.items() if p.payload["categories"][-1] != "Staplers")
@@ -126,15 +134,21 @@ def test_a_preference_only_request_takes_popularity_within_the_categories_it_nam
     engine.profiles.set_preferences("p", "Interested in: Staplers", {})
     engine.profiles.set_preferences("q", "something sturdy and quiet", {})
 
-    def prior(recommender, user_id):
+    def gathered(recommender, user_id):
         req = RecommendRequest(user_id=user_id, k=20)
         ctx, _ = build_context(req, ReplayOptions(), recommender.profiles, recommender.catalogue, recommender.config)
         assert ctx.request_type == "preferences"
-        found = {r.name: [i for i, _ in r.ranked] for r in recommender.gather(ctx, ReplayOptions(), [])}
+        return {r.name: [i for i, _ in r.ranked] for r in recommender.gather(ctx, ReplayOptions(), [])}
+
+    def prior(recommender, user_id):
+        found = gathered(recommender, user_id)
         assert set(found) == {"dense_profile", "lexical", "popularity_prior"}
         return found["popularity_prior"]
 
-    within = engine.recommender  # as served
+    assert set(gathered(engine.recommender, "p")) == {"dense_profile", "lexical", "interest"}
+    assert set(gathered(engine.recommender, "q")) == {"dense_profile", "lexical", "popularity_prior"}
+    within = Recommender(engine.catalogue, engine.profiles, engine.recommender.popular.index,
+                         replace(engine.recommender.config, preference_interest=0.0))
     across = Recommender(within.catalogue, within.profiles, within.popular.index,
                          replace(within.config, preference_prior_within_categories=False))
     assert prior(within, "p") == [staplers[7], staplers[3]]

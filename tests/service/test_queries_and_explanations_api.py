@@ -169,3 +169,35 @@ def test_model_parser_failure_falls_back_to_rules(engine, tmp_path):
     assert "rules only" in " ".join(body["interpreted"]["notes"])
     with pytest.raises(ValueError, match="needs a model"):
         create_app(Settings(query_parser="model"), engine=engine)
+
+
+def test_stated_interests_bring_what_the_people_who_took_them_took(make_engine, demo_points, tmp_path):
+    """A user who has only said "staplers" gets what stapler buyers take alongside (a desk lamp few
+    others take) above what everyone takes, and the explanation says how many of them took it."""
+    from retrieval.pipeline.config import RecommendConfig
+
+    engine = make_engine(recommend=RecommendConfig(preference_interest=4.0))
+    engine.catalogue.write(demo_points)
+    staplers, lamp, everyones = _ids(engine, "Staplers"), _ids(engine, "Desk Lamps")[5], _ids(engine, "Notebooks")[0]
+    events = [(f"s{n}", staplers[n % 3]) for n in range(8)] + [(f"s{n}", lamp) for n in range(6)]
+    events += [(f"e{n}", everyones) for n in range(30)] + [("s0", everyones), ("s1", everyones)]
+    with _client(engine, tmp_path) as client:
+        client.post("/v1/events", json={"events": [{"user_id": u, "type": "purchase", "item_id": i} for u, i in events]})
+        client.put("/v1/users/p", json={"preferences": "Interested in: staplers"})
+        body = client.post("/v1/recommendations", json={"user_id": "p", "k": 10, "explain": True}).json()
+        ids = [i["id"] for i in body["items"]]
+        assert lamp in ids and (everyones not in ids or ids.index(lamp) < ids.index(everyones))
+        item = body["items"][ids.index(lamp)]
+        assert "interest" in item["sources"]
+        evidence = item["explanation"]["evidence"]["interest"]
+        # 6 of the 8 stapler buyers took the lamp; 6 of the 38 users with a history did.
+        assert evidence["audiences"] == [{"category": "Staplers", "people": 8, "percent": 75.0}]
+        assert evidence["everyone_percent"] == 15.8
+        assert "75% of the 8 people who took Staplers" in item["explanation"]["text"]
+        assert check_grounded(item["explanation"]["text"], item["explanation"]["evidence"],
+                              engine.catalogue.facets().vocabulary()).ok
+        # A user who names no category, and one with a history, get no such source.
+        client.put("/v1/users/q", json={"preferences": "something quiet and sturdy"})
+        for user in ("q", "s0"):
+            answer = client.post("/v1/recommendations", json={"user_id": user, "k": 10}).json()
+            assert all("interest" not in i["sources"] for i in answer["items"])
