@@ -201,3 +201,9 @@ def test_stated_interests_bring_what_the_people_who_took_them_took(make_engine, 
         for user in ("q", "s0"):
             answer = client.post("/v1/recommendations", json={"user_id": user, "k": 10}).json()
             assert all("interest" not in i["sources"] for i in answer["items"])
+        # Forgotten people leave the audience at once: nobody left took the lamp.
+        for n in range(6):
+            assert client.delete(f"/v1/users/s{n}").status_code == 200
+        after = client.post("/v1/recommendations", json={"user_id": "p", "k": 50}).json()["items"]
+        assert any("interest" in i["sources"] for i in after)  # s6 and s7 still took staplers
+        assert all("interest" not in i["sources"] for i in after if i["id"] == lamp)
