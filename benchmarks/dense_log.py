@@ -10,7 +10,8 @@ Baseline in the same run: the exact computation (``CoOccurrenceIndex.exact_neigh
 algorithm ``neighbours`` ran before its lists were bounded, and what ``leave_out`` still runs). The
 new path is timed cold (no list cached yet: the first requests after a start-up), warm, and right
 after the user's own new event. Also: building the index, computing every item's list, the index's
-memory, agreement of the two top-10s, and a start-up from the snapshot against a rebuild.
+memory, agreement of the two top-10s, and a start-up from the snapshot against a rebuild. And the
+interest source's audiences (``audience_costs``): read and cached, against the popularity prior.
 
 ``--pipeline`` also runs whole recommendations (``Recommender.recommend`` for a ``user_id``, every
 default source) through an ``Engine`` on a scratch data directory: the demo catalogue's items,
@@ -131,6 +132,31 @@ def pipeline(events: list[tuple[str, str]], by_length: dict[int, list[str]], n_i
     return rows, results, open_ms
 
 
+def audience_costs(index: CoOccurrenceIndex, n_items: int, calls: int, rng) -> tuple[list[list], dict]:
+    """The interest source's read of a category's audience (``audience_scores``) for random groups
+    of items as large as catalogue categories, read afresh and cached, against the popularity prior
+    it replaces (``user_counts`` over the same items, ranked)."""
+    rows, out = [], {}
+    known = index.popular(1)[0][0]  # an item every audience can be asked about
+    for size in (20, 100, 400):
+        prior, cold, cached, audience = [], [], [], []
+        for call in range(calls):
+            group = [f"item{i}" for i in rng.choice(n_items, size=size, replace=False)]
+            prior.append(timed(lambda: sorted(index.user_counts(group).items(), key=lambda kv: -kv[1])[:POOL])[0])
+            key = f"bench:{size}:{call}"
+            cold.append(timed(lambda: index.audience_scores([(key, 1.0, group)], POOL))[0])
+            cached.append(timed(lambda: index.audience_scores([(key, 1.0, group)], POOL))[0])
+            audience.append(index.audience_share(key, known)[1])
+        base = percentile(prior, 50)
+        out[size] = {"audience_users_p50": float(np.median(audience))}
+        for name, samples in (("popularity within the group (baseline)", prior), ("audience, read", cold),
+                              ("audience, cached", cached)):
+            p50, p99 = percentile(samples, 50), percentile(samples, 99)
+            out[size][name] = {"p50_ms": p50, "p99_ms": p99, "n": len(samples)}
+            rows.append([size, int(np.median(audience)), name, p50, p99, p50 / base])
+    return rows, out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=1700)
@@ -211,9 +237,14 @@ def main() -> None:
              ["rebuild from events in memory (baseline)", rebuild_ms, "no log read counted"]]
     print()
     print(table(["what", "ms / MiB", "note"], other, title="Index build, memory and start-up"))
+    audience_rows, audiences = audience_costs(index, args.items, args.calls // 4, rng)
+    print()
+    print(table(["items in the group", "audience (users)", "call", "p50 ms", "p99 ms", "p50 / baseline p50"],
+                audience_rows, title="Interest source: a category's audience, read and cached"))
     payload = {"events": len(events), "items": args.items, "lengths": results, "build_ms": build_ms,
                "warm_all_ms": warm_ms, "lists": computed, "log_bytes": log_bytes, "cache_bytes": cache_bytes,
-               "snapshot": {"save_ms": save_ms, "load_ms": load_ms, "bytes": snapshot_bytes, "rebuild_ms": rebuild_ms}}
+               "snapshot": {"save_ms": save_ms, "load_ms": load_ms, "bytes": snapshot_bytes, "rebuild_ms": rebuild_ms},
+               "audiences": audiences}
     if args.pipeline:
         rows, payload["pipeline"], open_ms = pipeline(events, by_length, args.items, args.calls, args.exact_calls, rng)
         payload["engine_open_ms"] = open_ms

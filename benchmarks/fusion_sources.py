@@ -30,6 +30,9 @@ FUSION = "hybrid_retrieval"
 # when a trained model is loaded: benchmarks/sequence_encoder.py measures it).
 SOURCES = {"dense_profile": "dense_profile", "collaborative": "collaborative_seq", "lexical": "bm25",
            "popular": "popularity", "interest": INTEREST}
+# A source that answers one request type only, compared on its slice only (elsewhere it would be
+# the popularity fallback under its name).
+ONLY_ON = {"interest": "cold_users_prefs"}
 
 
 def compare(result: dict, margin: float) -> dict[str, dict]:
@@ -43,6 +46,8 @@ def compare(result: dict, margin: float) -> dict[str, dict]:
         row = {"users": result["slices"][s][FUSION]["users"], "fusion": result["slices"][s][FUSION]["ndcg@10"],
                "sources": {}}
         for source, method in SOURCES.items():
+            if ONLY_ON.get(source, s) != s:
+                continue
             change = paired_change(fused, result["ranks"][s][method])
             source_cases = [metrics.ndcg_at(r, 10) for r in result["ranks"][s][method]]
             verdict = ("source ahead" if clearly_better(source_cases, fused_cases, margin)[0]
@@ -77,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     for s, row in slices.items():
         cells = [s, row["users"], round(row["fusion"], 4)]
         for source in SOURCES:
-            c = row["sources"][source]
+            c = row["sources"].get(source)
+            if c is None:
+                cells.append("")
+                continue
             d = c["fusion_minus_source"]
             cells.append(f"{c['ndcg@10']:.4f} ({d['ndcg@10']:+.4f} ± {d['standard_error']:.4f})"
                          + (" **ahead**" if c["verdict"] == "source ahead" else ""))

@@ -27,6 +27,9 @@ from retrieval.pipeline.request import ItemTrace, RecommendRequest, ReplayOption
 from retrieval.pipeline.sources import InterestSource
 from retrieval.state.facets import words
 
+# An audience share stated for fewer people than this would come close to saying what one person took.
+SMALLEST_STATED_AUDIENCE = 10
+
 _FILLER = {"a", "an", "the", "for", "with", "and", "or", "of", "to", "in", "on", "my", "me", "i", "that", "is", "it"}
 
 
@@ -128,13 +131,15 @@ class Explainer:
 
     def _interest_evidence(self, preferences: str, item_id: str, source: dict[str, Any]) -> dict[str, Any]:
         """Of the people who took each category the preferences name, the share who took the item,
-        against the share of everyone (what ``InterestSource`` scored)."""
+        against the share of everyone (what ``InterestSource`` scored); not for fewer people than
+        ``SMALLEST_STATED_AUDIENCE``."""
         index = self.recommender.profiles.index
         audiences = []
         for category in self.recommender.queries.stated_categories(preferences):
             found = index.audience_share(InterestSource.audience_key(category), item_id)
-            if found is not None and found[0] > 0:
-                audiences.append({"category": category, "people": found[1], "percent": round(100 * found[0], 1)})
+            percent = round(100 * found[0], 1) if found is not None else 0.0
+            if found is not None and found[1] >= SMALLEST_STATED_AUDIENCE and percent > 0:
+                audiences.append({"category": category, "people": found[1], "percent": percent})
         return {"rank": source["rank"], "audiences": audiences,
                 "everyone_percent": round(100 * index.everyone_share(item_id), 1)}
 

@@ -98,18 +98,22 @@ class CollaborativeSource:
         return SourceResult(self.name, ranked, self.weight, knows=lambda i: self.index.knows(i, leave_out))
 
 
-def taken_items_of(catalogue: Catalogue, index: CoOccurrenceIndex, categories: tuple[str, ...],
-                   cap: int) -> dict[str, int]:
-    """The items of ``categories`` that someone took, with how many users took each. A catalogue
-    with more than ``cap`` items in them is read from its ``cap`` most taken items instead."""
+# The most items of a category read from the store per read; a larger category is read from the
+# catalogue's most taken items instead (the ones a popularity prior or an audience would use first).
+CATEGORY_ITEMS = 2000
+
+
+def items_of_categories(catalogue: Catalogue, index: CoOccurrenceIndex,
+                        categories: tuple[str, ...]) -> tuple[list[str], bool]:
+    """The ids of the items of ``categories``, and whether that is all of them: where there are
+    more than ``CATEGORY_ITEMS``, those among the catalogue's ``CATEGORY_ITEMS`` most taken items."""
     named = ItemFilter(categories=categories)
-    points, more = catalogue.store.scroll(catalogue.collection, limit=cap, flt=named)
+    points, more = catalogue.store.scroll(catalogue.collection, limit=CATEGORY_ITEMS, flt=named)
     if more is None:
-        counts = index.user_counts([p.id for p in points])
-    else:
-        popular = dict(index.popular(cap))
-        counts = {i: popular[i] for i in catalogue.store.matching_ids(catalogue.collection, list(popular), named)}
-    return {i: n for i, n in counts.items() if n > 0}
+        return [p.id for p in points], True
+    popular = [i for i, _ in index.popular(CATEGORY_ITEMS)]
+    found = catalogue.store.matching_ids(catalogue.collection, popular, named)
+    return [i for i in popular if i in found], False
 
 
 class InterestSource:
@@ -117,8 +121,9 @@ class InterestSource:
     people who took those categories took, by how much more often they took it than everyone did
     (``CoOccurrenceIndex.audience_scores``). The first category named counts most, each next one
     ``category_decay`` times the one before. It can propose items of other categories that the
-    same people take alongside (paper for a printer). Each category's audience is cached by the
-    index until enough has happened since, so its items are read from the store only then.
+    same people take alongside (paper for a printer), and it answers alone where no other source
+    does. A category's items are read from the store once per catalogue change; its audience is
+    cached by the index.
 
     Example::
 
@@ -127,27 +132,35 @@ class InterestSource:
     """
 
     name = "interest"
-    category_items = 2000  # see ``taken_items_of``
 
     def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
                  lift: float = 0.75, category_decay: float = 0.7):
         self.catalogue, self.index, self.weight = catalogue, index, weight
         self.lift, self.category_decay = lift, category_decay
+        self._items: dict[str, tuple[object, list[str]]] = {}  # category -> (the facets read at, ids)
 
     @staticmethod
     def audience_key(category: str) -> str:
         """The key the index caches a category's audience under."""
         return f"category:{category}"
 
+    def items(self, category: str) -> list[str]:
+        """The category's items, read again after any catalogue write (``Catalogue.facets`` is
+        replaced by every write); a category too large to read whole is read on every call."""
+        facets = self.catalogue.facets()
+        cached = self._items.get(category)
+        if cached is not None and cached[0] is facets:
+            return cached[1]
+        ids, whole = items_of_categories(self.catalogue, self.index, (category,))
+        if whole:
+            self._items[category] = (facets, ids)
+        return ids
+
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
         if not ctx.stated_categories:
             return None
-        groups = []
-        for rank, category in enumerate(ctx.stated_categories):
-            key = self.audience_key(category)
-            items = None if self.index.audience_fresh(key) else list(
-                taken_items_of(self.catalogue, self.index, (category,), self.category_items))
-            groups.append((key, self.category_decay**rank, items))
+        groups = [(self.audience_key(category), self.category_decay**rank, self.items(category))
+                  for rank, category in enumerate(ctx.stated_categories)]
         scores = self.index.audience_scores(groups, limit=ctx.pool * 2 + len(ctx.exclude), lift=self.lift)
         ranked = _keep_matching(self.catalogue, list(scores.items()), ctx, ctx.pool)
         return SourceResult(self.name, ranked, self.weight) if ranked else None
@@ -162,7 +175,6 @@ class PopularSource:
     across the catalogue (``RecommendConfig.preference_prior_within_categories``)."""
 
     name = "popular"
-    stated_category_items = 2000  # see ``taken_items_of``
 
     def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
                  fallback: bool = True, name: str = "popular"):
@@ -185,8 +197,9 @@ class PopularSource:
     def within(self, ctx: RecommendContext, categories: tuple[str, ...]) -> SourceResult | None:
         """The items of ``categories`` that someone took, most taken first (ties by id), through the
         request's own filter and exclusions; None if nobody took any."""
-        counts = taken_items_of(self.catalogue, self.index, categories, self.stated_category_items)
-        ranked = sorted(((i, float(n)) for i, n in counts.items()), key=lambda kv: (-kv[1], kv[0]))
+        ids, _ = items_of_categories(self.catalogue, self.index, categories)
+        counts = self.index.user_counts(ids)
+        ranked = sorted(((i, float(n)) for i, n in counts.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
         ranked = _keep_matching(self.catalogue, ranked, ctx, ctx.pool)
         return SourceResult(self.name, ranked, self.weight) if ranked else None
 

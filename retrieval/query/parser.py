@@ -327,7 +327,10 @@ class QueryParser:
         return work
 
     def _categories(self, q: ParsedQuery, work: str) -> str:
+        """The catalogue's categories the text names, longest name first (so "gel pens" wins over
+        "pens"), kept in the order the text names them."""
         lowered = work.lower()
+        found: list[tuple[int, str, str]] = []  # (where, category, the words matched)
         for key in self._category_names:
             forms = {key}
             if key.endswith("ies"):
@@ -343,14 +346,16 @@ class QueryParser:
                 if m is None:
                     continue
                 # A category inside a longer, already-matched one ("chairs" in "office chairs") adds nothing.
-                if any(form in c.lower() for c in q.categories):
+                if any(form in c.lower() for _, c, _ in found):
                     break
                 excluded = re.search(rf"\b{_EXCLUDE_CUES}\s+{re.escape(form)}\s*$", lowered[:m.end()])
                 if excluded:
                     break  # "anything but pens": a category exclusion is left to semantics (not enforced)
-                q.categories.append(self.facets.categories[key])
-                q.matched.append(work[m.start():m.end()].strip())
+                found.append((m.start(), self.facets.categories[key], work[m.start():m.end()].strip()))
                 break  # the category's words stay in the semantic text: they describe what is wanted
+        for _, category, phrase in sorted(found):
+            q.categories.append(category)
+            q.matched.append(phrase)
         return work
 
     @staticmethod

@@ -72,15 +72,7 @@ class QueryUnderstanding:
         names = self._names
         if names is None or names.facets is not facets:
             names = self._names = QueryParser(facets)
-        lowered = text.lower()
-
-        def position(category: str) -> int:
-            name = category.lower()
-            forms = (name, name[:-3] + "y" if name.endswith("ies") else name[:-1] if name.endswith("s") else name)
-            found = [at for at in (lowered.find(form) for form in forms) if at >= 0]
-            return min(found, default=len(lowered))
-
-        return tuple(sorted(names.parse(text).categories, key=position))
+        return tuple(names.parse(text).categories)
 
     def last_item(self, user_id: str) -> Anchor | None:
         """The user's newest item, for "the one I bought"."""

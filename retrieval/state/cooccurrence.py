@@ -95,14 +95,16 @@ class NeighbourBounds:
 @dataclass
 class Audience:
     """What the users who took any of some items (a category's, say) took: ``shares[n]`` of them
-    took item ``codes[n]``; ``items`` are the codes that defined the audience, and ``events`` the
-    log's event count when it was read."""
+    took item ``codes[n]``. Kept with what it was read from: the codes of the items that define it
+    (``item_codes``), how many takers those items had (``takers``) and the index's count of adds
+    (``adds``) then."""
 
     codes: np.ndarray
     shares: np.ndarray
     size: int
-    items: list[int]
-    events: int
+    item_codes: np.ndarray
+    takers: int
+    adds: int
 
 
 @dataclass
@@ -139,7 +141,7 @@ class CoOccurrenceIndex:
         self._lists: dict[tuple[float, float], dict[int, NeighbourList]] = {}
         self._popular: list[tuple[str, int]] | None = None
         self._audiences: dict[str, Audience] = {}
-        self._events = 0  # adds since start: an audience is stale after a share of its size
+        self._adds = 0  # events added since start (an audience's staleness counts them)
         self._lock = threading.RLock()
 
     # -- updates --------------------------------------------------------------------------------
@@ -176,10 +178,12 @@ class CoOccurrenceIndex:
             users[user_id] = None
             self._touch(items, len(items) - 1)
             self._popular = None
-            self._events += 1
+            self._adds += 1
 
     def forget_user(self, user_id: str) -> None:
         with self._lock:
+            if user_id in self._user_items:
+                self._audiences.clear()  # any of them may count the forgotten user
             for code in self._user_items.pop(user_id, []):
                 item_id = self._names[code]
                 users = self._item_users.get(item_id)
@@ -192,7 +196,6 @@ class CoOccurrenceIndex:
                 for lists in self._lists.values():
                     lists.pop(code, None)
             self._popular = None
-            self._audiences.clear()  # any of them may count the forgotten user
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -362,24 +365,17 @@ class CoOccurrenceIndex:
                 )
             return self._popular[:limit]
 
-    def audience_fresh(self, key: str) -> bool:
-        """Whether ``audience_scores`` would use the audience cached under ``key`` as it is (so its
-        caller need not read the items that define it again)."""
-        with self._lock:
-            cached = self._audiences.get(key)
-            return cached is not None and self._events - cached.events < max(1.0, self.bounds.stale_fraction * cached.size)
-
-    def audience_scores(self, groups: Sequence[tuple[str, float, list[str] | None]], limit: int,
+    def audience_scores(self, groups: Sequence[tuple[str, float, list[str]]], limit: int,
                         lift: float = 0.75, smoothing: float = 5.0) -> dict[str, float]:
         """Items by what the audiences of some item groups took, over how often everyone takes them.
 
         Each group is ``(key, weight, item_ids)``: its audience is the users who took any of
-        ``item_ids`` (at most ``bounds.audience_users``, the most recent takers first), and an item
-        scores ``weight x share`` of that audience who took it, summed over the groups and divided
-        by ``((its users + smoothing) / all users) ** lift``: what sets these people apart, not only
-        what everyone takes. An audience is cached under ``key`` until the events since reach
-        ``bounds.stale_fraction`` of its size (``item_ids`` None: the cached items, if any);
-        forgetting a user drops every cached audience. The items that define an audience score too.
+        ``item_ids`` (at most ``bounds.audience_users``, the most recent takers of each item in
+        turn), and an item scores ``weight x share`` of that audience who took it, summed over the
+        groups and divided by ``((its users + smoothing) / all users) ** lift``: what sets these
+        people apart, not only what everyone takes. The items that define an audience score too.
+        An audience is cached under ``key`` (``_audience_stale`` says until when); forgetting a
+        user drops every cached audience.
 
         Example::
 
@@ -390,8 +386,7 @@ class CoOccurrenceIndex:
             summed = np.zeros(size)
             for key, weight, item_ids in groups:
                 audience = self._fresh_audience(key, item_ids)
-                if audience is not None and audience.size:
-                    summed[audience.codes] += weight * audience.shares
+                summed[audience.codes] += weight * audience.shares
             everyone = max(1, len(self._user_items))
             return self._top(summed / ((self._counts[:size] + smoothing) / everyone) ** lift, limit)
 
@@ -403,7 +398,7 @@ class CoOccurrenceIndex:
             code = self._codes.get(item_id)
             if cached is None or code is None:
                 return None
-            at = int(np.searchsorted(cached.codes, code))
+            at = int(np.searchsorted(cached.codes, code))  # ``codes`` is sorted (``flatnonzero``)
             taken = at < len(cached.codes) and cached.codes[at] == code
             return (float(cached.shares[at]) if taken else 0.0), cached.size
 
@@ -412,28 +407,34 @@ class CoOccurrenceIndex:
         with self._lock:
             return self._users(item_id, None) / max(1, len(self._user_items))
 
-    def _fresh_audience(self, key: str, item_ids: list[str] | None) -> Audience | None:
+    def _audience_stale(self, cached: Audience, item_codes: np.ndarray) -> bool:
+        """Whether an audience must be read again (callers hold the lock): its items changed, or
+        they gained new takers reaching ``bounds.stale_fraction`` of its size (at least one), or
+        as many events as it has people arrived from anyone (what its people took since)."""
+        if not np.array_equal(cached.item_codes, item_codes):
+            return True
+        takers = int(self._counts[item_codes].sum())
+        return (takers - cached.takers >= max(1.0, self.bounds.stale_fraction * cached.size)
+                or self._adds - cached.adds >= max(1, cached.size))
+
+    def _fresh_audience(self, key: str, item_ids: list[str]) -> Audience:
         """The audience cached under ``key``, read again first if it is missing or stale (callers
         hold the lock)."""
+        item_codes = np.fromiter((self._codes[i] for i in item_ids if i in self._codes), dtype=np.int64)
         cached = self._audiences.pop(key, None)  # re-inserted last: least recently used first
-        stale = cached is None or self._events - cached.events >= max(1.0, self.bounds.stale_fraction * cached.size)
-        if stale:
-            items = ([self._codes[i] for i in item_ids if i in self._codes] if item_ids is not None
-                     else cached.items if cached is not None else None)
-            if items is None:
-                return None
-            cached = self._read_audience(items)
-            if len(self._audiences) >= self.bounds.max_audiences:
+        if cached is None or self._audience_stale(cached, item_codes):
+            cached = self._read_audience(item_codes)
+            if self._audiences and len(self._audiences) >= self.bounds.max_audiences:
                 del self._audiences[next(iter(self._audiences))]
         self._audiences[key] = cached
         return cached
 
-    def _read_audience(self, items: list[int]) -> Audience:
-        """Who took ``items`` (the most recent takers of each in turn, up to the bound) and what
+    def _read_audience(self, item_codes: np.ndarray) -> Audience:
+        """Who took the items (the most recent takers of each in turn, up to the bound) and what
         each of them took, each user once (callers hold the lock)."""
         audience: dict[str, None] = {}
         cap = self.bounds.audience_users
-        recent = [reversed(self._item_users.get(self._names[code], {})) for code in items]
+        recent = [reversed(self._item_users.get(self._names[code], {})) for code in item_codes.tolist()]
         while recent and len(audience) < cap:  # round-robin: a big item cannot crowd out the rest
             for takers in list(recent):
                 user = next(takers, None)
@@ -441,11 +442,12 @@ class CoOccurrenceIndex:
                     recent.remove(takers)
                 elif len(audience) < cap:
                     audience[user] = None
-        taken = [self._user_items[user] for user in audience]
-        counts = np.bincount(np.concatenate([np.asarray(t, dtype=np.int64) for t in taken]),
-                             minlength=len(self._names)) if taken else np.zeros(len(self._names), dtype=np.int64)
+        taken = [np.asarray(self._user_items[user], dtype=np.int64) for user in audience]
+        counts = (np.bincount(np.concatenate(taken), minlength=len(self._names)) if taken
+                  else np.zeros(len(self._names), dtype=np.int64))
         codes = np.flatnonzero(counts)
-        return Audience(codes, counts[codes] / max(1, len(audience)), len(audience), items, self._events)
+        return Audience(codes, counts[codes] / max(1, len(audience)), len(audience), item_codes,
+                        int(self._counts[item_codes].sum()), self._adds)
 
     def warm(self, proximity: float = 0.0, backward: float = 1.0) -> int:
         """Computes the missing or stale neighbour lists of the most taken items now, as many as the

@@ -93,20 +93,45 @@ def test_an_audience_scores_what_its_people_took_over_what_everyone_takes():
     assert math.isclose(both["x"], 0.5) and math.isclose(both["c"], 0.5)
 
 
-def test_an_audience_is_cached_until_enough_happens_and_dropped_when_a_user_is_forgotten():
+def test_an_audience_is_cached_until_its_items_gain_takers_or_its_people_may_have_moved():
+    """20 takers of "a": the audience is read again once its items gain 2 new takers (10% of it),
+    or as many events as it has people arrive from anyone, or its items change; until then the
+    cached shares serve."""
+    index = _index({f"u{n}": ["a", f"x{n}"] for n in range(20)})
+    first = index.audience_scores([("k", 1.0, ["a"])], 100, lift=0.0)
+    assert index.audience_share("k", "x0") == (0.05, 20)
+    index.add("new0", "a"); index.add("new0", "only-new")  # one new taker: cached
+    assert index.audience_scores([("k", 1.0, ["a"])], 100, lift=0.0) == first
+    index.add("new1", "a")  # the second: read again
+    again = index.audience_scores([("k", 1.0, ["a"])], 100, lift=0.0)
+    assert again["only-new"] == 1 / 22 and index.audience_share("k", "x0") == (1 / 22, 22)
+    for n in range(23):  # any events: after as many as the audience has people (22), read again
+        index.add("u0", f"later{n}")
+        scores = index.audience_scores([("k", 1.0, ["a"])], 100, lift=0.0)
+        assert ("later0" in scores) == (n >= 21)
+    assert "b" not in index.audience_scores([("k", 1.0, ["a"])], 100, lift=0.0)
+    index.add("v", "b"); index.add("v", "y")
+    assert "y" in index.audience_scores([("k", 1.0, ["a", "b"])], 100, lift=0.0)  # its items changed
+
+
+def test_an_audience_is_dropped_when_one_of_its_people_is_forgotten():
     index = _index({"u1": ["a", "p"], "u2": ["a", "c"]})
-    assert not index.audience_fresh("k")
     assert set(index.audience_scores([("k", 1.0, ["a"])], 10)) == {"a", "p", "c"}
-    assert index.audience_fresh("k")
-    index.add("u3", "a"); index.add("u3", "q")  # an event makes a 2-user audience stale
-    assert not index.audience_fresh("k")
-    # Read again from the cached items when the caller passes none: u3's "q" is in.
-    assert "q" in index.audience_scores([("k", 1.0, None)], 10)
-    assert index.audience_fresh("k")
+    index.forget_user("nobody")  # not in the index: nothing to drop
+    assert index.audience_share("k", "p") == (0.5, 2)
     index.forget_user("u1")
-    assert not index.audience_fresh("k")
-    assert "p" not in index.audience_scores([("k", 1.0, None)], 10)
-    assert index.audience_scores([("unknown", 1.0, None)], 10) == {}
+    assert index.audience_share("k", "p") is None
+    assert "p" not in index.audience_scores([("k", 1.0, ["a"])], 10)
+    assert index.audience_share("k", "p") == (0.0, 1) and index.audience_share("k", "never-taken") is None
+    assert index.audience_scores([("none", 1.0, ["never-taken"])], 10) == {}
+
+
+def test_the_least_recently_used_audience_goes_first():
+    index = _index({"u1": ["a", "p"], "u2": ["b", "q"], "u3": ["c", "r"]}, max_audiences=2)
+    for key, item in (("ka", "a"), ("kb", "b"), ("ka", "a"), ("kc", "c")):
+        index.audience_scores([(key, 1.0, [item])], 10)
+    assert index.audience_share("ka", "p") is not None and index.audience_share("kc", "r") is not None
+    assert index.audience_share("kb", "q") is None
 
 
 def test_an_audience_reads_a_bounded_number_of_people_from_every_item():
