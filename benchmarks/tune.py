@@ -193,32 +193,51 @@ ROUND6 = (
     ("interest 4, no prior", _prefs(popularity_prior=0.0, interest=4.0), True),
     # The interest source all but alone: what it is worth by itself.
     ("interest 20, no prior", _prefs(popularity_prior=0.0, interest=20.0), True),
-    # As served: the interest source at 4, the prior within the categories at 1 only where it is silent.
+    # As served: the interest source at 4 with no opinion about items nobody took (the fifth pass),
+    # the prior within the categories at 1 only where it is silent.
     ("served: interest 4", RecommendConfig(request_weights={}), True),
+    # Fifth pass: the interest source declares no opinion about items nobody took (the passes
+    # before judged every item: ``JUDGED_EVERY_ITEM``, ``InterestSource.judges_untaken``), so a new
+    # item can reach a preference-only user (``--new-targets``).
+    ("interest 1, no opinion on the untaken", _prefs(popularity_prior=0.0, interest=1.0), True),
+    ("interest 2, no opinion on the untaken", _prefs(popularity_prior=0.0, interest=2.0), True),
+    ("interest 4, no opinion on the untaken", _prefs(popularity_prior=0.0, interest=4.0), True),
 )
+# The third and fourth passes' settings, measured with the interest source judging every item.
+JUDGED_EVERY_ITEM = ("interest 1, no prior", "interest 2, no prior", "interest 4, no prior", "interest 20, no prior")
 ROUND6_BASELINES = ("popularity", "itemknn", "bm25", "zero_shot", INTEREST)
 # The setting served before the third pass, and the choice of the fourth (on every validation user).
 ROUND6_SERVED = "within, prior 1"
 ROUND6_CHOSEN = "served: interest 4"
 
 
-def round6(split: str, seeds: list[int], max_users: int, only: list[str] | None, check_users: int) -> dict:
+def round6(split: str, seeds: list[int], max_users: int, only: list[str] | None, check_users: int,
+           new_targets: bool = False) -> dict:
     """Every ROUND6 setting and the baselines on the preference-only slice of ``split``, per seed,
     NDCG@10 and each against the first, paired; then the history requests of ``check_users`` users
-    under the chosen setting against the first, list by list."""
+    under the chosen setting against the first, list by list. ``new_targets``: the items of the
+    evaluation's cold-items slice are left out of every history, and only the users whose target is
+    one of them are measured (can a preference-only user reach an item nobody has taken yet?)."""
     import random
     import time
 
     from benchmarks.common import replay_shared_dataset
     from retrieval.evaluation import metrics
-    from retrieval.evaluation.replay import CUTOFF, METHODS, preference_text
+    from retrieval.evaluation.replay import CUTOFF, METHODS, cold_slice_items, leave_one_out, preference_text
     from retrieval.pipeline.recommender import Recommender
     from retrieval.pipeline.request import RecommendRequest
 
-    loaded = replay_shared_dataset(DATASET, split, f"tune6-{split}")
+    loaded = replay_shared_dataset(DATASET, split, f"tune6-{split}", replay=not new_targets)
     if loaded is None:
         return {}
-    dataset, _, _, cases, replay = loaded
+    dataset, encoder, points, cases, replay = loaded
+    if new_targets:
+        new = cold_slice_items(dataset, EvalConfig())
+        cases = {u: c for u, c in cases.items() if c.target in new}
+        histories = {u: [i for i in c.history if i not in new]
+                     for u, c in leave_one_out(dataset.sequences, split).items()}
+        replay = Replay(dataset, encoder, {u: h for u, h in histories.items() if h}, points, EvalConfig(),
+                        f"tune6-new-{split}")
     engine = replay.engine
     categories = {row["id"]: row.get("categories") or [] for row in dataset.items}
     samples = {seed: sorted(random.Random(seed).sample(sorted(cases), min(max_users, len(cases)))) for seed in seeds}
@@ -231,6 +250,9 @@ def round6(split: str, seeds: list[int], max_users: int, only: list[str] | None,
     recommenders = {name: Recommender(engine.catalogue, engine.profiles, engine.index,
                                       replace(rec, preference_prior_within_categories=within))
                     for name, rec, within in settings}
+    for name in JUDGED_EVERY_ITEM:
+        if name in recommenders:
+            recommenders[name].sources["interest"].judges_untaken = True
 
     def served(name: str):
         recommender = recommenders[name]
@@ -363,6 +385,8 @@ def main() -> None:
     parser.add_argument("--split", choices=["valid", "test"], default="valid", help="round 6: the split")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 0], help="round 6: the user samples' seeds")
     parser.add_argument("--tag", default="", help="round 6: appended to the results' file name")
+    parser.add_argument("--new-targets", action="store_true",
+                        help="round 6: only users whose target nobody took before (the cold-items slice's items)")
     parser.add_argument("--check-users", type=int, default=300,
                         help="round 6: history requests checked to be unchanged by the chosen setting")
     args = parser.parse_args()
@@ -372,7 +396,7 @@ def main() -> None:
     if args.round == 3 and not args.encoder:
         parser.error("--round 3 needs --encoder DIR (a fine-tuned encoder, e.g. from make eval-stages)")
     if args.round == 6:
-        found = round6(args.split, args.seeds, args.max_users, args.only, args.check_users)
+        found = round6(args.split, args.seeds, args.max_users, args.only, args.check_users, args.new_targets)
         for seed, rows in found["seeds"].items():
             print(table(["setting", "NDCG@10", "hits@10", "- before", "- BM25"],
                         [[name, r["ndcg@10"], r["hits@10"],

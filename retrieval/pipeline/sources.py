@@ -134,9 +134,12 @@ class InterestSource:
     name = "interest"
 
     def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
-                 lift: float = 0.75, category_decay: float = 0.7):
+                 lift: float = 0.75, category_decay: float = 0.7, judges_untaken: bool = False):
         self.catalogue, self.index, self.weight = catalogue, index, weight
         self.lift, self.category_decay = lift, category_decay
+        # Like co-occurrence, it cannot rank an item nobody took: unless told it can, the fusion
+        # gives such an item its mean from the sources that can (a new item stays reachable).
+        self.judges_untaken = judges_untaken
         self._items: dict[str, tuple[object, list[str]]] = {}  # category -> (the facets read at, ids)
 
     @staticmethod
@@ -163,7 +166,10 @@ class InterestSource:
                   for rank, category in enumerate(ctx.stated_categories)]
         scores = self.index.audience_scores(groups, limit=ctx.pool * 2 + len(ctx.exclude), lift=self.lift)
         ranked = _keep_matching(self.catalogue, list(scores.items()), ctx, ctx.pool)
-        return SourceResult(self.name, ranked, self.weight) if ranked else None
+        if not ranked:
+            return None
+        return SourceResult(self.name, ranked, self.weight,
+                            knows=None if self.judges_untaken else (lambda i: self.index.knows(i)))
 
 
 class PopularSource:

@@ -185,7 +185,7 @@ def test_stated_interests_bring_what_the_people_who_took_them_took(make_engine, 
     with _client(engine, tmp_path) as client:
         client.post("/v1/events", json={"events": [{"user_id": u, "type": "purchase", "item_id": i} for u, i in events]})
         client.put("/v1/users/p", json={"preferences": "Interested in: staplers"})
-        body = client.post("/v1/recommendations", json={"user_id": "p", "k": 10, "explain": True}).json()
+        body = client.post("/v1/recommendations", json={"user_id": "p", "k": 20, "explain": True}).json()
         ids = [i["id"] for i in body["items"]]
         assert lamp in ids and (everyones not in ids or ids.index(lamp) < ids.index(everyones))
         item = body["items"][ids.index(lamp)]
@@ -203,6 +203,13 @@ def test_stated_interests_bring_what_the_people_who_took_them_took(make_engine, 
         found = [i for i in lamps if "interest" in i["sources"]]
         assert found and all(i["explanation"]["evidence"]["interest"]["audiences"] == [] for i in found)
         assert not any("people who took" in i["explanation"]["text"] for i in lamps)
+        # A stapler nobody has taken yet still reaches them: the source has no opinion about it, so
+        # it is not held against it.
+        fresh = {"id": "new-stapler", "title": "Staplers: heavy duty stapler, 100 sheets", "brand": "Novus",
+                 "categories": ["Office", "Staplers"], "price": 30.0}
+        assert client.put("/v1/items", json={"items": [fresh]}).json()["upserted"] == 1
+        answer = client.post("/v1/recommendations", json={"user_id": "p", "k": 10}).json()["items"]
+        assert "new-stapler" in [i["id"] for i in answer]
         # A user who names no category, and one with a history, get no such source.
         client.put("/v1/users/q", json={"preferences": "something quiet and sturdy"})
         for user in ("q", "s0"):
