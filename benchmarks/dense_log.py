@@ -138,7 +138,7 @@ def audience_costs(index: CoOccurrenceIndex, n_items: int, calls: int, rng) -> t
     it replaces (``user_counts`` over the same items, ranked)."""
     rows, out = [], {}
     known = index.popular(1)[0][0]  # an item every audience can be asked about
-    for size in (20, 100, 400):
+    for size in [n for n in (20, 100, 400) if n <= n_items]:
         prior, cold, cached, audience = [], [], [], []
         for call in range(calls):
             group = [f"item{i}" for i in rng.choice(n_items, size=size, replace=False)]
