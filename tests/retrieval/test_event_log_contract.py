@@ -140,9 +140,10 @@ def test_a_follower_never_skips_a_number_while_two_instances_write(open_log):
     a, b, reader = open_log(), open_log(), open_log()
     stop = threading.Event()
     seen: list[int] = []
+    start = reader.head()  # read before any writer starts: a thread may begin after their first commits
 
     def follow():
-        position = reader.head()
+        position = start
         while not stop.is_set() or position < reader.head():
             changes = reader.changes_after(position, limit=50)
             seen.extend(e.seq for e in changes.events)
