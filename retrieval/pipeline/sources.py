@@ -169,7 +169,7 @@ class InterestSource:
         if not ranked:
             return None
         return SourceResult(self.name, ranked, self.weight,
-                            knows=None if self.judges_untaken else (lambda i: self.index.knows(i)))
+                            knows=None if self.judges_untaken else self.index.knows)
 
 
 class PopularSource:

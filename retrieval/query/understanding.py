@@ -53,6 +53,7 @@ class QueryUnderstanding:
         self.catalogue, self.index, self.text_vector, self.suggest = catalogue, index, text_vector, suggest
         self._parser: QueryParser | None = None  # rebuilt when the catalogue's facets change
         self._names: QueryParser | None = None  # the same, reading category names only
+        self._stated: dict[str, tuple[str, ...]] = {}  # sentence -> its categories, for ``_names``
 
     def parser(self) -> QueryParser:
         facets = self.catalogue.facets()
@@ -69,10 +70,15 @@ class QueryUnderstanding:
         those categories, ``stated_categories("Interested in: ballpoint pens, a stapler")`` is
         ``('Ballpoint Pens', 'Staplers')`` (tests/retrieval/test_request_types.py)."""
         facets = self.catalogue.facets()
-        names = self._names
+        names, stated = self._names, self._stated
         if names is None or names.facets is not facets:
-            names = self._names = QueryParser(facets)
-        return tuple(names.parse(text).categories)
+            names, stated = self._names, self._stated = QueryParser(facets), {}
+        found = stated.get(text)
+        if found is None:  # a request's explanations ask again for every item: parse once
+            if len(stated) >= 1024:
+                stated.clear()
+            found = stated[text] = tuple(names.parse(text).categories)
+        return found
 
     def last_item(self, user_id: str) -> Anchor | None:
         """The user's newest item, for "the one I bought"."""
