@@ -57,6 +57,7 @@ from retrieval.evaluation.replay import (  # noqa: E402
 )
 from retrieval.evaluation.stages import stage_training_sequences  # noqa: E402
 from retrieval.pipeline.config import RecommendConfig  # noqa: E402
+from retrieval.pipeline.sources import InterestSource  # noqa: E402
 from retrieval.registry import RerankerVersions  # noqa: E402
 from retrieval.state.profiles import ProfileConfig  # noqa: E402
 from retrieval.training.reranker import train_reranker  # noqa: E402
@@ -131,7 +132,8 @@ def round4(dataset, encoder: BiEncoder, points: list, max_users: int) -> dict:
 # previous defaults: dense_profile 0.5, lexical 1.0, collaborative 1.0, popularity prior 0.5, the
 # same weights for every request type.
 ROUND5_BEFORE = RecommendConfig(request_weights={}, preference_popularity_prior=0.5,
-                                preference_prior_within_categories=False, preference_interest=0.0)
+                                preference_prior_within_categories=False,
+                                weights={**RecommendConfig().weights, "interest": 0.0})
 ROUND5 = (
     ("before: no per-type weights", {}),
     ("P: lexical alone; S: collaborative 1.5; H: collaborative 1.5", {
@@ -197,12 +199,21 @@ ROUND6 = (
     # the prior within the categories at 1 only where it is silent.
     ("served: interest 4", RecommendConfig(request_weights={}), True),
     # Fifth pass: the interest source declares no opinion about items nobody took (the passes
-    # before judged every item: ``JUDGED_EVERY_ITEM``, ``InterestSource.judges_untaken``), so a new
+    # before judged every item: ``JUDGED_EVERY_ITEM``, ``InterestJudgingEveryItem``), so a new
     # item can reach a preference-only user (``--new-targets``).
     ("interest 1, no opinion on the untaken", _prefs(popularity_prior=0.0, interest=1.0), True),
     ("interest 2, no opinion on the untaken", _prefs(popularity_prior=0.0, interest=2.0), True),
     ("interest 4, no opinion on the untaken", _prefs(popularity_prior=0.0, interest=4.0), True),
 )
+class InterestJudgingEveryItem(InterestSource):
+    """The interest source as the third and fourth passes measured it: with an opinion about every
+    item, including those nobody took (which then rank last rather than at the others' mean)."""
+
+    def candidates(self, ctx):
+        result = super().candidates(ctx)
+        return None if result is None else replace(result, knows=None)
+
+
 # The third and fourth passes' settings, measured with the interest source judging every item.
 JUDGED_EVERY_ITEM = ("interest 1, no prior", "interest 2, no prior", "interest 4, no prior", "interest 20, no prior")
 ROUND6_BASELINES = ("popularity", "itemknn", "bm25", "zero_shot", INTEREST)
@@ -252,7 +263,9 @@ def round6(split: str, seeds: list[int], max_users: int, only: list[str] | None,
                     for name, rec, within in settings}
     for name in JUDGED_EVERY_ITEM:
         if name in recommenders:
-            recommenders[name].sources["interest"].judges_untaken = True
+            judged = recommenders[name].sources["interest"]
+            recommenders[name].sources["interest"] = InterestJudgingEveryItem(
+                judged.catalogue, judged.index, judged.weight, lift=judged.lift, categories=judged.categories)
 
     def served(name: str):
         recommender = recommenders[name]

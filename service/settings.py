@@ -141,7 +141,8 @@ SECTION_HELP: dict[str, str] = {
     "profiles.preference_prior": "weight of stated preferences against events (fades as events accumulate)",
     "profiles.max_events": "the user's newest events a profile reads",
     "recommend.weights": "fusion weight per source (dense_query, dense_profile, lexical, collaborative, popular, "
-                         "lexical_history, dense_profile_without_query); keys given replace the default's",
+                         "interest, lexical_history, dense_profile_without_query; 0: off); keys given replace "
+                         "the default's",
     "recommend.rrf_k": "k of reciprocal-rank fusion, 1 / (k + rank)",
     "recommend.no_opinion_credit": "credit for an item a source cannot judge (1: the other sources' mean, 0: plain RRF)",
     "recommend.min_pool": "fewest candidates each source returns (at least 4 x k)",
@@ -152,13 +153,12 @@ SECTION_HELP: dict[str, str] = {
     "recommend.sources": "the candidate sources a request uses",
     "recommend.rerank_candidates": "the top of the fused list the reranker reorders",
     "recommend.preference_popularity_prior": "popularity's weight for a profile made only of stated preferences, where "
-                                             "recommend.preference_interest has nothing (0: none)",
+                                             "the interest source has nothing (0: none)",
     "recommend.preference_prior_within_categories": "that prior counts only the items of the catalogue categories "
                                                     "the preferences name, where they name any",
-    "recommend.preference_interest": "weight, for a profile made only of stated preferences that name catalogue "
-                                     "categories, of what the people who took those categories took (0: none)",
-    "recommend.interest_lift": "how strongly that favours what sets those people apart over what everyone takes "
-                               "(0: their most taken)",
+    "recommend.interest_lift": "how strongly the interest source (for stated preferences alone that name catalogue "
+                               "categories: what the people who took them took) favours what sets those people "
+                               "apart over what everyone takes (0: their most taken)",
     "recommend.diversity": "MMR diversity when a request does not say (0: pure relevance .. 1)",
     "recommend.reranked_diversity": "the same, for lists the learned ranker ordered",
     "recommend.diversity_pool": "the top the diverse list is picked from",
@@ -269,7 +269,6 @@ CHECKS: dict[str, Check] = {
                                lambda v: bool(v) and all(s in SOURCE_NAMES for s in v)),
     "recommend.rerank_candidates": _at_least(1),
     "recommend.preference_popularity_prior": _at_least(0),
-    "recommend.preference_interest": _at_least(0),
     "recommend.interest_lift": _at_least(0),
     "recommend.diversity": _between(0, 1),
     "recommend.reranked_diversity": _between(0, 1),
@@ -484,7 +483,18 @@ def convert(value: Any, tp: Any, from_env: bool) -> Any:
 
 # --- loading -------------------------------------------------------------------------------------
 
+# Settings that were replaced, by key and by variable: what to set instead.
+REPLACED = {
+    "recommend.preference_interest": "the interest source is an ordinary source now: set its weight as "
+                                     "the \"interest\" key of recommend.weights, or leave \"interest\" out of "
+                                     "recommend.sources to turn it off",
+}
+REPLACED.update({PREFIX + key.upper().replace(".", "__"): why for key, why in REPLACED.items()})
+
+
 def _unknown(label: str, name: str, known: typing.Iterable[str]) -> str:
+    if name in REPLACED:
+        return f"unknown setting {label}: {REPLACED[name]}"
     close = difflib.get_close_matches(name, list(known), n=1)
     return f"unknown setting {label}" + (f" (did you mean {close[0]}?)" if close else "")
 

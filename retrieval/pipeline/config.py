@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-# ``sequence`` fuses at the weight chosen with its trained model (``sources.LoadedSequence``).
-SOURCE_NAMES = ("dense_query", "dense_profile", "lexical", "collaborative", "popular", "sequence")
+# ``sequence`` fuses at the weight chosen with its trained model (``sources.LoadedSequence``);
+# ``interest`` answers only stated preferences that name catalogue categories (``InterestSource``).
+SOURCE_NAMES = ("dense_query", "dense_profile", "lexical", "collaborative", "popular", "sequence", "interest")
 # What a request has to go on (``context.request_type``): a known user's history, an ad-hoc history
 # without an account (an anonymous session), stated preferences alone, a search query, or nothing.
 REQUEST_TYPES = ("history", "session", "preferences", "query", "none")
@@ -26,8 +27,12 @@ class RecommendConfig:
     # ``dense_profile_without_query`` (the profile vector in a request without a query; default:
     # ``dense_profile``) are set by a fine-tuned encoder's layout, chosen with it on validation
     # (``train_encoder``).
+    # ``interest`` at 4 in the popularity prior's place: chosen on every validation user of the
+    # cold_users_prefs slice of ``make eval``, ahead of BM25 alone and of the prior
+    # (benchmarks/tune.py --round 6; docs/research.md, "Preferences alone").
     weights: dict[str, float] = field(default_factory=lambda: {
         "dense_query": 1.0, "dense_profile": 0.5, "lexical": 1.0, "collaborative": 1.0, "popular": 1.0,
+        "interest": 4.0,
     })
     rrf_k: int = 60
     no_opinion_credit: float = 1.0
@@ -36,8 +41,9 @@ class RecommendConfig:
     collaborative_decay: float = 0.8
     collaborative_proximity: float = 1.0
     collaborative_backward: float = 0.5
-    # ``sequence`` answers only while a trained sequence encoder serves.
-    sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative", "sequence")
+    # ``sequence`` answers only while a trained sequence encoder serves, ``interest`` only for stated
+    # preferences alone that name catalogue categories.
+    sources: tuple[str, ...] = ("dense_query", "dense_profile", "lexical", "collaborative", "sequence", "interest")
     # Source weights for one request type (``REQUEST_TYPES``), over the weights above, in the full
     # pipeline only (a request that names its sources keeps them as they are); a type not listed
     # fuses at the weights above. None by default: the weights that won validation for each type
@@ -51,16 +57,13 @@ class RecommendConfig:
     # How much of the top of the fused list the reranker reorders: each candidate costs feature
     # work (and a cross-encoder pair where one serves) on every request.
     rerank_candidates: int = 50
-    # A profile made only of stated preferences (no history, no query) that names catalogue
-    # categories gets what the people who took them took, lifted over what everyone takes
-    # (``InterestSource``; 0: off): chosen on every validation user of the cold_users_prefs slice
-    # of ``make eval``, ahead of BM25 alone and of the prior below (benchmarks/tune.py --round 6;
-    # docs/research.md, "Preferences alone").
-    preference_interest: float = 4.0
+    # How much the interest source favours what sets a category's audience apart over what
+    # everyone takes (``CoOccurrenceIndex.audience_scores``).
     interest_lift: float = 0.75
-    # Where it has nothing to say (no category named, or nobody took them), popularity is the
-    # prior: a sentence alone says little about which of its matches people take. Where the
-    # sentence names categories it counts the items in them only.
+    # For a profile of stated preferences alone where the interest source has nothing to say (no
+    # category named, nobody took them, or it is not among the sources), popularity is the prior:
+    # a sentence alone says little about which of its matches people take. Where the sentence
+    # names categories it counts the items in them only.
     preference_popularity_prior: float = 1.0
     preference_prior_within_categories: bool = True
     # MMR strength when a request does not say: the most diverse setting with no NDCG@10 loss on

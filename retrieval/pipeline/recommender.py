@@ -29,6 +29,7 @@ from retrieval.pipeline.request import (
     RerankTrace,
 )
 from retrieval.pipeline.sources import (
+    CategoryItems,
     CollaborativeSource,
     DenseSource,
     InterestSource,
@@ -228,6 +229,7 @@ class Recommender:
         self.profiles = profiles
         self.config = config
         w = source_weights(config.weights)
+        categories = CategoryItems(catalogue, index)  # shared: one read of a category per catalogue change
         self.sources = {
             "dense_query": DenseSource(catalogue, "dense_query", "query", w["dense_query"]),
             "dense_profile": DenseSource(catalogue, "dense_profile", "profile", w["dense_profile"],
@@ -237,8 +239,8 @@ class Recommender:
                 catalogue, index, w["collaborative"], decay=config.collaborative_decay,
                 proximity=config.collaborative_proximity, backward=config.collaborative_backward),
             "sequence": SequenceSource(catalogue),
-            # Not among ``config.sources``: gathered for preference requests at its own weight.
-            "interest": InterestSource(catalogue, index, config.preference_interest, lift=config.interest_lift),
+            "interest": InterestSource(catalogue, index, w["interest"], lift=config.interest_lift,
+                                       categories=categories),
         }
         self.popular = PopularSource(catalogue, index, w["popular"])
         # Each source result's weight in the pool a ranker reorders. A ranker reorders history
@@ -247,7 +249,7 @@ class Recommender:
         self.pool_weights = None if pool is None else {**pool, "lexical": pool["lexical_history"],
                                                        "dense_profile": pool["dense_profile_without_query"]}
         self.popularity_prior = PopularSource(catalogue, index, config.preference_popularity_prior,
-                                              fallback=False, name="popularity_prior")
+                                              fallback=False, name="popularity_prior", categories=categories)
         # Swapped as a whole by ``Engine.reload_reranker``: a request sees the old model or the new.
         self.reranker: LoadedReranker | None = None
         self.queries = QueryUnderstanding(catalogue, index, profiles.texts.get)
@@ -270,9 +272,8 @@ class Recommender:
 
     def gather(self, ctx: RecommendContext, options: ReplayOptions, notes: list[str]) -> list[SourceResult]:
         """Step "gather candidates": each wanted source's ranked list; for a profile of stated
-        preferences alone, what the people who took the categories they name took
-        (``InterestSource``), else popularity as a prior; popularity as the fallback when nothing
-        else answers."""
+        preferences alone where the interest source says nothing, popularity as a prior;
+        popularity as the fallback when nothing else answers."""
         wanted = options.sources or self.config.sources
         # The full pipeline fuses at the weights chosen for this type of request; a request that
         # names its sources (a baseline, a single-source stage) keeps them as they are.
@@ -285,18 +286,16 @@ class Recommender:
             if source is None or retyped.get(name, 1.0) <= 0:
                 continue
             result = source.candidates(ctx)
+            # Kept at weight 0 too: the fusion drops it, and the pool a ranker reorders may weigh it.
             if result is not None and result.ranked:
                 results.append(reweigh(result, retyped))
-        if ctx.request_type == "preferences" and options.sources is None:
-            interest = (self.sources["interest"].candidates(ctx) if "interest" not in wanted
-                        and retyped.get("interest", self.config.preference_interest) > 0 else None)
-            if interest is not None:
-                results.append(reweigh(interest, retyped))
-            elif results and retyped.get("popularity_prior", self.config.preference_popularity_prior) > 0:
-                within = ctx.stated_categories if self.config.preference_prior_within_categories else ()
-                prior = self.popularity_prior.within(ctx, within) if within else self.popularity_prior.candidates(ctx)
-                if prior is not None:
-                    results.append(reweigh(prior, retyped))
+        if (ctx.request_type == "preferences" and options.sources is None and results
+                and not any(r.name == "interest" and r.weight > 0 for r in results)
+                and retyped.get("popularity_prior", self.config.preference_popularity_prior) > 0):
+            within = ctx.stated_categories if self.config.preference_prior_within_categories else ()
+            prior = self.popularity_prior.within(ctx, within) if within else self.popularity_prior.candidates(ctx)
+            if prior is not None:
+                results.append(reweigh(prior, retyped))
         if not results or "popular" in wanted:
             results.append(self.popular.candidates(ctx))
             if len(results) == 1:

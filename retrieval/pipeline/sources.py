@@ -103,17 +103,34 @@ class CollaborativeSource:
 CATEGORY_ITEMS = 2000
 
 
-def items_of_categories(catalogue: Catalogue, index: CoOccurrenceIndex,
-                        categories: tuple[str, ...]) -> tuple[list[str], bool]:
-    """The ids of the items of ``categories``, and whether that is all of them: where there are
-    more than ``CATEGORY_ITEMS``, those among the catalogue's ``CATEGORY_ITEMS`` most taken items."""
-    named = ItemFilter(categories=categories)
-    points, more = catalogue.store.scroll(catalogue.collection, limit=CATEGORY_ITEMS, flt=named)
-    if more is None:
-        return [p.id for p in points], True
-    popular = [i for i, _ in index.popular(CATEGORY_ITEMS)]
-    found = catalogue.store.matching_ids(catalogue.collection, popular, named)
-    return [i for i in popular if i in found], False
+class CategoryItems:
+    """The ids of a catalogue category's items, read from the store (ids only) once per catalogue
+    change: every catalogue write replaces ``Catalogue.facets``, and a read made before it is read
+    again. Where a category has more than ``CATEGORY_ITEMS`` items, those among the catalogue's
+    ``CATEGORY_ITEMS`` most taken, read on every call (what people take changes without a write).
+
+    Example::
+
+        CategoryItems(catalogue, index).ids("Staplers")
+    """
+
+    def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex):
+        self.catalogue, self.index = catalogue, index
+        self._read: dict[str, tuple[object, list[str]]] = {}  # category -> (the facets read at, ids)
+
+    def ids(self, category: str) -> list[str]:
+        facets = self.catalogue.facets()
+        cached = self._read.get(category)
+        if cached is not None and cached[0] is facets:
+            return cached[1]
+        named = ItemFilter(categories=(category,))
+        ids, more = self.catalogue.store.scroll_ids(self.catalogue.collection, limit=CATEGORY_ITEMS, flt=named)
+        if more is None:
+            self._read[category] = (facets, ids)
+            return ids
+        popular = [i for i, _ in self.index.popular(CATEGORY_ITEMS)]
+        found = self.catalogue.store.matching_ids(self.catalogue.collection, popular, named)
+        return [i for i in popular if i in found]
 
 
 class InterestSource:
@@ -134,42 +151,28 @@ class InterestSource:
     name = "interest"
 
     def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
-                 lift: float = 0.75, category_decay: float = 0.7, judges_untaken: bool = False):
+                 lift: float = 0.75, category_decay: float = 0.7, categories: CategoryItems | None = None):
         self.catalogue, self.index, self.weight = catalogue, index, weight
         self.lift, self.category_decay = lift, category_decay
-        # Like co-occurrence, it cannot rank an item nobody took: unless told it can, the fusion
-        # gives such an item its mean from the sources that can (a new item stays reachable).
-        self.judges_untaken = judges_untaken
-        self._items: dict[str, tuple[object, list[str]]] = {}  # category -> (the facets read at, ids)
+        self.categories = categories or CategoryItems(catalogue, index)
 
     @staticmethod
     def audience_key(category: str) -> str:
         """The key the index caches a category's audience under."""
         return f"category:{category}"
 
-    def items(self, category: str) -> list[str]:
-        """The category's items, read again after any catalogue write (``Catalogue.facets`` is
-        replaced by every write); a category too large to read whole is read on every call."""
-        facets = self.catalogue.facets()
-        cached = self._items.get(category)
-        if cached is not None and cached[0] is facets:
-            return cached[1]
-        ids, whole = items_of_categories(self.catalogue, self.index, (category,))
-        if whole:
-            self._items[category] = (facets, ids)
-        return ids
-
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
         if not ctx.stated_categories:
             return None
-        groups = [(self.audience_key(category), self.category_decay**rank, self.items(category))
+        groups = [(self.audience_key(category), self.category_decay**rank, self.categories.ids(category))
                   for rank, category in enumerate(ctx.stated_categories)]
         scores = self.index.audience_scores(groups, limit=ctx.pool * 2 + len(ctx.exclude), lift=self.lift)
         ranked = _keep_matching(self.catalogue, list(scores.items()), ctx, ctx.pool)
         if not ranked:
             return None
-        return SourceResult(self.name, ranked, self.weight,
-                            knows=None if self.judges_untaken else self.index.knows)
+        # Like co-occurrence, it cannot rank an item nobody took: the fusion gives such an item its
+        # mean from the sources that can, so a new item stays reachable.
+        return SourceResult(self.name, ranked, self.weight, knows=self.index.knows)
 
 
 class PopularSource:
@@ -183,8 +186,9 @@ class PopularSource:
     name = "popular"
 
     def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex, weight: float = 1.0,
-                 fallback: bool = True, name: str = "popular"):
+                 fallback: bool = True, name: str = "popular", categories: CategoryItems | None = None):
         self.catalogue, self.index, self.weight, self.fallback, self.name = catalogue, index, weight, fallback, name
+        self.categories = categories or CategoryItems(catalogue, index)
 
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
         ranked = _keep_matching(
@@ -193,17 +197,17 @@ class PopularSource:
         if not self.fallback:
             return SourceResult(self.name, ranked, self.weight) if ranked else None
         if len(ranked) < ctx.pool:
-            points, _ = self.catalogue.store.scroll(
+            ids, _ = self.catalogue.store.scroll_ids(
                 self.catalogue.collection, limit=ctx.pool + len(ctx.exclude), flt=ctx.item_filter
             )
             taken = {i for i, _ in ranked}
-            ranked += [(p.id, 0.0) for p in points if p.id not in taken and p.id not in ctx.exclude]
+            ranked += [(i, 0.0) for i in ids if i not in taken and i not in ctx.exclude]
         return SourceResult(self.name, ranked[: ctx.pool], self.weight)
 
     def within(self, ctx: RecommendContext, categories: tuple[str, ...]) -> SourceResult | None:
         """The items of ``categories`` that someone took, most taken first (ties by id), through the
         request's own filter and exclusions; None if nobody took any."""
-        ids, _ = items_of_categories(self.catalogue, self.index, categories)
+        ids = list(dict.fromkeys(i for category in categories for i in self.categories.ids(category)))
         counts = self.index.user_counts(ids)
         ranked = sorted(((i, float(n)) for i, n in counts.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
         ranked = _keep_matching(self.catalogue, ranked, ctx, ctx.pool)

@@ -135,6 +135,12 @@ class ClientVectorStore:
         )
         return [stored_point(r, with_vectors) for r in records], next_offset
 
+    def scroll_ids(self, collection, limit, offset=None, flt=None):
+        records, next_offset = self.client.scroll(
+            self._name(collection), scroll_filter=_filter(flt), limit=limit, offset=offset, with_payload=["id"],
+        )
+        return [r.payload["id"] for r in records], next_offset
+
     def count(self, collection: str) -> int:
         return self.client.count(self._name(collection), exact=True).count
 

@@ -157,6 +157,12 @@ class EdgeVectorStore:
         )
         return [stored_point(r, with_vectors) for r in records], next_offset
 
+    def scroll_ids(self, collection, limit, offset=None, flt=None):
+        records, next_offset = self._shard(collection).scroll(
+            q.ScrollRequest(offset=offset, limit=limit, filter=_filter(flt), with_payload=_ID_ONLY)
+        )
+        return [r.payload["id"] for r in records], next_offset
+
     def count(self, collection: str) -> int:
         return self._shard(collection).count(q.CountRequest(exact=True))
 

@@ -167,6 +167,11 @@ class VectorStore(Protocol):
     ) -> tuple[list[StoredPoint], Any]:
         """A page of points and the offset of the next page (None at the end)."""
 
+    def scroll_ids(
+        self, collection: str, limit: int, offset: Any = None, flt: ItemFilter | None = None,
+    ) -> tuple[list[str], Any]:
+        """``scroll`` without payloads: a page of ids and the offset of the next page (None at the end)."""
+
     def count(self, collection: str) -> int: ...
 
     def optimize(self, collection: str) -> None:

@@ -190,3 +190,28 @@ def test_ranking_notes_say_which_model_reordered_the_list_or_why_none_did():
     assert ranking_notes(RecommendRequest(), None, None, 50, shape) == [
         "no reranker trained yet: ranked by fused retrieval scores"]
     assert ranking_notes(RecommendRequest(), None, model, 50, shape) == []  # served, but not for this request
+
+
+def test_category_items_are_read_once_per_catalogue_change_and_a_large_category_from_the_most_taken():
+    from retrieval.pipeline.sources import CATEGORY_ITEMS, CategoryItems
+
+    reads = []
+
+    class Store:
+        def scroll_ids(self, collection, limit, offset=None, flt=None):
+            reads.append(flt.categories)
+            ids = {"Pens": ["a", "b"], "Paper": [f"p{n}" for n in range(CATEGORY_ITEMS + 1)]}[flt.categories[0]]
+            return ids[:limit], ("next" if len(ids) > limit else None)
+
+        def matching_ids(self, collection, ids, flt):
+            return {i for i in ids if i.startswith("p")}
+
+    facets = [object()]
+    catalogue = SimpleNamespace(store=Store(), collection="items", facets=lambda: facets[0])
+    index = SimpleNamespace(popular=lambda n: [("a", 9), ("p3", 5), ("p1", 2)])
+    items = CategoryItems(catalogue, index)
+    assert items.ids("Pens") == ["a", "b"] and items.ids("Pens") == ["a", "b"] and len(reads) == 1
+    facets[0] = object()  # a catalogue write replaces the facets
+    assert items.ids("Pens") == ["a", "b"] and len(reads) == 2
+    # Too large to read whole: those of the most taken items in it, in that order, on every call.
+    assert items.ids("Paper") == ["p3", "p1"] and items.ids("Paper") == ["p3", "p1"] and len(reads) == 4

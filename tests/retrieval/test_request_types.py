@@ -43,8 +43,7 @@ def recommender_with(request_weights: dict) -> Recommender:
     from types import SimpleNamespace
 
     recommender = Recommender.__new__(Recommender)  # gather reads the config, sources and categories only
-    recommender.config = RecommendConfig(request_weights=request_weights, preference_popularity_prior=0.0,
-                                         preference_interest=0.0)
+    recommender.config = RecommendConfig(request_weights=request_weights, preference_popularity_prior=0.0)
     recommender.sources = {name: Listing(name, w) for name, w in
                            (("dense_profile", 0.5), ("lexical", 1.0), ("collaborative", 1.0))}
     recommender.queries = SimpleNamespace(stated_categories=lambda text: ())
@@ -138,7 +137,8 @@ def test_a_preference_only_request_takes_popularity_within_the_categories_it_nam
         req = RecommendRequest(user_id=user_id, k=20)
         ctx, _ = build_context(req, ReplayOptions(), recommender.profiles, recommender.catalogue, recommender.config)
         assert ctx.request_type == "preferences"
-        return {r.name: [i for i, _ in r.ranked] for r in recommender.gather(ctx, ReplayOptions(), [])}
+        # What the fusion reads: a source at weight 0 is dropped there.
+        return {r.name: [i for i, _ in r.ranked] for r in recommender.gather(ctx, ReplayOptions(), []) if r.weight > 0}
 
     def prior(recommender, user_id):
         found = gathered(recommender, user_id)
@@ -148,10 +148,16 @@ def test_a_preference_only_request_takes_popularity_within_the_categories_it_nam
     assert set(gathered(engine.recommender, "p")) == {"dense_profile", "lexical", "interest"}
     assert set(gathered(engine.recommender, "q")) == {"dense_profile", "lexical", "popularity_prior"}
     within = Recommender(engine.catalogue, engine.profiles, engine.recommender.popular.index,
-                         replace(engine.recommender.config, preference_interest=0.0))
+                         replace(engine.recommender.config,
+                                 weights={**engine.recommender.config.weights, "interest": 0.0}))
     across = Recommender(within.catalogue, within.profiles, within.popular.index,
                          replace(within.config, preference_prior_within_categories=False))
     assert prior(within, "p") == [staplers[7], staplers[3]]
+    # The interest source is an ordinary source: left out of the sources, the prior serves too.
+    left_out = Recommender(within.catalogue, within.profiles, within.popular.index,
+                           replace(engine.recommender.config,
+                                   sources=tuple(s for s in engine.recommender.config.sources if s != "interest")))
+    assert prior(left_out, "p") == [staplers[7], staplers[3]]
     assert prior(across, "p")[:2] == [others[0], others[1]]
     assert prior(within, "q")[:2] == [others[0], others[1]]  # names no category
     baseline = within.recommend(RecommendRequest(user_id="p", k=5, diversity=0.0), ReplayOptions(sources=("popular",)))

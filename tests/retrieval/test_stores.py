@@ -85,6 +85,11 @@ def test_matching_ids_delete_and_scroll(store):
         if offset is None:
             break
     assert sorted(seen) == ["b", "c", "d"]
+    ids, offset = store.scroll_ids("items", limit=10, flt=ItemFilter(categories=("staplers",)))
+    assert sorted(ids) == ["c", "d"] and offset is None
+    first, offset = store.scroll_ids("items", limit=2)
+    rest, end = store.scroll_ids("items", limit=2, offset=offset)
+    assert len(first) == 2 and offset is not None and end is None and sorted(first + rest) == ["b", "c", "d"]
 
 
 def test_collections_lifecycle(store):

@@ -174,9 +174,7 @@ def test_model_parser_failure_falls_back_to_rules(engine, tmp_path):
 def test_stated_interests_bring_what_the_people_who_took_them_took(make_engine, demo_points, tmp_path):
     """A user who has only said "staplers" gets what stapler buyers take alongside (a desk lamp few
     others take) above what everyone takes, and the explanation says how many of them took it."""
-    from retrieval.pipeline.config import RecommendConfig
-
-    engine = make_engine(recommend=RecommendConfig(preference_interest=4.0))
+    engine = make_engine()
     engine.catalogue.write(demo_points)
     staplers, lamp, everyones = _ids(engine, "Staplers"), _ids(engine, "Desk Lamps")[5], _ids(engine, "Notebooks")[0]
     events = [(f"s{n}", staplers[n % 3]) for n in range(12)] + [(f"s{n}", lamp) for n in range(9)]

@@ -52,7 +52,7 @@ def test_nested_environment_values_are_converted_by_type():
     assert s.recommend.diversity == 0.2
     # A table names the keys it changes; the others keep their defaults.
     assert s.recommend.weights == {"dense_query": 1.0, "dense_profile": 0.5, "lexical": 0.5, "collaborative": 1.0,
-                                   "popular": 1.0, "lexical_history": 2.0}
+                                   "popular": 1.0, "interest": 4.0, "lexical_history": 2.0}
     assert s.recommend.sources == ("lexical", "dense_query")
     assert s.train_reranker.candidates == 20 and s.train_reranker.max_lists == 6000
     assert s.train_encoder.validation_gap == 2 and s.train_encoder.lexical_weights == (1.0, 0.25)
@@ -109,6 +109,9 @@ def test_every_bad_value_is_reported_at_once():
     ({}, "[recomend]\ndiversity = 0.2\n", "recomend"),
     ({}, "[recommend]\ndiverstiy = 0.2\n", "did you mean recommend.diversity"),
     ({}, "recommend = 0.2\n", r"recommend in .* must be a table"),
+    # A replaced setting says what to set instead.
+    ({"HYBRIDREC_RECOMMEND__PREFERENCE_INTEREST": "2"}, None, "the \"interest\" key of recommend.weights"),
+    ({}, "[recommend]\npreference_interest = 2\n", "the \"interest\" key of recommend.weights"),
 ])
 def test_unknown_sections_and_keys_fail(tmp_path, environ, toml, named):
     if toml is not None:
