@@ -71,7 +71,7 @@ def round2():
     Round 1 varied one setting at a time from the original defaults (dense_profile 1.0, lexical 0.5,
     position decay 0.9, no proximity); the spelled-out weights keep both rounds reproducible."""
     base = RecommendConfig(weights={"dense_query": 1.0, "dense_profile": 1.0, "lexical": 0.5,
-                                    "collaborative": 1.0, "popular": 1.0},
+                                    "collaborative": 1.0, "popular": 1.0, "interest": 0.0},
                            collaborative_proximity=0.0, collaborative_backward=1.0)
     w = {**base.weights, "lexical": 1.0}
     prof = ProfileConfig(position_decay=0.5)
@@ -205,6 +205,8 @@ ROUND6 = (
     ("interest 2, no opinion on the untaken", _prefs(popularity_prior=0.0, interest=2.0), True),
     ("interest 4, no opinion on the untaken", _prefs(popularity_prior=0.0, interest=4.0), True),
 )
+
+
 class InterestJudgingEveryItem(InterestSource):
     """The interest source as the third and fourth passes measured it: with an opinion about every
     item, including those nobody took (which then rank last rather than at the others' mean)."""
@@ -265,7 +267,8 @@ def round6(split: str, seeds: list[int], max_users: int, only: list[str] | None,
         if name in recommenders:
             judged = recommenders[name].sources["interest"]
             recommenders[name].sources["interest"] = InterestJudgingEveryItem(
-                judged.catalogue, judged.index, judged.weight, lift=judged.lift, categories=judged.categories)
+                judged.catalogue, judged.index, judged.weight, lift=judged.lift,
+                category_decay=judged.category_decay, categories=judged.categories)
 
     def served(name: str):
         recommender = recommenders[name]
@@ -365,8 +368,9 @@ def round5_check(dataset, encoder: BiEncoder, points: list, max_users: int, spli
     return out
 
 
+# Rounds 1 and 2 came before the interest source.
 ROUND1_BASE = RecommendConfig(weights={"dense_query": 1.0, "dense_profile": 1.0, "lexical": 0.5,
-                                       "collaborative": 1.0, "popular": 1.0},
+                                       "collaborative": 1.0, "popular": 1.0, "interest": 0.0},
                               collaborative_proximity=0.0, collaborative_backward=1.0)
 ROUND1_PROFILE = ProfileConfig(position_decay=0.9)
 

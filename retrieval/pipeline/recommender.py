@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, replace
 
 from retrieval.limits import MAX_K, TEXT_MAX_CHARS
-from retrieval.pipeline.config import RecommendConfig, source_weights
+from retrieval.pipeline.config import SOURCE_NAMES, RecommendConfig, source_weights
 from retrieval.pipeline.context import RecommendContext, build_context
 from retrieval.pipeline.diversity import diversify
 from retrieval.pipeline.fusion import FusedCandidate, SourceResult, fuse
@@ -92,6 +92,24 @@ def reweigh(result: SourceResult, weights: dict[str, float]) -> SourceResult:
     source (``RecommendConfig.request_weights`` for the request's type), else as it came."""
     weight = weights.get(result.name)
     return result if weight is None else replace(result, weight=weight)
+
+
+# A source's weights in each situation it serves (``config.source_weights``); off where all are 0.
+_SITUATIONS = {"lexical": ("lexical", "lexical_history"),
+               "dense_profile": ("dense_profile", "dense_profile_without_query")}
+
+
+def sources_off(served: dict[str, float], pool: dict[str, float]) -> frozenset[str]:
+    """The sources at weight 0 in every situation, in the order served and in a ranker's pool:
+    not asked at all (a request type's own weight can still turn one on). ``sequence`` fuses at
+    its model's weight, so it is never off here.
+
+    >>> weights = {"interest": 0.0, "lexical": 0.0, "lexical_history": 0.5}
+    >>> sorted(sources_off(weights, weights))
+    ['interest']
+    """
+    return frozenset(name for name in SOURCE_NAMES if name != "sequence"
+                     and all(served.get(s, 1.0) <= 0 and pool.get(s, 1.0) <= 0 for s in _SITUATIONS.get(name, (name,))))
 
 
 def choose_ranker(reranker: LoadedReranker | None, ctx: RecommendContext, notes: list[str]) -> LoadedReranker | None:
@@ -248,6 +266,7 @@ class Recommender:
         pool = None if config.ranker_pool_weights is None else source_weights(config.ranker_pool_weights)
         self.pool_weights = None if pool is None else {**pool, "lexical": pool["lexical_history"],
                                                        "dense_profile": pool["dense_profile_without_query"]}
+        self.off = sources_off(w, pool or w)
         self.popularity_prior = PopularSource(catalogue, index, config.preference_popularity_prior,
                                               fallback=False, name="popularity_prior", categories=categories)
         # Swapped as a whole by ``Engine.reload_reranker``: a request sees the old model or the new.
@@ -283,22 +302,23 @@ class Recommender:
         results = []
         for name in wanted:
             source = self.sources.get(name)
-            if source is None or retyped.get(name, 1.0) <= 0:
+            if source is None or retyped.get(name, 0.0 if name in self.off else 1.0) <= 0:
                 continue
             result = source.candidates(ctx)
-            # Kept at weight 0 too: the fusion drops it, and the pool a ranker reorders may weigh it.
+            # Kept at weight 0 too (a situation's weight, such as BM25's over history titles): the
+            # fusion drops it, and the pool a ranker reorders may weigh it.
             if result is not None and result.ranked:
                 results.append(reweigh(result, retyped))
-        if (ctx.request_type == "preferences" and options.sources is None and results
-                and not any(r.name == "interest" and r.weight > 0 for r in results)
+        answered = {r.name for r in results if r.weight > 0}
+        if (ctx.request_type == "preferences" and options.sources is None and answered and "interest" not in answered
                 and retyped.get("popularity_prior", self.config.preference_popularity_prior) > 0):
             within = ctx.stated_categories if self.config.preference_prior_within_categories else ()
             prior = self.popularity_prior.within(ctx, within) if within else self.popularity_prior.candidates(ctx)
             if prior is not None:
                 results.append(reweigh(prior, retyped))
-        if not results or "popular" in wanted:
+        if not answered or "popular" in wanted:
             results.append(self.popular.candidates(ctx))
-            if len(results) == 1:
+            if not answered:
                 notes.append("nothing known about this request: showing popular items")
         return results
 

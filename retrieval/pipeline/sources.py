@@ -105,9 +105,9 @@ CATEGORY_ITEMS = 2000
 
 class CategoryItems:
     """The ids of a catalogue category's items, read from the store (ids only) once per catalogue
-    change: every catalogue write replaces ``Catalogue.facets``, and a read made before it is read
-    again. Where a category has more than ``CATEGORY_ITEMS`` items, those among the catalogue's
-    ``CATEGORY_ITEMS`` most taken, read on every call (what people take changes without a write).
+    change (``Catalogue.generation``: an upsert or a delete, here or by another instance). Where a
+    category has more than ``CATEGORY_ITEMS`` items, those among the catalogue's ``CATEGORY_ITEMS``
+    most taken, read on every call (what people take changes without a write).
 
     Example::
 
@@ -116,17 +116,18 @@ class CategoryItems:
 
     def __init__(self, catalogue: Catalogue, index: CoOccurrenceIndex):
         self.catalogue, self.index = catalogue, index
-        self._read: dict[str, tuple[object, list[str]]] = {}  # category -> (the facets read at, ids)
+        self._read: dict[str, tuple[int, list[str]]] = {}  # category -> (the generation read at, ids)
 
     def ids(self, category: str) -> list[str]:
-        facets = self.catalogue.facets()
+        # Read before the store: a write between the two leaves an older number, so it is read again.
+        generation = self.catalogue.generation
         cached = self._read.get(category)
-        if cached is not None and cached[0] is facets:
+        if cached is not None and cached[0] == generation:
             return cached[1]
         named = ItemFilter(categories=(category,))
         ids, more = self.catalogue.store.scroll_ids(self.catalogue.collection, limit=CATEGORY_ITEMS, flt=named)
         if more is None:
-            self._read[category] = (facets, ids)
+            self._read[category] = (generation, ids)
             return ids
         popular = [i for i, _ in self.index.popular(CATEGORY_ITEMS)]
         found = self.catalogue.store.matching_ids(self.catalogue.collection, popular, named)
@@ -206,7 +207,8 @@ class PopularSource:
 
     def within(self, ctx: RecommendContext, categories: tuple[str, ...]) -> SourceResult | None:
         """The items of ``categories`` that someone took, most taken first (ties by id), through the
-        request's own filter and exclusions; None if nobody took any."""
+        request's own filter and exclusions; None if nobody took any. Each category is read as
+        ``CategoryItems`` reads it (the ``CATEGORY_ITEMS`` bound is per category)."""
         ids = list(dict.fromkeys(i for category in categories for i in self.categories.ids(category)))
         counts = self.index.user_counts(ids)
         ranked = sorted(((i, float(n)) for i, n in counts.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))

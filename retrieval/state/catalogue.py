@@ -102,6 +102,9 @@ class Catalogue:
         self._write_lock = threading.Lock()
         self._facets: Facets | None = None
         self._vectors = _VectorCache()
+        # Counts changes to the indexed items (upserts and deletes, here or by another instance): what
+        # is derived from the items and kept (``CategoryItems``) is current while it stays the same.
+        self.generation = 0
 
     @staticmethod
     def validate(rows: list[Any], first_index: int = 0) -> tuple[list[Item], list[Rejection]]:
@@ -153,6 +156,7 @@ class Catalogue:
             self._vectors.drop([c.id for c in mine])
             if self._facets is not None:
                 self._facets = self._facets.with_payloads([c.point.payload for c in mine if c.point is not None])
+            self.generation += 1
 
     def _index(self, points: list[StoredPoint], deleted: list[str]) -> None:
         """Write the vector index (callers hold the write lock)."""
@@ -164,6 +168,7 @@ class Catalogue:
         if deleted:
             self.store.delete(self.collection, deleted)
         self._vectors.drop([p.id for p in points] + deleted)  # re-read as stored (Qdrant normalises for cosine)
+        self.generation += 1
 
     def rebuild_index(self, progress=None) -> int:
         """Write every item of the system of record into the vector index again, vectors as stored

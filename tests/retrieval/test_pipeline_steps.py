@@ -206,12 +206,22 @@ def test_category_items_are_read_once_per_catalogue_change_and_a_large_category_
         def matching_ids(self, collection, ids, flt):
             return {i for i in ids if i.startswith("p")}
 
-    facets = [object()]
-    catalogue = SimpleNamespace(store=Store(), collection="items", facets=lambda: facets[0])
+    catalogue = SimpleNamespace(store=Store(), collection="items", generation=0)
     index = SimpleNamespace(popular=lambda n: [("a", 9), ("p3", 5), ("p1", 2)])
     items = CategoryItems(catalogue, index)
     assert items.ids("Pens") == ["a", "b"] and items.ids("Pens") == ["a", "b"] and len(reads) == 1
-    facets[0] = object()  # a catalogue write replaces the facets
+    catalogue.generation += 1  # a catalogue write
     assert items.ids("Pens") == ["a", "b"] and len(reads) == 2
     # Too large to read whole: those of the most taken items in it, in that order, on every call.
     assert items.ids("Paper") == ["p3", "p1"] and items.ids("Paper") == ["p3", "p1"] and len(reads) == 4
+
+
+def test_category_items_follow_deletes_on_a_real_catalogue(engine, demo_items):
+    from retrieval.pipeline.sources import CategoryItems
+
+    items = CategoryItems(engine.catalogue, engine.index)
+    gone, category = demo_items[0]["id"], demo_items[0]["categories"][-1]
+    before = items.ids(category)
+    assert gone in before and items.ids(category) is before  # kept while nothing changes
+    assert engine.catalogue.delete(gone)
+    assert sorted(items.ids(category)) == sorted(i for i in before if i != gone)

@@ -47,6 +47,7 @@ def recommender_with(request_weights: dict) -> Recommender:
     recommender.sources = {name: Listing(name, w) for name, w in
                            (("dense_profile", 0.5), ("lexical", 1.0), ("collaborative", 1.0))}
     recommender.queries = SimpleNamespace(stated_categories=lambda text: ())
+    recommender.off = frozenset()
     return recommender
 
 
@@ -66,6 +67,23 @@ def test_the_full_pipeline_fuses_each_request_type_at_its_own_weights():
     # A request that names its sources keeps them at their own weights.
     named = recommender.gather(prefs, ReplayOptions(sources=("dense_profile",)), [])
     assert [(r.name, r.weight) for r in named] == [("dense_profile", 0.5)]
+
+
+def test_a_source_at_weight_0_in_every_situation_is_not_asked_unless_a_request_type_turns_it_on():
+    from retrieval.pipeline.config import source_weights
+    from retrieval.pipeline.recommender import sources_off
+
+    recommender = recommender_with({"preferences": {"collaborative": 2.0}})
+    weights = source_weights({"collaborative": 0.0, "lexical": 0.0, "lexical_history": 0.5})  # BM25 still reads history titles
+    recommender.off = sources_off(weights, weights)
+    assert recommender.off == {"collaborative"}
+    history = RecommendContext(pool=10, history=["a"], request_type="history")
+    assert {r.name for r in recommender.gather(history, ReplayOptions(), [])} == {"dense_profile", "lexical"}
+    assert recommender.sources["collaborative"].calls == 0
+    prefs = RecommendContext(pool=10, profile_vector=VECTOR, preference_text="pens", request_type="preferences")
+    assert {r.name: r.weight for r in recommender.gather(prefs, ReplayOptions(), [])}["collaborative"] == 2.0
+    # Where a ranker's pool weighs it, it is asked: the pool fuses it.
+    assert sources_off(weights, source_weights({})) == frozenset()
 
 
 def test_a_layouts_weights_win_over_the_request_types_for_what_they_set():
