@@ -48,16 +48,16 @@ bench-peers: install
 		nice -n 10 $(BIN)/python benchmarks/peers.py --dataset $(SHARED_DATASET) --max-users $(PEER_USERS) --seed 42; \
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
 
-# The learning stages (zero-shot -> + fine-tuned encoder -> + reranker), trained inside the run:
-# about an hour on 2 CPU cores, a third of it the encoder's epoch; the cross-encoder feature is
-# trained only where a GPU makes it affordable (--cross-encoder auto). Every user of the shared
-# dataset, because the stages differ by less than a smaller sample can tell apart
-# (benchmarks/README.md).
+# The learning stages (zero-shot -> + fine-tuned encoder -> + sequence encoder -> + reranker),
+# trained inside the run, beside the published peers (SASRec, GRU4Rec) trained on the same
+# training part: about 1.5 hours on 2 CPU cores; the cross-encoder feature is trained only where a
+# GPU makes it affordable (--cross-encoder auto). Every user of the shared dataset, because the
+# stages differ by less than a smaller sample can tell apart (benchmarks/README.md).
 EVAL_STAGE_USERS ?= 5000
 eval-stages: install
 	@if [ -d "$(SHARED_DATASET)" ]; then \
 		$(BIN)/hybridrec evaluate --dataset $(SHARED_DATASET) --out benchmarks/eval/stages \
-			--max-users $(EVAL_STAGE_USERS) --methods hybrid_retrieval --stages; \
+			--max-users $(EVAL_STAGE_USERS) --methods hybrid_retrieval --stages --peers sasrec,gru4rec; \
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
 
 # The browser of the console's end-to-end tests (tests/console): Chromium from the system's packages,
