@@ -78,6 +78,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         raise ValueError(f"HYBRIDREC_QUERY_PARSER must be 'rules' or 'model', got {settings.query_parser!r}")
     if settings.query_parser == "model" and generator.name == "template":
         raise ValueError("HYBRIDREC_QUERY_PARSER=model needs a model: set HYBRIDREC_EXPLAIN_BACKEND to local or openai")
+    if "interest" not in settings.recommend.sources and settings.recommend.weights.get("interest", 0) > 0:
+        # A source list written before the interest source was one leaves it out without saying so.
+        log.warning("recommend.sources leaves out \"interest\": requests with stated preferences alone fall back "
+                    "to popularity; add \"interest\" to recommend.sources, or set recommend.weights.interest = 0 "
+                    "to mean it")
 
     def suggest(query: str, brands: list[str], categories: list[str]) -> dict:
         return suggest_constraints(query, generator, brands, categories)

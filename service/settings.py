@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from retrieval.engine import EngineConfig
 from retrieval.limits import MAX_BATCH, MAX_BODY_BYTES
-from retrieval.pipeline.config import SOURCE_NAMES, RecommendConfig
+from retrieval.pipeline.config import REQUEST_TYPES, SOURCE_NAMES, RecommendConfig
 from retrieval.state.profiles import ProfileConfig
 from retrieval.training.settings import EncoderTrainingSettings, SequenceTrainingSettings, TrainingSettings
 
@@ -258,6 +258,12 @@ CHECKS: dict[str, Check] = {
     "profiles.max_events": _at_least(1),
     "recommend.weights": Check("with keys among " + ", ".join(WEIGHT_NAMES) + " and values >= 0",
                                lambda v: all(k in WEIGHT_NAMES and w >= 0 for k, w in v.items())),
+    # A misspelt request type or source would otherwise be silently ignored.
+    "recommend.request_weights": Check(
+        "with keys among " + ", ".join(REQUEST_TYPES) + ", each holding weights >= 0 for sources among "
+        + ", ".join(SOURCE_NAMES),
+        lambda v: all(t in REQUEST_TYPES and isinstance(ws, dict)
+                      and all(k in SOURCE_NAMES and w >= 0 for k, w in ws.items()) for t, ws in v.items())),
     "recommend.rrf_k": _at_least(0),
     "recommend.no_opinion_credit": _at_least(0),
     "recommend.min_pool": _at_least(1),

@@ -80,6 +80,12 @@ def test_bad_nested_values_name_the_variable_the_type_and_the_value(tmp_path):
         Settings.from_env({"HYBRIDREC_RECOMMEND__WEIGHTS": '{"lexical": -1}'})
     with pytest.raises(ValueError, match=r"HYBRIDREC_RECOMMEND__WEIGHTS must be a table"):
         Settings.from_env({"HYBRIDREC_RECOMMEND__WEIGHTS": "lexical=1"})
+    # Request weights name request types and sources; a misspelt one is not silently ignored.
+    for bad in ('{"histroy": {"lexical": 2}}', '{"history": {"lexcal": 2}}', '{"history": {"lexical": -1}}'):
+        with pytest.raises(ValueError, match=r"HYBRIDREC_RECOMMEND__REQUEST_WEIGHTS .*keys among history, session"):
+            Settings.from_env({"HYBRIDREC_RECOMMEND__REQUEST_WEIGHTS": bad})
+    good = Settings.from_env({"HYBRIDREC_RECOMMEND__REQUEST_WEIGHTS": '{"session": {"interest": 0, "lexical": 2}}'})
+    assert good.recommend.request_weights == {"session": {"interest": 0.0, "lexical": 2.0}}
     with pytest.raises(ValueError, match=r"HYBRIDREC_RECOMMEND__SOURCES .*one or more of"):
         Settings.from_env({"HYBRIDREC_RECOMMEND__SOURCES": "lexical,telepathy"})
     with pytest.raises(Exception, match="true or false"):
@@ -171,3 +177,34 @@ def test_cli_defaults_are_the_settings_and_flags_win():
     assert configured.parse_args(["evaluate", "--dataset", "d", "--out", "o"]).reranker_lists == 100
     assert configured.parse_args(["train", "encoder"]).max_pairs == 500
     assert configured.parse_args(["train", "encoder", "--max-pairs", "9"]).max_pairs == 9
+
+
+def test_a_source_list_that_leaves_out_the_interest_source_is_warned_about_at_start(tmp_path):
+    import logging
+    from dataclasses import replace
+
+    from service.app import create_app
+
+    class Kept(logging.Handler):  # the app's logging set-up replaces the root's handlers (caplog's)
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    kept = Kept()
+    logging.getLogger("hybridrec.service").addHandler(kept)
+    try:
+        create_app(Settings(data_dir=tmp_path))
+        assert not any("interest" in line for line in kept.lines)
+        recommend = Settings().recommend
+        create_app(Settings(data_dir=tmp_path, recommend=replace(recommend, sources=("lexical", "collaborative"))))
+        [warned] = [line for line in kept.lines if "interest" in line]
+        assert warned.startswith('recommend.sources leaves out "interest"') and 'add "interest"' in warned
+        kept.lines.clear()
+        create_app(Settings(data_dir=tmp_path, recommend=replace(recommend, sources=("lexical",),
+                                                                 weights={**recommend.weights, "interest": 0.0})))
+        assert not any("interest" in line for line in kept.lines)  # turned off on purpose
+    finally:
+        logging.getLogger("hybridrec.service").removeHandler(kept)
