@@ -324,6 +324,13 @@ class Engine:
         if serving_sequence is not None:
             # It read the old item vectors: it serves on only if trained over the new ones.
             self.serve_sequence(serving_sequence.version)
+        ranker = recommender.reranker
+        if ranker is not None and ranker.sequence is not None and ranker.item_space != self.item_space():
+            # Its sequence encoder read the old item vectors too.
+            log.error("reranker %s reads a sequence encoder trained over other item vectors (%s); ranked by "
+                      "fused retrieval until `hybridrec train reranker` trains one over %s", ranker.version,
+                      ranker.item_space, self.item_space())
+            recommender.reranker = None
 
     def item_space(self) -> dict:
         """What the item vectors mean: the encoder that wrote them and their collection (a sequence
@@ -359,8 +366,8 @@ class Engine:
         if current is not None and current.version == version:
             return current.version
         try:
-            loaded = self.rerankers.load(version, device=self.config.device)
-        except (ValueError, OSError, KeyError) as err:
+            loaded = self.rerankers.load(version, device=self.config.device, item_space=self.item_space())
+        except (ValueError, OSError, KeyError, RuntimeError) as err:
             # A model this version cannot read must not take the service down: keep what serves.
             log.error("reranker %s cannot be served: %s; still serving %s", version, err,
                       current.version if current else "fused retrieval")
@@ -372,9 +379,8 @@ class Engine:
     def reload_sequence(self) -> str | None:
         """Serve the newest accepted sequence encoder trained over the items as they are now (loaded
         before the swap); returns its version, or None. On a shared log every instance follows."""
-        space = self.item_space()
-        fitting = [m for m in self.sequences.all() if m.get("accepted") and m.get("item_space") == space]
-        serving = self.serve_sequence(fitting[-1]["version"] if fitting else None)
+        newest = self.sequences.newest_fitting(self.item_space())
+        serving = self.serve_sequence(newest["version"] if newest else None)
         if self.shared:
             self.log.set_meta(SERVING_SEQUENCE, serving or "")
         return serving

@@ -29,6 +29,7 @@ ENCODER_MODELS = "encoder"
 RERANKER_MODELS = "reranker"
 SEQUENCE_MODELS = "sequence"
 CROSS_ENCODER_FOLDER = "cross_encoder"  # inside a reranker version that has one
+RANKER_SEQUENCE_FOLDER = "sequence"  # inside a reranker version trained with a sequence encoder
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any] | None:
@@ -88,16 +89,26 @@ class ModelVersions:
 class RerankerVersions(ModelVersions):
     """Reranker models; only an accepted one can be loaded for serving."""
 
-    def load(self, version: str, device: str = "auto", allow_rejected: bool = False) -> LoadedReranker:
-        """``allow_rejected`` is for measuring a rejected model offline (evaluation); serving never sets it."""
+    def load(self, version: str, device: str = "auto", allow_rejected: bool = False,
+             item_space: dict[str, Any] | None = None) -> LoadedReranker:
+        """``allow_rejected`` is for measuring a rejected model offline (evaluation); serving never sets it.
+        A ranker that reads a sequence encoder loads only over the item space that encoder was
+        trained in (``item_space``: the items as they are now; None skips the check)."""
         folder = self.path(version)
         meta = self.servable(version, "reranker", allow_rejected)
         if "ranker" not in meta:
             raise ValueError(f"reranker {version} predates the learned ranker; retrain with `hybridrec train reranker`")
-        cross_encoder = None
+        cross_encoder = sequence = None
         if meta["ranker"].get("cross_encoder"):
             cross_encoder = CrossEncoderReranker(folder / CROSS_ENCODER_FOLDER, device=device).for_inference()
-        return LoadedReranker(version, RankingModel.load(folder), cross_encoder, meta)
+        if meta["ranker"].get("sequence"):
+            trained_in = (meta.get("sequence") or {}).get("item_space")
+            if item_space is not None and trained_in != item_space:
+                raise ValueError(f"reranker {version} reads a sequence encoder trained over the item vectors of "
+                                 f"{trained_in}, and the items are now {item_space}; retrain it with "
+                                 "`hybridrec train sequence` and `hybridrec train reranker`")
+            sequence = SequenceModel.load(folder / RANKER_SEQUENCE_FOLDER, device=device)
+        return LoadedReranker(version, RankingModel.load(folder), cross_encoder, meta, sequence)
 
 
 class SequenceVersions(ModelVersions):
@@ -113,6 +124,12 @@ class SequenceVersions(ModelVersions):
                              f"{meta.get('item_space')}, and the items are now {item_space}; retrain it with "
                              "`hybridrec train sequence`")
         return LoadedSequence(version, SequenceModel.load(folder, device=device), float(meta["fusion_weight"]), meta)
+
+    def newest_fitting(self, item_space: dict[str, Any], accepted_only: bool = True) -> dict[str, Any] | None:
+        """Metadata of the newest version trained over ``item_space`` (of the accepted ones, unless
+        ``accepted_only`` is off: a ranker may read a version that was refused as a source)."""
+        fitting = [m for m in self.all() if m.get("item_space") == item_space and (m.get("accepted") or not accepted_only)]
+        return fitting[-1] if fitting else None
 
 
 def trained_fusion_weights(model_dir: str | Path) -> dict[str, float] | None:

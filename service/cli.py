@@ -322,11 +322,26 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _open_engine(settings)
     try:
+        sequence = None
+        if args.sequence != "off":
+            space = engine.item_space()
+            if args.sequence == "auto":
+                newest = engine.sequences.newest_fitting(space, accepted_only=False)
+                version = newest["version"] if newest else None
+            else:
+                version = args.sequence
+            try:
+                sequence = (engine.sequences.load(version, space, device=args.device, allow_rejected=True)
+                            if version else None)
+            except ValueError as err:
+                print(f"--sequence {args.sequence}: {err}", file=sys.stderr)
+                return 2
         report = train_reranker(
             engine.recommender, engine.rerankers,
             replace(settings.train_reranker, epochs=args.epochs, max_lists=args.max_lists,
                     cross_encoder=args.cross_encoder, max_groups=args.max_groups, device=args.device, seed=args.seed),
             progress_factory=lambda desc, total: tqdm(total=total, desc=desc),
+            sequence=sequence,
         )
     finally:
         engine.close()
@@ -338,6 +353,13 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     for name, v in report.metadata["validation"].items():
         print(f"  validation {name:<22} NDCG@10 {v['ndcg@10']:.4f}  Recall@10 {v['recall@10']:.4f}  "
               f"coverage@10 {v['coverage@10']:.3f}")
+    offered = report.metadata.get("sequence")
+    if offered:
+        kept = "reads it" if offered["kept"] else "does not read it"
+        print(f"  sequence encoder {offered['version']} offered as a feature: the served ranker {kept}")
+        for name, v in offered["variants"].items():
+            print(f"    {name}: {v['gain']:+.4f} ± {v['standard_error']:.4f} NDCG@10 against {v['against']}"
+                  f"{'' if v['competes'] else ' (not clearly better: not chosen)'}")
     if report.accepted:
         print("a running service picks it up with: curl -X POST http://HOST:PORT/v1/admin/reload")
     return 0
@@ -366,6 +388,9 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
               f"({v['gain']:+.4f} ± {v['se']:.4f}, {v['cases']} cases)")
     print(f"  trained {len(meta['epochs'])} epochs in {meta['train_seconds']:.0f} s on {meta['device']}; "
           f"an interrupted run resumes where it stopped")
+    if not meta["accepted"]:
+        print("it is not served as a source; `hybridrec train reranker` may still read it as a feature, where "
+              "that wins validation")
     if meta["accepted"]:
         print("a running service picks it up with: curl -X POST http://HOST:PORT/v1/admin/reload")
     return 0
@@ -575,6 +600,10 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                           help=f"cross-encoder training groups (one positive and "
                                f"{reranking.hard_negatives + reranking.random_negatives} negatives each; "
                                "default: %(default)s)")
+    reranker.add_argument("--sequence", default="auto", metavar="auto|off|VERSION",
+                          help="the sequence encoder whose similarity the ranker may read (auto: the newest one "
+                               "trained over the items as they are now, accepted as a source or not; the ranker "
+                               "reads it only where that is clearly better on validation; default: %(default)s)")
     reranker.add_argument("--device", default=reranking.device, help="auto, cpu or cuda (default: %(default)s)")
     reranker.add_argument("--seed", type=int, default=reranking.seed, help="(default: %(default)s)")
     data_dir(reranker)

@@ -101,6 +101,12 @@ def stage_section(stages: dict[str, Any], results: dict[str, Any] | None = None)
                    f"epochs {ce_epochs}), {'kept' if ce.get('kept') else 'not kept'} as a feature")
     else:
         ce_text = f"cross-encoder not trained ({ce.get('why', 'off')})"
+    offered = rr.get("sequence")
+    if offered:
+        tried = "; ".join(f"{name} {v['gain']:+.4f} ± {v['standard_error']:.4f} against {v['against']}"
+                          + ("" if v["competes"] else " (not clearly better)") for name, v in offered["variants"].items())
+        ce_text += (f"; sequence encoder offered as a feature ({tried}), "
+                    f"{'read' if offered.get('kept') else 'not read'} by the ranker that serves")
     validation = "; ".join(f"{name} {v['ndcg@10']:.4f}" for name, v in (rr.get("validation") or {}).items())
     without = stages.get("reranker_without_encoder_training")
     lines += [

@@ -84,13 +84,15 @@ def _train_and_rank(dataset: Dataset, encoder: BiEncoder, points: list[StoredPoi
                     versions: RerankerVersions, settings: StageSettings, slices: tuple[str, ...],
                     progress_factory: Callable[[str, int], Any] | None, label: str,
                     train_sequences: dict[str, list[str]], same_diversity: bool = True,
-                    sequence: LoadedSequence | None = None) -> tuple[Any, dict[str, Any]]:
+                    sequence: LoadedSequence | None = None,
+                    offered: LoadedSequence | None = None) -> tuple[Any, dict[str, Any]]:
     """Train a ranker on the training part over this retrieval (with ``sequence`` serving, if one
-    does), then evaluate it (rejected ones too: the service never loads those, but their effect
-    belongs on the record)."""
+    does; ``offered``: a sequence encoder the ranker may read as a feature), then evaluate it
+    (rejected ones too: the service never loads those, but their effect belongs on the record)."""
     replay = Replay(dataset, encoder, train_sequences, points, config, label, sequence=sequence)
     try:
-        report = train_reranker(replay.engine.recommender, versions, settings.reranker, progress_factory)
+        report = train_reranker(replay.engine.recommender, versions, settings.reranker, progress_factory,
+                                sequence=offered)
     finally:
         replay.close()
     if report.version is None:
@@ -175,10 +177,12 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     serving_sequence = candidate if sequence_accepted else None
     before_ranker = "sequence_encoder" if sequence_accepted else ("fine_tuned_encoder" if accepted else "zero_shot")
 
-    # Stage 4: the learned ranker (+ cross-encoder where it is trained), on the retrieval that will serve.
+    # Stage 4: the learned ranker (+ cross-encoder where it is trained), on the retrieval that will
+    # serve; it may read the sequence encoder as a feature even where that was refused as a source.
     report, reranked = _train_and_rank(dataset, serving_encoder, serving_points, serving_config,
                                        RerankerVersions(work / RERANKER_MODELS), settings, slices, progress_factory,
-                                       "train-reranker", train_sequences, sequence=serving_sequence)
+                                       "train-reranker", train_sequences, sequence=serving_sequence,
+                                       offered=candidate)
     without = None
     if accepted:
         without_report, without = _train_and_rank(dataset, encoder, points, config,
@@ -236,4 +240,5 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
 def _ranker_summary(report) -> dict[str, Any]:
     return {"version": report.version, "accepted": report.accepted, "reason": report.reason,
             **{k: v for k, v in report.metadata.items() if k in (
-                "ranker", "cross_encoder", "validation", "train_users", "validation_users", "seconds", "settings")}}
+                "ranker", "cross_encoder", "sequence", "validation", "train_users", "validation_users", "seconds",
+                "settings")}}

@@ -173,7 +173,8 @@ def rerank_top(catalogue: Catalogue, index: CoOccurrenceIndex, ctx: RecommendCon
     """Step "rerank": the served ranker's order over the hydrated top, and each item's place in
     retrieval's order (1-based)."""
     inputs = rank_inputs(catalogue, index, ctx.history, top, points, query=ctx.query_text,
-                         preferences=ctx.preference_text, texts=reranker.cross_encoder is not None)
+                         preferences=ctx.preference_text, texts=reranker.cross_encoder is not None,
+                         sequence=reranker.sequence)
     return rerank(reranker, inputs), {item_id: n for n, item_id in enumerate(inputs.ids, start=1)}
 
 

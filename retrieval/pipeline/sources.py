@@ -7,8 +7,11 @@ store too, so every filter has exactly one implementation: Qdrant's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from encoders.sequence import SequenceModel
 from retrieval.pipeline.context import RecommendContext
@@ -216,6 +219,17 @@ class PopularSource:
         return SourceResult(self.name, ranked, self.weight) if ranked else None
 
 
+def sequence_vector(catalogue: Catalogue, model: SequenceModel | None, history: Sequence[str]) -> np.ndarray | None:
+    """``model``'s vector for the history (oldest first; the newest ``max_length`` items read), or
+    None without a model or a known item. The sequence source searches with it; a ranker trained
+    with a sequence encoder compares it with each candidate."""
+    if model is None or not history:
+        return None
+    recent = list(history)[-model.shape.max_length:]
+    vector = model.encode([recent], catalogue.vectors(recent))[0]
+    return vector if vector.any() else None
+
+
 @dataclass(frozen=True)
 class LoadedSequence:
     """A sequence encoder version as it serves: the model, its fusion weight (chosen with it on
@@ -241,11 +255,7 @@ class SequenceSource:
 
     def vector(self, history: list[str], loaded: LoadedSequence | None):
         """``loaded``'s vector for ``history`` (None without a model or a known item)."""
-        if loaded is None or not history:
-            return None
-        recent = history[-loaded.model.shape.max_length:]
-        vector = loaded.model.encode([recent], self.catalogue.vectors(recent))[0]
-        return vector if vector.any() else None
+        return sequence_vector(self.catalogue, loaded.model if loaded is not None else None, history)
 
     def candidates(self, ctx: RecommendContext) -> SourceResult | None:
         loaded = self.loaded  # read once: the vector and the weight come from the same version

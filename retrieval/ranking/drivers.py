@@ -18,7 +18,7 @@ DRIVER_GROUPS: dict[str, tuple[str, ...]] = {
     "popularity": ("popularity_log",),
     "profile": tuple(f"dense_profile_{w}" for w in SOURCE_FEATURES),
     "words": tuple(f"lexical_{w}" for w in SOURCE_FEATURES),
-    "sequence": tuple(f"sequence_{w}" for w in SOURCE_FEATURES),
+    "sequence": (*(f"sequence_{w}" for w in SOURCE_FEATURES), "sequence_similarity"),
     "retrieval_place": ("fused_position_log", "fused_score_relative"),
     "newest_items": ("similarity_newest", "similarity_recent_max", "same_category_newest", "category_share_recent",
                      "same_brand_newest"),

@@ -4,8 +4,10 @@ Training and serving build features with this one function, from the same trace 
 keeps for every candidate, so a model never sees a feature computed differently from how it was
 trained. Every feature is about the candidate *in this request*: its place in the fused list, each
 source's rank and score, how many people took it, and how it relates to the user's newest items
-(vector similarity, same leaf category, same brand, price ratio). The cross-encoder's score is
-one more column when a cross-encoder serves; NaN otherwise (the trees handle missing values).
+(vector similarity, same leaf category, same brand, price ratio). Two columns are filled only when
+the ranker has the model behind them, NaN otherwise (the trees handle missing values): the
+cross-encoder's score, and the sequence encoder's similarity (its vector for the history against
+the candidate's, for every candidate, whether or not the sequence source listed it).
 
 Example::
 
@@ -35,9 +37,13 @@ FEATURE_NAMES = (
     "same_category_newest", "category_share_recent", "same_brand_newest",
     "price_ratio_log_newest", "price_unknown",
     "history_length_log",
+    "sequence_similarity",
     "cross_encoder",
 )
 CROSS_ENCODER_COLUMN = FEATURE_NAMES.index("cross_encoder")
+SEQUENCE_COLUMN = FEATURE_NAMES.index("sequence_similarity")
+# Columns a model reads only if it was trained with the model that fills them.
+OPTIONAL_COLUMNS = ("sequence_similarity", "cross_encoder")
 NO_OPINION_COLUMN = FEATURE_NAMES.index("collaborative_no_opinion")
 
 
@@ -46,9 +52,12 @@ def _leaf(point: StoredPoint) -> str | None:
 
 
 def candidate_features(candidates: Sequence[FusedCandidate], points: Mapping[str, StoredPoint],
-                       recent: Sequence[StoredPoint], popularity: Mapping[str, int], history_length: int) -> np.ndarray:
+                       recent: Sequence[StoredPoint], popularity: Mapping[str, int], history_length: int,
+                       sequence_vector: np.ndarray | None = None) -> np.ndarray:
     """One row of ``FEATURE_NAMES`` per candidate, in the fused order given; the cross-encoder's
-    column is left NaN (``rerank.with_cross_encoder`` fills it where a cross-encoder serves).
+    column is left NaN (``rerank.with_cross_encoder`` fills it where a cross-encoder serves), and
+    so is the sequence column without ``sequence_vector`` (the ranker's sequence encoder's vector
+    for this history).
 
     ``points`` holds the candidates with their vectors, ``recent`` the newest history items (newest
     first, with vectors), ``popularity`` how many users took each candidate (without the user being
@@ -86,6 +95,8 @@ def candidate_features(candidates: Sequence[FusedCandidate], points: Mapping[str
         known = bool(price) and bool(newest_price)
         row += [math.log(price / newest_price) if known else 0.0, 0.0 if known else 1.0]
         row += [math.log1p(history_length)]
+        row.append(float(sequence_vector @ np.asarray(point.vector, dtype=np.float32))
+                   if sequence_vector is not None and point.vector is not None else float("nan"))
         row.append(float("nan"))
         rows[n] = row
     return rows

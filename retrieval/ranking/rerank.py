@@ -2,7 +2,8 @@
 
 The ranker (``ranking.model``) reads each candidate's retrieval evidence (``ranking.features``) and,
 when the accepted model includes one, a fine-tuned cross-encoder's score for the (user context,
-candidate text) pair. Which of the two the served model uses was decided on validation by the
+candidate text) pair, and when it includes one, a sequence encoder's similarity between the
+history and each candidate. Which of these the served model uses was decided on validation by the
 trainer, never assumed. Training, validation and serving all go through ``rank_inputs`` and
 ``rerank`` here, so features are computed one way only.
 """
@@ -16,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from encoders.cross_encoder import CrossEncoderReranker
+from encoders.sequence import SequenceModel
 from encoders.text import candidate_text, context_text
 from retrieval.pipeline.fusion import FusedCandidate
+from retrieval.pipeline.sources import sequence_vector
 from retrieval.ranking.features import CROSS_ENCODER_COLUMN, NO_OPINION_COLUMN, RECENT_ITEMS, candidate_features
 from retrieval.ranking.model import RankingModel
 from retrieval.state.catalogue import Catalogue
@@ -38,10 +41,19 @@ class LoadedReranker:
     ranker: RankingModel
     cross_encoder: CrossEncoderReranker | None
     metadata: dict[str, Any]
+    # The sequence encoder the ranker was trained with, saved inside its version: the ranker reads
+    # its similarity whether or not a sequence source serves.
+    sequence: SequenceModel | None = None
 
     @property
     def description(self) -> str:
-        return "learned ranker" + (" + cross-encoder" if self.cross_encoder is not None else "")
+        return ("learned ranker" + (" + sequence encoder" if self.sequence is not None else "")
+                + (" + cross-encoder" if self.cross_encoder is not None else ""))
+
+    @property
+    def item_space(self) -> dict[str, Any] | None:
+        """The item vectors its sequence encoder reads (None without one)."""
+        return (self.metadata.get("sequence") or {}).get("item_space") if self.sequence is not None else None
 
 
 @dataclass
@@ -58,12 +70,14 @@ class RankInputs:
 def rank_inputs(catalogue: Catalogue, index: CoOccurrenceIndex, history: Sequence[str],
                 candidates: Sequence[FusedCandidate], points: dict[str, StoredPoint] | None = None,
                 leave_out_user: str | None = None, query: str | None = None,
-                preferences: str | None = None, texts: bool = True) -> RankInputs:
+                preferences: str | None = None, texts: bool = True,
+                sequence: SequenceModel | None = None) -> RankInputs:
     """Features for ``candidates`` (fused order) given the ``history`` (oldest first).
 
     ``points`` may pass candidates already fetched with their vectors; ``leave_out_user`` is for
     training on the log (the user's own events must not count towards popularity); ``texts=False``
-    leaves the documents out (a trainer holding thousands of lists without a cross-encoder).
+    leaves the documents out (a trainer holding thousands of lists without a cross-encoder);
+    ``sequence`` fills the sequence encoder's column.
     """
     history = list(history)[-HISTORY_ITEMS:]
     points = dict(points or {})
@@ -75,7 +89,8 @@ def rank_inputs(catalogue: Catalogue, index: CoOccurrenceIndex, history: Sequenc
     candidates = [c for c in candidates if c.id in points]
     recent = [points[i] for i in newest if i in points]
     popularity = index.user_counts([c.id for c in candidates], leave_out=leave_out_user)
-    features = candidate_features(candidates, points, recent[:RECENT_ITEMS], popularity, len(history))
+    features = candidate_features(candidates, points, recent[:RECENT_ITEMS], popularity, len(history),
+                                  sequence_vector(catalogue, sequence, history))
     context = context_text([p.payload for p in recent[:CONTEXT_ITEMS]], query, preferences)
     documents = [candidate_text(points[c.id].payload) for c in candidates] if texts else []
     return RankInputs([c.id for c in candidates], features, context, documents)

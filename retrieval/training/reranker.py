@@ -35,14 +35,16 @@ from sklearn.pipeline import make_pipeline
 
 from encoders.cross_encoder import CrossEncoderReranker
 from encoders.device import resolve_device
+from encoders.sequence import SequenceModel
 from encoders.text import candidate_text, context_text
 from encoders.training import RerankGroup, train_listwise
 from retrieval.evaluation import metrics
 from retrieval.pipeline.recommender import Recommender
+from retrieval.pipeline.sources import LoadedSequence
 from retrieval.ranking.features import FEATURE_NAMES, NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import CONTEXT_ITEMS, RankInputs, rank_inputs, rank_order, with_cross_encoder
-from retrieval.registry import CROSS_ENCODER_FOLDER, RerankerVersions
+from retrieval.registry import CROSS_ENCODER_FOLDER, RANKER_SEQUENCE_FOLDER, RerankerVersions
 from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
@@ -92,12 +94,14 @@ def _context(history: list[str], payloads: dict[str, Any]) -> str:
 
 
 def build_list(recommender: Recommender, user: str, history: list[str], target: str, candidates: int,
-               texts: bool = True, index: CoOccurrenceIndex | None = None) -> RankList:
+               texts: bool = True, index: CoOccurrenceIndex | None = None,
+               sequence: SequenceModel | None = None) -> RankList:
     """A ranking list; its features read ``index`` (default: the profiles' own; the cold-items
-    slice passes the one its ``recommender`` retrieves with, without the cold items' interactions)."""
+    slice passes the one its ``recommender`` retrieves with, without the cold items' interactions)
+    and, given one, the ``sequence`` encoder's similarity."""
     items = retrieve_past_moment(recommender, user, history, candidates, ranker_pool=True)
     inputs = rank_inputs(recommender.catalogue, index or recommender.profiles.index, history, rank_candidates(items),
-                         leave_out_user=user, texts=texts)
+                         leave_out_user=user, texts=texts, sequence=sequence)
     return RankList(user, target, inputs)
 
 
@@ -223,13 +227,13 @@ def blended(model: RankingModel, features: np.ndarray, labels: np.ndarray, weigh
     says (a logistic fit on ``POSITION_FEATURE`` over the same training rows). A soft vote of two
     scikit-learn estimators, so the served ranker loads and scores it as any other (the trees are
     frozen: not refitted)."""
-    read = [n for n in model.feature_names if n != "cross_encoder" or model.uses_cross_encoder]
+    read = list(model.read)
     x = features[:, [FEATURE_NAMES.index(n) for n in read]]
     position = make_pipeline(ColumnTransformer([("position", "passthrough", [read.index(POSITION_FEATURE)])]),
                              LogisticRegression())
     vote = VotingClassifier([("ranker", FrozenEstimator(model.trees)), ("retrieval", position)],
                             voting="soft", weights=[1.0 - weight, weight]).fit(x, labels)
-    return RankingModel(vote, model.uses_cross_encoder, model.feature_names)
+    return RankingModel(vote, model.uses_cross_encoder, model.feature_names, model.uses_sequence)
 
 
 def slice_scores(order: Callable[[RankList], list[str]], lists: dict[str, list[RankList]]) -> dict[str, list[float]]:
@@ -270,7 +274,8 @@ class Judge:
 class Choice:
     """What serves: the learned variant, the model (the variant, or its blend with retrieval's
     order), whether it is accepted and why; validation rows of the variants, their slice verdicts
-    (blends' too), and the exposure correction tried."""
+    (blends' too), the exposure correction tried, and each variant that reads one more model
+    against the variant without it."""
 
     variant: str
     model: RankingModel
@@ -279,22 +284,37 @@ class Choice:
     validation: dict[str, Any]
     verdicts: dict[str, SliceVerdict]
     exposure: dict[str, Any]
+    added_models: dict[str, Any] = field(default_factory=dict)
 
 
-def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray, labels: np.ndarray) -> Choice:
+def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray, labels: np.ndarray,
+           without: dict[str, str] | None = None, only_added: bool = False) -> Choice:
     """The best learned variant, judged by every rule (``_verdict``). One that collapses,
     concentrates exposure (``concentrates``) or costs a slice is blended with retrieval's order at
     each of ``BLEND_WEIGHTS`` (``blended``, fitted on the training rows ``features``/``labels``);
-    the best blend that passes every rule serves instead, else the variant as it was judged."""
+    the best blend that passes every rule serves instead, else the variant as it was judged.
+
+    ``without`` names, for a variant that reads one more model (the sequence encoder), the variant
+    that does not: it competes only if clearly better than that one on the same lists, since it
+    costs that model's time on every request. ``only_added``: only those variants compete, whatever
+    that comparison says (measuring the added model)."""
     validation, per_case, verdicts = judge(variants)
-    best_name, accepted, reason = _verdict(validation, per_case, verdicts)
+    added: dict[str, Any] = {}
+    for name, simpler in (without or {}).items():
+        better, gain, se = clearly_better(per_case[name], per_case[simpler], min_relative=MIN_RELATIVE_GAIN)
+        added[name] = {"against": simpler, "ndcg@10": validation[name]["ndcg@10"],
+                       "without": validation[simpler]["ndcg@10"], "gain": gain, "standard_error": se,
+                       "competes": better}
+    among = ([n for n in variants if n in added] if only_added and added
+             else [n for n in variants if n not in added or added[n]["competes"]])
+    best_name, accepted, reason = _verdict(validation, per_case, verdicts, among=among)
     base, best = validation["retrieval"], validation[best_name]
     exposure: dict[str, Any] = {"tried": False, "why": None, "blends": {}, "chosen": None, "weight": None}
     why = ("trips the collapse guard" if collapsed(best, base) else "concentrates exposure"
            if concentrates(best, base) else "is clearly worse on a slice" if not verdicts[best_name].accepted
            else None)
     if why is None:
-        return Choice(best_name, variants[best_name], accepted, reason, validation, verdicts, exposure)
+        return Choice(best_name, variants[best_name], accepted, reason, validation, verdicts, exposure, added)
     exposure.update(tried=True, why=why)
     blends = {f"{best_name}+retrieval@{w:g}": blended(variants[best_name], features, labels, w) for w in BLEND_WEIGHTS}
     tried, tried_case, blend_verdicts = judge({**variants, **blends})
@@ -307,17 +327,23 @@ def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray
         chosen, accepted, reason = _verdict(tried, tried_case, blend_verdicts, among=passing)
         exposure.update(chosen=chosen, weight=BLEND_WEIGHTS[list(blends).index(chosen)])
         return Choice(best_name, blends[chosen], True, f"{reason}; blended with retrieval's order, as {best_name} "
-                      f"alone {why}", validation, verdicts, exposure)
+                      f"alone {why}", validation, verdicts, exposure, added)
     reason += (f"; it {why}, and no blend with retrieval's order passed every rule" if accepted
                else "; no blend with retrieval's order passed every rule either")
-    return Choice(best_name, variants[best_name], accepted, reason, validation, verdicts, exposure)
+    return Choice(best_name, variants[best_name], accepted, reason, validation, verdicts, exposure, added)
 
 
 def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings | None = None,
-                   progress_factory: Callable[[str, int], Any] | None = None) -> TrainingReport:
+                   progress_factory: Callable[[str, int], Any] | None = None,
+                   sequence: LoadedSequence | None = None) -> TrainingReport:
     """Build lists (and groups), train, validate, and save the model with its verdict. Only an
-    accepted model can ever be loaded for serving."""
+    accepted model can ever be loaded for serving.
+
+    Given a trained ``sequence`` encoder (whether or not it was accepted as a source), variants that
+    also read its similarity to each candidate are trained and judged beside the others; one that
+    serves is saved with the encoder inside its version."""
     started = time.perf_counter()
+    reads = sequence.model if sequence is not None else None
     settings = settings or TrainingSettings()
     use_cross_encoder = settings.uses_cross_encoder()
     candidates = settings.candidates or recommender.config.rerank_candidates
@@ -344,7 +370,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     def build_all(desc: str, work: list[tuple[str, list[str], str]]) -> list[RankList]:
         b, out = bar(desc, len(work)), []
         for user, history, target in work:
-            out.append(build_list(recommender, user, history, target, candidates, texts=use_cross_encoder))
+            out.append(build_list(recommender, user, history, target, candidates, texts=use_cross_encoder,
+                                  sequence=reads))
             b.update(1)
         b.close()
         return out
@@ -368,7 +395,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     for name, source, index in (("cold_users", recommender, None), ("cold_items", cold_recommender, cold_index)):
         for case in cases[name]:
             rl = build_list(source, case.user, list(case.history), case.target, candidates, texts=use_cross_encoder,
-                            index=index)
+                            index=index, sequence=reads)
             if recommender.pool_weights is not None:
                 rl.served = [i.id for i in retrieve_past_moment(source, case.user, list(case.history), 10)]
             slice_lists[name].append(rl)
@@ -406,17 +433,26 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     if cross_encoder is not None:
         variants["ranker+cross_encoder"] = RankingModel.fit(features, labels, uses_cross_encoder=True,
                                                             seed=settings.seed)
+    without: dict[str, str] = {}
+    if reads is not None:
+        for name in list(variants):
+            variants[f"{name}+sequence"] = RankingModel.fit(features, labels, uses_cross_encoder=name != "ranker",
+                                                            uses_sequence=True, seed=settings.seed)
+            without[f"{name}+sequence"] = name
 
     judge = Judge(val_lists, slice_lists, recommender.catalogue.count())
-    choice = choose(judge, variants, features, labels)
+    choice = choose(judge, variants, features, labels, without, only_added=settings.sequence == "only")
     validation, verdicts, exposure = choice.validation, choice.verdicts, choice.exposure
     best_name, accepted, reason, served = choice.variant, choice.accepted, choice.reason, choice.model
     serves_cross_encoder = served.uses_cross_encoder
+    serves_sequence = served.uses_sequence
 
     def write(folder):
         served.save(folder)
         if serves_cross_encoder:
             cross_encoder.save(folder / CROSS_ENCODER_FOLDER)
+        if serves_sequence:
+            reads.save(folder / RANKER_SEQUENCE_FOLDER)
 
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -424,10 +460,11 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         "reason": reason,
         "base_model": (f"gradient-boosted trees (scikit-learn {sklearn.__version__}) over retrieval evidence"
                        + (" blended with retrieval's order" if exposure["chosen"] else "")
+                       + (f" + sequence encoder {sequence.version}" if serves_sequence else "")
                        + (f" + cross-encoder fine-tuned from {cross_encoder.model_path}" if serves_cross_encoder else "")),
         "log_users": len(sequences),
         "log_seq": log_seq,
-        "ranker": {"cross_encoder": serves_cross_encoder, "variant": best_name,
+        "ranker": {"cross_encoder": serves_cross_encoder, "sequence": serves_sequence, "variant": best_name,
                    "retrieval_blend": exposure["weight"],  # the retrieval order's weight, if blended
                    "lists": len(lists), "rows": int(len(labels)), "positives": int(labels.sum()),
                    # NDCG@10 per slice of each variant against retrieval's order (``judge_every_slice``;
@@ -442,6 +479,12 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
                           if cross_encoder is not None else
                           {"trained": False, "why": f"cross_encoder={settings.cross_encoder} on "
                                                    f"{resolve_device(settings.device)}"}),
+        # The sequence encoder offered as a feature, and each variant reading it against the same
+        # variant without it on validation (it competes only if clearly better).
+        "sequence": ({"version": sequence.version, "item_space": sequence.metadata.get("item_space"),
+                      "accepted_as_source": bool(sequence.metadata.get("accepted")), "kept": serves_sequence,
+                      "variants": choice.added_models}
+                     if sequence is not None else None),
         "train_users": len(train_users), "validation_users": len(val_users),
         "pool_weights": recommender.config.ranker_pool_weights or recommender.config.weights,
         "validation": validation,

@@ -34,6 +34,14 @@ class TrainingSettings(LogTrainingSettings):
     hard_negatives: int = 5
     random_negatives: int = 2
     candidates: int | None = None  # the top of retrieval that is reranked; default: as the service does
+    # Given a sequence encoder to read: "auto": a variant reading it competes only where it is
+    # clearly better on validation than the same ranker without it (it costs a transformer pass per
+    # request); "only": only variants reading it are trained and judged (measuring it).
+    sequence: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.sequence not in ("auto", "only"):
+            raise ValueError(f"sequence must be auto or only, not {self.sequence!r}")
 
     def uses_cross_encoder(self) -> bool:
         if self.cross_encoder not in ("auto", "on", "off"):

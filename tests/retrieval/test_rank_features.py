@@ -8,7 +8,7 @@ import pytest
 
 from retrieval.pipeline.fusion import FusedCandidate, SourceRank
 from retrieval.ranking.drivers import DRIVER_GROUPS, rank_drivers
-from retrieval.ranking.features import CROSS_ENCODER_COLUMN, FEATURE_NAMES, candidate_features
+from retrieval.ranking.features import CROSS_ENCODER_COLUMN, FEATURE_NAMES, SEQUENCE_COLUMN, candidate_features
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import RankInputs, with_cross_encoder
 from retrieval.storage.vector_store import StoredPoint
@@ -49,6 +49,19 @@ def test_features_are_read_off_the_trace_and_the_newest_items():
     assert column(rows, "price_ratio_log_newest").tolist() == pytest.approx([math.log(2), 0.0])
     assert column(rows, "price_unknown").tolist() == [0.0, 1.0]
     assert np.isnan(rows[:, CROSS_ENCODER_COLUMN]).all()
+
+
+def test_the_sequence_column_compares_the_history_vector_with_every_candidate():
+    points = {"a": point("a", [0.6, 0.8], "Pens"), "b": point("b", [0, 1], "Paper"), "c": point("c", [1, 0], "Pens")}
+    # "b" and "c" were not listed by the sequence source: the column is there for every candidate.
+    candidates = [FusedCandidate("a", 0.04, {"sequence": SourceRank(1, 0.9, 0.01)}),
+                  FusedCandidate("b", 0.02, {"dense_profile": SourceRank(1, 0.8, 0.01)}),
+                  FusedCandidate("c", 0.01, {}, no_opinion=["collaborative"])]
+    newest = [point("h", [1, 0], "Pens")]
+    rows = candidate_features(candidates, points, newest, {}, 1, sequence_vector=np.array([0.0, 1.0], dtype=np.float32))
+    assert rows[:, SEQUENCE_COLUMN].tolist() == pytest.approx([0.8, 1.0, 0.0])
+    assert column(rows, "sequence_listed").tolist() == [1.0, 0.0, 0.0]
+    assert np.isnan(candidate_features(candidates, points, newest, {}, 1)[:, SEQUENCE_COLUMN]).all()
 
 
 class FixedScores:
@@ -134,6 +147,27 @@ def test_a_ranker_trained_before_a_feature_was_added_reads_only_its_own_columns(
     shifted = x.copy()
     shifted[:, [FEATURE_NAMES.index(n) for n in FEATURE_NAMES if n.startswith("sequence_")]] = 123.0
     assert np.array_equal(loaded.score(shifted), trees.predict_proba(x[:, old_columns])[:, 1])
+
+
+def test_a_ranker_reads_the_sequence_column_only_if_trained_with_it(tmp_path):
+    """Lists where the item taken next is the one the sequence encoder points at."""
+    rng = np.random.default_rng(3)
+    x, y = synthetic(n_lists=300)
+    x[:, FEATURE_NAMES.index("same_category_newest")] = 0  # the only signal is the sequence column now
+    x[:, SEQUENCE_COLUMN] = rng.normal(size=len(x)) - 2
+    x[y == 1, SEQUENCE_COLUMN] += 4
+    plain, reading = RankingModel.fit(x, y), RankingModel.fit(x, y, uses_sequence=True)
+    assert "sequence_similarity" not in plain.read and "sequence_similarity" in reading.read
+    shifted = x.copy()
+    shifted[:, SEQUENCE_COLUMN] = np.nan  # what serving fills without a sequence encoder
+    assert np.array_equal(plain.score(shifted), plain.score(x))
+    scores = reading.score(x)
+    assert scores[y == 1].mean() > scores[y == 0].mean() + 0.3
+    reading.save(tmp_path / "m")
+    loaded = RankingModel.load(tmp_path / "m")
+    assert loaded.uses_sequence and np.array_equal(loaded.score(x), scores)
+    with pytest.raises(ValueError, match="sequence encoder's similarity"):
+        RankingModel.fit(shifted, y, uses_sequence=True)
 
 
 def test_rank_drivers_name_the_evidence_that_raised_an_items_score():

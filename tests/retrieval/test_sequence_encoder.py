@@ -5,7 +5,9 @@ named in traces, responses and explanations, and reaching items added after it w
 import json
 import random
 import time
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from litestar.testing import TestClient
@@ -142,3 +144,66 @@ def test_train_sequence_from_the_command_line(engine, demo_items, tmp_path, caps
     meta = json.loads((versions[0] / "metadata.json").read_text())
     assert f"sequence encoder {meta['version']} {'accepted' if meta['accepted'] else 'rejected'}" in out
     assert "validation all" in out and "validation cold_users" in out and "trained 2 epochs" in out
+
+
+def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(engine, demo_items, tmp_path):
+    from retrieval.ranking.features import SEQUENCE_COLUMN
+    from retrieval.training.reranker import train_reranker
+    from retrieval.training.settings import TrainingSettings
+
+    chain = chain_log(engine, demo_items)
+    meta = train_sequence(engine, engine.sequences, SMALL)
+    path = engine.sequences.path(meta["version"]) / "metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accepted": False}))  # refused as a source
+    offered = engine.sequences.load(meta["version"], engine.item_space(), device="cpu", allow_rejected=True)
+    settings = TrainingSettings(validation_users=0.3, candidates=20, cross_encoder="off", device="cpu")
+
+    # "only" keeps the variant that reads it, to measure it; the comparison with the plain ranker is
+    # on record either way.
+    report = train_reranker(engine.recommender, engine.rerankers, replace(settings, sequence="only"), sequence=offered)
+    saved = {m["version"]: m for m in engine.rerankers.all()}[report.version]
+    assert saved["ranker"]["variant"].startswith("ranker+sequence") and saved["ranker"]["sequence"]
+    compared = saved["sequence"]["variants"]["ranker+sequence"]
+    assert compared["against"] == "ranker" and set(saved["validation"]) >= {"ranker", "ranker+sequence"}
+    assert saved["sequence"]["version"] == meta["version"] and not saved["sequence"]["accepted_as_source"]
+    assert (engine.rerankers.path(report.version) / "sequence" / "sequence.pt").exists()
+
+    loaded = engine.rerankers.load(report.version, device="cpu", allow_rejected=True, item_space=engine.item_space())
+    assert loaded.sequence is not None and loaded.ranker.uses_sequence
+    assert "sequence encoder" in loaded.description
+    with pytest.raises(ValueError, match="hybridrec train reranker"):
+        engine.rerankers.load(report.version, allow_rejected=True,
+                              item_space={**engine.item_space(), "collection": "items__other"})
+
+    # Serving: the ranker reads the similarity although no sequence source serves.
+    seen = []
+    score = loaded.ranker.score
+    loaded.ranker.score = lambda features: seen.append(features) or score(features)
+    engine.recommender.reranker = loaded
+    assert engine.recommender.sources["sequence"].loaded is None
+    served = engine.recommender.recommend(RecommendRequest(history=chain[10:14], k=5, diversity=0))
+    assert served.reranker == report.version and "sequence" not in served.sources
+    assert seen and not np.isnan(seen[0][:, SEQUENCE_COLUMN]).any()
+
+    # "auto" (the default): the variant competes only where it is clearly better than the plain one.
+    auto = train_reranker(engine.recommender, engine.rerankers, settings, sequence=offered)
+    judged = auto.metadata["sequence"]["variants"]["ranker+sequence"]
+    assert auto.metadata["ranker"]["sequence"] == (auto.metadata["ranker"]["variant"].startswith("ranker+sequence"))
+    if not judged["competes"]:
+        assert not auto.metadata["ranker"]["sequence"]
+
+
+def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder(engine, demo_items, capsys):
+    chain_log(engine, demo_items)
+    version = train_sequence(engine, engine.sequences, SMALL)["version"]
+    data_dir = engine.config.data_dir
+    engine.close()
+    assert main(["train", "reranker", "--data-dir", str(data_dir), "--cross-encoder", "off", "--device", "cpu",
+                 "--max-lists", "200"]) == 0
+    out = capsys.readouterr().out
+    assert f"sequence encoder {version} offered as a feature" in out and "ranker+sequence:" in out
+    assert main(["train", "reranker", "--data-dir", str(data_dir), "--cross-encoder", "off", "--device", "cpu",
+                 "--max-lists", "200", "--sequence", "off"]) == 0
+    assert "offered as a feature" not in capsys.readouterr().out
+    assert main(["train", "reranker", "--data-dir", str(data_dir), "--sequence", "v19990101-000000"]) == 2
+    assert "--sequence v19990101-000000" in capsys.readouterr().err
