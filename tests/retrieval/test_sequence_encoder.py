@@ -185,6 +185,14 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
     assert served.reranker == report.version and "sequence" not in served.sources
     assert seen and not np.isnan(seen[0][:, SEQUENCE_COLUMN]).any()
 
+    # After a reindex its sequence encoder would read other item vectors: fused retrieval serves.
+    from retrieval.reindex import reindex
+    reindex(engine, engine.encoder, encoder_path=None, batch_size=100)
+    assert engine.recommender.reranker is None
+    ranker_meta = engine.rerankers.path(report.version) / "metadata.json"
+    ranker_meta.write_text(json.dumps({**json.loads(ranker_meta.read_text()), "accepted": True}))
+    assert engine.serve_reranker(report.version) is None  # refused for its item space, not its verdict
+
     # "auto" (the default): the variant competes only where it is clearly better than the plain one.
     auto = train_reranker(engine.recommender, engine.rerankers, settings, sequence=offered)
     judged = auto.metadata["sequence"]["variants"]["ranker+sequence"]
