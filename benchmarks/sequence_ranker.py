@@ -17,6 +17,7 @@ and items nobody has taken keep the place retrieval gave them. This measures tha
    alternated request by request so both see the same machine load.
 
     python benchmarks/sequence_ranker.py [--max-users 1000] [--seed 42] [--lists 3000] [--requests 300]
+        [--left-out 1] [--name NAME]
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["test", "valid"])
     parser.add_argument("--lists", type=int, default=3000, help="ranking lists each ranker learns from")
     parser.add_argument("--epochs", type=int, default=SequenceTrainingSettings.epochs)
+    parser.add_argument("--left-out", type=int, default=SequenceTrainingSettings.left_out,
+                        help="each user's newest items the sequence encoder does not train on")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default="sequence_ranker", help="results file name (benchmarks/results/NAME.json)")
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     replay = Replay(dataset, encoder, train, points, config, "train-sequence")
     try:
         sequence_meta = train_sequence(replay.engine, SequenceVersions(work / "sequence"),
-                                       SequenceTrainingSettings(epochs=args.epochs, device=args.device, seed=args.seed),
+                                       SequenceTrainingSettings(epochs=args.epochs, device=args.device, seed=args.seed,
+                                                                left_out=args.left_out),
                                        progress_factory=progress)
         space = replay.engine.item_space()
     finally:

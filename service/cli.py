@@ -325,21 +325,22 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         sequence = None
         if args.sequence != "off":
             space = engine.item_space()
-            if args.sequence == "auto":
-                newest = engine.sequences.newest_fitting(space, accepted_only=False)
-                version = newest["version"] if newest else None
-            else:
-                version = args.sequence
+            newest = engine.sequences.newest_fitting(space, accepted_only=False)
+            version = args.sequence_version or (newest["version"] if newest else None)
+            if version is None:
+                print("--sequence: no sequence encoder is trained over the items as they are now; train one with "
+                      "`hybridrec train sequence`", file=sys.stderr)
+                return 2
             try:
-                sequence = (engine.sequences.load(version, space, device=args.device, allow_rejected=True)
-                            if version else None)
+                sequence = engine.sequences.load(version, space, device=args.device, allow_rejected=True)
             except ValueError as err:
-                print(f"--sequence {args.sequence}: {err}", file=sys.stderr)
+                print(f"--sequence-version {version}: {err}", file=sys.stderr)
                 return 2
         report = train_reranker(
             engine.recommender, engine.rerankers,
             replace(settings.train_reranker, epochs=args.epochs, max_lists=args.max_lists,
-                    cross_encoder=args.cross_encoder, max_groups=args.max_groups, device=args.device, seed=args.seed),
+                    cross_encoder=args.cross_encoder, max_groups=args.max_groups, device=args.device, seed=args.seed,
+                    sequence=args.sequence),
             progress_factory=lambda desc, total: tqdm(total=total, desc=desc),
             sequence=sequence,
         )
@@ -600,10 +601,13 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                           help=f"cross-encoder training groups (one positive and "
                                f"{reranking.hard_negatives + reranking.random_negatives} negatives each; "
                                "default: %(default)s)")
-    reranker.add_argument("--sequence", default="auto", metavar="auto|off|VERSION",
-                          help="the sequence encoder whose similarity the ranker may read (auto: the newest one "
-                               "trained over the items as they are now, accepted as a source or not; the ranker "
-                               "reads it only where that is clearly better on validation; default: %(default)s)")
+    reranker.add_argument("--sequence", choices=["off", "auto", "only"], default=reranking.sequence,
+                          help="whether the ranker may read a sequence encoder's similarity to each candidate (auto: "
+                               "where clearly better on validation than without it; only: always, to measure it; "
+                               "default: %(default)s)")
+    reranker.add_argument("--sequence-version", default=None, metavar="VERSION",
+                          help="which sequence encoder (default: the newest trained over the items as they are now, "
+                               "accepted as a source or not)")
     reranker.add_argument("--device", default=reranking.device, help="auto, cpu or cuda (default: %(default)s)")
     reranker.add_argument("--seed", type=int, default=reranking.seed, help="(default: %(default)s)")
     data_dir(reranker)

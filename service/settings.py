@@ -171,8 +171,8 @@ SECTION_HELP: dict[str, str] = {
     "train_reranker.max_lists": "ranking lists the ranker learns from",
     "train_reranker.cross_encoder": "train the cross-encoder as a ranker feature: auto (on a GPU only), on or off",
     "train_reranker.max_groups": "cross-encoder training groups (one positive and its negatives each)",
-    "train_reranker.sequence": "given a sequence encoder: auto (the ranker reads it where clearly better than "
-                               "without it) or only (only variants reading it: measuring it)",
+    "train_reranker.sequence": "whether the ranker may read a sequence encoder: off, auto (where clearly better "
+                               "on validation than without it) or only (only variants reading it: measuring it)",
     "train_reranker.hard_negatives": "negatives per group taken from retrieval's top",
     "train_reranker.random_negatives": "negatives per group drawn from the catalogue",
     "train_reranker.candidates": "the top of retrieval that is reranked; none: recommend.rerank_candidates",
@@ -212,6 +212,8 @@ SECTION_HELP: dict[str, str] = {
     "train_sequence.max_early_stop_users": "at most this many early-stopping users",
     "train_sequence.fusion_weights": "fusion weights tried for the sequence source",
     "train_sequence.long_tail_head": "share of the most taken items outside which the long tail is judged",
+    "train_sequence.left_out": "each user's newest items not trained on: the newest (validation judges it) and the "
+                               "steps a learned ranker trains on, so a ranker never reads it on steps it learned",
 }
 
 # Fields of the sections that the engine sets itself: not settings.
@@ -287,7 +289,7 @@ CHECKS: dict[str, Check] = {
     **{f"{section}.positions_per_user": _at_least(1) for section in ("train_reranker", "train_encoder")},
     "train_reranker.max_lists": _at_least(1),
     "train_reranker.cross_encoder": _one_of("auto", "on", "off"),
-    "train_reranker.sequence": _one_of("auto", "only"),
+    "train_reranker.sequence": _one_of("off", "auto", "only"),
     "train_reranker.max_groups": _at_least(0),
     "train_reranker.hard_negatives": _at_least(0),
     "train_reranker.random_negatives": _at_least(0),
@@ -311,6 +313,7 @@ CHECKS: dict[str, Check] = {
     "train_sequence.early_stop_users": _between(0, 1),
     "train_sequence.fusion_weights": Check("with one or more values, all > 0", lambda v: bool(v) and min(v) > 0),
     "train_sequence.long_tail_head": _between(0, 1),
+    "train_sequence.left_out": _at_least(1),
 }
 
 

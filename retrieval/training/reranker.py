@@ -339,12 +339,15 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     """Build lists (and groups), train, validate, and save the model with its verdict. Only an
     accepted model can ever be loaded for serving.
 
-    Given a trained ``sequence`` encoder (whether or not it was accepted as a source), variants that
-    also read its similarity to each candidate are trained and judged beside the others; one that
-    serves is saved with the encoder inside its version."""
+    Given a trained ``sequence`` encoder (whether or not it was accepted as a source) and
+    ``settings.sequence`` other than "off", variants that also read its similarity to each candidate
+    are trained and judged beside the others; one that serves is saved with the encoder inside its
+    version."""
     started = time.perf_counter()
-    reads = sequence.model if sequence is not None else None
     settings = settings or TrainingSettings()
+    if settings.sequence == "off":
+        sequence = None
+    reads = sequence.model if sequence is not None else None
     use_cross_encoder = settings.uses_cross_encoder()
     candidates = settings.candidates or recommender.config.rerank_candidates
     rng = random.Random(settings.seed)

@@ -252,7 +252,8 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
     # A seeded share of items is new to the model, so the cold-items slice judges it on items it has
     # never seen (as the encoder trainer does).
     held = held_out_items(sequences, COLD_ITEM_SHARE, settings.seed)
-    trained = without_items({u: seq[:len(seq) - (2 if u in early_users else 1)] for u, seq in sequences.items()}, held)
+    trained = without_items({u: seq[:len(seq) - max(settings.left_out, 2 if u in early_users else 1)]
+                             for u, seq in sequences.items()}, held)
     trained = {u: seq for u, seq in trained.items() if len(seq) > 1}
     if not trained:
         raise ValueError("no training examples: a user needs three or more items; log more events")

@@ -34,14 +34,16 @@ class TrainingSettings(LogTrainingSettings):
     hard_negatives: int = 5
     random_negatives: int = 2
     candidates: int | None = None  # the top of retrieval that is reranked; default: as the service does
-    # Given a sequence encoder to read: "auto": a variant reading it competes only where it is
-    # clearly better on validation than the same ranker without it (it costs a transformer pass per
-    # request); "only": only variants reading it are trained and judged (measuring it).
-    sequence: str = "auto"
+    # Whether the ranker may read a sequence encoder it is given: "off": it reads none; "auto": a
+    # variant reading it competes only where it is clearly better on validation than the same ranker
+    # without it (it costs a transformer pass per request); "only": only variants reading it compete
+    # (measuring it). Off by default: on the shared dataset it won validation and lost on test
+    # (benchmarks/sequence_ranker.py; docs/research.md, "The sequence encoder").
+    sequence: str = "off"
 
     def __post_init__(self) -> None:
-        if self.sequence not in ("auto", "only"):
-            raise ValueError(f"sequence must be auto or only, not {self.sequence!r}")
+        if self.sequence not in ("off", "auto", "only"):
+            raise ValueError(f"sequence must be off, auto or only, not {self.sequence!r}")
 
     def uses_cross_encoder(self) -> bool:
         if self.cross_encoder not in ("auto", "on", "off"):
@@ -112,3 +114,8 @@ class SequenceTrainingSettings(LogTrainingSettings):
     fusion_weights: tuple[float, ...] = (0.25, 0.5, 1.0)
     max_validation_users: int = 3000
     long_tail_head: float = 0.2  # long-tail targets: outside this share of the most taken items
+    # Each user's newest items left out of training: the newest (validation judges it), and here
+    # the steps before it that a learned ranker trains on (``TrainingSettings.positions_per_user``).
+    # A ranker that read a model trained on its own training steps would learn to trust it more than
+    # it deserves on a request, where what comes next was never learned.
+    left_out: int = 1

@@ -193,8 +193,11 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
     ranker_meta.write_text(json.dumps({**json.loads(ranker_meta.read_text()), "accepted": True}))
     assert engine.serve_reranker(report.version) is None  # refused for its item space, not its verdict
 
-    # "auto" (the default): the variant competes only where it is clearly better than the plain one.
-    auto = train_reranker(engine.recommender, engine.rerankers, settings, sequence=offered)
+    # Off (the default): the encoder given is not read at all.
+    off = train_reranker(engine.recommender, engine.rerankers, settings, sequence=offered)
+    assert off.metadata["sequence"] is None and not off.metadata["ranker"]["sequence"]
+    # "auto": the variant competes only where it is clearly better than the plain one.
+    auto = train_reranker(engine.recommender, engine.rerankers, replace(settings, sequence="auto"), sequence=offered)
     judged = auto.metadata["sequence"]["variants"]["ranker+sequence"]
     assert auto.metadata["ranker"]["sequence"] == (auto.metadata["ranker"]["variant"].startswith("ranker+sequence"))
     if not judged["competes"]:
@@ -203,15 +206,19 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
 
 def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder(engine, demo_items, capsys):
     chain_log(engine, demo_items)
-    version = train_sequence(engine, engine.sequences, SMALL)["version"]
     data_dir = engine.config.data_dir
+    common = ["train", "reranker", "--data-dir", str(data_dir), "--cross-encoder", "off", "--device", "cpu",
+              "--max-lists", "200"]
     engine.close()
-    assert main(["train", "reranker", "--data-dir", str(data_dir), "--cross-encoder", "off", "--device", "cpu",
-                 "--max-lists", "200"]) == 0
+    assert main([*common, "--sequence", "auto"]) == 2  # none trained yet: says so, trains nothing
+    assert "hybridrec train sequence" in capsys.readouterr().err
+    assert main(["train", "sequence", "--data-dir", str(data_dir), "--epochs", "2", "--device", "cpu"]) == 0
+    version = json.loads(next((data_dir / "models" / "sequence").glob("v*/metadata.json")).read_text())["version"]
+    capsys.readouterr()
+    assert main([*common, "--sequence", "auto"]) == 0
     out = capsys.readouterr().out
     assert f"sequence encoder {version} offered as a feature" in out and "ranker+sequence:" in out
-    assert main(["train", "reranker", "--data-dir", str(data_dir), "--cross-encoder", "off", "--device", "cpu",
-                 "--max-lists", "200", "--sequence", "off"]) == 0
+    assert main(common) == 0  # off by default
     assert "offered as a feature" not in capsys.readouterr().out
-    assert main(["train", "reranker", "--data-dir", str(data_dir), "--sequence", "v19990101-000000"]) == 2
-    assert "--sequence v19990101-000000" in capsys.readouterr().err
+    assert main([*common, "--sequence", "only", "--sequence-version", "v19990101-000000"]) == 2
+    assert "--sequence-version v19990101-000000" in capsys.readouterr().err

@@ -86,7 +86,7 @@ def test_bad_nested_values_name_the_variable_the_type_and_the_value(tmp_path):
             Settings.from_env({"HYBRIDREC_RECOMMEND__REQUEST_WEIGHTS": bad})
     good = Settings.from_env({"HYBRIDREC_RECOMMEND__REQUEST_WEIGHTS": '{"session": {"interest": 0, "lexical": 2}}'})
     assert good.recommend.request_weights == {"session": {"interest": 0.0, "lexical": 2.0}}
-    with pytest.raises(ValueError, match=r"HYBRIDREC_TRAIN_RERANKER__SEQUENCE must be a string among 'auto', 'only'"):
+    with pytest.raises(ValueError, match=r"HYBRIDREC_TRAIN_RERANKER__SEQUENCE must be a string among 'off', 'auto', 'only'"):
         Settings.from_env({"HYBRIDREC_TRAIN_RERANKER__SEQUENCE": "always"})
     with pytest.raises(ValueError, match=r"HYBRIDREC_RECOMMEND__SOURCES .*one or more of"):
         Settings.from_env({"HYBRIDREC_RECOMMEND__SOURCES": "lexical,telepathy"})
