@@ -7,7 +7,8 @@ between the history and each candidate is one more column, the trees learn how f
 and items nobody has taken keep the place retrieval gave them. This measures that:
 
 1. Train the sequence encoder on the evaluation's training part (``stage_training_sequences``), as
-   ``hybridrec evaluate --stages`` does; its verdict as a source does not matter here.
+   ``hybridrec evaluate --stages`` does, without each user's 3 newest items (the ranker's training
+   steps and its validation item); its verdict as a source does not matter here.
 2. Train the ranker over zero-shot retrieval twice on the same lists: without the sequence encoder,
    and reading it (``train_reranker(sequence=...)`` with ``TrainingSettings.sequence="only"``, so
    the variant is kept for measuring it; as served, the trainer keeps it only where it is clearly
@@ -17,7 +18,7 @@ and items nobody has taken keep the place retrieval gave them. This measures tha
    alternated request by request so both see the same machine load.
 
     python benchmarks/sequence_ranker.py [--max-users 1000] [--seed 42] [--lists 3000] [--requests 300]
-        [--left-out 1] [--name NAME]
+        [--left-out 3] [--name NAME]
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["test", "valid"])
     parser.add_argument("--lists", type=int, default=3000, help="ranking lists each ranker learns from")
     parser.add_argument("--epochs", type=int, default=SequenceTrainingSettings.epochs)
-    parser.add_argument("--left-out", type=int, default=SequenceTrainingSettings.left_out,
-                        help="each user's newest items the sequence encoder does not train on")
+    parser.add_argument("--left-out", type=int, default=TrainingSettings.positions_per_user + 1,
+                        help="each user's newest items the sequence encoder does not train on (at least the "
+                             "ranker's training steps and the newest: the trainer refuses fewer)")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default="sequence_ranker", help="results file name (benchmarks/results/NAME.json)")

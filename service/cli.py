@@ -336,14 +336,18 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
             except ValueError as err:
                 print(f"--sequence-version {version}: {err}", file=sys.stderr)
                 return 2
-        report = train_reranker(
-            engine.recommender, engine.rerankers,
-            replace(settings.train_reranker, epochs=args.epochs, max_lists=args.max_lists,
-                    cross_encoder=args.cross_encoder, max_groups=args.max_groups, device=args.device, seed=args.seed,
-                    sequence=args.sequence),
-            progress_factory=lambda desc, total: tqdm(total=total, desc=desc),
-            sequence=sequence,
-        )
+        try:
+            report = train_reranker(
+                engine.recommender, engine.rerankers,
+                replace(settings.train_reranker, epochs=args.epochs, max_lists=args.max_lists,
+                        cross_encoder=args.cross_encoder, max_groups=args.max_groups, device=args.device,
+                        seed=args.seed, sequence=args.sequence),
+                progress_factory=lambda desc, total: tqdm(total=total, desc=desc),
+                sequence=sequence,
+            )
+        except ValueError as err:
+            print(f"no model trained: {err}", file=sys.stderr)
+            return 2
     finally:
         engine.close()
     if report.version is None:

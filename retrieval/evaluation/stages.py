@@ -131,6 +131,11 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     started = time.perf_counter()
     config = config or EvalConfig()
     settings = settings or StageSettings()
+    if settings.reranker.sequence != "off" and settings.sequence.left_out < settings.reranker.positions_per_user + 1:
+        # Said before hours of training rather than after (``train_reranker`` refuses it too).
+        raise ValueError(f"train_reranker.sequence={settings.reranker.sequence} needs train_sequence.left_out >= "
+                         f"{settings.reranker.positions_per_user + 1}: the ranker must not read a sequence encoder "
+                         "trained on the steps it trains on")
     work = Path(settings.work_dir or tempfile.mkdtemp(prefix="hybridrec-eval-stages-"))
     points = points if points is not None else encode_catalogue(dataset, encoder)
     retrieval_only = replace(config, methods=("hybrid_retrieval",))

@@ -118,4 +118,4 @@ class SequenceTrainingSettings(LogTrainingSettings):
     # the steps before it that a learned ranker trains on (``TrainingSettings.positions_per_user``).
     # A ranker that read a model trained on its own training steps would learn to trust it more than
     # it deserves on a request, where what comes next was never learned.
-    left_out: int = 1
+    left_out: int = 1  # a ranker reads only a model trained with 1 + its positions_per_user (3)

@@ -152,7 +152,12 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
     from retrieval.training.settings import TrainingSettings
 
     chain = chain_log(engine, demo_items)
-    meta = train_sequence(engine, engine.sequences, SMALL)
+    leaky = train_sequence(engine, engine.sequences, SMALL)  # learned every step but the newest
+    leaky = engine.sequences.load(leaky["version"], engine.item_space(), device="cpu", allow_rejected=True)
+    with pytest.raises(ValueError, match="left_out >= 3"):
+        train_reranker(engine.recommender, engine.rerankers,
+                       TrainingSettings(candidates=20, cross_encoder="off", device="cpu", sequence="auto"), sequence=leaky)
+    meta = train_sequence(engine, engine.sequences, replace(SMALL, left_out=3))
     path = engine.sequences.path(meta["version"]) / "metadata.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "accepted": False}))  # refused as a source
     offered = engine.sequences.load(meta["version"], engine.item_space(), device="cpu", allow_rejected=True)
@@ -204,7 +209,8 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
         assert not auto.metadata["ranker"]["sequence"]
 
 
-def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder(engine, demo_items, capsys):
+def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder(engine, demo_items, capsys,
+                                                                                monkeypatch):
     chain_log(engine, demo_items)
     data_dir = engine.config.data_dir
     common = ["train", "reranker", "--data-dir", str(data_dir), "--cross-encoder", "off", "--device", "cpu",
@@ -213,7 +219,13 @@ def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder
     assert main([*common, "--sequence", "auto"]) == 2  # none trained yet: says so, trains nothing
     assert "hybridrec train sequence" in capsys.readouterr().err
     assert main(["train", "sequence", "--data-dir", str(data_dir), "--epochs", "2", "--device", "cpu"]) == 0
-    version = json.loads(next((data_dir / "models" / "sequence").glob("v*/metadata.json")).read_text())["version"]
+    capsys.readouterr()
+    assert main([*common, "--sequence", "auto"]) == 2  # it learned the steps the ranker trains on
+    assert "train_sequence.left_out >= 3" in capsys.readouterr().err
+    monkeypatch.setenv("HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT", "3")
+    assert main(["train", "sequence", "--data-dir", str(data_dir), "--epochs", "2", "--device", "cpu"]) == 0
+    monkeypatch.delenv("HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT")
+    version = json.loads(sorted((data_dir / "models" / "sequence").glob("v*/metadata.json"))[-1].read_text())["version"]
     capsys.readouterr()
     assert main([*common, "--sequence", "auto"]) == 0
     out = capsys.readouterr().out
