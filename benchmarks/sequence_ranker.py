@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{new['ndcg@10'] / base['ndcg@10']:.3f}x" if base["ndcg@10"] else "-",
                      round(base["coverage@10"], 3), round(new["coverage@10"], 3)])
     print(table(["slice", "users", "retrieval (zero-shot)", "ranker", "ranker reading the sequence encoder",
-                 "paired change", "ratio", "coverage@10 ranker", "offered"], rows,
+                 "paired change", "ratio", "coverage@10 ranker", "coverage@10 reading it"], rows,
                 title=f"NDCG@10, {args.split}, {results[base_arm]['config']['evaluated_users']} users, seed {args.seed}"))
 
     replay = Replay(dataset, encoder, {u: c.history for u, c in leave_one_out(dataset.sequences, args.split).items()},

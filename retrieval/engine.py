@@ -75,6 +75,10 @@ class Forgetting:
         return f"forgotten: {self.events_deleted} events; trained on by {models}"
 
 
+def _item_space(encoder: BiEncoder, catalogue: Catalogue) -> dict:
+    return {"encoder": encoder.name, "dim": encoder.dim, "collection": catalogue.collection}
+
+
 def instance_dir(config: EngineConfig) -> Path:
     """Where this instance keeps what is its own: the embedded vector index and its lock."""
     data_dir = Path(config.data_dir)
@@ -316,7 +320,23 @@ class Engine:
         """Serve another layout (after a reindex). The new objects exist before the swap, so a
         request in flight finishes on the old catalogue and the next one sees the new."""
         catalogue, profiles, recommender = wired or self.wire(layout, encoder)
-        recommender.reranker = self.recommender.reranker
+        space = _item_space(encoder, catalogue)
+        ranker = self.recommender.reranker
+        if ranker is not None and ranker.sequence is not None and ranker.item_space != space:
+            # Its sequence encoder read the old item vectors: dropped before the swap, so no request
+            # reads the new vectors with it. The newest ranker that fits the new items serves.
+            log.error("reranker %s reads a sequence encoder trained over other item vectors (%s); retrain it over "
+                      "%s with `hybridrec train reranker`", ranker.version, ranker.item_space, space)
+            fitting = self._servable_rerankers(space)
+            ranker = None
+            for meta in fitting:
+                try:
+                    ranker = self.rerankers.load(meta["version"], device=self.config.device, item_space=space)
+                    break
+                except (ValueError, OSError, KeyError, RuntimeError) as err:
+                    log.error("reranker %s cannot be served: %s", meta["version"], err)
+            log.info("serving %s", f"reranker {ranker.version}" if ranker else "fused retrieval")
+        recommender.reranker = ranker
         recommender.query_suggest = self.recommender.query_suggest
         serving_sequence = self.recommender.sources["sequence"].loaded
         self.encoder, self.catalogue, self.profiles, self.recommender, self.layout = (
@@ -324,18 +344,17 @@ class Engine:
         if serving_sequence is not None:
             # It read the old item vectors: it serves on only if trained over the new ones.
             self.serve_sequence(serving_sequence.version)
-        ranker = recommender.reranker
-        if ranker is not None and ranker.sequence is not None and ranker.item_space != self.item_space():
-            # Its sequence encoder read the old item vectors too.
-            log.error("reranker %s reads a sequence encoder trained over other item vectors (%s); ranked by "
-                      "fused retrieval until `hybridrec train reranker` trains one over %s", ranker.version,
-                      ranker.item_space, self.item_space())
-            recommender.reranker = None
 
     def item_space(self) -> dict:
         """What the item vectors mean: the encoder that wrote them and their collection (a sequence
         encoder reads and answers in exactly this space)."""
-        return {"encoder": self.encoder.name, "dim": self.encoder.dim, "collection": self.catalogue.collection}
+        return _item_space(self.encoder, self.catalogue)
+
+    def _servable_rerankers(self, space: dict) -> list[dict]:
+        """Accepted reranker versions, newest first, leaving out those whose sequence encoder read
+        other item vectors than ``space`` (a plain ranker serves across a reindex, as it always did)."""
+        return [m for m in reversed(self.rerankers.all()) if m.get("accepted")
+                and not ((m.get("ranker") or {}).get("sequence") and (m.get("sequence") or {}).get("item_space") != space)]
 
     def forget_user(self, user_id: str) -> Forgetting:
         """Forget a user everywhere the engine keeps them (``Profiles.forget``), and say which
@@ -348,11 +367,11 @@ class Engine:
         return Forgetting(forgotten, events, self.models.learned_from(first_seq) if forgotten else [])
 
     def reload_reranker(self) -> str | None:
-        """Serve the newest accepted reranker (loaded fully before the swap, so requests never
+        """Serve the newest accepted reranker that fits today's items (loaded fully before the swap, so requests never
         wait or see a half-loaded model); returns its version, or None when there is none. On a
         shared log, the choice is recorded there and every other instance serves it too."""
-        meta = self.rerankers.latest_accepted()
-        serving = self.serve_reranker(meta["version"] if meta else None)
+        fitting = self._servable_rerankers(self.item_space())
+        serving = self.serve_reranker(fitting[0]["version"] if fitting else None)
         if self.shared:
             self.log.set_meta(SERVING_RERANKER, serving or "")
         return serving

@@ -125,10 +125,13 @@ class SequenceVersions(ModelVersions):
                              "`hybridrec train sequence`")
         return LoadedSequence(version, SequenceModel.load(folder, device=device), float(meta["fusion_weight"]), meta)
 
-    def newest_fitting(self, item_space: dict[str, Any], accepted_only: bool = True) -> dict[str, Any] | None:
+    def newest_fitting(self, item_space: dict[str, Any], accepted_only: bool = True,
+                       left_out: int = 1) -> dict[str, Any] | None:
         """Metadata of the newest version trained over ``item_space`` (of the accepted ones, unless
-        ``accepted_only`` is off: a ranker may read a version that was refused as a source)."""
-        fitting = [m for m in self.all() if m.get("item_space") == item_space and (m.get("accepted") or not accepted_only)]
+        ``accepted_only`` is off: a ranker may read a version that was refused as a source), and
+        without at least ``left_out`` of each user's newest items (a ranker needs its own steps left out)."""
+        fitting = [m for m in self.all() if m.get("item_space") == item_space and (m.get("accepted") or not accepted_only)
+                   and int((m.get("settings") or {}).get("left_out", 1)) >= left_out]
         return fitting[-1] if fitting else None
 
 

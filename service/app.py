@@ -19,6 +19,7 @@ from litestar.static_files import create_static_files_router
 
 from prompts.query_parsing import suggest_constraints
 from retrieval.engine import AUTO_INSTANCE, Engine
+from retrieval.pipeline.config import source_weights
 from retrieval.storage.records import InvalidRecord
 from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
 from service.admission import EngineAdmission, declare_refusals, rate_limits
@@ -78,7 +79,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         raise ValueError(f"HYBRIDREC_QUERY_PARSER must be 'rules' or 'model', got {settings.query_parser!r}")
     if settings.query_parser == "model" and generator.name == "template":
         raise ValueError("HYBRIDREC_QUERY_PARSER=model needs a model: set HYBRIDREC_EXPLAIN_BACKEND to local or openai")
-    if "interest" not in settings.recommend.sources and settings.recommend.weights.get("interest", 0) > 0:
+    wanted = max(source_weights(settings.recommend.weights)["interest"],
+                 settings.recommend.request_weights.get("preferences", {}).get("interest", 0.0))
+    if "interest" not in settings.recommend.sources and wanted > 0:
         # A source list written before the interest source was one leaves it out without saying so.
         log.warning("recommend.sources leaves out \"interest\": requests with stated preferences alone fall back "
                     "to popularity; add \"interest\" to recommend.sources, or set recommend.weights.interest = 0 "

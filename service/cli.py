@@ -323,13 +323,18 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     engine = _open_engine(settings)
     try:
         sequence = None
+        if args.sequence == "off" and args.sequence_version:
+            print("--sequence-version needs --sequence auto or only", file=sys.stderr)
+            return 2
         if args.sequence != "off":
             space = engine.item_space()
-            newest = engine.sequences.newest_fitting(space, accepted_only=False)
+            needs = settings.train_reranker.positions_per_user + 1
+            newest = engine.sequences.newest_fitting(space, accepted_only=False, left_out=needs)
             version = args.sequence_version or (newest["version"] if newest else None)
             if version is None:
-                print("--sequence: no sequence encoder is trained over the items as they are now; train one with "
-                      "`hybridrec train sequence`", file=sys.stderr)
+                print(f"--sequence: no sequence encoder is trained over the items as they are now without each user's "
+                      f"{needs} newest items; train one with `HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT={needs} hybridrec "
+                      "train sequence`", file=sys.stderr)
                 return 2
             try:
                 sequence = engine.sequences.load(version, space, device=args.device, allow_rejected=True)

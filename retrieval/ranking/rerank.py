@@ -79,6 +79,7 @@ def rank_inputs(catalogue: Catalogue, index: CoOccurrenceIndex, history: Sequenc
     leaves the documents out (a trainer holding thousands of lists without a cross-encoder);
     ``sequence`` fills the sequence encoder's column.
     """
+    reads = sequence_vector(catalogue, sequence, history)  # its own max_length, not HISTORY_ITEMS
     history = list(history)[-HISTORY_ITEMS:]
     points = dict(points or {})
     newest = list(reversed(history[-max(RECENT_ITEMS, CONTEXT_ITEMS):]))
@@ -89,8 +90,7 @@ def rank_inputs(catalogue: Catalogue, index: CoOccurrenceIndex, history: Sequenc
     candidates = [c for c in candidates if c.id in points]
     recent = [points[i] for i in newest if i in points]
     popularity = index.user_counts([c.id for c in candidates], leave_out=leave_out_user)
-    features = candidate_features(candidates, points, recent[:RECENT_ITEMS], popularity, len(history),
-                                  sequence_vector(catalogue, sequence, history))
+    features = candidate_features(candidates, points, recent[:RECENT_ITEMS], popularity, len(history), reads)
     context = context_text([p.payload for p in recent[:CONTEXT_ITEMS]], query, preferences)
     documents = [candidate_text(points[c.id].payload) for c in candidates] if texts else []
     return RankInputs([c.id for c in candidates], features, context, documents)

@@ -256,7 +256,8 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
                              for u, seq in sequences.items()}, held)
     trained = {u: seq for u, seq in trained.items() if len(seq) > 1}
     if not trained:
-        raise ValueError("no training examples: a user needs three or more items; log more events")
+        raise ValueError(f"no training examples: a user needs {max(settings.left_out, 1) + 2} or more items "
+                         "(train_sequence.left_out newest ones are not trained on); log more events")
     windows = training_windows(trained, settings.max_length)
     residual_items = sorted({i for seq in trained.values() for i in seq if i in items.position})
     shape = SequenceShape(item_dim=items.matrix.shape[1], hidden=settings.hidden, layers=settings.layers,

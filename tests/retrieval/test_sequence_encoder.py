@@ -190,23 +190,28 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
     assert served.reranker == report.version and "sequence" not in served.sources
     assert seen and not np.isnan(seen[0][:, SEQUENCE_COLUMN]).any()
 
-    # After a reindex its sequence encoder would read other item vectors: fused retrieval serves.
-    from retrieval.reindex import reindex
-    reindex(engine, engine.encoder, encoder_path=None, batch_size=100)
-    assert engine.recommender.reranker is None
-    ranker_meta = engine.rerankers.path(report.version) / "metadata.json"
-    ranker_meta.write_text(json.dumps({**json.loads(ranker_meta.read_text()), "accepted": True}))
-    assert engine.serve_reranker(report.version) is None  # refused for its item space, not its verdict
-
     # Off (the default): the encoder given is not read at all.
     off = train_reranker(engine.recommender, engine.rerankers, settings, sequence=offered)
     assert off.metadata["sequence"] is None and not off.metadata["ranker"]["sequence"]
-    # "auto": the variant competes only where it is clearly better than the plain one.
+    # "auto": the variant competes only where it is clearly better than the plain one (``choose``'s
+    # own test checks the rule; here, that the trainer records it and serves what it chose).
     auto = train_reranker(engine.recommender, engine.rerankers, replace(settings, sequence="auto"), sequence=offered)
     judged = auto.metadata["sequence"]["variants"]["ranker+sequence"]
-    assert auto.metadata["ranker"]["sequence"] == (auto.metadata["ranker"]["variant"].startswith("ranker+sequence"))
-    if not judged["competes"]:
-        assert not auto.metadata["ranker"]["sequence"]
+    assert set(judged) >= {"against", "gain", "standard_error", "competes"} and judged["against"] == "ranker"
+    assert judged["competes"] == (judged["gain"] > 0 and judged["gain"] > judged["standard_error"]
+                                  and judged["gain"] >= 0.01 * judged["without"])
+
+    # After a reindex its sequence encoder would read other item vectors: it is dropped, and the
+    # newest accepted ranker that fits the new items (a plain one) serves instead.
+    for version in (report.version, off.version):
+        ranker_meta = engine.rerankers.path(version) / "metadata.json"
+        ranker_meta.write_text(json.dumps({**json.loads(ranker_meta.read_text()), "accepted": True}))
+    engine.recommender.reranker = engine.rerankers.load(report.version, device="cpu")
+    from retrieval.reindex import reindex
+    reindex(engine, engine.encoder, encoder_path=None, batch_size=100)
+    assert engine.recommender.reranker is not None and engine.recommender.reranker.version == off.version
+    assert engine.serve_reranker(report.version) == off.version  # refused for its item space, not its verdict
+    assert engine.reload_reranker() == off.version
 
 
 def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder(engine, demo_items, capsys,
@@ -220,8 +225,14 @@ def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder
     assert "hybridrec train sequence" in capsys.readouterr().err
     assert main(["train", "sequence", "--data-dir", str(data_dir), "--epochs", "2", "--device", "cpu"]) == 0
     capsys.readouterr()
-    assert main([*common, "--sequence", "auto"]) == 2  # it learned the steps the ranker trains on
+    leaky = json.loads(next((data_dir / "models" / "sequence").glob("v*/metadata.json")).read_text())["version"]
+    capsys.readouterr()
+    assert main([*common, "--sequence", "auto"]) == 2  # it learned the steps the ranker trains on: not picked
+    assert "HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT=3" in capsys.readouterr().err
+    assert main([*common, "--sequence", "auto", "--sequence-version", leaky]) == 2  # named: refused by the trainer
     assert "train_sequence.left_out >= 3" in capsys.readouterr().err
+    assert main([*common, "--sequence-version", leaky]) == 2  # a version without --sequence means nothing
+    assert "--sequence-version needs --sequence auto or only" in capsys.readouterr().err
     monkeypatch.setenv("HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT", "3")
     assert main(["train", "sequence", "--data-dir", str(data_dir), "--epochs", "2", "--device", "cpu"]) == 0
     monkeypatch.delenv("HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT")

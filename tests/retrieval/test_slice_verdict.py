@@ -191,3 +191,44 @@ def test_a_ranker_that_keeps_exposure_is_not_blended():
     judge = Judge(val, {"all": val, "long_tail": [], "cold_users": [], "cold_items": []}, catalogue_size=1000)
     choice = choose(judge, {"ranker": RankingModel.fit(features, labels, seed=0)}, features, labels)
     assert not choice.exposure["tried"] and choice.exposure["chosen"] is None
+
+
+class FixedJudge:
+    """Validation with NDCG@10 per list fixed in advance for each order (exposure the same for all)."""
+
+    def __init__(self, per_case: dict[str, list[float]]):
+        self.per_case = per_case
+
+    def __call__(self, models):
+        from retrieval.training.protocol import SliceVerdict
+
+        names = ["retrieval", *models]
+        rows = {n: {"ndcg@10": float(np.mean(self.per_case[n])), "recall@10": 0.0, "coverage@10": 0.5,
+                    "gini@10": 0.5, "users": len(self.per_case[n])} for n in names}
+        return rows, {n: self.per_case[n] for n in names}, {n: SliceVerdict(True, "no slice worse") for n in models}
+
+
+def test_a_variant_that_reads_one_more_model_competes_only_where_clearly_better_than_without_it():
+    rng = np.random.default_rng(0)
+    retrieval = list(rng.random(400) * 0.5)
+    ranker = [x + 0.1 for x in retrieval]
+    # Better than the plain ranker on average, but within its noise: it must not be chosen.
+    noisy = [x + rng.normal(0.005, 0.3) for x in ranker]
+    clear = [x + 0.05 for x in ranker]
+    models = {"ranker": None, "ranker+sequence": None}
+    features, labels = np.zeros((2, len(FEATURE_NAMES))), np.array([0, 1])
+    within = choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": noisy}), models,
+                    features, labels, without={"ranker+sequence": "ranker"})
+    assert np.mean(noisy) > np.mean(ranker)
+    assert within.variant == "ranker" and not within.added_models["ranker+sequence"]["competes"]
+    assert within.added_models["ranker+sequence"]["against"] == "ranker"
+    beyond = choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": clear}), models,
+                    features, labels, without={"ranker+sequence": "ranker"})
+    assert beyond.variant == "ranker+sequence" and beyond.added_models["ranker+sequence"]["competes"]
+    # Measuring it: only the variants that read it compete, whatever that comparison says.
+    only = choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": noisy}), models,
+                  features, labels, without={"ranker+sequence": "ranker"}, only_added=True)
+    assert only.variant == "ranker+sequence"
+    # Without the comparison (no ``without``), the best by validation NDCG@10 is chosen, as before.
+    assert choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": noisy}), models,
+                  features, labels).variant == "ranker+sequence"
