@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,31 @@ OUT = Path(__file__).resolve().parent / "results"
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def alternated_latency(recommend: Callable[[str], object], arms: dict[str, Callable[[], None]], users: list[str],
+                       requests: int, seed: int, warm: int = 20) -> dict[str, dict[str, float]]:
+    """p50/p99 ms of ``recommend(user)`` under each arm (a callable that sets the pipeline up for
+    it), the arms alternated request by request, their order flipped each time, so every arm sees
+    the same machine load. The first ``warm`` users are asked once per arm first, untimed."""
+    from tqdm import tqdm
+
+    rng = random.Random(seed)
+    picked = [rng.choice(users) for _ in range(requests)]
+    names = list(arms)
+    for user in picked[:warm]:
+        for name in names:
+            arms[name]()
+            recommend(user)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for n, user in enumerate(tqdm(picked, desc="latency", unit="request", mininterval=2)):
+        for name in (names if n % 2 else names[::-1]):
+            arms[name]()
+            started = time.perf_counter()
+            recommend(user)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: {"p50_ms": percentile(t, 50), "p99_ms": percentile(t, 99), "requests": len(t)}
+            for name, t in times.items()}
 
 
 def table(headers: list[str], rows: list[list], title: str | None = None) -> str:

@@ -16,18 +16,17 @@ the same run: quality on every slice of the evaluation, training time, and reque
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
-import time
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SHARED_DATASET, percentile, save, table  # noqa: E402
+from benchmarks.common import SHARED_DATASET, alternated_latency, save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
 from retrieval.evaluation.datasets import load_dataset  # noqa: E402
 from retrieval.evaluation.replay import (  # noqa: E402
@@ -47,25 +46,6 @@ from retrieval.training.sequence import train_sequence  # noqa: E402
 from retrieval.training.settings import SequenceTrainingSettings  # noqa: E402
 
 BASELINES = ("popularity", "itemknn", "bm25", "zero_shot")
-
-
-def latency(replay: Replay, loaded, users: list[str], requests: int, seed: int) -> dict[str, dict[str, float]]:
-    """p50/p99 ms of history requests with and without the sequence source, alternated."""
-    rng = random.Random(seed)
-    source = replay.engine.recommender.sources["sequence"]
-    times = {"without": [], "with": []}
-    picked = [rng.choice(users) for _ in range(requests)]
-    for user in picked[:20]:  # warm caches for both
-        replay.engine.recommender.recommend(RecommendRequest(user_id=user, k=10))
-    for n, user in enumerate(tqdm(picked, desc="latency", unit="request", mininterval=2)):
-        for arm in (("with", "without") if n % 2 else ("without", "with")):
-            source.loaded = loaded if arm == "with" else None
-            started = time.perf_counter()
-            replay.engine.recommender.recommend(RecommendRequest(user_id=user, k=10))
-            times[arm].append((time.perf_counter() - started) * 1000)
-    source.loaded = None
-    return {arm: {"p50_ms": percentile(t, 50), "p99_ms": percentile(t, 99), "requests": len(t)}
-            for arm, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,9 +110,13 @@ def main(argv: list[str] | None = None) -> int:
 
     replay = Replay(dataset, encoder, {u: c.history for u, c in leave_one_out(dataset.sequences, args.split).items()},
                     points, config, "latency")
+    recommender = replay.engine.recommender
+    source = recommender.sources["sequence"]
     try:
-        users = sorted(replay.engine.index.user_ids())
-        timing = latency(replay, loaded, users, args.requests, args.seed)
+        timing = alternated_latency(lambda user: recommender.recommend(RecommendRequest(user_id=user, k=10)),
+                                    {"without": partial(setattr, source, "loaded", None),
+                                     "with": partial(setattr, source, "loaded", loaded)},
+                                    sorted(replay.engine.index.user_ids()), args.requests, args.seed)
     finally:
         replay.close()
     print()
