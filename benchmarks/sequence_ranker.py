@@ -24,18 +24,18 @@ and items nobody has taken keep the place retrieval gave them. This measures tha
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SHARED_DATASET, percentile, save, table  # noqa: E402
+from benchmarks.common import SHARED_DATASET, alternated_latency, save, table  # noqa: E402
 from encoders import BiEncoder  # noqa: E402
 from retrieval.evaluation.datasets import load_dataset  # noqa: E402
 from retrieval.evaluation.replay import (  # noqa: E402
@@ -56,28 +56,6 @@ from retrieval.training.sequence import train_sequence  # noqa: E402
 from retrieval.training.settings import SequenceTrainingSettings, TrainingSettings  # noqa: E402
 
 
-def latency(replay: Replay, rankers: dict, users: list[str], requests: int, seed: int) -> dict[str, dict[str, float]]:
-    """p50/p99 ms of history requests with each ranker serving, alternated request by request."""
-    rng = random.Random(seed)
-    recommender = replay.engine.recommender
-    times: dict[str, list[float]] = {arm: [] for arm in rankers}
-    picked = [rng.choice(users) for _ in range(requests)]
-    arms = list(rankers)
-    for user in picked[:20]:  # warm caches for both
-        for arm in arms:
-            recommender.reranker = rankers[arm]
-            recommender.recommend(RecommendRequest(user_id=user, k=10))
-    for n, user in enumerate(tqdm(picked, desc="latency", unit="request", mininterval=2)):
-        for arm in (arms if n % 2 else arms[::-1]):
-            recommender.reranker = rankers[arm]
-            started = time.perf_counter()
-            recommender.recommend(RecommendRequest(user_id=user, k=10))
-            times[arm].append((time.perf_counter() - started) * 1000)
-    recommender.reranker = None
-    return {arm: {"p50_ms": percentile(t, 50), "p99_ms": percentile(t, 99), "requests": len(t)}
-            for arm, t in times.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", type=Path, default=SHARED_DATASET)
@@ -86,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["test", "valid"])
     parser.add_argument("--lists", type=int, default=3000, help="ranking lists each ranker learns from")
     parser.add_argument("--epochs", type=int, default=SequenceTrainingSettings.epochs)
-    parser.add_argument("--left-out", type=int, default=TrainingSettings.positions_per_user + 1,
+    parser.add_argument("--left-out", type=int, default=TrainingSettings().sequence_left_out,
                         help="each user's newest items the sequence encoder does not train on (at least the "
                              "ranker's training steps and the newest: the trainer refuses fewer)")
     parser.add_argument("--requests", type=int, default=300)
@@ -151,8 +129,12 @@ def main(argv: list[str] | None = None) -> int:
 
     replay = Replay(dataset, encoder, {u: c.history for u, c in leave_one_out(dataset.sequences, args.split).items()},
                     points, config, "latency")
+    recommender = replay.engine.recommender
     try:
-        timing = latency(replay, rankers, sorted(replay.engine.index.user_ids()), args.requests, args.seed)
+        timing = alternated_latency(lambda user: recommender.recommend(RecommendRequest(user_id=user, k=10)),
+                                    {arm: partial(setattr, recommender, "reranker", loaded)
+                                     for arm, loaded in rankers.items()},
+                                    sorted(replay.engine.index.user_ids()), args.requests, args.seed)
     finally:
         replay.close()
     print()

@@ -17,6 +17,7 @@ from pathlib import Path
 from encoders import BiEncoder
 from retrieval.pipeline.config import RecommendConfig
 from retrieval.pipeline.recommender import Recommender
+from retrieval.ranking.rerank import LoadedReranker
 from retrieval.registry import ModelRegistry
 from retrieval.state.bm25 import Bm25Encoder
 from retrieval.state.catalogue import Catalogue
@@ -322,19 +323,13 @@ class Engine:
         catalogue, profiles, recommender = wired or self.wire(layout, encoder)
         space = _item_space(encoder, catalogue)
         ranker = self.recommender.reranker
-        if ranker is not None and ranker.sequence is not None and ranker.item_space != space:
-            # Its sequence encoder read the old item vectors: dropped before the swap, so no request
-            # reads the new vectors with it. The newest ranker that fits the new items serves.
-            log.error("reranker %s reads a sequence encoder trained over other item vectors (%s); retrain it over "
-                      "%s with `hybridrec train reranker`", ranker.version, ranker.item_space, space)
-            fitting = self._servable_rerankers(space)
-            ranker = None
-            for meta in fitting:
-                try:
-                    ranker = self.rerankers.load(meta["version"], device=self.config.device, item_space=space)
-                    break
-                except (ValueError, OSError, KeyError, RuntimeError) as err:
-                    log.error("reranker %s cannot be served: %s", meta["version"], err)
+        if ranker is not None and not self.rerankers.fits(ranker.metadata, space):
+            # Its sequence encoder read the old item vectors: replaced before the swap, so no request
+            # reads the new vectors with it, by the newest ranker that fits the new items.
+            log.error("reranker %s reads a sequence encoder trained over other item vectors; retrain it over %s "
+                      "with `hybridrec train reranker`", ranker.version, space)
+            ranker = next(filter(None, (self._load_reranker(m["version"], space)
+                                        for m in self.rerankers.fitting(space))), None)
             log.info("serving %s", f"reranker {ranker.version}" if ranker else "fused retrieval")
         recommender.reranker = ranker
         recommender.query_suggest = self.recommender.query_suggest
@@ -350,11 +345,6 @@ class Engine:
         encoder reads and answers in exactly this space)."""
         return _item_space(self.encoder, self.catalogue)
 
-    def _servable_rerankers(self, space: dict) -> list[dict]:
-        """Accepted reranker versions, newest first, leaving out those whose sequence encoder read
-        other item vectors than ``space`` (a plain ranker serves across a reindex, as it always did)."""
-        return [m for m in reversed(self.rerankers.all()) if m.get("accepted")
-                and not ((m.get("ranker") or {}).get("sequence") and (m.get("sequence") or {}).get("item_space") != space)]
 
     def forget_user(self, user_id: str) -> Forgetting:
         """Forget a user everywhere the engine keeps them (``Profiles.forget``), and say which
@@ -370,11 +360,19 @@ class Engine:
         """Serve the newest accepted reranker that fits today's items (loaded fully before the swap, so requests never
         wait or see a half-loaded model); returns its version, or None when there is none. On a
         shared log, the choice is recorded there and every other instance serves it too."""
-        fitting = self._servable_rerankers(self.item_space())
+        fitting = self.rerankers.fitting(self.item_space())
         serving = self.serve_reranker(fitting[0]["version"] if fitting else None)
         if self.shared:
             self.log.set_meta(SERVING_RERANKER, serving or "")
         return serving
+
+    def _load_reranker(self, version: str, space: dict) -> LoadedReranker | None:
+        """Load a reranker version to serve over ``space``, or None (logged) where it cannot be."""
+        try:
+            return self.rerankers.load(version, device=self.config.device, item_space=space)
+        except (ValueError, OSError, KeyError, RuntimeError) as err:
+            log.error("reranker %s cannot be served: %s", version, err)
+            return None
 
     def serve_reranker(self, version: str | None) -> str | None:
         """Serve this reranker version (None: fused retrieval alone); returns what serves after."""
@@ -384,12 +382,9 @@ class Engine:
             return None
         if current is not None and current.version == version:
             return current.version
-        try:
-            loaded = self.rerankers.load(version, device=self.config.device, item_space=self.item_space())
-        except (ValueError, OSError, KeyError, RuntimeError) as err:
-            # A model this version cannot read must not take the service down: keep what serves.
-            log.error("reranker %s cannot be served: %s; still serving %s", version, err,
-                      current.version if current else "fused retrieval")
+        loaded = self._load_reranker(version, self.item_space())
+        if loaded is None:  # a model this version cannot read must not take the service down
+            log.error("still serving %s", f"reranker {current.version}" if current else "fused retrieval")
             return current.version if current else None
         self.recommender.reranker = loaded
         log.info("serving reranker %s, %s", version, loaded.description)

@@ -32,6 +32,12 @@ CROSS_ENCODER_FOLDER = "cross_encoder"  # inside a reranker version that has one
 RANKER_SEQUENCE_FOLDER = "sequence"  # inside a reranker version trained with a sequence encoder
 
 
+def sequence_left_out(metadata: dict[str, Any]) -> int:
+    """How many of each user's newest items a sequence encoder version did not train on (1 for
+    versions saved before the setting existed)."""
+    return int((metadata.get("settings") or {}).get("left_out", 1))
+
+
 def read_metadata(folder: str | Path) -> dict[str, Any] | None:
     """A saved model's metadata, or None where the folder holds no version of ours."""
     meta = Path(folder) / METADATA_FILE
@@ -89,6 +95,16 @@ class ModelVersions:
 class RerankerVersions(ModelVersions):
     """Reranker models; only an accepted one can be loaded for serving."""
 
+    @staticmethod
+    def fits(meta: dict[str, Any], item_space: dict[str, Any]) -> bool:
+        """Whether a version can serve over ``item_space``: a plain ranker anywhere (as it always
+        could), one that reads a sequence encoder only over the item vectors that encoder read."""
+        return not (meta.get("ranker") or {}).get("sequence") or (meta.get("sequence") or {}).get("item_space") == item_space
+
+    def fitting(self, item_space: dict[str, Any]) -> list[dict[str, Any]]:
+        """Accepted versions that fit ``item_space``, newest first."""
+        return [m for m in reversed(self.all()) if m.get("accepted") and self.fits(m, item_space)]
+
     def load(self, version: str, device: str = "auto", allow_rejected: bool = False,
              item_space: dict[str, Any] | None = None) -> LoadedReranker:
         """``allow_rejected`` is for measuring a rejected model offline (evaluation); serving never sets it.
@@ -101,12 +117,11 @@ class RerankerVersions(ModelVersions):
         cross_encoder = sequence = None
         if meta["ranker"].get("cross_encoder"):
             cross_encoder = CrossEncoderReranker(folder / CROSS_ENCODER_FOLDER, device=device).for_inference()
+        if item_space is not None and not self.fits(meta, item_space):
+            raise ValueError(f"reranker {version} reads a sequence encoder trained over the item vectors of "
+                             f"{meta['sequence']['item_space']}, and the items are now {item_space}; retrain it with "
+                             "`hybridrec train sequence` and `hybridrec train reranker`")
         if meta["ranker"].get("sequence"):
-            trained_in = (meta.get("sequence") or {}).get("item_space")
-            if item_space is not None and trained_in != item_space:
-                raise ValueError(f"reranker {version} reads a sequence encoder trained over the item vectors of "
-                                 f"{trained_in}, and the items are now {item_space}; retrain it with "
-                                 "`hybridrec train sequence` and `hybridrec train reranker`")
             sequence = SequenceModel.load(folder / RANKER_SEQUENCE_FOLDER, device=device)
         return LoadedReranker(version, RankingModel.load(folder), cross_encoder, meta, sequence)
 
@@ -131,7 +146,7 @@ class SequenceVersions(ModelVersions):
         ``accepted_only`` is off: a ranker may read a version that was refused as a source), and
         without at least ``left_out`` of each user's newest items (a ranker needs its own steps left out)."""
         fitting = [m for m in self.all() if m.get("item_space") == item_space and (m.get("accepted") or not accepted_only)
-                   and int((m.get("settings") or {}).get("left_out", 1)) >= left_out]
+                   and sequence_left_out(m) >= left_out]
         return fitting[-1] if fitting else None
 
 

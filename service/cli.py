@@ -328,7 +328,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
             return 2
         if args.sequence != "off":
             space = engine.item_space()
-            needs = settings.train_reranker.positions_per_user + 1
+            needs = settings.train_reranker.sequence_left_out
             newest = engine.sequences.newest_fitting(space, accepted_only=False, left_out=needs)
             version = args.sequence_version or (newest["version"] if newest else None)
             if version is None:

@@ -131,10 +131,10 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     started = time.perf_counter()
     config = config or EvalConfig()
     settings = settings or StageSettings()
-    if settings.reranker.sequence != "off" and settings.sequence.left_out < settings.reranker.positions_per_user + 1:
+    if settings.reranker.sequence != "off" and settings.sequence.left_out < settings.reranker.sequence_left_out:
         # Said before hours of training rather than after (``train_reranker`` refuses it too).
         raise ValueError(f"train_reranker.sequence={settings.reranker.sequence} needs train_sequence.left_out >= "
-                         f"{settings.reranker.positions_per_user + 1} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT): the "
+                         f"{settings.reranker.sequence_left_out} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT): the "
                          "ranker must not read a sequence encoder trained on the steps it trains on; the same "
                          "encoder is the sequence stage, which then trains on fewer steps")
     work = Path(settings.work_dir or tempfile.mkdtemp(prefix="hybridrec-eval-stages-"))

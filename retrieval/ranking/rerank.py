@@ -50,10 +50,6 @@ class LoadedReranker:
         return ("learned ranker" + (" + sequence encoder" if self.sequence is not None else "")
                 + (" + cross-encoder" if self.cross_encoder is not None else ""))
 
-    @property
-    def item_space(self) -> dict[str, Any] | None:
-        """The item vectors its sequence encoder reads (None without one)."""
-        return (self.metadata.get("sequence") or {}).get("item_space") if self.sequence is not None else None
 
 
 @dataclass

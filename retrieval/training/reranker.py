@@ -44,7 +44,7 @@ from retrieval.pipeline.sources import LoadedSequence
 from retrieval.ranking.features import FEATURE_NAMES, NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import CONTEXT_ITEMS, RankInputs, rank_inputs, rank_order, with_cross_encoder
-from retrieval.registry import CROSS_ENCODER_FOLDER, RANKER_SEQUENCE_FOLDER, RerankerVersions
+from retrieval.registry import CROSS_ENCODER_FOLDER, RANKER_SEQUENCE_FOLDER, RerankerVersions, sequence_left_out
 from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
@@ -333,12 +333,6 @@ def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray
     return Choice(best_name, variants[best_name], accepted, reason, validation, verdicts, exposure, added)
 
 
-def sequence_left_out(metadata: dict[str, Any]) -> int:
-    """How many of each user's newest items a sequence encoder version did not train on (1 for
-    versions saved before the setting existed)."""
-    return int((metadata.get("settings") or {}).get("left_out", 1))
-
-
 def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings | None = None,
                    progress_factory: Callable[[str, int], Any] | None = None,
                    sequence: LoadedSequence | None = None) -> TrainingReport:
@@ -355,12 +349,12 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         sequence = None
     if sequence is not None:
         unlearned = sequence_left_out(sequence.metadata)
-        if unlearned < settings.positions_per_user + 1:
+        if unlearned < settings.sequence_left_out:
             raise ValueError(
                 f"sequence encoder {sequence.version} was trained on all but each user's {unlearned} newest items, "
                 f"so it learned the {settings.positions_per_user} steps the ranker trains on, and the ranker would "
                 f"learn to trust it more than it deserves; train one with train_sequence.left_out >= "
-                f"{settings.positions_per_user + 1} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT) for the ranker")
+                f"{settings.sequence_left_out} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT) for the ranker")
     reads = sequence.model if sequence is not None else None
     use_cross_encoder = settings.uses_cross_encoder()
     candidates = settings.candidates or recommender.config.rerank_candidates

@@ -45,6 +45,12 @@ class TrainingSettings(LogTrainingSettings):
         if self.sequence not in ("off", "auto", "only"):
             raise ValueError(f"sequence must be off, auto or only, not {self.sequence!r}")
 
+    @property
+    def sequence_left_out(self) -> int:
+        """The ``train_sequence.left_out`` a sequence encoder this ranker reads needs: its training
+        steps and each user's newest item (validation's) never learned."""
+        return self.positions_per_user + 1
+
     def uses_cross_encoder(self) -> bool:
         if self.cross_encoder not in ("auto", "on", "off"):
             raise ValueError(f"cross_encoder must be auto, on or off, not {self.cross_encoder!r}")
