@@ -103,7 +103,11 @@ class EdgeVectorStore:
             if p.sparse is not None:
                 vectors[SPARSE] = q.SparseVector(p.sparse.indices, p.sparse.values)
             edge_points.append(q.Point(point_id(p.id), vectors, {**p.payload, "id": p.id}))
-        shard.update(q.UpdateOperation.upsert_points(edge_points))
+        # One point per operation: from one batch, two stores holding the same points sum BM25
+        # scores in different orders (the last digit differs, and near-ties reorder); written one
+        # by one, the same writes give the same scores.
+        for point in edge_points:
+            shard.update(q.UpdateOperation.upsert_points([point]))
         if durable:
             shard.flush()
 

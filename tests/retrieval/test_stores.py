@@ -109,3 +109,24 @@ def test_edge_store_persists_across_reopen(tmp_path):
     assert again.count("items") == 4
     assert again.search_dense("items", np.array([0, 0, 1, 0]), 1)[0].id == "d"
     again.close()
+
+
+@pytest.mark.parametrize("kind", ["edge", "client"])
+def test_the_same_writes_give_the_same_bm25_scores_to_the_last_digit(kind, demo_items, tmp_path):
+    # Near-ties reorder on the last digit of a score, and with them lists and evaluations.
+    from encoders.text import item_text
+
+    texts = [item_text(item) for item in demo_items]
+    rng = np.random.default_rng(0)
+    points = [StoredPoint(item["id"], {"title": item["title"]}, rng.normal(size=4).astype(np.float32), sparse)
+              for item, sparse in zip(demo_items, BM25.encode_documents(texts))]
+    answers = []
+    for n in range(3):
+        store = (EdgeVectorStore(tmp_path / str(n)) if kind == "edge" else ClientVectorStore(QdrantClient(":memory:")))
+        store.ensure_collection(SPEC)
+        store.upsert("items", points)
+        answers.append([[(h.id, h.score) for h in store.search_sparse("items", BM25.encode_query(text[:80]), 20)]
+                        for text in texts[:100]])
+        store.close()
+    assert all(len(hits) > 1 for hits in answers[0])
+    assert answers[1] == answers[0] and answers[2] == answers[0]
