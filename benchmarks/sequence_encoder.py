@@ -10,7 +10,7 @@ the same run: quality on every slice of the evaluation, training time, and reque
    without the sequence source, alternated request by request so both see the same machine load.
 
     python benchmarks/sequence_encoder.py [--max-users 1000] [--seed 42] [--split test] [--requests 300]
-        [--popularity-correction 1.0] [--drop-residual 0.3] [--name NAME]
+        [--popularity-correction 1.0] [--drop-residual 0.3] [--left-out 3] [--name NAME]
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--popularity-correction", type=float, default=SequenceTrainingSettings.popularity_correction)
     parser.add_argument("--drop-residual", type=float, default=SequenceTrainingSettings.drop_residual,
                         help="share of learned item residuals hidden in training (1: items read by text alone)")
+    parser.add_argument("--left-out", type=int, default=SequenceTrainingSettings.left_out,
+                        help="each user's newest items not trained on (train_sequence.left_out)")
     parser.add_argument("--name", default="sequence_encoder", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
     if not args.dataset.exists():
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     config = EvalConfig(seed=args.seed, split=args.split, max_users=args.max_users)
     settings = SequenceTrainingSettings(epochs=args.epochs, device=args.device, seed=args.seed,
                                         popularity_correction=args.popularity_correction,
-                                        drop_residual=args.drop_residual)
+                                        drop_residual=args.drop_residual, left_out=args.left_out)
 
     train = stage_training_sequences(dataset, config)
     replay = Replay(dataset, encoder, train, points, config, "train-sequence")

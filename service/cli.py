@@ -401,6 +401,10 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     if not meta["accepted"]:
         print("it is not served as a source; `hybridrec train reranker` may still read it as a feature, where "
               "that wins validation")
+    needs = settings.train_reranker.sequence_left_out
+    if meta["accepted"] and settings.train_sequence.left_out < needs:
+        print(f"while it serves as a source, `hybridrec train reranker` refuses to train: it learned the steps a "
+              f"ranker trains on (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT={needs} trains one without them)")
     if meta["accepted"]:
         print("a running service picks it up with: curl -X POST http://HOST:PORT/v1/admin/reload")
     return 0

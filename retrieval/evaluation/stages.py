@@ -131,12 +131,12 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     started = time.perf_counter()
     config = config or EvalConfig()
     settings = settings or StageSettings()
-    if settings.reranker.sequence != "off" and settings.sequence.left_out < settings.reranker.sequence_left_out:
-        # Said before hours of training rather than after (``train_reranker`` refuses it too).
-        raise ValueError(f"train_reranker.sequence={settings.reranker.sequence} needs train_sequence.left_out >= "
-                         f"{settings.reranker.sequence_left_out} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT): the "
-                         "ranker must not read a sequence encoder trained on the steps it trains on; the same "
-                         "encoder is the sequence stage, which then trains on fewer steps")
+    if settings.sequence.left_out < settings.reranker.sequence_left_out:
+        # Said before hours of training rather than after (``train_reranker`` refuses it too): the
+        # ranker stage reads the sequence stage's encoder, as a source where it is accepted.
+        raise ValueError(f"train_sequence.left_out={settings.sequence.left_out}: the ranker stage needs >= "
+                         f"{settings.reranker.sequence_left_out} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT): it must not "
+                         "read a sequence encoder, as a feature or as a source, trained on the steps it trains on")
     work = Path(settings.work_dir or tempfile.mkdtemp(prefix="hybridrec-eval-stages-"))
     points = points if points is not None else encode_catalogue(dataset, encoder)
     retrieval_only = replace(config, methods=("hybrid_retrieval",))

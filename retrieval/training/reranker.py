@@ -333,6 +333,18 @@ def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray
     return Choice(best_name, variants[best_name], accepted, reason, validation, verdicts, exposure, added)
 
 
+def _refuse_learned_steps(sequence: LoadedSequence, settings: TrainingSettings, role: str, remedy: str) -> None:
+    """A ranker must not read a sequence encoder, directly or through its source's lists, that was
+    trained on the steps the ranker trains on (docs/research.md, "Leaks")."""
+    unlearned = sequence_left_out(sequence.metadata)
+    if unlearned < settings.sequence_left_out:
+        raise ValueError(
+            f"sequence encoder {sequence.version} ({role}) was trained on all but each user's {unlearned} newest "
+            f"items, so it learned the {settings.positions_per_user} steps the ranker trains on, and the ranker would "
+            f"learn to trust it more than it deserves; train one with train_sequence.left_out >= "
+            f"{settings.sequence_left_out} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT, `hybridrec train sequence`) {remedy}")
+
+
 def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings | None = None,
                    progress_factory: Callable[[str, int], Any] | None = None,
                    sequence: LoadedSequence | None = None) -> TrainingReport:
@@ -348,13 +360,14 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     if settings.sequence == "off":
         sequence = None
     if sequence is not None:
-        unlearned = sequence_left_out(sequence.metadata)
-        if unlearned < settings.sequence_left_out:
-            raise ValueError(
-                f"sequence encoder {sequence.version} was trained on all but each user's {unlearned} newest items, "
-                f"so it learned the {settings.positions_per_user} steps the ranker trains on, and the ranker would "
-                f"learn to trust it more than it deserves; train one with train_sequence.left_out >= "
-                f"{settings.sequence_left_out} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT) for the ranker")
+        _refuse_learned_steps(sequence, settings, "offered as a feature",
+                              "for the ranker")
+    serving = recommender.sources["sequence"].loaded if "sequence" in recommender.config.sources else None
+    if serving is not None:
+        # Its ranks on the ranker's training lists would come from steps it memorised.
+        _refuse_learned_steps(serving, settings, "serving as a source",
+                              "and serve it (POST /v1/admin/reload), or train the ranker with `sequence` left out "
+                              "of recommend.sources")
     reads = sequence.model if sequence is not None else None
     use_cross_encoder = settings.uses_cross_encoder()
     candidates = settings.candidates or recommender.config.rerank_candidates

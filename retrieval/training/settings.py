@@ -120,8 +120,9 @@ class SequenceTrainingSettings(LogTrainingSettings):
     fusion_weights: tuple[float, ...] = (0.25, 0.5, 1.0)
     max_validation_users: int = 3000
     long_tail_head: float = 0.2  # long-tail targets: outside this share of the most taken items
-    # Each user's newest items left out of training: the newest (validation judges it), and here
-    # the steps before it that a learned ranker trains on (``TrainingSettings.positions_per_user``).
+    # Each user's newest items left out of training: the newest (validation judges it), and the
+    # steps before it that a learned ranker trains on (``TrainingSettings.positions_per_user``),
+    # whether the ranker reads this model as a feature or the lists of the source it serves as.
     # A ranker that read a model trained on its own training steps would learn to trust it more than
     # it deserves on a request, where what comes next was never learned.
-    left_out: int = 1  # a ranker reads only a model trained with 1 + its positions_per_user (3)
+    left_out: int = 3  # 1 + train_reranker.positions_per_user; 1 only where no ranker is trained

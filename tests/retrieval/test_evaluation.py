@@ -42,7 +42,7 @@ def test_preference_text_uses_only_history_categories():
     assert preference_text([], cats) is None
 
 
-def synthetic_dataset(seed=3) -> Dataset:
+def synthetic_dataset(seed=3, length=6) -> Dataset:
     """Four themed groups of items; users stay in one theme, so sequences are predictable."""
     rng = random.Random(seed)
     themes = {"pens": "gel ink pen", "staplers": "heavy duty stapler", "lamps": "LED desk lamp", "chairs": "mesh office chair"}
@@ -55,7 +55,7 @@ def synthetic_dataset(seed=3) -> Dataset:
     sequences = {}
     for u in range(60):
         theme = list(themes)[u % 4]
-        sequences[f"u{u}"] = rng.sample(by_theme[theme], 6)
+        sequences[f"u{u}"] = rng.sample(by_theme[theme], length)
     return Dataset("synthetic", items, sequences)
 
 
@@ -124,6 +124,15 @@ def test_training_part_never_holds_a_validation_or_test_target():
     assert training_part(sequences, newest=1) == {"a": ["1", "2", "3", "4"], "b": ["1", "2"], "c": ["9", "8", "7"]}
 
 
+def test_a_stage_run_refuses_a_sequence_encoder_that_would_learn_the_rankers_steps(tmp_path):
+    # Before any training: the ranker stage reads the sequence stage's encoder, as a feature or,
+    # where it is accepted, through its source's lists.
+    settings = StageSettings(sequence=SequenceTrainingSettings(left_out=1), work_dir=tmp_path / "models")
+    with pytest.raises(ValueError, match="train_sequence.left_out=1: the ranker stage needs >= 3"):
+        evaluate_stages(synthetic_dataset(), encoder=None, settings=settings)
+    assert not (tmp_path / "models").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder_accepted", [True, False])
 def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, monkeypatch, encoder_accepted):
@@ -139,7 +148,7 @@ def test_stages_train_inside_the_run_and_report_each_stage(encoder, tmp_path, mo
         return {**real_train_encoder(engine, *args, **kwargs), "accepted": encoder_accepted}
 
     monkeypatch.setattr(evaluation_stages, "train_encoder", train_encoder)
-    dataset = synthetic_dataset()
+    dataset = synthetic_dataset(length=8)  # 6 in training, 3 of them left out of the sequence encoder's
     config = EvalConfig(seed=2, max_users=8, recommend=RecommendConfig(rerank_candidates=10))
     settings = StageSettings(EncoderTrainingSettings(max_pairs=80, batch_size=16, device="cpu"),
                              TrainingSettings(max_lists=40, cross_encoder="off", device="cpu", max_validation_users=6),

@@ -87,7 +87,7 @@ def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interrupti
 
 
 def test_only_an_accepted_model_over_todays_items_serves_and_new_items_are_reachable(engine, demo_items, tmp_path):
-    chain = chain_log(engine, demo_items)
+    chain = chain_log(engine, demo_items, length=8)  # 4 steps a user trained on, 3 newest items left out
     meta = train_sequence(engine, engine.sequences, SMALL)
     version = meta["version"]
     path = engine.sequences.path(version) / "metadata.json"
@@ -152,12 +152,13 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
     from retrieval.training.settings import TrainingSettings
 
     chain = chain_log(engine, demo_items)
-    leaky = train_sequence(engine, engine.sequences, SMALL)  # learned every step but the newest
+    leaky = train_sequence(engine, engine.sequences, replace(SMALL, left_out=1))  # every step but the newest
     leaky = engine.sequences.load(leaky["version"], engine.item_space(), device="cpu", allow_rejected=True)
     with pytest.raises(ValueError, match="left_out >= 3"):
         train_reranker(engine.recommender, engine.rerankers,
                        TrainingSettings(candidates=20, cross_encoder="off", device="cpu", sequence="auto"), sequence=leaky)
-    meta = train_sequence(engine, engine.sequences, replace(SMALL, left_out=3))
+    meta = train_sequence(engine, engine.sequences, SMALL)  # by default without the ranker's steps
+    assert meta["settings"]["left_out"] == 3
     path = engine.sequences.path(meta["version"]) / "metadata.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "accepted": False}))  # refused as a source
     offered = engine.sequences.load(meta["version"], engine.item_space(), device="cpu", allow_rejected=True)
@@ -214,6 +215,30 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
     assert engine.reload_reranker() == off.version
 
 
+def test_a_ranker_is_not_trained_over_a_sequence_source_that_learned_its_steps(engine, demo_items):
+    from retrieval.training.reranker import train_reranker
+    from retrieval.training.settings import TrainingSettings
+
+    chain_log(engine, demo_items)
+    settings = TrainingSettings(validation_users=0.3, candidates=20, cross_encoder="off", device="cpu")
+    leaky = train_sequence(engine, engine.sequences, replace(SMALL, left_out=1))["version"]
+    accept(engine, leaky)
+    assert engine.reload_sequence() == leaky
+    with pytest.raises(ValueError, match=f"{leaky} \\(serving as a source\\).*left_out >= 3"):
+        train_reranker(engine.recommender, engine.rerankers, settings)
+    assert engine.rerankers.all() == []  # refused before anything was trained or saved
+
+    # The default encoder never learned the ranker's steps: the ranker trains over its source's lists.
+    safe = train_sequence(engine, engine.sequences, SMALL)["version"]
+    accept(engine, safe)
+    assert engine.reload_sequence() == safe
+    traced = []
+    recommend = engine.recommender.recommend
+    engine.recommender.recommend = lambda *a, **k: traced.append(r := recommend(*a, **k)) or r
+    report = train_reranker(engine.recommender, engine.rerankers, settings)
+    assert report.version is not None and any("sequence" in r.sources for r in traced)
+
+
 def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder(engine, demo_items, capsys,
                                                                                 monkeypatch):
     chain_log(engine, demo_items)
@@ -223,7 +248,9 @@ def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder
     engine.close()
     assert main([*common, "--sequence", "auto"]) == 2  # none trained yet: says so, trains nothing
     assert "hybridrec train sequence" in capsys.readouterr().err
+    monkeypatch.setenv("HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT", "1")
     assert main(["train", "sequence", "--data-dir", str(data_dir), "--epochs", "2", "--device", "cpu"]) == 0
+    monkeypatch.delenv("HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT")
     capsys.readouterr()
     leaky = json.loads(next((data_dir / "models" / "sequence").glob("v*/metadata.json")).read_text())["version"]
     capsys.readouterr()
@@ -233,9 +260,7 @@ def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder
     assert "train_sequence.left_out >= 3" in capsys.readouterr().err
     assert main([*common, "--sequence-version", leaky]) == 2  # a version without --sequence means nothing
     assert "--sequence-version needs --sequence auto or only" in capsys.readouterr().err
-    monkeypatch.setenv("HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT", "3")
     assert main(["train", "sequence", "--data-dir", str(data_dir), "--epochs", "2", "--device", "cpu"]) == 0
-    monkeypatch.delenv("HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT")
     version = json.loads(sorted((data_dir / "models" / "sequence").glob("v*/metadata.json"))[-1].read_text())["version"]
     capsys.readouterr()
     assert main([*common, "--sequence", "auto"]) == 0
