@@ -317,19 +317,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_train_reranker(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from retrieval.registry import sequence_left_out
     from retrieval.training.reranker import train_reranker
 
     settings = _settings(args)
     engine = _open_engine(settings)
     try:
-        sequence = None
+        sequence = stand_in = None
         if args.sequence == "off" and args.sequence_version:
             print("--sequence-version needs --sequence auto or only", file=sys.stderr)
             return 2
+        space = engine.item_space()
+        needs = settings.train_reranker.sequence_left_out
+        # The newest encoder that never learned the ranker's steps: offered as a feature, and in the
+        # place of a serving sequence source that learned them while the training lists are built.
+        newest = engine.sequences.newest_fitting(space, accepted_only=False, left_out=needs)
+        serving = engine.recommender.sources["sequence"].loaded
+        if serving is not None and sequence_left_out(serving.metadata) < needs and newest is not None:
+            stand_in = engine.sequences.load(newest["version"], space, device=args.device, allow_rejected=True)
         if args.sequence != "off":
-            space = engine.item_space()
-            needs = settings.train_reranker.sequence_left_out
-            newest = engine.sequences.newest_fitting(space, accepted_only=False, left_out=needs)
             version = args.sequence_version or (newest["version"] if newest else None)
             if version is None:
                 print(f"--sequence: no sequence encoder is trained over the items as they are now without each user's "
@@ -348,7 +354,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
                         cross_encoder=args.cross_encoder, max_groups=args.max_groups, device=args.device,
                         seed=args.seed, sequence=args.sequence),
                 progress_factory=lambda desc, total: tqdm(total=total, desc=desc),
-                sequence=sequence,
+                sequence=sequence, stand_in=stand_in,
             )
         except ValueError as err:
             print(f"no model trained: {err}", file=sys.stderr)
@@ -363,6 +369,10 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     for name, v in report.metadata["validation"].items():
         print(f"  validation {name:<22} NDCG@10 {v['ndcg@10']:.4f}  Recall@10 {v['recall@10']:.4f}  "
               f"coverage@10 {v['coverage@10']:.3f}")
+    source = report.metadata.get("sequence_source")
+    if source and source["training_lists"] != source["version"]:
+        print(f"  sequence encoder {source['training_lists']} stood in for {source['version']} (the sequence source, "
+              "which learned the steps the ranker trains on) on the training lists")
     offered = report.metadata.get("sequence")
     if offered:
         kept = "reads it" if offered["kept"] else "does not read it"
@@ -402,7 +412,7 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
         print("it is not served as a source; `hybridrec train reranker` may still read it as a feature, where "
               "that wins validation")
     needs = settings.train_reranker.sequence_left_out
-    if meta["accepted"] and settings.train_sequence.left_out < needs:
+    if meta["accepted"] and "sequence" in settings.recommend.sources and settings.train_sequence.left_out < needs:
         print(f"while it serves as a source, `hybridrec train reranker` refuses to train: it learned the steps a "
               f"ranker trains on (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT={needs} trains one without them)")
     if meta["accepted"]:

@@ -135,7 +135,8 @@ def stage_section(stages: dict[str, Any], results: dict[str, Any] | None = None)
 
 def _sequence_line(seq: dict[str, Any]) -> str:
     epochs = seq.get("epochs") or []
-    return (f"- Sequence encoder: {seq['windows']} training windows from {seq['train_users']} users, "
+    left_out = f" (each user's {seq['left_out']} newest items left out)" if "left_out" in seq else ""
+    return (f"- Sequence encoder: {seq['windows']} training windows from {seq['train_users']} users{left_out}, "
             f"{len(epochs)} epochs in {seq['train_seconds']:.0f} s on {seq['device']} (early stopping on "
             f"{seq['early_stop_users']} users' second-newest items); fusion weight {seq['fusion_weight']:g}; "
             f"{'accepted' if seq['accepted'] else 'REJECTED'}: {seq['reason']}.")

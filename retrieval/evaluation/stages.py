@@ -131,7 +131,8 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
     started = time.perf_counter()
     config = config or EvalConfig()
     settings = settings or StageSettings()
-    if settings.sequence.left_out < settings.reranker.sequence_left_out:
+    ranker_reads_sequence = settings.reranker.sequence != "off" or "sequence" in config.recommend.sources
+    if ranker_reads_sequence and settings.sequence.left_out < settings.reranker.sequence_left_out:
         # Said before hours of training rather than after (``train_reranker`` refuses it too): the
         # ranker stage reads the sequence stage's encoder, as a source where it is accepted.
         raise ValueError(f"train_sequence.left_out={settings.sequence.left_out}: the ranker stage needs >= "
@@ -229,7 +230,8 @@ def evaluate_stages(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | N
         "training_users": len(train_sequences),
         "cold_items_left_out_of_training": len(cold_slice_items(dataset, config)),
         "encoder_training": {k: v for k, v in encoder_meta.items() if k != "path"},
-        "sequence_training": {k: v for k, v in sequence_meta.items() if k not in ("path", "settings")},
+        "sequence_training": {**{k: v for k, v in sequence_meta.items() if k not in ("path", "settings")},
+                              "left_out": settings.sequence.left_out},
         "reranker_training": _ranker_summary(report),
         "diversity": {"retrieval": config.recommend.diversity, "reranked": config.recommend.reranked_diversity},
         "serving": {"encoder": "fine-tuned" if accepted else "zero-shot",

@@ -290,6 +290,14 @@ class Recommender:
         parsed = self.queries.parse(req.query.strip(), user_id=req.user_id)
         return apply_query(req, parsed), parsed
 
+    def _weight(self, name: str, retyped: dict[str, float]) -> float:
+        return retyped.get(name, 0.0 if name in self.off else 1.0)
+
+    def asks(self, name: str, request_type: str) -> bool:
+        """Whether the full pipeline asks source ``name`` for a request of ``request_type``."""
+        return (name in self.config.sources and name in self.sources
+                and self._weight(name, self.config.request_weights.get(request_type, {})) > 0)
+
     def gather(self, ctx: RecommendContext, options: ReplayOptions, notes: list[str]) -> list[SourceResult]:
         """Step "gather candidates": each wanted source's ranked list; for a profile of stated
         preferences alone where the interest source says nothing, popularity as a prior;
@@ -303,7 +311,7 @@ class Recommender:
         results = []
         for name in wanted:
             source = self.sources.get(name)
-            if source is None or retyped.get(name, 0.0 if name in self.off else 1.0) <= 0:
+            if source is None or self._weight(name, retyped) <= 0:
                 continue
             result = source.candidates(ctx)
             # Kept at weight 0 too (a situation's weight, such as BM25's over history titles): the

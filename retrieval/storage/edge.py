@@ -105,7 +105,7 @@ class EdgeVectorStore:
             edge_points.append(q.Point(point_id(p.id), vectors, {**p.payload, "id": p.id}))
         # One point per operation: from one batch, two stores holding the same points sum BM25
         # scores in different orders (the last digit differs, and near-ties reorder); written one
-        # by one, the same writes give the same scores.
+        # by one, the same writes in the same order give the same scores.
         for point in edge_points:
             shard.update(q.UpdateOperation.upsert_points([point]))
         if durable:

@@ -49,6 +49,10 @@ def next_item_cases(sequences: dict[str, list[str]], users: list[str],
     return cases
 
 
+# What a past moment is to the pipeline: a history without a user (``context.request_type``).
+PAST_MOMENT = "session"
+
+
 def retrieve_past_moment(recommender: Recommender, user: str, history: list[str], k: int,
                          ranker_pool: bool = False) -> list[RecommendedItem]:
     """The serving retrieval for a past moment of ``user``: their own logged events are left out

@@ -22,6 +22,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
     LONG_TAIL_HEAD,
     MIN_RELATIVE_GAIN,
+    PAST_MOMENT,
     SliceVerdict,
     clearly_better,
     held_out_items,
@@ -340,34 +342,72 @@ def _refuse_learned_steps(sequence: LoadedSequence, settings: TrainingSettings, 
     if unlearned < settings.sequence_left_out:
         raise ValueError(
             f"sequence encoder {sequence.version} ({role}) was trained on all but each user's {unlearned} newest "
-            f"items, so it learned the {settings.positions_per_user} steps the ranker trains on, and the ranker would "
-            f"learn to trust it more than it deserves; train one with train_sequence.left_out >= "
-            f"{settings.sequence_left_out} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT, `hybridrec train sequence`) {remedy}")
+            f"items, so it learned {settings.sequence_left_out - unlearned} of the {settings.positions_per_user} "
+            f"steps the ranker trains on, and the ranker would learn to trust it more than it deserves; train one "
+            f"with train_sequence.left_out >= {settings.sequence_left_out} (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT, "
+            f"`hybridrec train sequence`) {remedy}")
+
+
+def source_stand_in(serving: LoadedSequence | None, stand_in: LoadedSequence | None,
+                    settings: TrainingSettings) -> LoadedSequence | None:
+    """What the sequence source reads while the ranker's training lists are built: nothing to
+    change (None) where ``serving`` never learned the ranker's steps; else ``stand_in``, an encoder
+    trained without them over the same items, at the serving source's weight. Like the user's own
+    events left out of the collaborative signal, the ranker learns from the source as it would be
+    on an unseen step; validation and serving read the encoder that serves (it never learned the
+    newest items either)."""
+    if serving is None or sequence_left_out(serving.metadata) >= settings.sequence_left_out:
+        return None
+    if stand_in is None:
+        _refuse_learned_steps(serving, settings, "serving as the sequence source",
+                              "(it need not be accepted as a source: `hybridrec train reranker` builds its training "
+                              "lists with it in the source's place), or turn the source off for the service and "
+                              "this training alike (recommend.sources without \"sequence\": "
+                              "HYBRIDREC_RECOMMEND__SOURCES)")
+    _refuse_learned_steps(stand_in, settings, "standing in for the sequence source", "")
+    if stand_in.metadata.get("item_space") != serving.metadata.get("item_space"):
+        raise ValueError(f"sequence encoder {stand_in.version} was trained over other item vectors than "
+                         f"{serving.version}, which serves as the sequence source; train one over today's items "
+                         "with `hybridrec train sequence`")
+    return LoadedSequence(stand_in.version, stand_in.model, serving.weight, stand_in.metadata)
+
+
+@contextmanager
+def _sequence_source_reading(recommender: Recommender, loaded: LoadedSequence | None):
+    """The sequence source reads ``loaded`` inside the block (nothing changes for None)."""
+    source = recommender.sources["sequence"]
+    before = source.loaded
+    if loaded is not None:
+        source.loaded = loaded
+    try:
+        yield
+    finally:
+        source.loaded = before
 
 
 def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings | None = None,
                    progress_factory: Callable[[str, int], Any] | None = None,
-                   sequence: LoadedSequence | None = None) -> TrainingReport:
+                   sequence: LoadedSequence | None = None,
+                   stand_in: LoadedSequence | None = None) -> TrainingReport:
     """Build lists (and groups), train, validate, and save the model with its verdict. Only an
-    accepted model can ever be loaded for serving.
+    accepted model can ever be loaded for serving. Train it on an engine of its own, not one
+    serving requests: the sequence source may read ``stand_in`` while lists are built.
 
     Given a trained ``sequence`` encoder (whether or not it was accepted as a source) and
     ``settings.sequence`` other than "off", variants that also read its similarity to each candidate
     are trained and judged beside the others; one that serves is saved with the encoder inside its
-    version."""
+    version. Where the sequence source serves an encoder that learned the ranker's training steps,
+    ``stand_in`` (one trained without them) takes its place on the training lists
+    (``source_stand_in``); without one, training is refused."""
     started = time.perf_counter()
     settings = settings or TrainingSettings()
     if settings.sequence == "off":
         sequence = None
     if sequence is not None:
-        _refuse_learned_steps(sequence, settings, "offered as a feature",
-                              "for the ranker")
-    serving = recommender.sources["sequence"].loaded if "sequence" in recommender.config.sources else None
-    if serving is not None:
-        # Its ranks on the ranker's training lists would come from steps it memorised.
-        _refuse_learned_steps(serving, settings, "serving as a source",
-                              "and serve it (POST /v1/admin/reload), or train the ranker with `sequence` left out "
-                              "of recommend.sources")
+        _refuse_learned_steps(sequence, settings, "offered as a feature", "for the ranker")
+    # Checked, and recorded, as it serves when training starts.
+    serving = recommender.sources["sequence"].loaded if recommender.asks("sequence", PAST_MOMENT) else None
+    training_source = source_stand_in(serving, stand_in, settings)
     reads = sequence.model if sequence is not None else None
     use_cross_encoder = settings.uses_cross_encoder()
     candidates = settings.candidates or recommender.config.rerank_candidates
@@ -400,7 +440,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         b.close()
         return out
 
-    lists = build_all("ranking lists", list_cases)
+    with _sequence_source_reading(recommender, training_source):
+        lists = build_all("ranking lists", list_cases)
     val_lists = build_all("validation lists", [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users])
     # Every slice of the offline evaluation on the same users' newest items (``slice_cases``). The
     # cold items' lists are retrieved, and their features read, as if nobody had taken them; the
@@ -438,7 +479,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     if use_cross_encoder:
         all_ids = sorted({i for seq in sequences.values() for i in seq})
         b = bar("cross-encoder groups", len(group_cases))
-        groups = build_groups(recommender, group_cases, settings, rng, all_ids, progress=b.update)
+        with _sequence_source_reading(recommender, training_source):
+            groups = build_groups(recommender, group_cases, settings, rng, all_ids, progress=b.update)
         b.close()
         cross_encoder = CrossEncoderReranker(device=settings.device)
         b = bar("train cross-encoder", settings.epochs * len(groups))
@@ -509,6 +551,11 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
                       "accepted_as_source": bool(sequence.metadata.get("accepted")), "kept": serves_sequence,
                       "variants": choice.added_models}
                      if sequence is not None else None),
+        # The sequence encoder serving as a source (its ranks are features), and the one that stood
+        # in for it on the training lists where it had learned their steps.
+        "sequence_source": ({"version": serving.version, "left_out": sequence_left_out(serving.metadata),
+                             "training_lists": (training_source or serving).version}
+                            if serving is not None else None),
         "train_users": len(train_users), "validation_users": len(val_users),
         "pool_weights": recommender.config.ranker_pool_weights or recommender.config.weights,
         "validation": validation,

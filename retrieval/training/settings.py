@@ -124,5 +124,7 @@ class SequenceTrainingSettings(LogTrainingSettings):
     # steps before it that a learned ranker trains on (``TrainingSettings.positions_per_user``),
     # whether the ranker reads this model as a feature or the lists of the source it serves as.
     # A ranker that read a model trained on its own training steps would learn to trust it more than
-    # it deserves on a request, where what comes next was never learned.
-    left_out: int = 3  # 1 + train_reranker.positions_per_user; 1 only where no ranker is trained
+    # it deserves on a request, where what comes next was never learned. With 1 the source is
+    # stronger, and a ranker trained while it serves needs another encoder, trained with 3, to
+    # stand in for it on its training lists (``reranker.source_stand_in``).
+    left_out: int = 3  # 1 + train_reranker.positions_per_user

@@ -215,7 +215,7 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
     assert engine.reload_reranker() == off.version
 
 
-def test_a_ranker_is_not_trained_over_a_sequence_source_that_learned_its_steps(engine, demo_items):
+def test_a_ranker_learns_a_sequence_source_only_from_steps_its_encoder_never_learned(engine, demo_items):
     from retrieval.training.reranker import train_reranker
     from retrieval.training.settings import TrainingSettings
 
@@ -224,19 +224,42 @@ def test_a_ranker_is_not_trained_over_a_sequence_source_that_learned_its_steps(e
     leaky = train_sequence(engine, engine.sequences, replace(SMALL, left_out=1))["version"]
     accept(engine, leaky)
     assert engine.reload_sequence() == leaky
-    with pytest.raises(ValueError, match=f"{leaky} \\(serving as a source\\).*left_out >= 3"):
+    with pytest.raises(ValueError, match=f"{leaky} \\(serving as the sequence source\\).*learned 2 of the 2 "
+                                         "steps.*left_out >= 3.*need not be accepted.*HYBRIDREC_RECOMMEND__SOURCES"):
         train_reranker(engine.recommender, engine.rerankers, settings)
     assert engine.rerankers.all() == []  # refused before anything was trained or saved
+    # Where the pipeline never asks it for a past moment (a history without a user), nothing leaks.
+    config = engine.recommender.config
+    engine.recommender.config = replace(config, request_weights={"session": {"sequence": 0.0}})
+    assert not engine.recommender.asks("sequence", "session") and engine.recommender.asks("sequence", "history")
+    quiet = train_reranker(engine.recommender, engine.rerankers, settings)
+    assert quiet.version is not None and quiet.metadata["sequence_source"] is None
+    engine.recommender.config = config
 
-    # The default encoder never learned the ranker's steps: the ranker trains over its source's lists.
-    safe = train_sequence(engine, engine.sequences, SMALL)["version"]
-    accept(engine, safe)
-    assert engine.reload_sequence() == safe
+    # An encoder trained without the ranker's steps (the default), refused as a source, stands in
+    # for the serving one on the training lists; validation reads the one that serves.
+    stand_in = train_sequence(engine, engine.sequences, SMALL)["version"]
+    path = engine.sequences.path(stand_in) / "metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accepted": False}))
+    loaded = engine.sequences.load(stand_in, engine.item_space(), device="cpu", allow_rejected=True)
     traced = []
     recommend = engine.recommender.recommend
     engine.recommender.recommend = lambda *a, **k: traced.append(r := recommend(*a, **k)) or r
+    report = train_reranker(engine.recommender, engine.rerankers, settings, stand_in=loaded)
+    assert report.version is not None
+    assert report.metadata["sequence_source"] == {"version": leaky, "left_out": 1, "training_lists": stand_in}
+    read = [r.sequence for r in traced if "sequence" in r.sources]
+    assert read[0] == stand_in and read[-1] == leaky and set(read) == {stand_in, leaky}
+    assert engine.recommender.sources["sequence"].loaded.version == leaky  # as it was
+    with pytest.raises(ValueError, match="standing in"):
+        leaky_too = engine.sequences.load(leaky, engine.item_space(), device="cpu")
+        train_reranker(engine.recommender, engine.rerankers, settings, stand_in=leaky_too)
+
+    # The default encoder never learned the ranker's steps: serving, it needs no stand-in.
+    accept(engine, stand_in)
+    assert engine.reload_sequence() == stand_in
     report = train_reranker(engine.recommender, engine.rerankers, settings)
-    assert report.version is not None and any("sequence" in r.sources for r in traced)
+    assert report.metadata["sequence_source"] == {"version": stand_in, "left_out": 3, "training_lists": stand_in}
 
 
 def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder(engine, demo_items, capsys,
@@ -270,3 +293,10 @@ def test_train_reranker_from_the_command_line_offers_the_newest_sequence_encoder
     assert "offered as a feature" not in capsys.readouterr().out
     assert main([*common, "--sequence", "only", "--sequence-version", "v19990101-000000"]) == 2
     assert "--sequence-version v19990101-000000" in capsys.readouterr().err
+    # The leaky one serving as the source: the newest encoder without the ranker's steps stands in
+    # for it on the training lists, accepted as a source or not.
+    for name, accepted in ((leaky, True), (version, False)):
+        path = data_dir / "models" / "sequence" / name / "metadata.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "accepted": accepted}))
+    assert main(common) == 0
+    assert f"sequence encoder {version} stood in for {leaky}" in capsys.readouterr().out
