@@ -262,6 +262,7 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
     residual_items = sorted({i for seq in trained.values() for i in seq if i in items.position})
     shape = SequenceShape(item_dim=items.matrix.shape[1], hidden=settings.hidden, layers=settings.layers,
                           heads=settings.heads, max_length=settings.max_length, dropout=settings.dropout)
+    torch.manual_seed(settings.seed)  # the initial weights too: the same log trains the same model
     model = SequenceModel(SequenceEncoder(shape, len(residual_items)), residual_items,
                           device=resolve_device(settings.device))
     versions.root.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,21 @@ def test_training_windows_cover_every_step_once():
     assert all(len(w) <= 4 for w in windows)
 
 
+def test_the_same_log_trains_the_same_model(engine, demo_items, tmp_path):
+    from retrieval.registry import SequenceVersions
+
+    chain_log(engine, demo_items)
+    settings = replace(SMALL, epochs=3, patience=3)
+    first, second = (train_sequence(engine, SequenceVersions(tmp_path / name), settings) for name in ("a", "b"))
+    def timeless(epochs):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
+
+    assert timeless(first["epochs"]) == timeless(second["epochs"]) and first["validation"] == second["validation"]
+    a, b = (torch.load(tmp_path / name / meta["version"] / "sequence.pt", weights_only=True)
+            for name, meta in (("a", first), ("b", second)))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interruption(engine, demo_items):
     chain_log(engine, demo_items)
 
