@@ -70,7 +70,7 @@ def test_the_same_log_trains_the_same_model(engine, demo_items, tmp_path):
 
 
 def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interruption(engine, demo_items):
-    chain_log(engine, demo_items)
+    chain_log(engine, demo_items, length=10)  # 6 steps a user trained on, 3 newest items left out
 
     class Interrupt:  # a progress bar whose third update is a Ctrl-C: two epochs are done by then
         def __init__(self, *_):
@@ -102,7 +102,7 @@ def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interrupti
 
 
 def test_only_an_accepted_model_over_todays_items_serves_and_new_items_are_reachable(engine, demo_items, tmp_path):
-    chain = chain_log(engine, demo_items, length=8)  # 4 steps a user trained on, 3 newest items left out
+    chain = chain_log(engine, demo_items, length=10)  # 6 steps a user trained on, 3 newest items left out
     meta = train_sequence(engine, engine.sequences, SMALL)
     version = meta["version"]
     path = engine.sequences.path(version) / "metadata.json"
