@@ -22,7 +22,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -372,17 +371,14 @@ def source_stand_in(serving: LoadedSequence | None, stand_in: LoadedSequence | N
     return LoadedSequence(stand_in.version, stand_in.model, serving.weight, stand_in.metadata)
 
 
-@contextmanager
-def _sequence_source_reading(recommender: Recommender, loaded: LoadedSequence | None):
-    """The sequence source reads ``loaded`` inside the block (nothing changes for None)."""
-    source = recommender.sources["sequence"]
-    before = source.loaded
-    if loaded is not None:
-        source.loaded = loaded
-    try:
-        yield
-    finally:
-        source.loaded = before
+def _reading(recommender: Recommender, loaded: LoadedSequence | None) -> Recommender:
+    """``recommender``'s pipeline with its sequence source reading ``loaded`` (itself for None): a
+    recommender of its own, so that no follower of a shared log swaps the serving encoder back."""
+    if loaded is None:
+        return recommender
+    own = Recommender(recommender.catalogue, recommender.profiles, recommender.profiles.index, recommender.config)
+    own.sources["sequence"].loaded = loaded
+    return own
 
 
 def train_reranker(recommender: Recommender, versions: RerankerVersions, settings: TrainingSettings | None = None,
@@ -431,18 +427,21 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     # lists is what it will be on unseen requests, not a memorised one.
     group_cases = cases[settings.max_lists: settings.max_lists + settings.max_groups] or cases[: settings.max_groups]
 
-    def build_all(desc: str, work: list[tuple[str, list[str], str]]) -> list[RankList]:
+    # The training steps are read with the stand-in, where there is one; validation with what serves.
+    training = _reading(recommender, training_source)
+
+    def build_all(desc: str, work: list[tuple[str, list[str], str]], source: Recommender) -> list[RankList]:
         b, out = bar(desc, len(work)), []
         for user, history, target in work:
-            out.append(build_list(recommender, user, history, target, candidates, texts=use_cross_encoder,
+            out.append(build_list(source, user, history, target, candidates, texts=use_cross_encoder,
                                   sequence=reads))
             b.update(1)
         b.close()
         return out
 
-    with _sequence_source_reading(recommender, training_source):
-        lists = build_all("ranking lists", list_cases)
-    val_lists = build_all("validation lists", [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users])
+    lists = build_all("ranking lists", list_cases, training)
+    val_lists = build_all("validation lists", [(u, sequences[u][:-1], sequences[u][-1]) for u in val_users],
+                          recommender)
     # Every slice of the offline evaluation on the same users' newest items (``slice_cases``). The
     # cold items' lists are retrieved, and their features read, as if nobody had taken them; the
     # ranker learns no item's identity, so its training lists keep them. Preference-only requests
@@ -479,8 +478,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     if use_cross_encoder:
         all_ids = sorted({i for seq in sequences.values() for i in seq})
         b = bar("cross-encoder groups", len(group_cases))
-        with _sequence_source_reading(recommender, training_source):
-            groups = build_groups(recommender, group_cases, settings, rng, all_ids, progress=b.update)
+        groups = build_groups(training, group_cases, settings, rng, all_ids, progress=b.update)
         b.close()
         cross_encoder = CrossEncoderReranker(device=settings.device)
         b = bar("train cross-encoder", settings.epochs * len(groups))

@@ -230,7 +230,9 @@ def test_a_ranker_reads_a_sequence_encoder_refused_as_a_source_and_carries_it(en
     assert engine.reload_reranker() == off.version
 
 
-def test_a_ranker_learns_a_sequence_source_only_from_steps_its_encoder_never_learned(engine, demo_items):
+def test_a_ranker_learns_a_sequence_source_only_from_steps_its_encoder_never_learned(engine, demo_items,
+                                                                                     monkeypatch):
+    from retrieval.pipeline.recommender import Recommender
     from retrieval.training.reranker import train_reranker
     from retrieval.training.settings import TrainingSettings
 
@@ -258,14 +260,14 @@ def test_a_ranker_learns_a_sequence_source_only_from_steps_its_encoder_never_lea
     path.write_text(json.dumps({**json.loads(path.read_text()), "accepted": False}))
     loaded = engine.sequences.load(stand_in, engine.item_space(), device="cpu", allow_rejected=True)
     traced = []
-    recommend = engine.recommender.recommend
-    engine.recommender.recommend = lambda *a, **k: traced.append(r := recommend(*a, **k)) or r
+    recommend = Recommender.recommend
+    monkeypatch.setattr(Recommender, "recommend", lambda *a, **k: traced.append(r := recommend(*a, **k)) or r)
     report = train_reranker(engine.recommender, engine.rerankers, settings, stand_in=loaded)
     assert report.version is not None
     assert report.metadata["sequence_source"] == {"version": leaky, "left_out": 1, "training_lists": stand_in}
     read = [r.sequence for r in traced if "sequence" in r.sources]
     assert read[0] == stand_in and read[-1] == leaky and set(read) == {stand_in, leaky}
-    assert engine.recommender.sources["sequence"].loaded.version == leaky  # as it was
+    assert engine.recommender.sources["sequence"].loaded.version == leaky  # never swapped
     with pytest.raises(ValueError, match="standing in"):
         leaky_too = engine.sequences.load(leaky, engine.item_space(), device="cpu")
         train_reranker(engine.recommender, engine.rerankers, settings, stand_in=leaky_too)
