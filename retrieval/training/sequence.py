@@ -133,7 +133,15 @@ def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], earl
             network.load_state_dict(saved["network"])
             optimiser.load_state_dict(saved["optimiser"])
             epochs, best = saved["epochs"], (saved["best_score"], saved["best_state"])
-            rng = np.random.default_rng(settings.seed + len(epochs))
+            if "numpy_rng" in saved:
+                # Both random streams go on where they stopped: a resumed run trains the model an
+                # uninterrupted one would (dropout draws from torch's, window order from numpy's).
+                rng.bit_generator.state = saved["numpy_rng"]
+                torch.set_rng_state(saved["torch_rng"])
+                if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            else:  # a checkpoint from before the streams were saved
+                rng = np.random.default_rng(settings.seed + len(epochs))
     full = len(items.ids) <= settings.max_softmax_items
     matrix = torch.from_numpy(items.matrix).to(model.device)
     counts = np.ones(len(items.ids))  # add-one: an item never taken next still has a share
@@ -193,7 +201,9 @@ def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], earl
         else:
             waited += 1
         torch.save({"fingerprint": fingerprint, "network": network.state_dict(), "optimiser": optimiser.state_dict(),
-                    "epochs": epochs, "best_score": best[0], "best_state": best[1]}, checkpoint)
+                    "epochs": epochs, "best_score": best[0], "best_state": best[1],
+                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, checkpoint)
     if bar is not None:
         bar.close()
     if best[1] is not None:

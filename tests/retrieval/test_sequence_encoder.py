@@ -90,8 +90,13 @@ def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interrupti
     assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
 
     meta = train_sequence(engine, engine.sequences, SMALL)
-    # It went on from the checkpoint: the first two epochs are the interrupted run's, to the bit.
+    # It went on from the checkpoint: the first two epochs are the interrupted run's, to the bit,
+    # and the rest are what an uninterrupted run trains.
     assert meta["epochs"][:2] == saved["epochs"] and len(meta["epochs"]) == SMALL.epochs
+    from retrieval.registry import SequenceVersions
+    whole = train_sequence(engine, SequenceVersions(engine.sequences.root.parent / "uninterrupted"), SMALL)
+    timeless = [[{k: v for k, v in e.items() if k != "seconds"} for e in m["epochs"]] for m in (meta, whole)]
+    assert timeless[0] == timeless[1] and meta["validation"] == whole["validation"]
     assert not (engine.sequences.root / CHECKPOINT).exists()
     # The chain is learnt: the source alone finds the next item (chance is about 1 in 360).
     assert meta["sequence_alone_ndcg@10"] > 0.5
