@@ -345,7 +345,6 @@ class Engine:
         encoder reads and answers in exactly this space)."""
         return _item_space(self.encoder, self.catalogue)
 
-
     def forget_user(self, user_id: str) -> Forgetting:
         """Forget a user everywhere the engine keeps them (``Profiles.forget``), and say which
         trained model versions learned from them. Idempotent."""

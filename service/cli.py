@@ -317,8 +317,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_train_reranker(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from retrieval.registry import sequence_left_out
-    from retrieval.training.reranker import train_reranker
+    from retrieval.training.reranker import learned_steps, serving_sequence, train_reranker
 
     settings = _settings(args)
     engine = _open_engine(settings)
@@ -332,8 +331,8 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         # The newest encoder that never learned the ranker's steps: offered as a feature, and in the
         # place of a serving sequence source that learned them while the training lists are built.
         newest = engine.sequences.newest_fitting(space, accepted_only=False, left_out=needs)
-        serving = engine.recommender.sources["sequence"].loaded
-        if serving is not None and sequence_left_out(serving.metadata) < needs and newest is not None:
+        serving = serving_sequence(engine.recommender)
+        if serving is not None and learned_steps(serving, settings.train_reranker) and newest is not None:
             stand_in = engine.sequences.load(newest["version"], space, device=args.device, allow_rejected=True)
         if args.sequence != "off":
             version = args.sequence_version or (newest["version"] if newest else None)
@@ -388,6 +387,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
 def cmd_train_sequence(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from retrieval.registry import sequence_left_out
     from retrieval.training.sequence import train_sequence
 
     settings = _settings(args)
@@ -412,9 +412,10 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
         print("it is not served as a source; `hybridrec train reranker` may still read it as a feature, where "
               "that wins validation")
     needs = settings.train_reranker.sequence_left_out
-    if meta["accepted"] and "sequence" in settings.recommend.sources and settings.train_sequence.left_out < needs:
-        print(f"while it serves as a source, `hybridrec train reranker` refuses to train: it learned the steps a "
-              f"ranker trains on (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT={needs} trains one without them)")
+    if meta["accepted"] and "sequence" in settings.recommend.sources and sequence_left_out(meta) < needs:
+        print(f"it learned the steps a ranker trains on: while it serves as a source, `hybridrec train reranker` "
+              f"needs an encoder trained without them to stand in for it (HYBRIDREC_TRAIN_SEQUENCE__LEFT_OUT={needs} "
+              "hybridrec train sequence; it need not be accepted)")
     if meta["accepted"]:
         print("a running service picks it up with: curl -X POST http://HOST:PORT/v1/admin/reload")
     return 0

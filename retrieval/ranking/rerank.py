@@ -51,7 +51,6 @@ class LoadedReranker:
                 + (" + cross-encoder" if self.cross_encoder is not None else ""))
 
 
-
 @dataclass
 class RankInputs:
     """What reranking one request needs, gathered once: features (cross-encoder column empty) and

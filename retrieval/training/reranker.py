@@ -334,11 +334,21 @@ def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray
     return Choice(best_name, variants[best_name], accepted, reason, validation, verdicts, exposure, added)
 
 
+def learned_steps(sequence: LoadedSequence, settings: TrainingSettings) -> bool:
+    """Whether ``sequence`` was trained on steps a ranker with ``settings`` trains on."""
+    return sequence_left_out(sequence.metadata) < settings.sequence_left_out
+
+
+def serving_sequence(recommender: Recommender) -> LoadedSequence | None:
+    """The sequence encoder ``recommender`` reads for a past moment (None: none, or not asked)."""
+    return recommender.sources["sequence"].loaded if recommender.asks("sequence", PAST_MOMENT) else None
+
+
 def _refuse_learned_steps(sequence: LoadedSequence, settings: TrainingSettings, role: str, remedy: str) -> None:
     """A ranker must not read a sequence encoder, directly or through its source's lists, that was
     trained on the steps the ranker trains on (docs/research.md, "Leaks")."""
-    unlearned = sequence_left_out(sequence.metadata)
-    if unlearned < settings.sequence_left_out:
+    if learned_steps(sequence, settings):
+        unlearned = sequence_left_out(sequence.metadata)
         raise ValueError(
             f"sequence encoder {sequence.version} ({role}) was trained on all but each user's {unlearned} newest "
             f"items, so it learned {settings.sequence_left_out - unlearned} of the {settings.positions_per_user} "
@@ -355,7 +365,7 @@ def source_stand_in(serving: LoadedSequence | None, stand_in: LoadedSequence | N
     events left out of the collaborative signal, the ranker learns from the source as it would be
     on an unseen step; validation and serving read the encoder that serves (it never learned the
     newest items either)."""
-    if serving is None or sequence_left_out(serving.metadata) >= settings.sequence_left_out:
+    if serving is None or not learned_steps(serving, settings):
         return None
     if stand_in is None:
         _refuse_learned_steps(serving, settings, "serving as the sequence source",
@@ -386,8 +396,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
                    sequence: LoadedSequence | None = None,
                    stand_in: LoadedSequence | None = None) -> TrainingReport:
     """Build lists (and groups), train, validate, and save the model with its verdict. Only an
-    accepted model can ever be loaded for serving. Train it on an engine of its own, not one
-    serving requests: the sequence source may read ``stand_in`` while lists are built.
+    accepted model can ever be loaded for serving.
 
     Given a trained ``sequence`` encoder (whether or not it was accepted as a source) and
     ``settings.sequence`` other than "off", variants that also read its similarity to each candidate
@@ -402,7 +411,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     if sequence is not None:
         _refuse_learned_steps(sequence, settings, "offered as a feature", "for the ranker")
     # Checked, and recorded, as it serves when training starts.
-    serving = recommender.sources["sequence"].loaded if recommender.asks("sequence", PAST_MOMENT) else None
+    serving = serving_sequence(recommender)
     training_source = source_stand_in(serving, stand_in, settings)
     reads = sequence.model if sequence is not None else None
     use_cross_encoder = settings.uses_cross_encoder()

@@ -41,6 +41,11 @@ def chain_log(engine, demo_items, users: int = 120, length: int = 6, seed: int =
     return chain
 
 
+def timeless(epochs: list[dict]) -> list[dict]:
+    """Training epochs as they repeat: without their wall-clock seconds."""
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
+
+
 def accept(engine, version: str) -> None:
     """Mark a version accepted (what its verdict decides is tested elsewhere; here: serving)."""
     path = engine.sequences.path(version) / "metadata.json"
@@ -60,9 +65,6 @@ def test_the_same_log_trains_the_same_model(engine, demo_items, tmp_path):
     chain_log(engine, demo_items)
     settings = replace(SMALL, epochs=3, patience=3)
     first, second = (train_sequence(engine, SequenceVersions(tmp_path / name), settings) for name in ("a", "b"))
-    def timeless(epochs):
-        return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
-
     assert timeless(first["epochs"]) == timeless(second["epochs"]) and first["validation"] == second["validation"]
     a, b = (torch.load(tmp_path / name / meta["version"] / "sequence.pt", weights_only=True)
             for name, meta in (("a", first), ("b", second)))
@@ -95,8 +97,7 @@ def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interrupti
     assert meta["epochs"][:2] == saved["epochs"] and len(meta["epochs"]) == SMALL.epochs
     from retrieval.registry import SequenceVersions
     whole = train_sequence(engine, SequenceVersions(engine.sequences.root.parent / "uninterrupted"), SMALL)
-    timeless = [[{k: v for k, v in e.items() if k != "seconds"} for e in m["epochs"]] for m in (meta, whole)]
-    assert timeless[0] == timeless[1] and meta["validation"] == whole["validation"]
+    assert timeless(meta["epochs"]) == timeless(whole["epochs"]) and meta["validation"] == whole["validation"]
     assert not (engine.sequences.root / CHECKPOINT).exists()
     # The chain is learnt: the source alone finds the next item (chance is about 1 in 360).
     assert meta["sequence_alone_ndcg@10"] > 0.5
