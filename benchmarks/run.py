@@ -26,6 +26,8 @@ def main() -> int:
                          # PostgreSQL; dense search at 10^4 and 10^5 items (~10 min). The heavy scales are
                          # opt-in flags of the script (--startup-events 10000000, --dense-items 1000000).
                          ("storage_scale.py", ["--startup-backends", "sqlite,postgres"]),
+                         # BM25 after deletes: drift until a segment is rewritten, at 2,420 / 10^4 / 3 x 10^4 items (~2 min).
+                         ("bm25_deletes.py", []),
                          # Ranker training, a cross-encoder epoch on 200 groups, rerank latency at 20..200.
                          ("rerank.py", ["--cross-encoder-epoch-groups", "200"]),
                          ("diversity.py", ["--users", "1000"]),
