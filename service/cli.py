@@ -372,6 +372,12 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     if source and source["training_lists"] != source["version"]:
         print(f"  sequence encoder {source['training_lists']} stood in for {source['version']} (the sequence source, "
               "which learned the steps the ranker trains on) on the training lists")
+    against = (report.metadata.get("cross_encoder") or {}).get("against_ranker")
+    if against:
+        kept = "reads it" if report.metadata["cross_encoder"]["kept"] else "does not read it"
+        print(f"  cross-encoder trained: the served ranker {kept} ({against['gain']:+.4f} ± "
+              f"{against['standard_error']:.4f} NDCG@10 against the ranker without it"
+              f"{'' if against['competes'] else ', not clearly better'})")
     offered = report.metadata.get("sequence")
     if offered:
         kept = "reads it" if offered["kept"] else "does not read it"
@@ -613,14 +619,16 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     train_sub = train.add_subparsers(dest="what", required=True)
     reranker = train_sub.add_parser(
         "reranker", help="train the reranker on the event log: a learned ranker over retrieval evidence, "
-                         "with a fine-tuned cross-encoder as one of its features where that wins validation")
+                         "with a fine-tuned cross-encoder as one of its features where that is clearly better on "
+                         "validation than the ranker without it")
     reranker.add_argument("--epochs", type=int, default=reranking.epochs,
                           help="cross-encoder epochs (default: %(default)s)")
     reranker.add_argument("--max-lists", type=int, default=reranking.max_lists,
                           help="ranking lists the ranker learns from (default: %(default)s)")
-    reranker.add_argument("--cross-encoder", choices=["auto", "on", "off"], default=reranking.cross_encoder,
+    reranker.add_argument("--cross-encoder", choices=["auto", "on", "off", "only"], default=reranking.cross_encoder,
                           help="train the cross-encoder too (auto: only on a GPU, where it is affordable: docs/research.md; "
-                               "default: %(default)s)")
+                               "the ranker reads it where clearly better on validation than without it; only: always, "
+                               "to measure it; default: %(default)s)")
     reranker.add_argument("--max-groups", "--max-pairs", dest="max_groups", type=int, default=reranking.max_groups,
                           help=f"cross-encoder training groups (one positive and "
                                f"{reranking.hard_negatives + reranking.random_negatives} negatives each; "

@@ -289,16 +289,17 @@ class Choice:
 
 
 def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray, labels: np.ndarray,
-           without: dict[str, str] | None = None, only_added: bool = False) -> Choice:
+           without: dict[str, str] | None = None, only: tuple[str, ...] = ()) -> Choice:
     """The best learned variant, judged by every rule (``_verdict``). One that collapses,
     concentrates exposure (``concentrates``) or costs a slice is blended with retrieval's order at
     each of ``BLEND_WEIGHTS`` (``blended``, fitted on the training rows ``features``/``labels``);
     the best blend that passes every rule serves instead, else the variant as it was judged.
 
-    ``without`` names, for a variant that reads one more model (the sequence encoder), the variant
-    that does not: it competes only if clearly better than that one on the same lists, since it
-    costs that model's time on every request. ``only_added``: only those variants compete, whatever
-    that comparison says (measuring the added model)."""
+    ``without`` names, for a variant that reads one more model (the cross-encoder, the sequence
+    encoder), the variant that does not: it competes only if clearly better than that one on the
+    same lists, since it costs that model's time on every request. ``only``: the added models every
+    competing variant reads, whatever that comparison says (measuring them); a variant reads the
+    models its name adds (``ranker+cross_encoder+sequence``)."""
     validation, per_case, verdicts = judge(variants)
     added: dict[str, Any] = {}
     for name, simpler in (without or {}).items():
@@ -306,8 +307,8 @@ def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray
         added[name] = {"against": simpler, "ndcg@10": validation[name]["ndcg@10"],
                        "without": validation[simpler]["ndcg@10"], "gain": gain, "standard_error": se,
                        "competes": better}
-    among = ([n for n in variants if n in added] if only_added and added
-             else [n for n in variants if n not in added or added[n]["competes"]])
+    reading = [n for n in variants if only and set(only) <= set(n.split("+")[1:])]
+    among = reading or [n for n in variants if n not in added or added[n]["competes"]]
     best_name, accepted, reason = _verdict(validation, per_case, verdicts, among=among)
     base, best = validation["retrieval"], validation[best_name]
     exposure: dict[str, Any] = {"tried": False, "why": None, "blends": {}, "chosen": None, "weight": None}
@@ -503,10 +504,12 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
 
     features, labels = _stack(lists)
     variants = {"ranker": RankingModel.fit(features, labels, seed=settings.seed)}
+    without: dict[str, str] = {}
     if cross_encoder is not None:
+        # It costs a transformer pass over every candidate of every request: clearly better, or not at all.
         variants["ranker+cross_encoder"] = RankingModel.fit(features, labels, uses_cross_encoder=True,
                                                             seed=settings.seed)
-    without: dict[str, str] = {}
+        without["ranker+cross_encoder"] = "ranker"
     if reads is not None:
         for name in list(variants):
             variants[f"{name}+sequence"] = RankingModel.fit(features, labels, uses_cross_encoder=name != "ranker",
@@ -514,7 +517,9 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
             without[f"{name}+sequence"] = name
 
     judge = Judge(val_lists, slice_lists, recommender.catalogue.count())
-    choice = choose(judge, variants, features, labels, without, only_added=settings.sequence == "only")
+    only = tuple(model for model, said in (("cross_encoder", settings.cross_encoder), ("sequence", settings.sequence))
+                 if said == "only")
+    choice = choose(judge, variants, features, labels, without, only=only)
     validation, verdicts, exposure = choice.validation, choice.verdicts, choice.exposure
     best_name, accepted, reason, served = choice.variant, choice.accepted, choice.reason, choice.model
     serves_cross_encoder = served.uses_cross_encoder
@@ -548,7 +553,9 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
                    "exposure": exposure},
         "cross_encoder": ({"trained": True, "base_model": cross_encoder.model_path, "groups": len(groups),
                            "pairs_per_epoch": epochs[0].pairs if epochs else 0,
-                           "epochs": [e.__dict__ for e in epochs], "kept": serves_cross_encoder}
+                           "epochs": [e.__dict__ for e in epochs], "kept": serves_cross_encoder,
+                           # The ranker reading it against the same ranker without it, on validation.
+                           "against_ranker": choice.added_models.get("ranker+cross_encoder")}
                           if cross_encoder is not None else
                           {"trained": False, "why": f"cross_encoder={settings.cross_encoder} on "
                                                    f"{resolve_device(settings.device)}"}),
@@ -556,7 +563,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         # variant without it on validation (it competes only if clearly better).
         "sequence": ({"version": sequence.version, "item_space": sequence.metadata.get("item_space"),
                       "accepted_as_source": bool(sequence.metadata.get("accepted")), "kept": serves_sequence,
-                      "variants": choice.added_models}
+                      "variants": {name: row for name, row in choice.added_models.items()
+                                   if name.endswith("+sequence")}}
                      if sequence is not None else None),
         # The sequence encoder serving as a source (its ranks are features), and the one that stood
         # in for it on the training lists where it had learned their steps.

@@ -28,7 +28,9 @@ class TrainingSettings(LogTrainingSettings):
     positions_per_user: int = 2  # training positions taken from the end of each user's sequence
     max_lists: int = 6000  # ranking lists the ranker learns from
     # "auto": train the cross-encoder where it is affordable (CUDA); on a CPU scoring every training
-    # list would take hours (benchmarks/rerank.py). "on" / "off" decide explicitly.
+    # list would take hours (benchmarks/rerank.py). "on" / "off" decide explicitly. Trained, the ranker
+    # reading it serves only where clearly better on validation than the ranker without it (it costs
+    # a transformer pass per candidate); "only": only rankers reading it compete (measuring it).
     cross_encoder: str = "auto"
     max_groups: int = 3000  # cross-encoder training groups, taken from other cases than the lists
     hard_negatives: int = 5
@@ -44,6 +46,8 @@ class TrainingSettings(LogTrainingSettings):
     def __post_init__(self) -> None:
         if self.sequence not in ("off", "auto", "only"):
             raise ValueError(f"sequence must be off, auto or only, not {self.sequence!r}")
+        if self.cross_encoder not in ("auto", "on", "off", "only"):
+            raise ValueError(f"cross_encoder must be auto, on, off or only, not {self.cross_encoder!r}")
 
     @property
     def sequence_left_out(self) -> int:
@@ -52,9 +56,7 @@ class TrainingSettings(LogTrainingSettings):
         return self.positions_per_user + 1
 
     def uses_cross_encoder(self) -> bool:
-        if self.cross_encoder not in ("auto", "on", "off"):
-            raise ValueError(f"cross_encoder must be auto, on or off, not {self.cross_encoder!r}")
-        return self.cross_encoder == "on" or (self.cross_encoder == "auto"
+        return self.cross_encoder in ("on", "only") or (self.cross_encoder == "auto"
                                               and resolve_device(self.device).startswith("cuda"))
 
 

@@ -249,5 +249,15 @@ def test_train_reranker_with_the_cross_encoder_as_a_feature(engine, demo_items):
     assert set(meta["validation"]) == {"retrieval", "ranker", "ranker+cross_encoder"}
     kept = meta["ranker"]["cross_encoder"]
     assert kept == (meta["ranker"]["variant"] == "ranker+cross_encoder") == meta["cross_encoder"]["kept"]
+    # It costs a pass per candidate: it serves only where clearly better than the ranker without it.
+    against = meta["cross_encoder"]["against_ranker"]
+    assert against["against"] == "ranker" and (not kept or against["competes"])
     loaded = engine.rerankers.load(report.version, device=TEST_DEVICE, allow_rejected=True)
     assert (loaded.cross_encoder is not None) == kept and loaded.ranker.uses_cross_encoder == kept
+    # Measuring it: the ranker reading it is the one judged and saved, whatever that comparison says.
+    measured = train_reranker(engine.recommender, engine.rerankers,
+                              TrainingSettings(max_lists=40, max_groups=24, validation_users=0.2, candidates=10,
+                                               cross_encoder="only", device=TEST_DEVICE))
+    meta = {m["version"]: m for m in engine.rerankers.all()}[measured.version]
+    assert meta["ranker"]["variant"] == "ranker+cross_encoder" and meta["cross_encoder"]["kept"]
+    assert engine.rerankers.load(measured.version, device=TEST_DEVICE, allow_rejected=True).cross_encoder is not None

@@ -227,7 +227,7 @@ def test_a_variant_that_reads_one_more_model_competes_only_where_clearly_better_
     assert beyond.variant == "ranker+sequence" and beyond.added_models["ranker+sequence"]["competes"]
     # Measuring it: only the variants that read it compete, whatever that comparison says.
     only = choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": noisy}), models,
-                  features, labels, without={"ranker+sequence": "ranker"}, only_added=True)
+                  features, labels, without={"ranker+sequence": "ranker"}, only=("sequence",))
     assert only.variant == "ranker+sequence"
     # Without the comparison (no ``without``), the best by validation NDCG@10 is chosen, as before.
     assert choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": noisy}), models,
