@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 
-.PHONY: install run test test-fast bench bench-peers eval eval-stages demo-catalogue clean
+.PHONY: install run test test-fast bench bench-peers eval eval-stages demo-catalogue device-kit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ eval-stages: install
 		$(BIN)/hybridrec evaluate --dataset $(SHARED_DATASET) --out benchmarks/eval/stages \
 			--max-users $(EVAL_STAGE_USERS) --methods hybrid_retrieval --stages --peers sasrec,gru4rec; \
 	else echo "skipping: $(SHARED_DATASET) is not here"; fi
+
+# What a GPU loan needs for the cross-encoder check, packed into .device-kit/ (ignored by git):
+# then run scripts/device_check.sh there (benchmarks/README.md, "The cross-encoder as a ranker feature").
+device-kit: install
+	$(BIN)/python scripts/device_kit.py --dataset $(SHARED_DATASET)
 
 # The browser of the console's end-to-end tests (tests/console): Chromium from the system's packages,
 # installed when missing (as root, or with passwordless sudo). Playwright never downloads one.

@@ -30,6 +30,7 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -54,6 +55,28 @@ from retrieval.registry import RerankerVersions, SequenceVersions  # noqa: E402
 from retrieval.training.reranker import train_reranker  # noqa: E402
 from retrieval.training.sequence import train_sequence  # noqa: E402
 from retrieval.training.settings import SequenceTrainingSettings, TrainingSettings  # noqa: E402
+
+
+def compared_on_slices(results: dict[str, dict], base_arm: str, new_arm: str, split: str,
+                       seed: int) -> tuple[dict[str, Any], str]:
+    """Two rankers' ``evaluate`` results on every slice, paired user by user: the rows saved, and
+    the table printed."""
+    rows, slices = [], {}
+    for s in SLICES:
+        retrieval = results[base_arm]["slices"][s]["hybrid_retrieval"]
+        base, new = results[base_arm]["slices"][s][RERANKED], results[new_arm]["slices"][s][RERANKED]
+        if not base.get("users"):
+            continue
+        change = paired_change(results[new_arm]["ranks"][s][RERANKED], results[base_arm]["ranks"][s][RERANKED])
+        slices[s] = {"users": base["users"], "retrieval": retrieval, "without": base, "with": new, "change": change}
+        rows.append([s, base["users"], round(retrieval["ndcg@10"], 4), round(base["ndcg@10"], 4),
+                     round(new["ndcg@10"], 4), f"{change['ndcg@10']:+.4f} ± {change['standard_error']:.4f}",
+                     f"{new['ndcg@10'] / base['ndcg@10']:.3f}x" if base["ndcg@10"] else "-",
+                     round(base["coverage@10"], 3), round(new["coverage@10"], 3)])
+    return slices, table(
+        ["slice", "users", "retrieval (zero-shot)", base_arm, new_arm, "paired change", "ratio",
+         f"coverage@10 {base_arm}", f"coverage@10 {new_arm}"], rows,
+        title=f"NDCG@10, {split}, {results[base_arm]['config']['evaluated_users']} users, seed {seed}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,21 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {arm: evaluate(dataset, encoder, replace(config, methods=("hybrid_retrieval", RERANKED)), points=points,
                              reranker=loaded) for arm, loaded in rankers.items()}
     base_arm, new_arm = list(rankers)
-    rows, slices = [], {}
-    for s in SLICES:
-        retrieval = results[base_arm]["slices"][s]["hybrid_retrieval"]
-        base, new = results[base_arm]["slices"][s][RERANKED], results[new_arm]["slices"][s][RERANKED]
-        if not base.get("users"):
-            continue
-        change = paired_change(results[new_arm]["ranks"][s][RERANKED], results[base_arm]["ranks"][s][RERANKED])
-        slices[s] = {"users": base["users"], "retrieval": retrieval, "without": base, "with": new, "change": change}
-        rows.append([s, base["users"], round(retrieval["ndcg@10"], 4), round(base["ndcg@10"], 4),
-                     round(new["ndcg@10"], 4), f"{change['ndcg@10']:+.4f} ± {change['standard_error']:.4f}",
-                     f"{new['ndcg@10'] / base['ndcg@10']:.3f}x" if base["ndcg@10"] else "-",
-                     round(base["coverage@10"], 3), round(new["coverage@10"], 3)])
-    print(table(["slice", "users", "retrieval (zero-shot)", "ranker", "ranker reading the sequence encoder",
-                 "paired change", "ratio", "coverage@10 ranker", "coverage@10 reading it"], rows,
-                title=f"NDCG@10, {args.split}, {results[base_arm]['config']['evaluated_users']} users, seed {args.seed}"))
+    slices, comparison = compared_on_slices(results, base_arm, new_arm, args.split, args.seed)
+    print(comparison)
 
     replay = Replay(dataset, encoder, {u: c.history for u, c in leave_one_out(dataset.sequences, args.split).items()},
                     points, config, "latency")

@@ -93,11 +93,31 @@ def rank_inputs(catalogue: Catalogue, index: CoOccurrenceIndex, history: Sequenc
 
 def with_cross_encoder(inputs: RankInputs, cross_encoder: CrossEncoderReranker | None) -> np.ndarray:
     """The features with the cross-encoder's column filled (left NaN without a cross-encoder)."""
-    features = inputs.features
-    if cross_encoder is not None and inputs.ids:
-        features = features.copy()
-        features[:, CROSS_ENCODER_COLUMN] = cross_encoder.score([inputs.context] * len(inputs.ids), inputs.documents)
-    return features
+    return with_cross_encoder_many([inputs], cross_encoder)[0]
+
+
+def with_cross_encoder_many(lists: Sequence[RankInputs], cross_encoder: CrossEncoderReranker | None) -> list[np.ndarray]:
+    """``with_cross_encoder`` for many lists, their pairs scored in one call: a GPU scores a batch of
+    hundreds of pairs in about the time of one list's fifty.
+
+    Example::
+
+        features = with_cross_encoder_many([rank_inputs(...), rank_inputs(...)], cross_encoder)
+    """
+    if cross_encoder is None:
+        return [inputs.features for inputs in lists]
+    queries = [inputs.context for inputs in lists for _ in inputs.ids]
+    documents = [document for inputs in lists for document in inputs.documents]
+    scores = cross_encoder.score(queries, documents) if queries else np.zeros(0, dtype=np.float32)
+    out, start = [], 0
+    for inputs in lists:
+        features = inputs.features
+        if inputs.ids:
+            features = features.copy()
+            features[:, CROSS_ENCODER_COLUMN] = scores[start:start + len(inputs.ids)]
+            start += len(inputs.ids)
+        out.append(features)
+    return out
 
 
 @dataclass(frozen=True)

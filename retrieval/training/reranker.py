@@ -43,7 +43,7 @@ from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.sources import LoadedSequence
 from retrieval.ranking.features import FEATURE_NAMES, NO_OPINION_COLUMN, rank_candidates
 from retrieval.ranking.model import RankingModel
-from retrieval.ranking.rerank import CONTEXT_ITEMS, RankInputs, rank_inputs, rank_order, with_cross_encoder
+from retrieval.ranking.rerank import CONTEXT_ITEMS, RankInputs, rank_inputs, rank_order, with_cross_encoder_many
 from retrieval.registry import CROSS_ENCODER_FOLDER, RANKER_SEQUENCE_FOLDER, RerankerVersions, sequence_left_out
 from retrieval.state.cooccurrence import CoOccurrenceIndex
 from retrieval.training.protocol import (
@@ -72,6 +72,9 @@ class TrainingReport:
     accepted: bool
     reason: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Every variant fitted on the same lists, served or not (not saved): a benchmark measures them
+    # side by side without building the lists twice.
+    variants: dict[str, RankingModel] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -209,6 +212,8 @@ EXPOSURE_COVERAGE_SHARE = 0.9
 # time, Gini@10 fell back within the collapse guard's 0.1 only at 0.95: tests/retrieval/test_slice_verdict.py).
 BLEND_WEIGHTS = (0.5, 0.75, 0.9, 0.95, 0.98)
 POSITION_FEATURE = "fused_position_log"
+# Training lists whose cross-encoder pairs are scored in one call (a batch of hundreds on a GPU).
+SCORED_TOGETHER = 32
 
 
 def collapsed(row: dict[str, Any], base: dict[str, Any]) -> bool:
@@ -497,9 +502,12 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         cross_encoder.for_inference()
         extra = slice_lists["cold_users"] + slice_lists["cold_items"]
         b = bar("cross-encoder scores", len(lists) + len(val_lists) + len(extra))
-        for rl in lists + val_lists + extra:
-            rl.inputs.features = with_cross_encoder(rl.inputs, cross_encoder)
-            b.update(1)
+        scored = lists + val_lists + extra
+        for start in range(0, len(scored), SCORED_TOGETHER):
+            chunk = scored[start:start + SCORED_TOGETHER]
+            for rl, features in zip(chunk, with_cross_encoder_many([rl.inputs for rl in chunk], cross_encoder)):
+                rl.inputs.features = features
+            b.update(len(chunk))
         b.close()
 
     features, labels = _stack(lists)
@@ -578,4 +586,4 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         "seconds": time.perf_counter() - started,
     }
     version = versions.save(write, metadata)
-    return TrainingReport(version, accepted, reason, {**metadata, "version": version})
+    return TrainingReport(version, accepted, reason, {**metadata, "version": version}, variants)

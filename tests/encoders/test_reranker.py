@@ -44,3 +44,14 @@ def test_training_needs_groups_and_pairs_must_match():
         train_listwise(reranker, [])
     with pytest.raises(ValueError, match="pair up"):
         reranker.score(["a"], ["b", "c"])
+
+
+def test_scores_come_back_in_the_callers_order_whatever_the_batching():
+    # Pairs are batched longest first; each score must still land on its own pair.
+    reranker = CrossEncoderReranker(device=TEST_DEVICE, max_length=64)
+    queries = [CONTEXTS[i % len(CONTEXTS)] for i in range(9)]
+    documents = [POSITIVE[: 10 + 7 * i] if i % 2 else NEGATIVES[i % 3] for i in range(9)]
+    alone = np.array([reranker.score([q], [d])[0] for q, d in zip(queries, documents)])
+    assert np.allclose(reranker.score(queries, documents, batch_size=4), alone, atol=1e-4)
+    assert np.allclose(reranker.score(queries, documents), alone, atol=1e-4)
+    assert reranker.score([], []).shape == (0,)

@@ -10,7 +10,7 @@ from retrieval.pipeline.fusion import FusedCandidate, SourceRank
 from retrieval.ranking.drivers import DRIVER_GROUPS, rank_drivers
 from retrieval.ranking.features import CROSS_ENCODER_COLUMN, FEATURE_NAMES, SEQUENCE_COLUMN, candidate_features
 from retrieval.ranking.model import RankingModel
-from retrieval.ranking.rerank import RankInputs, with_cross_encoder
+from retrieval.ranking.rerank import RankInputs, with_cross_encoder, with_cross_encoder_many
 from retrieval.storage.vector_store import StoredPoint
 
 
@@ -196,3 +196,18 @@ def test_rank_drivers_name_the_evidence_that_raised_an_items_score():
 def test_every_ranker_column_but_history_length_belongs_to_one_driver_group():
     columns = [c for cols in DRIVER_GROUPS.values() for c in cols]
     assert len(columns) == len(set(columns)) and set(columns) == set(FEATURE_NAMES) - {"history_length_log"}
+
+
+def test_many_lists_are_scored_in_one_call_and_each_gets_its_own_scores():
+    def inputs(ids, context):
+        features = np.zeros((len(ids), len(FEATURE_NAMES)), dtype=np.float32)
+        features[:, CROSS_ENCODER_COLUMN] = np.nan
+        return RankInputs(ids, features, context, [f"doc {i}" for i in ids])
+
+    lists = [inputs(["a", "b"], "first"), inputs([], "empty"), inputs(["c", "d", "e"], "second")]
+    model = FixedScores([1.0, 2.0, 3.0, 4.0, 5.0])
+    first, empty, second = with_cross_encoder_many(lists, model)
+    assert model.seen == [("first", "doc a"), ("first", "doc b"), ("second", "doc c"), ("second", "doc d"),
+                          ("second", "doc e")]
+    assert first[:, CROSS_ENCODER_COLUMN].tolist() == [1.0, 2.0]
+    assert second[:, CROSS_ENCODER_COLUMN].tolist() == [3.0, 4.0, 5.0] and empty.shape == (0, len(FEATURE_NAMES))
