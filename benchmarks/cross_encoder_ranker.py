@@ -1,14 +1,16 @@
 """The fine-tuned cross-encoder as a feature of the learned ranker, against the ranker without it, in
 the same run: quality on every slice of the evaluation (test), and the whole request's latency at
 50 and 100 candidates. Meant for a GPU machine (issue 23, "The cross-encoder on a GPU"); on a CPU
-it runs at small sizes only (the cross-encoder scores about 9 pairs a second on 2 cores).
+it runs at small sizes only (the cross-encoder scores about 30 pairs a second on 2 cores).
 
 1. On the evaluation's training part (``stage_training_sequences``, as ``hybridrec evaluate
    --stages`` trains), one training run fits the ranker twice on the same lists: without the
    cross-encoder, and reading one fine-tuned on other cases than those lists
-   (``cross_encoder="only"``: the ranker reading it is saved for measuring it; as served, it is
+   (``cross_encoder="only"``: a measuring run, never served; as served, the ranker reading it is
    kept only where clearly better on validation than the ranker without it, and that comparison
-   is printed). Both are evaluated on test, accepted or not, on every slice, paired user by user.
+   is printed). Both fits are evaluated on test as fitted (not blended with retrieval's order,
+   which the trainer may do to a ranker that concentrates exposure; the blend it chose is
+   printed), on every slice, paired user by user.
 2. Latency: the same history requests through ``Recommender.recommend``, each ranker over the top
    50 and 100 candidates, the four arms alternated request by request.
 
@@ -24,6 +26,7 @@ as it is printed, so a run stopped during the latency part keeps it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -66,8 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--name", default="cross_encoder_ranker", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--copy-to", type=Path, default=None,
+                        help="also write each saved result into this folder (the device tool's $OUT)")
     args = parser.parse_args(argv)
     if not args.dataset.exists():
+        if args.dataset != SHARED_DATASET:
+            print(f"--dataset {args.dataset} is not here", file=sys.stderr)
+            return 2
         print(f"skipping: {args.dataset} is not here")
         return 0
     device = resolve_device(args.device)
@@ -95,9 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     if report.version is None:
         print(f"no model trained: {report.reason}")
         return 1
-    rankers = {BASE: LoadedReranker(f"{report.version} without the cross-encoder", report.variants["ranker"], None,
-                                    {}),
-               WITH: versions.load(report.version, device=device, allow_rejected=True)}
+    saved = versions.load(report.version, device=device, allow_rejected=True)
+    rankers = {BASE: LoadedReranker(f"{report.version}: ranker", report.variants["ranker"], None, {}),
+               WITH: LoadedReranker(f"{report.version}: ranker+cross_encoder", report.variants["ranker+cross_encoder"],
+                                    saved.cross_encoder, {})}
+    ce = report.metadata["cross_encoder"]
+    payload = {"config": {**vars(args), "dataset": str(args.dataset), "copy_to": str(args.copy_to), "device": device},
+               "training": {"version": report.version, "accepted": report.accepted, "reason": report.reason,
+                            "ranker": report.metadata.get("ranker"), "cross_encoder": ce,
+                            "validation": report.metadata.get("validation"), "seconds": train_seconds},
+               "slices": None, "latency": None}
+    keep(args, payload)  # the training's verdict survives a run stopped later
 
     clock = time.perf_counter()
     results = {arm: evaluate(dataset, encoder, replace(config, methods=("hybrid_retrieval", RERANKED)), points=points,
@@ -105,14 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate_seconds = time.perf_counter() - clock
     slices, comparison = compared_on_slices(results, BASE, WITH, args.split, args.seed)
     print(comparison)
-    ce = report.metadata["cross_encoder"]
-    payload = {"config": {**vars(args), "dataset": str(args.dataset), "device": device},
-               "training": {"version": report.version, "accepted": report.accepted, "reason": report.reason,
-                            "ranker": report.metadata.get("ranker"), "cross_encoder": ce,
-                            "validation": report.metadata.get("validation"), "seconds": train_seconds},
-               "slices": slices, "latency": None, "evaluate_seconds": evaluate_seconds}
-    if not args.no_save:
-        save(args.name, payload)
+    payload.update(slices=slices, evaluate_seconds=evaluate_seconds)
+    keep(args, payload)
 
     sizes = [int(n) for n in args.candidates.split(",")]
     replay = Replay(dataset, encoder, {u: c.history for u, c in leave_one_out(dataset.sequences, args.split).items()},
@@ -140,20 +150,33 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["ranker serving", "requests", "p50 ms", "p99 ms", "p50 against the ranker alone"], rows,
                 title=f"Recommend latency, history requests (k=10), whole request, alternated in one run, {device}"))
 
-    against = ce.get("against_ranker") or {}
+    against = (ce.get("compared") or {}).get("ranker+cross_encoder") or {}
     print(f"\ncross-encoder: {ce.get('groups')} groups, {ce.get('pairs_per_epoch')} pairs per epoch, "
           f"{len(ce.get('epochs') or [])} epochs on {device}; both rankers trained in {train_seconds:.0f} s")
+    blend = report.metadata["ranker"].get("retrieval_blend")
+    if blend:
+        print(f"the trainer blended {report.metadata['ranker']['variant']} with retrieval's order at {blend} "
+              "(exposure); the table compares the fits as fitted")
     if against:
         said = "" if against["competes"] else ": not clearly better (as served, it would not be kept)"
         print(f"validation: {WITH} {against['ndcg@10']:.4f} against {BASE} {against['without']:.4f} "
               f"({against['gain']:+.4f} ± {against['standard_error']:.4f}){said}")
     print(f"{WITH}: {'accepted' if report.accepted else 'REJECTED'} against retrieval: {report.reason}")
     print(f"evaluation {evaluate_seconds:.0f} s; whole run {time.perf_counter() - started:.0f} s")
-    if args.no_save:
-        return 0
-    path = save(args.name, {**payload, "latency": timing, "seconds": time.perf_counter() - started})
-    print(f"wrote {path}")
+    payload.update(latency=timing, seconds=time.perf_counter() - started)
+    keep(args, payload)
     return 0
+
+
+def keep(args: argparse.Namespace, payload: dict) -> None:
+    """Save the results so far (unless --no-save), and a copy into --copy-to."""
+    if args.no_save:
+        return
+    path = save(args.name, payload)
+    if args.copy_to is not None:
+        args.copy_to.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, args.copy_to / path.name)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

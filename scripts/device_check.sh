@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The cross-encoder check on a GPU loan, in one call of the device tool (benchmarks/README.md,
 # "The cross-encoder as a ranker feature"). Pack the kit first: python scripts/device_kit.py. Then
-#   run(command="bash scripts/device_check.sh", carry=[".device-kit"], timeout_s=600)
+#   run(command="bash scripts/device_check.sh", carry=[".device-kit"], timeout_s=540)
 # Arguments are passed on to benchmarks/cross_encoder_ranker.py (a later --device or size wins).
 # The log, the GPU's name and the results come back under $OUT.
 set -euo pipefail
@@ -20,15 +20,22 @@ mkdir -p "$OUT" "$SITE" /tmp/hybridrec-data
 tar -xzf "$KIT/dataset.tar.gz" -C /tmp/hybridrec-data
 export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no GPU") | tee "$OUT/gpu.txt"
-# Sizes for one 10-minute call, estimated (never yet run on a GPU) from 2-core timings of the same
-# steps: ~15 ms to build a list, ~90 ms per test user per ranker to evaluate, 25 ms per request for
-# 50 cross-encoder pairs on an H100 (benchmarks/README.md, rerank.py), pairs scored at 1,233/s at
-# worst (the training rate there): about 530 s at worst. The comparison is saved before the latency part.
+# A minute's check before the long part: the library versions, and that the check imports
+# (scikit-learn 1.6 or later is needed: sklearn.frozen).
+"$PYTHON" -c "
+import sklearn, torch, transformers, sentence_transformers, numpy, qdrant_edge
+print('python', __import__('sys').version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+      'transformers', transformers.__version__, 'sentence-transformers', sentence_transformers.__version__,
+      'scikit-learn', sklearn.__version__, 'numpy', numpy.__version__)
+import benchmarks.cross_encoder_ranker
+" 2>&1 | tee "$OUT/versions.txt"
+# Sizes for one call with time left for another, estimated (never yet run on a GPU) from 2-core
+# timings of the same steps: ~15 ms to build a list, ~90 ms per test user per ranker to evaluate,
+# 25 ms per request for 50 cross-encoder pairs on an H100 (benchmarks/README.md, rerank.py), pairs
+# scored at 1,233/s at worst (the training rate there): about 460 s at worst. What is done is saved
+# into $OUT as it goes (the training's verdict, then the test comparison, then the latency).
 set +e
-timeout "${CHECK_SECONDS:-540}" "$PYTHON" benchmarks/cross_encoder_ranker.py \
-    --dataset /tmp/hybridrec-data/amazon-office --device cuda \
-    --max-users 1000 --lists 2000 --validation-users 1000 --groups 2000 "$@" 2>&1 | tee "$OUT/log.txt"
-status=${PIPESTATUS[0]}
-set -e
-cp benchmarks/results/cross_encoder_ranker*.json "$OUT/" 2>/dev/null || true
-exit "$status"
+timeout "${CHECK_SECONDS:-480}" "$PYTHON" benchmarks/cross_encoder_ranker.py \
+    --dataset /tmp/hybridrec-data/amazon-office --device cuda --copy-to "$OUT" \
+    --max-users 1000 --lists 1500 --validation-users 800 --groups 1500 "$@" 2>&1 | tee "$OUT/log.txt"
+exit "${PIPESTATUS[0]}"

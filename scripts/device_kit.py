@@ -14,7 +14,7 @@ So the kit holds:
     python scripts/device_kit.py [--dataset ../shared/data/amazon-office]
 
 then, with the device tool (its command line is printed at the end):
-    run(command="bash scripts/device_check.sh", carry=[".device-kit"], timeout_s=600)
+    run(command="bash scripts/device_check.sh", carry=[".device-kit"], timeout_s=540)
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main() -> int:
     if total > LIMIT:
         print("too large to travel: leave out what the check does not need", file=sys.stderr)
         return 1
-    print('run it: run(command="bash scripts/device_check.sh", carry=[".device-kit"], timeout_s=600)')
+    print('run it: run(command="bash scripts/device_check.sh", carry=[".device-kit"], timeout_s=540)')
     return 0
 
 

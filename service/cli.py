@@ -372,12 +372,13 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     if source and source["training_lists"] != source["version"]:
         print(f"  sequence encoder {source['training_lists']} stood in for {source['version']} (the sequence source, "
               "which learned the steps the ranker trains on) on the training lists")
-    against = (report.metadata.get("cross_encoder") or {}).get("against_ranker")
-    if against:
+    compared = (report.metadata.get("cross_encoder") or {}).get("compared") or {}
+    if compared:
         kept = "reads it" if report.metadata["cross_encoder"]["kept"] else "does not read it"
-        print(f"  cross-encoder trained: the served ranker {kept} ({against['gain']:+.4f} ± "
-              f"{against['standard_error']:.4f} NDCG@10 against the ranker without it"
-              f"{'' if against['competes'] else ', not clearly better'})")
+        print(f"  cross-encoder trained: the served ranker {kept}")
+        for name, v in compared.items():
+            print(f"    {name}: {v['gain']:+.4f} ± {v['standard_error']:.4f} NDCG@10 against {v['against']}"
+                  f"{'' if v['competes'] else ' (not clearly better)'}")
     offered = report.metadata.get("sequence")
     if offered:
         kept = "reads it" if offered["kept"] else "does not read it"
@@ -628,14 +629,14 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     reranker.add_argument("--cross-encoder", choices=["auto", "on", "off", "only"], default=reranking.cross_encoder,
                           help="train the cross-encoder too (auto: only on a GPU, where it is affordable: docs/research.md; "
                                "the ranker reads it where clearly better on validation than without it; only: always, "
-                               "to measure it; default: %(default)s)")
+                               "to measure it, never served; default: %(default)s)")
     reranker.add_argument("--max-groups", "--max-pairs", dest="max_groups", type=int, default=reranking.max_groups,
                           help=f"cross-encoder training groups (one positive and "
                                f"{reranking.hard_negatives + reranking.random_negatives} negatives each; "
                                "default: %(default)s)")
     reranker.add_argument("--sequence", choices=["off", "auto", "only"], default=reranking.sequence,
                           help="whether the ranker may read a sequence encoder's similarity to each candidate (auto: "
-                               "where clearly better on validation than without it; only: always, to measure it; "
+                               "where clearly better on validation than without it; only: always, to measure it, never served; "
                                "default: %(default)s)")
     reranker.add_argument("--sequence-version", default=None, metavar="VERSION",
                           help="which sequence encoder (default: the newest trained over the items as they are now, "

@@ -169,10 +169,11 @@ SECTION_HELP: dict[str, str] = {
     "train_reranker.device": "where training runs: auto, cpu or cuda",
     "train_reranker.seed": "random seed",
     "train_reranker.max_lists": "ranking lists the ranker learns from",
-    "train_reranker.cross_encoder": "train the cross-encoder as a ranker feature: auto (on a GPU only), on or off",
+    "train_reranker.cross_encoder": "train the cross-encoder as a ranker feature: auto (on a GPU only), on or off; "
+                                    "read where clearly better on validation than without it; only (measuring it, never served)",
     "train_reranker.max_groups": "cross-encoder training groups (one positive and its negatives each)",
     "train_reranker.sequence": "whether the ranker may read a sequence encoder: off, auto (where clearly better "
-                               "on validation than without it) or only (only variants reading it: measuring it)",
+                               "on validation than without it) or only (only variants reading it: measuring it, never served)",
     "train_reranker.hard_negatives": "negatives per group taken from retrieval's top",
     "train_reranker.random_negatives": "negatives per group drawn from the catalogue",
     "train_reranker.candidates": "the top of retrieval that is reranked; none: recommend.rerank_candidates",
@@ -288,7 +289,7 @@ CHECKS: dict[str, Check] = {
         "epochs": _at_least(1), "validation_users": _between(0, 1), "max_validation_users": _at_least(1)}.items()},
     **{f"{section}.positions_per_user": _at_least(1) for section in ("train_reranker", "train_encoder")},
     "train_reranker.max_lists": _at_least(1),
-    "train_reranker.cross_encoder": _one_of("auto", "on", "off"),
+    "train_reranker.cross_encoder": _one_of("auto", "on", "off", "only"),
     "train_reranker.sequence": _one_of("off", "auto", "only"),
     "train_reranker.max_groups": _at_least(0),
     "train_reranker.hard_negatives": _at_least(0),

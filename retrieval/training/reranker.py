@@ -8,8 +8,9 @@ whether each one is S[t]. The cross-encoder, when trained, learns from groups: t
 as text, the positive S[t], hard negatives (retrieval's own top items the user did not take) and
 random ones; its score becomes one more column of the ranker's features, on lists it never
 trained on. The newest item of every user is held out of training, and validation judges it;
-the served variant (ranker alone, or ranker + cross-encoder) is the one that won
-validation NDCG@10, and only if it beat the retrieval order.
+the served variant (ranker alone, or reading the cross-encoder or a sequence encoder) is the best
+on validation NDCG@10 among those clearly better than each variant reading one model fewer, and
+only if it beats the retrieval order on every user and costs no slice.
 
 Lists are the pool a ranker reorders (``RecommendConfig.ranker_pool_weights``), which may be fused
 otherwise than the order served without a ranker (a fine-tuned encoder's layout tunes that order);
@@ -21,7 +22,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,27 +294,53 @@ class Choice:
     added_models: dict[str, Any] = field(default_factory=dict)
 
 
+def reads(variant: str) -> set[str]:
+    """The models a variant reads besides the trees' retrieval evidence: those its name adds.
+
+    >>> sorted(reads("ranker+cross_encoder+sequence"))
+    ['cross_encoder', 'sequence']
+    """
+    return set(variant.split("+")[1:])
+
+
+def one_model_fewer(variants: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """For each variant that reads added models, the variants that read one of them fewer.
+
+    >>> one_model_fewer(["ranker", "ranker+cross_encoder", "ranker+cross_encoder+sequence"])["ranker+cross_encoder+sequence"]
+    ('ranker+sequence', 'ranker+cross_encoder')
+    """
+    return {name: tuple("+".join(["ranker", *(m for m in name.split("+")[1:] if m != dropped)])
+                        for dropped in sorted(reads(name)))
+            for name in variants if reads(name)}
+
+
 def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray, labels: np.ndarray,
-           without: dict[str, str] | None = None, only: tuple[str, ...] = ()) -> Choice:
+           without: dict[str, tuple[str, ...]] | None = None, only: tuple[str, ...] = ()) -> Choice:
     """The best learned variant, judged by every rule (``_verdict``). One that collapses,
     concentrates exposure (``concentrates``) or costs a slice is blended with retrieval's order at
     each of ``BLEND_WEIGHTS`` (``blended``, fitted on the training rows ``features``/``labels``);
     the best blend that passes every rule serves instead, else the variant as it was judged.
 
-    ``without`` names, for a variant that reads one more model (the cross-encoder, the sequence
-    encoder), the variant that does not: it competes only if clearly better than that one on the
-    same lists, since it costs that model's time on every request. ``only``: the added models every
-    competing variant reads, whatever that comparison says (measuring them); a variant reads the
-    models its name adds (``ranker+cross_encoder+sequence``)."""
+    ``without`` names, for a variant that reads more models (the cross-encoder, the sequence
+    encoder), each variant that reads one fewer: it competes only if clearly better than every one
+    of them on the same lists, since each model costs its time on every request. ``only``: models
+    measured, whatever their comparison says: only variants reading them compete, and the
+    comparisons that drop one of them are not asked to pass. A variant's record in ``added_models``
+    is its least favourable comparison, with every comparison under ``comparisons``."""
     validation, per_case, verdicts = judge(variants)
     added: dict[str, Any] = {}
     for name, simpler in (without or {}).items():
-        better, gain, se = clearly_better(per_case[name], per_case[simpler], min_relative=MIN_RELATIVE_GAIN)
-        added[name] = {"against": simpler, "ndcg@10": validation[name]["ndcg@10"],
-                       "without": validation[simpler]["ndcg@10"], "gain": gain, "standard_error": se,
-                       "competes": better}
-    reading = [n for n in variants if only and set(only) <= set(n.split("+")[1:])]
-    among = reading or [n for n in variants if n not in added or added[n]["competes"]]
+        comparisons = {}
+        for other in simpler:
+            better, gain, se = clearly_better(per_case[name], per_case[other], min_relative=MIN_RELATIVE_GAIN)
+            comparisons[other] = {"against": other, "ndcg@10": validation[name]["ndcg@10"],
+                                  "without": validation[other]["ndcg@10"], "gain": gain, "standard_error": se,
+                                  "competes": better, "measured": bool(reads(name) - reads(other) <= set(only))}
+        binding = [c for c in comparisons.values() if not (c["competes"] or c["measured"])]
+        worst = binding[0] if binding else min(comparisons.values(), key=lambda c: c["gain"])
+        added[name] = {**worst, "competes": not binding, "comparisons": comparisons}
+    reading = [n for n in variants if only and set(only) <= reads(n)]
+    among = [n for n in (reading or variants) if n not in added or added[n]["competes"]] or reading
     best_name, accepted, reason = _verdict(validation, per_case, verdicts, among=among)
     base, best = validation["retrieval"], validation[best_name]
     exposure: dict[str, Any] = {"tried": False, "why": None, "blends": {}, "chosen": None, "weight": None}
@@ -419,7 +446,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     # Checked, and recorded, as it serves when training starts.
     serving = serving_sequence(recommender)
     training_source = source_stand_in(serving, stand_in, settings)
-    reads = sequence.model if sequence is not None else None
+    sequence_model = sequence.model if sequence is not None else None
     use_cross_encoder = settings.uses_cross_encoder()
     candidates = settings.candidates or recommender.config.rerank_candidates
     rng = random.Random(settings.seed)
@@ -449,7 +476,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         b, out = bar(desc, len(work)), []
         for user, history, target in work:
             out.append(build_list(source, user, history, target, candidates, texts=use_cross_encoder,
-                                  sequence=reads))
+                                  sequence=sequence_model))
             b.update(1)
         b.close()
         return out
@@ -474,7 +501,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     for name, source, index in (("cold_users", recommender, None), ("cold_items", cold_recommender, cold_index)):
         for case in cases[name]:
             rl = build_list(source, case.user, list(case.history), case.target, candidates, texts=use_cross_encoder,
-                            index=index, sequence=reads)
+                            index=index, sequence=sequence_model)
             if recommender.pool_weights is not None:
                 rl.served = [i.id for i in retrieve_past_moment(source, case.user, list(case.history), 10)]
             slice_lists[name].append(rl)
@@ -512,17 +539,16 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
 
     features, labels = _stack(lists)
     variants = {"ranker": RankingModel.fit(features, labels, seed=settings.seed)}
-    without: dict[str, str] = {}
     if cross_encoder is not None:
-        # It costs a transformer pass over every candidate of every request: clearly better, or not at all.
         variants["ranker+cross_encoder"] = RankingModel.fit(features, labels, uses_cross_encoder=True,
                                                             seed=settings.seed)
-        without["ranker+cross_encoder"] = "ranker"
-    if reads is not None:
+    if sequence_model is not None:
         for name in list(variants):
             variants[f"{name}+sequence"] = RankingModel.fit(features, labels, uses_cross_encoder=name != "ranker",
                                                             uses_sequence=True, seed=settings.seed)
-            without[f"{name}+sequence"] = name
+    # Each added model costs its time on every request (a transformer pass over every candidate, for
+    # the cross-encoder): a variant must be clearly better than each variant that reads one model fewer.
+    without = one_model_fewer(variants)
 
     judge = Judge(val_lists, slice_lists, recommender.catalogue.count())
     only = tuple(model for model, said in (("cross_encoder", settings.cross_encoder), ("sequence", settings.sequence))
@@ -530,6 +556,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     choice = choose(judge, variants, features, labels, without, only=only)
     validation, verdicts, exposure = choice.validation, choice.verdicts, choice.exposure
     best_name, accepted, reason, served = choice.variant, choice.accepted, choice.reason, choice.model
+    if only:  # its own comparison was waived: a measuring run is never served
+        accepted, reason = False, f"measuring the {' and '.join(only)} (only): never served; {reason}"
     serves_cross_encoder = served.uses_cross_encoder
     serves_sequence = served.uses_sequence
 
@@ -538,7 +566,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         if serves_cross_encoder:
             cross_encoder.save(folder / CROSS_ENCODER_FOLDER)
         if serves_sequence:
-            reads.save(folder / RANKER_SEQUENCE_FOLDER)
+            sequence_model.save(folder / RANKER_SEQUENCE_FOLDER)
 
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -562,8 +590,10 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         "cross_encoder": ({"trained": True, "base_model": cross_encoder.model_path, "groups": len(groups),
                            "pairs_per_epoch": epochs[0].pairs if epochs else 0,
                            "epochs": [e.__dict__ for e in epochs], "kept": serves_cross_encoder,
-                           # The ranker reading it against the same ranker without it, on validation.
-                           "against_ranker": choice.added_models.get("ranker+cross_encoder")}
+                           # Each variant reading it against the same variant without it, on validation.
+                           "compared": {name: row["comparisons"][name.replace("+cross_encoder", "")]
+                                        for name, row in choice.added_models.items()
+                                        if "cross_encoder" in reads(name)}}
                           if cross_encoder is not None else
                           {"trained": False, "why": f"cross_encoder={settings.cross_encoder} on "
                                                    f"{resolve_device(settings.device)}"}),

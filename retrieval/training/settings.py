@@ -30,7 +30,8 @@ class TrainingSettings(LogTrainingSettings):
     # "auto": train the cross-encoder where it is affordable (CUDA); on a CPU scoring every training
     # list would take hours (benchmarks/rerank.py). "on" / "off" decide explicitly. Trained, the ranker
     # reading it serves only where clearly better on validation than the ranker without it (it costs
-    # a transformer pass per candidate); "only": only rankers reading it compete (measuring it).
+    # a transformer pass per candidate); "only": only rankers reading it compete (measuring it; such
+    # a run is saved as rejected and never serves).
     cross_encoder: str = "auto"
     max_groups: int = 3000  # cross-encoder training groups, taken from other cases than the lists
     hard_negatives: int = 5
@@ -39,7 +40,7 @@ class TrainingSettings(LogTrainingSettings):
     # Whether the ranker may read a sequence encoder it is given: "off": it reads none; "auto": a
     # variant reading it competes only where it is clearly better on validation than the same ranker
     # without it (it costs a transformer pass per request); "only": only variants reading it compete
-    # (measuring it). Off by default: on the shared dataset it won validation and lost on test
+    # (measuring it; never served). Off by default: on the shared dataset it won validation and lost on test
     # (benchmarks/sequence_ranker.py; docs/research.md, "The sequence encoder").
     sequence: str = "off"
 

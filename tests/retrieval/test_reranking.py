@@ -250,7 +250,7 @@ def test_train_reranker_with_the_cross_encoder_as_a_feature(engine, demo_items):
     kept = meta["ranker"]["cross_encoder"]
     assert kept == (meta["ranker"]["variant"] == "ranker+cross_encoder") == meta["cross_encoder"]["kept"]
     # It costs a pass per candidate: it serves only where clearly better than the ranker without it.
-    against = meta["cross_encoder"]["against_ranker"]
+    against = meta["cross_encoder"]["compared"]["ranker+cross_encoder"]
     assert against["against"] == "ranker" and (not kept or against["competes"])
     loaded = engine.rerankers.load(report.version, device=TEST_DEVICE, allow_rejected=True)
     assert (loaded.cross_encoder is not None) == kept and loaded.ranker.uses_cross_encoder == kept

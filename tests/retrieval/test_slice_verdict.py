@@ -21,7 +21,7 @@ from retrieval.training.protocol import (
     slice_request,
     with_stated_preferences,
 )
-from retrieval.training.reranker import BLEND_WEIGHTS, Judge, RankList, blended, choose, collapsed
+from retrieval.training.reranker import BLEND_WEIGHTS, Judge, RankList, blended, choose, collapsed, one_model_fewer
 
 
 def test_clearly_better_on_all_users_but_clearly_worse_on_one_slice_is_refused_and_the_slice_named():
@@ -218,17 +218,47 @@ def test_a_variant_that_reads_one_more_model_competes_only_where_clearly_better_
     models = {"ranker": None, "ranker+sequence": None}
     features, labels = np.zeros((2, len(FEATURE_NAMES))), np.array([0, 1])
     within = choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": noisy}), models,
-                    features, labels, without={"ranker+sequence": "ranker"})
+                    features, labels, without={"ranker+sequence": ("ranker",)})
     assert np.mean(noisy) > np.mean(ranker)
     assert within.variant == "ranker" and not within.added_models["ranker+sequence"]["competes"]
     assert within.added_models["ranker+sequence"]["against"] == "ranker"
     beyond = choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": clear}), models,
-                    features, labels, without={"ranker+sequence": "ranker"})
+                    features, labels, without={"ranker+sequence": ("ranker",)})
     assert beyond.variant == "ranker+sequence" and beyond.added_models["ranker+sequence"]["competes"]
     # Measuring it: only the variants that read it compete, whatever that comparison says.
     only = choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": noisy}), models,
-                  features, labels, without={"ranker+sequence": "ranker"}, only=("sequence",))
+                  features, labels, without={"ranker+sequence": ("ranker",)}, only=("sequence",))
     assert only.variant == "ranker+sequence"
     # Without the comparison (no ``without``), the best by validation NDCG@10 is chosen, as before.
     assert choose(FixedJudge({"retrieval": retrieval, "ranker": ranker, "ranker+sequence": noisy}), models,
                   features, labels).variant == "ranker+sequence"
+
+
+def test_a_variant_reading_two_added_models_must_be_clearly_better_than_each_variant_with_one_fewer():
+    rng = np.random.default_rng(1)
+    retrieval = list(rng.random(400) * 0.5)
+    ranker = [x + 0.1 for x in retrieval]
+    cross_encoder = [x + rng.normal(0.005, 0.3) for x in ranker]  # within noise of the ranker
+    sequence = [x + 0.05 for x in ranker]  # clearly better than the ranker
+    both = [x + rng.normal(0.001, 0.3) for x in sequence]  # the sequence's gain, the cross-encoder's noise
+    per_case = {"retrieval": retrieval, "ranker": ranker, "ranker+cross_encoder": cross_encoder,
+                "ranker+sequence": sequence, "ranker+cross_encoder+sequence": both}
+    models = {name: None for name in per_case if name != "retrieval"}
+    features, labels = np.zeros((2, len(FEATURE_NAMES))), np.array([0, 1])
+    without = one_model_fewer(models)
+    assert without["ranker+cross_encoder+sequence"] == ("ranker+sequence", "ranker+cross_encoder")
+
+    chosen = choose(FixedJudge(per_case), models, features, labels, without)
+    # Clearly better than the cross-encoder alone, not than the sequence encoder alone: it does not serve.
+    assert not chosen.added_models["ranker+cross_encoder+sequence"]["competes"]
+    assert chosen.added_models["ranker+cross_encoder+sequence"]["against"] == "ranker+sequence"
+    assert chosen.variant == "ranker+sequence"
+
+    # Measuring the cross-encoder: only variants reading it compete, and its own comparisons are waived,
+    # but the sequence encoder it is paired with must still earn its place.
+    noisy_both = [x + rng.normal(0.005, 0.3) for x in cross_encoder]
+    measured = choose(FixedJudge({**per_case, "ranker+cross_encoder+sequence": noisy_both}), models, features,
+                      labels, without, only=("cross_encoder",))
+    assert measured.variant == "ranker+cross_encoder"
+    comparisons = measured.added_models["ranker+cross_encoder+sequence"]["comparisons"]
+    assert comparisons["ranker+sequence"]["measured"] and not comparisons["ranker+cross_encoder"]["measured"]
