@@ -54,12 +54,12 @@ def table(headers: list[str], rows: list[list], title: str | None = None) -> str
     return "\n".join(lines)
 
 
-def save(name: str, payload: dict) -> Path:
-    OUT.mkdir(parents=True, exist_ok=True)
+def save(name: str, payload: dict, folder: Path = OUT) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
                            "platform": platform.platform()}, **payload}
-    path = OUT / f"{name}.json"
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     return path
 

@@ -26,7 +26,6 @@ as it is printed, so a run stopped during the latency part keeps it.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -108,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                WITH: LoadedReranker(f"{report.version}: ranker+cross_encoder", report.variants["ranker+cross_encoder"],
                                     saved.cross_encoder, {})}
     ce = report.metadata["cross_encoder"]
-    payload = {"config": {**vars(args), "dataset": str(args.dataset), "copy_to": str(args.copy_to), "device": device},
+    payload = {"config": {**vars(args), "dataset": str(args.dataset), "copy_to": str(args.copy_to) if args.copy_to else None,
+                          "device": device},
                "training": {"version": report.version, "accepted": report.accepted, "reason": report.reason,
                             "ranker": report.metadata.get("ranker"), "cross_encoder": ce,
                             "validation": report.metadata.get("validation"), "seconds": train_seconds},
@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         said = "" if against["competes"] else ": not clearly better (as served, it would not be kept)"
         print(f"validation: {WITH} {against['ndcg@10']:.4f} against {BASE} {against['without']:.4f} "
               f"({against['gain']:+.4f} ± {against['standard_error']:.4f}){said}")
-    print(f"{WITH}: {'accepted' if report.accepted else 'REJECTED'} against retrieval: {report.reason}")
+    judged = (report.metadata.get("measured") or {}).get("judged_accepted", report.accepted)
+    print(f"{WITH} as judged against retrieval (a measuring run, never served): "
+          f"{'accepted' if judged else 'refused'}: {report.reason}")
     print(f"evaluation {evaluate_seconds:.0f} s; whole run {time.perf_counter() - started:.0f} s")
     payload.update(latency=timing, seconds=time.perf_counter() - started)
     keep(args, payload)
@@ -169,14 +171,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def keep(args: argparse.Namespace, payload: dict) -> None:
-    """Save the results so far (unless --no-save), and a copy into --copy-to."""
-    if args.no_save:
-        return
-    path = save(args.name, payload)
+    """Save the results so far (unless --no-save), and into --copy-to where given."""
+    if not args.no_save:
+        print(f"wrote {save(args.name, payload)}")
     if args.copy_to is not None:
-        args.copy_to.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, args.copy_to / path.name)
-    print(f"wrote {path}")
+        save(args.name, payload, folder=args.copy_to)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ print('python', __import__('sys').version.split()[0], 'torch', torch.__version__
       'transformers', transformers.__version__, 'sentence-transformers', sentence_transformers.__version__,
       'scikit-learn', sklearn.__version__, 'numpy', numpy.__version__)
 import benchmarks.cross_encoder_ranker
+assert torch.cuda.is_available() or '${REQUIRE_CUDA:-1}' == '0', 'no CUDA: this check is for a GPU machine'
 " 2>&1 | tee "$OUT/versions.txt"
 # Sizes for one call with time left for another, estimated (never yet run on a GPU) from 2-core
 # timings of the same steps: ~15 ms to build a list, ~90 ms per test user per ranker to evaluate,

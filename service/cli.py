@@ -375,14 +375,14 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     compared = (report.metadata.get("cross_encoder") or {}).get("compared") or {}
     if compared:
         kept = "reads it" if report.metadata["cross_encoder"]["kept"] else "does not read it"
-        print(f"  cross-encoder trained: the served ranker {kept}")
+        print(f"  cross-encoder trained: the saved ranker {kept}")
         for name, v in compared.items():
             print(f"    {name}: {v['gain']:+.4f} ± {v['standard_error']:.4f} NDCG@10 against {v['against']}"
                   f"{'' if v['competes'] else ' (not clearly better)'}")
     offered = report.metadata.get("sequence")
     if offered:
         kept = "reads it" if offered["kept"] else "does not read it"
-        print(f"  sequence encoder {offered['version']} offered as a feature: the served ranker {kept}")
+        print(f"  sequence encoder {offered['version']} offered as a feature: the saved ranker {kept}")
         for name, v in offered["variants"].items():
             print(f"    {name}: {v['gain']:+.4f} ± {v['standard_error']:.4f} NDCG@10 against {v['against']}"
                   f"{'' if v['competes'] else ' (not clearly better: not chosen)'}")

@@ -22,8 +22,9 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -303,15 +304,22 @@ def reads(variant: str) -> set[str]:
     return set(variant.split("+")[1:])
 
 
-def one_model_fewer(variants: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """For each variant that reads added models, the variants that read one of them fewer.
+def fewer_models(variants: Collection[str]) -> dict[str, tuple[str, ...]]:
+    """For each variant that reads added models, the variants (among ``variants``) that read only
+    some of them: one model fewer first.
 
-    >>> one_model_fewer(["ranker", "ranker+cross_encoder", "ranker+cross_encoder+sequence"])["ranker+cross_encoder+sequence"]
-    ('ranker+sequence', 'ranker+cross_encoder')
+    >>> fewer_models(["ranker", "ranker+cross_encoder", "ranker+sequence", "ranker+cross_encoder+sequence"])[
+    ...     "ranker+cross_encoder+sequence"]
+    ('ranker+cross_encoder', 'ranker+sequence', 'ranker')
     """
-    return {name: tuple("+".join(["ranker", *(m for m in name.split("+")[1:] if m != dropped)])
-                        for dropped in sorted(reads(name)))
-            for name in variants if reads(name)}
+    out = {}
+    for name in variants:
+        models = sorted(reads(name))
+        subsets = [kept for size in range(len(models) - 1, -1, -1) for kept in combinations(models, size)]
+        simpler = tuple(other for other in ("+".join(["ranker", *kept]) for kept in subsets) if other in variants)
+        if models and simpler:
+            out[name] = simpler
+    return out
 
 
 def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray, labels: np.ndarray,
@@ -321,12 +329,13 @@ def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray
     each of ``BLEND_WEIGHTS`` (``blended``, fitted on the training rows ``features``/``labels``);
     the best blend that passes every rule serves instead, else the variant as it was judged.
 
-    ``without`` names, for a variant that reads more models (the cross-encoder, the sequence
-    encoder), each variant that reads one fewer: it competes only if clearly better than every one
-    of them on the same lists, since each model costs its time on every request. ``only``: models
-    measured, whatever their comparison says: only variants reading them compete, and the
-    comparisons that drop one of them are not asked to pass. A variant's record in ``added_models``
-    is its least favourable comparison, with every comparison under ``comparisons``."""
+    ``without`` names, for a variant that reads added models (the cross-encoder, the sequence
+    encoder), the variants that read only some of them (``fewer_models``): it is eligible only if
+    clearly better than every one of them on the same lists, since each model costs its time on
+    every request. ``only``: models measured, whatever their comparison says: only variants reading
+    them compete, and a comparison that drops nothing but measured models is not asked to pass. A
+    variant's record in ``added_models`` is its least favourable comparison (``competes``: clearly
+    better there), whether it is ``eligible``, and every comparison under ``comparisons``."""
     validation, per_case, verdicts = judge(variants)
     added: dict[str, Any] = {}
     for name, simpler in (without or {}).items():
@@ -337,10 +346,10 @@ def choose(judge: Judge, variants: dict[str, RankingModel], features: np.ndarray
                                   "without": validation[other]["ndcg@10"], "gain": gain, "standard_error": se,
                                   "competes": better, "measured": bool(reads(name) - reads(other) <= set(only))}
         binding = [c for c in comparisons.values() if not (c["competes"] or c["measured"])]
-        worst = binding[0] if binding else min(comparisons.values(), key=lambda c: c["gain"])
-        added[name] = {**worst, "competes": not binding, "comparisons": comparisons}
+        worst = min(binding or comparisons.values(), key=lambda c: c["gain"])
+        added[name] = {**worst, "eligible": not binding, "comparisons": comparisons}
     reading = [n for n in variants if only and set(only) <= reads(n)]
-    among = [n for n in (reading or variants) if n not in added or added[n]["competes"]] or reading
+    among = [n for n in (reading or variants) if n not in added or added[n]["eligible"]] or reading
     best_name, accepted, reason = _verdict(validation, per_case, verdicts, among=among)
     base, best = validation["retrieval"], validation[best_name]
     exposure: dict[str, Any] = {"tried": False, "why": None, "blends": {}, "chosen": None, "weight": None}
@@ -547,15 +556,18 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
             variants[f"{name}+sequence"] = RankingModel.fit(features, labels, uses_cross_encoder=name != "ranker",
                                                             uses_sequence=True, seed=settings.seed)
     # Each added model costs its time on every request (a transformer pass over every candidate, for
-    # the cross-encoder): a variant must be clearly better than each variant that reads one model fewer.
-    without = one_model_fewer(variants)
+    # the cross-encoder): a variant must be clearly better than each variant that reads fewer of them.
+    without = fewer_models(variants)
 
     judge = Judge(val_lists, slice_lists, recommender.catalogue.count())
-    only = tuple(model for model, said in (("cross_encoder", settings.cross_encoder), ("sequence", settings.sequence))
-                 if said == "only")
+    # The models measured: asked for with "only", and there to measure.
+    only = tuple(model for model, said, there in (("cross_encoder", settings.cross_encoder, cross_encoder),
+                                                  ("sequence", settings.sequence, sequence_model))
+                 if said == "only" and there is not None)
     choice = choose(judge, variants, features, labels, without, only=only)
     validation, verdicts, exposure = choice.validation, choice.verdicts, choice.exposure
     best_name, accepted, reason, served = choice.variant, choice.accepted, choice.reason, choice.model
+    judged_accepted = accepted
     if only:  # its own comparison was waived: a measuring run is never served
         accepted, reason = False, f"measuring the {' and '.join(only)} (only): never served; {reason}"
     serves_cross_encoder = served.uses_cross_encoder
@@ -572,6 +584,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "accepted": accepted,
         "reason": reason,
+        # A measuring run (``only``): the models measured, and the verdict it would have had.
+        "measured": {"models": list(only), "judged_accepted": judged_accepted} if only else None,
         "base_model": (f"gradient-boosted trees (scikit-learn {sklearn.__version__}) over retrieval evidence"
                        + (" blended with retrieval's order" if exposure["chosen"] else "")
                        + (f" + sequence encoder {sequence.version}" if serves_sequence else "")
@@ -601,8 +615,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
         # variant without it on validation (it competes only if clearly better).
         "sequence": ({"version": sequence.version, "item_space": sequence.metadata.get("item_space"),
                       "accepted_as_source": bool(sequence.metadata.get("accepted")), "kept": serves_sequence,
-                      "variants": {name: row for name, row in choice.added_models.items()
-                                   if name.endswith("+sequence")}}
+                      "variants": {name: row["comparisons"][name.removesuffix("+sequence")]
+                                   for name, row in choice.added_models.items() if name.endswith("+sequence")}}
                      if sequence is not None else None),
         # The sequence encoder serving as a source (its ranks are features), and the one that stood
         # in for it on the training lists where it had learned their steps.

@@ -21,7 +21,7 @@ from retrieval.training.protocol import (
     slice_request,
     with_stated_preferences,
 )
-from retrieval.training.reranker import BLEND_WEIGHTS, Judge, RankList, blended, choose, collapsed, one_model_fewer
+from retrieval.training.reranker import BLEND_WEIGHTS, Judge, RankList, blended, choose, collapsed, fewer_models
 
 
 def test_clearly_better_on_all_users_but_clearly_worse_on_one_slice_is_refused_and_the_slice_named():
@@ -245,20 +245,28 @@ def test_a_variant_reading_two_added_models_must_be_clearly_better_than_each_var
                 "ranker+sequence": sequence, "ranker+cross_encoder+sequence": both}
     models = {name: None for name in per_case if name != "retrieval"}
     features, labels = np.zeros((2, len(FEATURE_NAMES))), np.array([0, 1])
-    without = one_model_fewer(models)
-    assert without["ranker+cross_encoder+sequence"] == ("ranker+sequence", "ranker+cross_encoder")
+    without = fewer_models(models)
+    assert without["ranker+cross_encoder+sequence"] == ("ranker+cross_encoder", "ranker+sequence", "ranker")
 
     chosen = choose(FixedJudge(per_case), models, features, labels, without)
     # Clearly better than the cross-encoder alone, not than the sequence encoder alone: it does not serve.
-    assert not chosen.added_models["ranker+cross_encoder+sequence"]["competes"]
-    assert chosen.added_models["ranker+cross_encoder+sequence"]["against"] == "ranker+sequence"
+    both_row = chosen.added_models["ranker+cross_encoder+sequence"]
+    assert not both_row["eligible"] and not both_row["competes"] and both_row["against"] == "ranker+sequence"
+    assert both_row["comparisons"]["ranker+cross_encoder"]["competes"]
     assert chosen.variant == "ranker+sequence"
+
+    # Two added models that each cost the ranker: the pair must still beat the ranker alone.
+    worse = {**per_case, "ranker+cross_encoder": [x - 0.05 for x in ranker],
+             "ranker+sequence": [x - 0.05 for x in ranker], "ranker+cross_encoder+sequence": [x + 0.001 for x in ranker]}
+    paired = choose(FixedJudge(worse), models, features, labels, without)
+    assert paired.variant == "ranker" and not paired.added_models["ranker+cross_encoder+sequence"]["eligible"]
 
     # Measuring the cross-encoder: only variants reading it compete, and its own comparisons are waived,
     # but the sequence encoder it is paired with must still earn its place.
     noisy_both = [x + rng.normal(0.005, 0.3) for x in cross_encoder]
     measured = choose(FixedJudge({**per_case, "ranker+cross_encoder+sequence": noisy_both}), models, features,
                       labels, without, only=("cross_encoder",))
-    assert measured.variant == "ranker+cross_encoder"
+    assert measured.variant == "ranker+cross_encoder" and measured.added_models["ranker+cross_encoder"]["eligible"]
     comparisons = measured.added_models["ranker+cross_encoder+sequence"]["comparisons"]
     assert comparisons["ranker+sequence"]["measured"] and not comparisons["ranker+cross_encoder"]["measured"]
+    assert not comparisons["ranker"]["measured"]  # it drops the sequence encoder too
