@@ -3,7 +3,8 @@
 # "The cross-encoder as a ranker feature"). Pack the kit first: python scripts/device_kit.py. Then
 #   run(command="bash scripts/device_check.sh", carry=[".device-kit"], timeout_s=540)
 # Arguments are passed on to benchmarks/cross_encoder_ranker.py (a later --device or size wins).
-# The log, the GPU's name and the results come back under $OUT.
+# The log, the GPU's name and the results come back under $OUT. REQUIRE_CUDA=0 PYTHON=.venv/bin/python tries
+# it on a CPU (with --device cpu and tiny sizes).
 set -euo pipefail
 KIT=.device-kit
 SITE=/tmp/hybridrec-site
