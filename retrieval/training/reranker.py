@@ -9,8 +9,8 @@ as text, the positive S[t], hard negatives (retrieval's own top items the user d
 random ones; its score becomes one more column of the ranker's features, on lists it never
 trained on. The newest item of every user is held out of training, and validation judges it;
 the served variant (ranker alone, or reading the cross-encoder or a sequence encoder) is the best
-on validation NDCG@10 among those clearly better than each variant reading one model fewer, and
-only if it beats the retrieval order on every user and costs no slice.
+on validation NDCG@10 among those clearly better than every variant reading only some of their
+models (``fewer_models``), and only if it beats the retrieval order on every user and costs no slice.
 
 Lists are the pool a ranker reorders (``RecommendConfig.ranker_pool_weights``), which may be fused
 otherwise than the order served without a ranker (a fine-tuned encoder's layout tunes that order);

@@ -3,8 +3,9 @@ served retrieval with it is clearly better than without it, and clearly worse on
 
 What the model learns from: every user's sequence without its ``left_out`` newest items (the
 validation target, and by default the steps a learned ranker trains on), windows of
-``max_length + 1`` items read left to right, every step of a window a training case (the next item among all items: a softmax over the catalogue's text vectors, so the output
-lives in the item space and is searched there as served). Training stops when the sequence alone
+``max_length + 1`` items read left to right, every step of a window a training case (the next
+item among all items: a softmax over the catalogue's text vectors, so the output lives in the
+item space and is searched there as served). Training stops when the sequence alone
 stops improving on the early-stopping users' second-newest items, which it never reads either.
 
 Judged as the other trainers judge (``training.protocol.judge_every_slice``): each judged user's
