@@ -11,6 +11,8 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,16 +29,17 @@ from retrieval.state.follower import LogFollower, OwnWrites
 from retrieval.state.profiles import PROFILES_SEQ, ProfileConfig, Profiles, StaleProfiles
 from retrieval.storage.edge import EdgeVectorStore
 from retrieval.storage.event_log import EventLog, keyed_users, open_event_log
-from retrieval.storage.layout import Layout, read_layout
+from retrieval.storage.layout import SCRATCH_PREFIX, Layout, read_layout
 from retrieval.storage.vector_store import VectorStore, scroll_all
 
 log = logging.getLogger("hybridrec.engine")
 PROFILE_IDS, SALTED = "profile_ids", "salted"  # how profiles are named in the vector store
 AUTO_INSTANCE = "auto"  # EngineConfig.instance: the first free slot, worker-0, worker-1, ...
 INDEX_SNAPSHOT = "cooccurrence.npz"  # the co-occurrence index at the last shutdown, in the instance's folder
-INDEX_SEQ = "index_seq"
+INDEX_SEQ = "index_seq"  # position up to which an instance's vector index has the record's items
 SERVING_SEQUENCE = "serving_sequence"  # on a shared log: the sequence encoder version every instance serves
-SERVING_RERANKER = "serving_reranker"  # on a shared log: the reranker version every instance serves  # position up to which an instance's vector index has the record's items
+SERVING_RERANKER = "serving_reranker"  # on a shared log: the reranker version every instance serves
+SCRATCH_ROWS = "scratch_rows", "dropped"  # earlier versions left a trainer's scratch items in the record
 
 
 @dataclass
@@ -147,6 +150,13 @@ class Engine:
             event_log.set_meta(PROFILE_IDS, SALTED)
             if rebuilt:
                 log.warning("stored %d user profiles again under salted ids (a one-time upgrade)", rebuilt)
+        if event_log.get_meta(SCRATCH_ROWS[0]) != SCRATCH_ROWS[1]:
+            for name in event_log.item_collections():
+                if name.startswith(SCRATCH_PREFIX):
+                    event_log.drop_items(name)
+                    log.warning("dropped the rows of %s from the event log: scratch items an encoder training of an "
+                                "earlier version wrote there (a one-time upgrade)", name)
+            event_log.set_meta(*SCRATCH_ROWS)
         self.sync_item_index(head)
         if self.shared and event_log.get_meta(self._keys[0]) is None:
             # A new instance has no stored profiles: they are computed from the log until written.
@@ -167,6 +177,7 @@ class Engine:
         self.follower = LogFollower(event_log, lambda: self.catalogue, lambda: self.profiles, self.own_writes,
                                     position=head, index_items=not config.qdrant_url) if self.shared else None
         self._stop_following = threading.Event()
+        self._still = threading.Lock()  # held by a trainer: others' writes wait (``held_still``)
         if self.follower is not None:
             # Requests catch up before they read; this keeps an idle instance current too (and ready).
             threading.Thread(target=self._follow, name="log-follower", daemon=True).start()
@@ -248,10 +259,39 @@ class Engine:
     def _follow(self, interval: float = 0.5) -> None:
         while not self._stop_following.wait(interval):
             try:
-                self.catch_up()
-                self.follow_serving_models()
+                self.follow_once()
             except Exception:  # the database may be away for a moment; requests retry it themselves
                 log.exception("following the shared log failed; retrying in %.1f s", interval)
+
+    def follow_once(self) -> bool:
+        """One step of the follower thread: apply what other instances wrote and serve the models
+        they chose. False, and nothing applied, while a trainer holds the engine still."""
+        if not self._still.acquire(blocking=False):
+            return False
+        try:
+            if self._stop_following.is_set():
+                return False
+            self.catch_up()
+            self.follow_serving_models()
+            return True
+        finally:
+            self._still.release()
+
+    @contextmanager
+    def held_still(self) -> Iterator[None]:
+        """Nothing other instances write reaches this engine inside the block: no events, items or
+        forgotten users, no other serving model. A trainer reads one moment of the log, so its lists,
+        validation and the serving models it is judged against all agree; the follower takes up
+        everything held back when the block ends. For an engine that answers no requests (a
+        request still catches up before it reads).
+
+        Example::
+
+            with engine.held_still():
+                train_reranker(engine.recommender, engine.rerankers)
+        """
+        with self._still:  # waits for a follower step under way to finish
+            yield
 
     def rebuild_item_index(self, progress=None) -> int:
         """Drop this instance's item collection and write it again from the system of record, with
@@ -299,12 +339,14 @@ class Engine:
             lock.close()
             raise
 
-    def wire(self, layout: Layout, encoder: BiEncoder,
-             index: CoOccurrenceIndex | None = None) -> tuple[Catalogue, Profiles, Recommender]:
+    def wire(self, layout: Layout, encoder: BiEncoder, index: CoOccurrenceIndex | None = None,
+             scratch: bool = False) -> tuple[Catalogue, Profiles, Recommender]:
         """Catalogue, profiles and recommender over a layout's collections (created if missing),
         fused with the layout's weights where it has its own; ``index``: another co-occurrence
-        index than the log's (a trainer's replay of an earlier moment of the log)."""
-        serving = index is None  # a trainer's replay keeps its own stale set
+        index than the log's (a trainer's replay of an earlier moment of the log); ``scratch``:
+        collections a trainer writes and drops, kept out of the system of record (every instance
+        would follow them there)."""
+        serving = index is None and not scratch  # a trainer's replay keeps its own stale set
         index = self.index if index is None else index
         catalogue = Catalogue(self.store, encoder, self.bm25, collection=layout.items,
                               record=self.log if serving else None)

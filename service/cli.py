@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -43,6 +44,18 @@ def _open_engine(settings: Settings, instance: str | None = None):
         return Engine.open(replace(settings.engine_config(), instance=instance))
     except DataDirectoryInUse as err:  # another hybridrec process has it: say who, in one line
         raise CommandFailed(str(err)) from None
+
+
+@contextmanager
+def _trainer_engine(settings: Settings):
+    """An engine for a trainer: opened, held still while it trains (``Engine.held_still``: on a
+    shared log, what other instances write meanwhile waits), then closed."""
+    engine = _open_engine(settings)
+    try:
+        with engine.held_still():
+            yield engine
+    finally:
+        engine.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -320,8 +333,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     from retrieval.training.reranker import learned_steps, serving_sequence, train_reranker
 
     settings = _settings(args)
-    engine = _open_engine(settings)
-    try:
+    with _trainer_engine(settings) as engine:
         sequence = stand_in = None
         if args.sequence == "off" and args.sequence_version:
             print("--sequence-version needs --sequence auto or only", file=sys.stderr)
@@ -358,8 +370,6 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         except ValueError as err:
             print(f"no model trained: {err}", file=sys.stderr)
             return 2
-    finally:
-        engine.close()
     if report.version is None:
         print(f"no model trained: {report.reason}", file=sys.stderr)
         return 1
@@ -398,16 +408,15 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     from retrieval.training.sequence import train_sequence
 
     settings = _settings(args)
-    engine = _open_engine(settings)
-    try:
-        meta = train_sequence(engine, engine.sequences,
-                              replace(settings.train_sequence, epochs=args.epochs, device=args.device, seed=args.seed),
-                              progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="window"))
-    except ValueError as err:
-        print(f"no model trained: {err}", file=sys.stderr)
-        return 1
-    finally:
-        engine.close()
+    with _trainer_engine(settings) as engine:
+        try:
+            meta = train_sequence(engine, engine.sequences,
+                                  replace(settings.train_sequence, epochs=args.epochs, device=args.device,
+                                          seed=args.seed),
+                                  progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="window"))
+        except ValueError as err:
+            print(f"no model trained: {err}", file=sys.stderr)
+            return 1
     verdict = "accepted" if meta["accepted"] else "rejected (never served)"
     print(f"sequence encoder {meta['version']} {verdict}: {meta['reason']}")
     for name, v in meta["validation"].items():
@@ -431,24 +440,21 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
 def cmd_train_encoder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from retrieval.registry import ModelRegistry
     from retrieval.training.encoder import train_encoder
 
     settings = _settings(args)
-    engine = _open_engine(settings)
-    from retrieval.registry import ModelRegistry
-
     models_dir = ModelRegistry(settings.data_dir).encoder_dir
     models_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        meta = train_encoder(engine, models_dir, replace(settings.train_encoder, epochs=args.epochs,
-                                                         max_pairs=args.max_pairs, validation_gap=args.validation_gap,
-                                                         device=args.device, seed=args.seed),
-                             progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="pair"))
-    except ValueError as err:
-        print(f"no model trained: {err}", file=sys.stderr)
-        return 1
-    finally:
-        engine.close()
+    with _trainer_engine(settings) as engine:
+        try:
+            meta = train_encoder(engine, models_dir,
+                                 replace(settings.train_encoder, epochs=args.epochs, max_pairs=args.max_pairs,
+                                         validation_gap=args.validation_gap, device=args.device, seed=args.seed),
+                                 progress_factory=lambda desc, total: tqdm(total=total, desc=desc, unit="pair"))
+        except ValueError as err:
+            print(f"no model trained: {err}", file=sys.stderr)
+            return 1
     print(f"encoder {meta['version']} {'accepted' if meta['accepted'] else 'rejected'}: {meta['reason']}")
     if meta["accepted"]:
         print(f"serve it with: hybridrec reindex --data-dir {settings.data_dir}   (or POST /v1/admin/reindex)")

@@ -121,6 +121,8 @@ class EventLog(Protocol):
     def delete_items(self, collection: str, ids: list[str]) -> list[int]: ...
     def drop_items(self, collection: str) -> None:
         """Remove a collection's rows (a replaced layout's, after a reindex)."""
+    def item_collections(self) -> list[str]:
+        """The collections that have item rows."""
     def stored_items(self, collection: str, batch: int = 512) -> Iterator[list[StoredPoint]]:
         """Every live item of a collection with its vectors, in pages."""
     def changes_after(self, seq: int, limit: int = 10_000) -> Changes:

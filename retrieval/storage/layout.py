@@ -14,6 +14,7 @@ from pathlib import Path
 LAYOUT_FILE = "active.json"
 ITEMS = "items"  # the collections of a data directory that was never reindexed
 USERS = "users"
+SCRATCH_PREFIX = "validate__"  # collections a trainer writes, measures in and drops
 
 
 @dataclass(frozen=True)

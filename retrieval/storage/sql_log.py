@@ -239,6 +239,9 @@ class SqlEventLog(ABC):
         """Remove a collection's rows (a replaced layout's, after a reindex)."""
         self._write(lambda cur, take: cur.execute(self._sql("DELETE FROM items WHERE collection = ?"), (collection,)))
 
+    def item_collections(self) -> list[str]:
+        return [row[0] for row in self._all("SELECT DISTINCT collection FROM items")]
+
     def stored_items(self, collection: str, batch: int = 512) -> Iterator[list[StoredPoint]]:
         last = ""
         while True:

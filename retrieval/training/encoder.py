@@ -48,6 +48,7 @@ from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.registry import ModelVersions
 from retrieval.state.cooccurrence import CoOccurrenceIndex
+from retrieval.storage.layout import SCRATCH_PREFIX
 from retrieval.storage.vector_store import StoredPoint, scroll_all
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
@@ -131,10 +132,10 @@ def _scratch(engine: Engine, encoder: BiEncoder | None = None,
     layout, scratch, encoder = engine.layout, None, encoder or engine.encoder
     if vectors is not None:
         tag = f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{random.randrange(1 << 30)}"
-        layout = scratch = replace(layout, items=f"validate__items_{tag}", users=f"validate__users_{tag}")
+        layout = scratch = replace(layout, items=f"{SCRATCH_PREFIX}items_{tag}", users=f"{SCRATCH_PREFIX}users_{tag}")
     try:
         if scratch is not None:
-            catalogue, _, _ = engine.wire(scratch, encoder)
+            catalogue, _, _ = engine.wire(scratch, encoder, scratch=True)
             # Payloads and BM25 vectors as stored; only the dense vectors change.
             for points in scroll_all(engine.store, engine.catalogue.collection, with_vectors=True):
                 catalogue.write([StoredPoint(p.id, p.payload, vectors[p.id], p.sparse) for p in points

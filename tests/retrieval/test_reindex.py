@@ -118,6 +118,7 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     record_category_runs(engine, demo_items)
     models = tmp_path / "models"
     models.mkdir()
+    head = engine.log.head()
     meta = train_encoder(engine, models, EncoderTrainingSettings(max_pairs=60, batch_size=8, device=TEST_DEVICE))
     v = meta["validation"]
     own = v["encoder_gain_at_chosen_weights"]  # clearly better than the old encoder at those weights too
@@ -160,10 +161,24 @@ def test_train_encoder_saves_a_versioned_model_with_its_verdict(engine, demo_ite
     # and the served catalogue is the one it was.
     assert not [c for c in engine.store.collections() if c.startswith("validate__")]
     assert engine.catalogue.count() == len(demo_items)
+    # Nor were they ever written to the system of record, which every instance follows.
+    assert engine.log.head() == head and not engine.log.changes_after(head).items
     tuned = BiEncoder(str(models / meta["version"]), device=TEST_DEVICE)
     texts = [item_text(i) for i in demo_items]
     assert np.linalg.norm(tuned.encode(texts).mean(axis=0)) < 0.5 * meta["centre"]["norm"]
     assert latest_accepted_encoder(models) == ((models / meta["version"]) if meta["accepted"] else None)
+
+
+def test_scratch_items_an_earlier_version_left_in_the_record_are_dropped_once_at_open(engine, make_engine,
+                                                                                      demo_points, tmp_path):
+    from retrieval.engine import SCRATCH_ROWS
+
+    engine.log.put_items("validate__items_20261201000000_7", demo_points[:5])  # as earlier versions wrote
+    engine.log.set_meta(SCRATCH_ROWS[0], "")
+    engine.close()
+    reopened = make_engine(data_dir=tmp_path / "data")
+    assert reopened.log.item_collections() == ["items"] and reopened.catalogue.count() == len(demo_points)
+    assert reopened.log.get_meta(SCRATCH_ROWS[0]) == SCRATCH_ROWS[1]
 
 
 def test_the_encoder_trainer_leaves_each_users_newest_items_out_by_the_validation_gap(engine, demo_items, tmp_path):

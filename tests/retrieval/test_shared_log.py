@@ -142,3 +142,36 @@ def test_a_sequence_encoder_reloaded_on_one_worker_serves_on_every_worker(make_e
     assert one.reload_sequence() is None
     two.follow_serving_models()
     assert two.recommender.sources["sequence"].loaded is None
+
+
+def test_a_trainer_holding_its_engine_still_sees_no_other_instance_write_until_it_lets_go(
+        make_engine, postgres_url, tmp_path, demo_points):
+    import time
+
+    from tests.retrieval.test_reranking import save
+
+    data = tmp_path / "shared"
+    server = make_engine(data_dir=data, database_url=postgres_url, instance="worker-0")
+    trainer = make_engine(data_dir=data, database_url=postgres_url, instance="worker-1")
+    server.catalogue.write(demo_points)
+    trainer.catch_up()
+    gone, history = demo_points[50].id, [p.id for p in demo_points[:3]]
+
+    def as_before():
+        return (trainer.index.history("u1") == [] and trainer.catalogue.get(gone) is not None
+                and trainer.recommender.reranker is None)
+
+    with trainer.held_still():
+        server.profiles.record([{"user_id": "u1", "type": "click", "item_id": i} for i in history])
+        server.catalogue.delete(gone)
+        version = save(server.rerankers, accepted=True)
+        assert server.reload_reranker() == version
+        assert trainer.follow_once() is False and as_before()
+        time.sleep(1.5)  # three turns of the follower thread: it applies nothing either
+        assert as_before() and trainer.follower.lag() > 0
+    deadline = time.monotonic() + 30
+    while trainer.follower.lag() and time.monotonic() < deadline:  # the thread takes everything up
+        time.sleep(0.1)
+    trainer.follow_once()
+    assert trainer.index.history("u1") == history and trainer.catalogue.get(gone) is None
+    assert trainer.recommender.reranker.version == version

@@ -15,14 +15,32 @@ from tests.retrieval.test_reranking import category_log, clicks, save
 pytestmark = pytest.mark.slow
 
 
-def test_train_reranker_from_the_command_line(encoder, demo_points, demo_items, tmp_path, capsys):
+def test_train_reranker_from_the_command_line(encoder, demo_points, demo_items, tmp_path, capsys, monkeypatch):
+    from contextlib import contextmanager
+
+    import retrieval.training.reranker as trainer
+
     data_dir = tmp_path / "data"
     engine = Engine.open(EngineConfig(data_dir=data_dir), encoder=encoder)
     engine.catalogue.write(demo_points)
     category_log(engine, demo_items)
     engine.close()
+    # It trains on an engine held still (``Engine.held_still``): on a shared log, nothing another
+    # instance writes reaches its lists meanwhile.
+    held, original, train = [], Engine.held_still, trainer.train_reranker
+
+    @contextmanager
+    def watched(self):
+        with original(self):
+            held.append(True)
+            yield
+        held.append(False)
+
+    monkeypatch.setattr(Engine, "held_still", watched)
+    monkeypatch.setattr(trainer, "train_reranker", lambda *a, **kw: (held.append("trained"), train(*a, **kw))[1])
     assert main(["train", "reranker", "--data-dir", str(data_dir), "--cross-encoder", "off",
                  "--max-lists", "200", "--device", "cpu"]) == 0
+    assert held == [True, "trained", False]
     out = capsys.readouterr().out
     versions = sorted((data_dir / "models" / "reranker").glob("v*"))
     assert len(versions) == 1
