@@ -213,8 +213,11 @@ class Engine:
                     n += 1
             if changes.forgotten:  # users forgotten since the snapshot
                 keys = {key for _, key in changes.forgotten}
-                for user_id in keyed_users(self.log, index.user_ids(), keys):
+                named = keyed_users(self.log, index.user_ids(), keys)
+                for user_id in named:
                     index.forget_user(user_id)
+                if named:  # the file still names them: gone now, not at this instance's shutdown
+                    self.drop_index_snapshot()
             position = changes.head
         return index, n
 
@@ -226,8 +229,13 @@ class Engine:
         self.index.save(self._snapshot, self.follower.position if self.follower is not None else taken_in)
 
     def drop_index_snapshot(self) -> None:
-        """A forgotten user must not stay in a file: the next start reads the log instead."""
-        self._snapshot.unlink(missing_ok=True)
+        """A forgotten user must not stay in a file: the next start reads the log instead. Every
+        snapshot of the data directory goes, not only this instance's: the command line's and those of
+        worker slots not running now name the user too (a running instance saves its own again at
+        shutdown, after it has applied the forget)."""
+        data_dir = Path(self.config.data_dir)
+        for path in (data_dir / INDEX_SNAPSHOT, *data_dir.glob(f"instances/*/{INDEX_SNAPSHOT}")):
+            path.unlink(missing_ok=True)
 
     def sync_item_index(self, head: int) -> None:
         """Bring the vector index up to the items of the system of record: every item change after

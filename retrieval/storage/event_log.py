@@ -123,6 +123,8 @@ class EventLog(Protocol):
         """Remove a collection's rows (a replaced layout's, after a reindex)."""
     def item_collections(self) -> list[str]:
         """The collections that have item rows."""
+    def forgotten_keys(self) -> set[str]:
+        """The digests (``user_key``) of every user ever forgotten."""
     def stored_items(self, collection: str, batch: int = 512) -> Iterator[list[StoredPoint]]:
         """Every live item of a collection with its vectors, in pages."""
     def changes_after(self, seq: int, limit: int = 10_000) -> Changes:

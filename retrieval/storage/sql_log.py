@@ -242,6 +242,9 @@ class SqlEventLog(ABC):
     def item_collections(self) -> list[str]:
         return [row[0] for row in self._all("SELECT DISTINCT collection FROM items")]
 
+    def forgotten_keys(self) -> set[str]:
+        return {row[0] for row in self._all("SELECT user_key FROM forgotten")}
+
     def stored_items(self, collection: str, batch: int = 512) -> Iterator[list[StoredPoint]]:
         last = ""
         while True:

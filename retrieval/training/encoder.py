@@ -56,6 +56,7 @@ from retrieval.training.protocol import (
     SLICE_WORSE_MARGIN,
     SliceCase,
     clearly_better,
+    forgotten_since_read,
     held_out_items,
     index_of,
     item_categories,
@@ -67,6 +68,7 @@ from retrieval.training.protocol import (
     slice_cases,
     slice_request,
     with_stated_preferences,
+    withheld_if_forgotten,
     without_items,
 )
 from retrieval.training.settings import EncoderTrainingSettings
@@ -264,6 +266,7 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
     started = time.perf_counter()
     rng = random.Random(settings.seed)
     log_seq = engine.log.max_seq()  # what it learned from: forgetting a user reports it
+    read_users = engine.index.user_ids()
     sequences = log_sequences(engine.log, engine.index)
     if len(sequences) < 2:
         raise ValueError(f"too little data: {len(sequences)} users with two or more items")
@@ -375,6 +378,9 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
         "pairs": fit.pairs, "train_users": len(trained), "epochs": [asdict(e) for e in fit.epochs],
         "settings": asdict(settings), "seconds": time.perf_counter() - started,
     }
+    forgotten = forgotten_since_read(engine.log, read_users, log_seq)
+    metadata["accepted"], metadata["reason"] = withheld_if_forgotten(forgotten, accepted, metadata["reason"])
+    metadata["forgotten_while_training"] = forgotten
     versions = ModelVersions(models_dir)
     version = versions.save(encoder.save, metadata)
     metadata.update(version=version, path=str(versions.path(version)))

@@ -19,12 +19,38 @@ from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendedItem, RecommendRequest, ReplayOptions
 from retrieval.ranking.rerank import HISTORY_ITEMS
 from retrieval.state.cooccurrence import CoOccurrenceIndex
-from retrieval.storage.event_log import EventLog, StatedPreferences
+from retrieval.storage.event_log import EventLog, StatedPreferences, keyed_users
 
 
 def log_sequences(log: EventLog, index: CoOccurrenceIndex) -> dict[str, list[str]]:
     """Each user's distinct items in order, for users with at least two."""
     return {u: index.history(u) for u in log.user_ids() if len(index.history(u)) >= 2}
+
+
+def forgotten_since_read(log: EventLog, users: Iterable[str], read_through: int) -> int:
+    """How many of ``users``, whose events up to ``read_through`` a trainer read, were forgotten
+    since: none of those events is left. A model that learned from them must never serve (their
+    forget answered before it was saved, so it could not name it among the models to retrain).
+
+    A user forgotten and back since has only newer events, so counts too; one who never left does not.
+    """
+    keys = log.forgotten_keys()
+    if not keys:
+        return 0
+    gone = 0
+    for user in keyed_users(log, users, keys):
+        first = log.first_seq(user)
+        gone += first is None or first > read_through
+    return gone
+
+
+def withheld_if_forgotten(forgotten: int, accepted: bool, reason: str) -> tuple[bool, str]:
+    """The verdict of a model that learned from ``forgotten`` users forgotten while it trained
+    (``forgotten_since_read``): rejected, whatever it scored."""
+    if not forgotten:
+        return accepted, reason
+    return False, (f"{forgotten} user(s) it learned from were forgotten while it trained: it never serves; "
+                   f"train it again (judged: {reason})")
 
 
 def judged_users(sequences: dict[str, list[str]], share: float, most: int, rng: random.Random) -> list[str]:

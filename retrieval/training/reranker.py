@@ -55,6 +55,7 @@ from retrieval.training.protocol import (
     PAST_MOMENT,
     SliceVerdict,
     clearly_better,
+    forgotten_since_read,
     held_out_items,
     index_of,
     judge_every_slice,
@@ -63,6 +64,7 @@ from retrieval.training.protocol import (
     next_item_cases,
     retrieve_past_moment,
     slice_cases,
+    withheld_if_forgotten,
     without_items,
 )
 from retrieval.training.settings import TrainingSettings
@@ -460,6 +462,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     candidates = settings.candidates or recommender.config.rerank_candidates
     rng = random.Random(settings.seed)
     log_seq = recommender.profiles.log.max_seq()  # what it learned from: forgetting a user reports it
+    read_users = recommender.profiles.index.user_ids()
     sequences = log_sequences(recommender.profiles.log, recommender.profiles.index)
     if len(sequences) < 2:
         return TrainingReport(None, False, f"too little data: {len(sequences)} users with two or more items")
@@ -570,6 +573,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     judged_accepted = accepted
     if only:  # its own comparison was waived: a measuring run is never served
         accepted, reason = False, f"measuring the {' and '.join(only)} (only): never served; {reason}"
+    forgotten = forgotten_since_read(recommender.profiles.log, read_users, log_seq)
+    accepted, reason = withheld_if_forgotten(forgotten, accepted, reason)
     serves_cross_encoder = served.uses_cross_encoder
     serves_sequence = served.uses_sequence
 
@@ -592,6 +597,7 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
                        + (f" + cross-encoder fine-tuned from {cross_encoder.model_path}" if serves_cross_encoder else "")),
         "log_users": len(sequences),
         "log_seq": log_seq,
+        "forgotten_while_training": forgotten,
         "ranker": {"cross_encoder": serves_cross_encoder, "sequence": serves_sequence, "variant": best_name,
                    "retrieval_blend": exposure["weight"],  # the retrieval order's weight, if blended
                    "lists": len(lists), "rows": int(len(labels)), "positives": int(labels.sum()),

@@ -47,12 +47,14 @@ from retrieval.registry import SequenceVersions
 from retrieval.training.encoder import PROFILE_ITEMS, catalogue_vectors
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
+    forgotten_since_read,
     held_out_items,
     index_of,
     judge_every_slice,
     judged_users,
     log_sequences,
     slice_cases,
+    withheld_if_forgotten,
     without_items,
 )
 from retrieval.training.settings import SequenceTrainingSettings
@@ -251,6 +253,7 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
     started = time.perf_counter()
     rng = random.Random(settings.seed)
     log_seq = engine.log.max_seq()
+    read_users = engine.index.user_ids()
     sequences = log_sequences(engine.log, engine.index)
     if len(sequences) < 2:
         raise ValueError(f"too little data: {len(sequences)} users with two or more items; log more events")
@@ -306,13 +309,15 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
                          "by_weight": {str(w): float(np.mean(s or [0.0])) for w, s in runs[name][1].items()}}
                   for name in verdict.slices}
     alone = float(np.mean(sequence_ndcg(model, items, [(list(c.history), c.target) for c in cases["all"]]) or [0.0]))
-    accepted = verdict.accepted
-    reason = (f"with the sequence source at fusion weight {weight:g}, against the retrieval without it: "
-              f"{verdict.reason}; the sequence source alone {alone:.4f} on all users; on {len(judged)} users' "
-              "newest items")
+    forgotten = forgotten_since_read(engine.log, read_users, log_seq)
+    accepted, reason = withheld_if_forgotten(
+        forgotten, verdict.accepted,
+        f"with the sequence source at fusion weight {weight:g}, against the retrieval without it: {verdict.reason}; "
+        f"the sequence source alone {alone:.4f} on all users; on {len(judged)} users' newest items")
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "accepted": accepted, "reason": reason, "log_seq": log_seq, "item_space": space,
+        "accepted": accepted, "reason": reason, "log_seq": log_seq, "forgotten_while_training": forgotten,
+        "item_space": space,
         "fusion_weight": weight, "validation": validation, "sequence_alone_ndcg@10": alone,
         "held_out_items": len(held), "epochs": epochs, "windows": len(windows), "train_users": len(trained), "residual_items": len(residual_items),
         "early_stop_users": len(early), "device": model.device, "train_seconds": fit_seconds,

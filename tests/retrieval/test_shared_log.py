@@ -175,3 +175,28 @@ def test_a_trainer_holding_its_engine_still_sees_no_other_instance_write_until_i
     trainer.follow_once()
     assert trainer.index.history("u1") == history and trainer.catalogue.get(gone) is None
     assert trainer.recommender.reranker.version == version
+
+
+def test_a_forget_removes_the_user_from_every_snapshot_stopped_instances_left(make_engine, postgres_url, tmp_path,
+                                                                             demo_points):
+    from retrieval.engine import INDEX_SNAPSHOT
+
+    data, elsewhere = tmp_path / "shared", tmp_path / "other-machine"
+    server = make_engine(data_dir=data, database_url=postgres_url, instance="worker-0")
+    server.catalogue.write(demo_points)
+    server.profiles.record([{"user_id": "forget-me-7q", "type": "click", "item_id": p.id} for p in demo_points[:3]])
+    # Stopped since: a worker slot, the command line (the data directory's own), another machine's instance.
+    stopped = [(make_engine(data_dir=data, database_url=postgres_url, instance="worker-1"),
+                data / "instances" / "worker-1" / INDEX_SNAPSHOT),
+               (make_engine(data_dir=data, database_url=postgres_url), data / INDEX_SNAPSHOT),
+               (make_engine(data_dir=elsewhere, database_url=postgres_url), elsewhere / INDEX_SNAPSHOT)]
+    for engine, snapshot in stopped:
+        engine.close()
+        assert b"forget-me-7q" in snapshot.read_bytes()
+    assert server.forget_user("forget-me-7q").forgotten
+    assert not stopped[0][1].exists() and not stopped[1][1].exists()  # this machine's, at once
+    assert stopped[2][1].exists()  # another machine's: gone when that instance starts
+    restarted = make_engine(data_dir=elsewhere, database_url=postgres_url)
+    assert restarted.index.history("forget-me-7q") == [] and not stopped[2][1].exists()
+    restarted.close()
+    assert b"forget-me-7q" not in stopped[2][1].read_bytes()
