@@ -228,6 +228,13 @@ class Engine:
         taken_in = max(self._built_through, self.stale_profiles.last_marked or 0)
         self.index.save(self._snapshot, self.follower.position if self.follower is not None else taken_in)
 
+    def drop_forgotten_files(self) -> None:
+        """Files that hold what a user just forgotten did: the co-occurrence snapshots
+        (``drop_index_snapshot``) and an interrupted sequence training's checkpoint (a resumed run
+        would carry it into a model; the next run starts over)."""
+        self.drop_index_snapshot()
+        self.sequences.checkpoint.unlink(missing_ok=True)
+
     def drop_index_snapshot(self) -> None:
         """A forgotten user must not stay in a file: the next start reads the log instead. Every
         snapshot of the data directory goes, not only this instance's: the command line's and those of
@@ -319,7 +326,7 @@ class Engine:
             return 0
         applied, forgotten = self.follower.catch_up()
         if forgotten:
-            self.drop_index_snapshot()
+            self.drop_forgotten_files()
         if applied:
             self.event_writer.profiles_changed()
         return applied
@@ -402,7 +409,7 @@ class Engine:
         events = sum(self.log.event_counts(user_id).values())
         forgotten = self.profiles.forget(user_id)
         if forgotten:
-            self.drop_index_snapshot()
+            self.drop_forgotten_files()
         return Forgetting(forgotten, events, self.models.learned_from(first_seq) if forgotten else [])
 
     def reload_reranker(self) -> str | None:

@@ -130,6 +130,12 @@ class SequenceVersions(ModelVersions):
     """Sequence encoders; only an accepted one can be loaded for serving, and only over the item
     space it was trained in (its inputs and outputs are that encoder's vectors)."""
 
+    @property
+    def checkpoint(self) -> Path:
+        """Where an interrupted training keeps its state to resume from (it holds what the model
+        learned of every user so far: forgetting a user deletes it)."""
+        return self.root / ".sequence-checkpoint.pt"
+
     def load(self, version: str, item_space: dict[str, Any], device: str = "auto",
              allow_rejected: bool = False) -> LoadedSequence:
         folder = self.path(version)

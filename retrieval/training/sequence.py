@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -59,7 +61,8 @@ from retrieval.training.protocol import (
 )
 from retrieval.training.settings import SequenceTrainingSettings
 
-CHECKPOINT = ".sequence-checkpoint.pt"  # beside the versions: an interrupted training resumes from it
+log = logging.getLogger("hybridrec.training")
+
 
 
 def training_windows(sequences: dict[str, list[str]], length: int) -> list[list[str]]:
@@ -116,8 +119,30 @@ def sequence_ndcg(model: SequenceModel, items: _Catalogue, cases: list[tuple[lis
     return scores
 
 
-def _fingerprint(settings: SequenceTrainingSettings, log_seq: int, space: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps([asdict(settings), log_seq, space], sort_keys=True).encode()).hexdigest()[:16]
+def _fingerprint(settings: SequenceTrainingSettings, space: dict[str, Any], item_ids: list[str],
+                 windows: list[list[str]], early: list[tuple[list[str], str]], residual_items: list[str]) -> str:
+    """What a checkpoint was trained on: a run resumes from it only on exactly the same (a forgotten
+    user, a deleted item or a new event since changes the windows, the items or their rows)."""
+    return hashlib.sha256(json.dumps([asdict(settings), space, item_ids, windows, early, residual_items],
+                                     sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _resumable(checkpoint: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint's state where it was trained on exactly this (``_fingerprint``); else None,
+    and an unreadable one is deleted (the run starts over rather than failing on every retry)."""
+    if not checkpoint.exists():
+        return None
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - a damaged checkpoint only costs the epochs it held
+        log.warning("sequence training checkpoint %s is unreadable (%s); training starts over", checkpoint, err)
+        checkpoint.unlink(missing_ok=True)
+        return None
+    if saved.get("fingerprint") != fingerprint:
+        log.info("the log or the items changed since the checkpoint %s was saved; training starts over", checkpoint)
+        checkpoint.unlink(missing_ok=True)  # it may hold what a user since forgotten taught it
+        return None
+    return saved
 
 
 def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], early: list[tuple[list[str], str]],
@@ -130,21 +155,17 @@ def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], earl
     rng = np.random.default_rng(settings.seed)
     epochs: list[dict[str, float]] = []
     best = (-1.0, None)
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if saved.get("fingerprint") == fingerprint:
-            network.load_state_dict(saved["network"])
-            optimiser.load_state_dict(saved["optimiser"])
-            epochs, best = saved["epochs"], (saved["best_score"], saved["best_state"])
-            if "numpy_rng" in saved:
-                # Both random streams go on where they stopped: a resumed run trains the model an
-                # uninterrupted one would (dropout draws from torch's, window order from numpy's).
-                rng.bit_generator.state = saved["numpy_rng"]
-                torch.set_rng_state(saved["torch_rng"])
-                if saved.get("cuda_rng") is not None and torch.cuda.is_available():
-                    torch.cuda.set_rng_state_all(saved["cuda_rng"])
-            else:  # a checkpoint from before the streams were saved
-                rng = np.random.default_rng(settings.seed + len(epochs))
+    saved = _resumable(checkpoint, fingerprint)
+    if saved is not None:
+        network.load_state_dict(saved["network"])
+        optimiser.load_state_dict(saved["optimiser"])
+        epochs, best = saved["epochs"], (saved["best_score"], saved["best_state"])
+        # Both random streams go on where they stopped: a resumed run trains the model an
+        # uninterrupted one would (dropout draws from torch's, window order from numpy's).
+        rng.bit_generator.state = saved["numpy_rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
     full = len(items.ids) <= settings.max_softmax_items
     matrix = torch.from_numpy(items.matrix).to(model.device)
     counts = np.ones(len(items.ids))  # add-one: an item never taken next still has a share
@@ -203,10 +224,12 @@ def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], earl
             waited = 0
         else:
             waited += 1
+        partial = checkpoint.with_name(checkpoint.name + ".partial")  # a kill mid-write leaves the last one whole
         torch.save({"fingerprint": fingerprint, "network": network.state_dict(), "optimiser": optimiser.state_dict(),
                     "epochs": epochs, "best_score": best[0], "best_state": best[1],
                     "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, checkpoint)
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, partial)
+        os.replace(partial, checkpoint)
     if bar is not None:
         bar.close()
     if best[1] is not None:
@@ -280,10 +303,11 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
     model = SequenceModel(SequenceEncoder(shape, len(residual_items)), residual_items,
                           device=resolve_device(settings.device))
     versions.root.mkdir(parents=True, exist_ok=True)
-    checkpoint = versions.root / CHECKPOINT
+    checkpoint = versions.checkpoint
     fit_started = time.perf_counter()
-    epochs = _fit(model, items, windows, early or [(s[:-1], s[-1]) for s in list(trained.values())[:200]],
-                  settings, checkpoint, _fingerprint(settings, log_seq, space), progress_factory)
+    stopping = early or [(s[:-1], s[-1]) for s in list(trained.values())[:200]]
+    epochs = _fit(model, items, windows, stopping, settings, checkpoint,
+                  _fingerprint(settings, space, items.ids, windows, stopping, residual_items), progress_factory)
     fit_seconds = time.perf_counter() - fit_started
 
     judged = judged_users(sequences, settings.validation_users, settings.max_validation_users, rng)

@@ -13,7 +13,7 @@ import torch
 from litestar.testing import TestClient
 
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
-from retrieval.training.sequence import CHECKPOINT, train_sequence, training_windows
+from retrieval.training.sequence import train_sequence, training_windows
 from retrieval.training.settings import SequenceTrainingSettings
 from service.app import create_app
 from service.cli import main
@@ -88,7 +88,7 @@ def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interrupti
 
     with pytest.raises(KeyboardInterrupt):
         train_sequence(engine, engine.sequences, SMALL, progress_factory=Interrupt)
-    saved = torch.load(engine.sequences.root / CHECKPOINT, weights_only=False)
+    saved = torch.load(engine.sequences.checkpoint, weights_only=False)
     assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
 
     meta = train_sequence(engine, engine.sequences, SMALL)
@@ -98,13 +98,55 @@ def test_it_learns_the_order_is_judged_per_slice_and_resumes_after_an_interrupti
     from retrieval.registry import SequenceVersions
     whole = train_sequence(engine, SequenceVersions(engine.sequences.root.parent / "uninterrupted"), SMALL)
     assert timeless(meta["epochs"]) == timeless(whole["epochs"]) and meta["validation"] == whole["validation"]
-    assert not (engine.sequences.root / CHECKPOINT).exists()
+    assert not (engine.sequences.checkpoint).exists()
     # The chain is learnt: the source alone finds the next item (chance is about 1 in 360).
     assert meta["sequence_alone_ndcg@10"] > 0.5
     assert set(meta["validation"]) == {"all", "cold_items", "cold_users", "long_tail"}
     assert meta["validation"]["all"]["cases"] == 60 and meta["item_space"] == engine.item_space()
     assert meta["fusion_weight"] in SMALL.fusion_weights and "on 60 users' newest items" in meta["reason"]
     assert (engine.sequences.path(meta["version"]) / "sequence.pt").exists()
+
+
+def test_an_interrupted_training_resumes_only_on_the_same_log_and_a_forget_deletes_its_checkpoint(
+        engine, demo_items, caplog):
+    import logging
+    from dataclasses import replace
+
+    chain_log(engine, demo_items, length=10)
+    quick = replace(SMALL, epochs=4, patience=4)
+
+    class Interrupt:  # Ctrl-C after the first epoch
+        def __init__(self, *_):
+            self.updates = 0
+
+        def update(self, n):
+            self.updates += 1
+            if self.updates == 3:
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    def interrupted():
+        with pytest.raises(KeyboardInterrupt):
+            train_sequence(engine, engine.sequences, quick, progress_factory=Interrupt)
+        assert engine.sequences.checkpoint.exists()
+
+    interrupted()
+    engine.sequences.checkpoint.write_bytes(b"cut short")  # damaged: the run starts over instead of failing
+    with caplog.at_level(logging.INFO, logger="hybridrec.training"):
+        assert len(train_sequence(engine, engine.sequences, quick)["epochs"]) == 4
+    assert "unreadable" in caplog.text and not engine.sequences.checkpoint.exists()
+    interrupted()
+    caplog.clear()
+    # Events logged meanwhile: the next run trains on another log, so starts over.
+    engine.profiles.record([{"user_id": "late", "type": "click", "item_id": demo_items[200]["id"]},
+                            {"user_id": "late", "type": "click", "item_id": demo_items[201]["id"]}])
+    with caplog.at_level(logging.INFO, logger="hybridrec.training"):
+        resumed = train_sequence(engine, engine.sequences, quick)
+    assert "training starts over" in caplog.text and len(resumed["epochs"]) == 4
+    interrupted()
+    assert engine.forget_user("u3").forgotten and not engine.sequences.checkpoint.exists()
 
 
 def test_only_an_accepted_model_over_todays_items_serves_and_new_items_are_reachable(engine, demo_items, tmp_path):
