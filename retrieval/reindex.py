@@ -16,7 +16,7 @@ from typing import Any
 from encoders import BiEncoder
 from retrieval.engine import Engine
 from retrieval.registry import trained_fusion_weights
-from retrieval.storage.layout import Layout, write_layout
+from retrieval.storage.layout import ITEMS, SCRATCH_PREFIX, USERS, Layout, write_layout
 from retrieval.storage.records import stored_item
 from retrieval.storage.vector_store import scroll_all
 
@@ -87,9 +87,12 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
     engine.switch(new, encoder, wired)
     # Events that arrived while profiles were rebuilt went to the old profiles; redo those users.
     engine.profiles.refresh(engine.log.users_after(log_position))
-    # Keep the layout just replaced (a process may still serve it); drop anything older.
+    # Keep the layout just replaced (a process may still serve it); drop anything older: earlier
+    # layouts (the first one's collections are plain "items" and "users") and the scratch
+    # collections of an encoder training that was killed (none runs: this process holds the index).
     keep = {new.items, new.users, old.items, old.users}
-    dropped = [c for c in store.collections() if c.startswith(("items__", "users__")) and c not in keep]
+    dropped = [c for c in store.collections()
+               if (c in (ITEMS, USERS) or c.startswith(("items__", "users__", SCRATCH_PREFIX))) and c not in keep]
     for name in dropped:
         store.drop_collection(name)
         engine.log.drop_items(name)

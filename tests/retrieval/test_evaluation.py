@@ -60,11 +60,15 @@ def synthetic_dataset(seed=3, length=6) -> Dataset:
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end_run_is_deterministic_and_sensible(encoder, tmp_path):
+def test_tiny_end_to_end_run_is_deterministic_and_sensible(encoder, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the replays' scratch engines go
     dataset = synthetic_dataset()
     config = EvalConfig(seed=5, cold_item_fraction=0.2)
     first = evaluate(dataset, encoder, config)
     second = evaluate(dataset, encoder, config)
+    assert not list(tmp_path.glob("hybridrec-eval-*"))  # each deleted after its run
     strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "timings")}  # noqa: E731
     assert json.dumps(strip(first), sort_keys=True) == json.dumps(strip(second), sort_keys=True)
     slices = first["slices"]

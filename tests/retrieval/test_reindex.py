@@ -27,9 +27,18 @@ def test_reindex_switches_atomically_and_survives_restart(engine, make_engine, e
     assert read_layout(engine.config.data_dir) == engine.layout
     assert top(engine, query="noise cancelling headphones") == before  # same encoder, same answers
     assert engine.recommender.recommend(RecommendRequest(user_id="u")).profile == "stored"
+    # The next reindex drops the first layout's collections, in the vector index and the record
+    # alike, and what a killed encoder training left in the index.
+    from retrieval.state.catalogue import items_spec
+
+    engine.store.ensure_collection(items_spec(encoder.dim, "validate__items_20261201000000_7"))
+    second = reindex(engine, encoder, encoder_path=None, batch_size=100)
+    assert {"items", "users", "validate__items_20261201000000_7"} <= set(second.dropped)
+    assert not {"items", "users"} & set(engine.store.collections())
+    assert set(engine.log.item_collections()) == {report.layout.items, second.layout.items}
     engine.close()
     again = make_engine(tmp_path / "data")
-    assert again.layout == report.layout and again.catalogue.count() == 360
+    assert again.layout == second.layout and again.catalogue.count() == 360
 
 
 def test_reindex_serves_a_trained_encoder_with_the_fusion_weights_chosen_for_it(engine, make_engine, encoder,
