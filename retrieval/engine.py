@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ INDEX_SNAPSHOT = "cooccurrence.npz"  # the co-occurrence index at the last shutd
 INDEX_SEQ = "index_seq"  # position up to which an instance's vector index has the record's items
 SERVING_SEQUENCE = "serving_sequence"  # on a shared log: the sequence encoder version every instance serves
 SERVING_RERANKER = "serving_reranker"  # on a shared log: the reranker version every instance serves
+RETRY_UNSERVABLE_S = 60.0  # a serving model another instance chose that this one cannot load: tried again after
 SCRATCH_ROWS = "scratch_rows", "dropped"  # earlier versions left a trainer's scratch items in the record
 
 
@@ -165,6 +167,7 @@ class Engine:
         if repaired:
             log.warning("refreshed %d user profiles that were behind the event log", repaired)
         self.models = ModelRegistry(config.data_dir)
+        self._unservable: dict[str, tuple[str, float]] = {}  # meta key -> (version, when it failed to load)
         self.rerankers = self.models.rerankers
         self.sequences = self.models.sequences
         if self.shared and event_log.get_meta(SERVING_RERANKER) is not None:
@@ -467,23 +470,31 @@ class Engine:
         try:
             loaded = self.sequences.load(version, self.item_space(), device=self.config.device)
         except (ValueError, OSError, KeyError, RuntimeError) as err:
-            log.error("sequence encoder %s cannot be served: %s; the sequence source stays off", version, err)
-            source.loaded = None
-            return None
+            # As for a reranker: what serves goes on serving, if it reads today's item vectors.
+            keep = current if current is not None and current.metadata.get("item_space") == self.item_space() else None
+            source.loaded = keep
+            log.error("sequence encoder %s cannot be served: %s; %s", version, err,
+                      f"still serving {keep.version}" if keep else "the sequence source stays off")
+            return keep.version if keep else None
         source.loaded = loaded
         log.info("serving sequence encoder %s (fusion weight %g)", version, loaded.weight)
         return version
 
     def follow_serving_models(self) -> None:
-        """Serve the reranker and sequence encoder another instance chose (shared log only)."""
-        wanted = self.log.get_meta(SERVING_RERANKER)
-        current = self.recommender.reranker
-        if wanted is not None and (wanted or None) != (current.version if current else None):
-            self.serve_reranker(wanted or None)
-        wanted = self.log.get_meta(SERVING_SEQUENCE)
-        current = self.recommender.sources["sequence"].loaded
-        if wanted is not None and (wanted or None) != (current.version if current else None):
-            self.serve_sequence(wanted or None)
+        """Serve the reranker and sequence encoder another instance chose (shared log only). One
+        this machine cannot load (its ``models/`` lacks it) is tried again a minute later, not at
+        every turn of the follower; meanwhile what serves goes on serving."""
+        for key, serve, current in ((SERVING_RERANKER, self.serve_reranker, self.recommender.reranker),
+                                    (SERVING_SEQUENCE, self.serve_sequence,
+                                     self.recommender.sources["sequence"].loaded)):
+            wanted = self.log.get_meta(key)
+            if wanted is None or (wanted or None) == (current.version if current else None):
+                continue
+            failed = self._unservable.get(key)
+            if failed is not None and failed[0] == wanted and time.monotonic() - failed[1] < RETRY_UNSERVABLE_S:
+                continue
+            if serve(wanted or None) != (wanted or None):
+                self._unservable[key] = (wanted, time.monotonic())
 
     def close(self) -> None:
         self._stop_following.set()

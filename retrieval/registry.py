@@ -11,6 +11,8 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from encoders.sequence import SequenceModel
 from retrieval.pipeline.sources import LoadedSequence
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import LoadedReranker
+
+log = logging.getLogger("hybridrec.models")
 
 METADATA_FILE = "metadata.json"
 MODELS_DIR = "models"
@@ -44,6 +48,25 @@ def read_metadata(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text()) if meta.exists() else None
 
 
+def _durable(folder: Path) -> None:
+    """Every file under ``folder`` and the folder itself on disk, so that a rename after it never
+    publishes a version whose files a power cut empties."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for path in (*sorted(p for p in folder.rglob("*") if p.is_dir()), folder):
+        _durable_dir(path)
+
+
+def _durable_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ModelVersions:
     """Trained models under ``root/<version>/``, each with a ``metadata.json`` that says whether
     it was accepted. A version appears only when complete (written beside it, then renamed), so
@@ -59,20 +82,30 @@ class ModelVersions:
         while (self.root / version).exists():
             version = f"{version.split('.')[0]}.{n}"
             n += 1
+        for stale in self.root.glob(".v*.partial"):  # a save that crashed: never listed, only in the way
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = self.root / f".{version}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
         write(tmp)
         (tmp / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}, indent=2))
+        _durable(tmp)
         tmp.rename(self.root / version)
+        _durable_dir(self.root)
         return version
 
     def path(self, version: str) -> Path:
         return self.root / version
 
     def all(self) -> list[dict[str, Any]]:
+        """Every saved version's metadata, oldest first; one that cannot be read is left out (and
+        logged), so a damaged copy of ``models/`` never keeps the service from starting."""
         out = []
         for path in sorted(self.root.glob("v*")):
-            meta = read_metadata(path) if path.is_dir() else None
+            try:
+                meta = read_metadata(path) if path.is_dir() else None
+            except (OSError, ValueError) as err:
+                log.error("model version %s is unreadable (%s: %s) and is left out; delete or copy it again",
+                          path, type(err).__name__, err)
+                continue
             if meta is not None:
                 out.append(meta)
         return out

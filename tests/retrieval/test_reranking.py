@@ -186,6 +186,18 @@ def test_partial_saves_are_invisible(tmp_path):
     (tmp_path / ".v20990101-000000.partial").mkdir()
     (tmp_path / ".v20990101-000000.partial" / "metadata.json").write_text(json.dumps({"accepted": True}))
     assert versions.all() == [] and versions.latest_accepted() is None
+    version = save(versions, accepted=True)  # the next save clears what the crashed one left
+    assert not list(tmp_path.glob(".*.partial")) and [m["version"] for m in versions.all()] == [version]
+
+
+def test_a_version_whose_metadata_cannot_be_read_is_left_out_not_fatal(engine, caplog):
+    good = save(engine.rerankers, accepted=True)
+    damaged = engine.rerankers.path("v20990101-000000")
+    damaged.mkdir()
+    (damaged / "metadata.json").write_text('{"accepted": tr')  # a copy cut short
+    assert [m["version"] for m in engine.rerankers.all()] == [good]
+    assert "v20990101-000000 is unreadable" in caplog.text
+    assert engine.reload_reranker() == good
 
 
 def category_log(engine, demo_items, users=60):

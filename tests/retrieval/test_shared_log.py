@@ -200,3 +200,31 @@ def test_a_forget_removes_the_user_from_every_snapshot_stopped_instances_left(ma
     assert restarted.index.history("forget-me-7q") == [] and not stopped[2][1].exists()
     restarted.close()
     assert b"forget-me-7q" not in stopped[2][1].read_bytes()
+
+
+def test_a_model_chosen_elsewhere_that_this_machine_lacks_leaves_what_serves_serving(make_engine, postgres_url,
+                                                                                     tmp_path, demo_points, caplog):
+    from encoders.sequence import SequenceEncoder, SequenceModel, SequenceShape
+    from retrieval.engine import SERVING_RERANKER, SERVING_SEQUENCE
+    from tests.retrieval.test_reranking import save
+
+    data = tmp_path / "shared"
+    one = make_engine(data_dir=data, database_url=postgres_url, instance="worker-0")
+    two = make_engine(data_dir=data, database_url=postgres_url, instance="worker-1")
+    one.catalogue.write(demo_points)
+    two.catch_up()
+    model = SequenceModel(SequenceEncoder(SequenceShape(item_dim=one.encoder.dim, hidden=16), 0), [], device="cpu")
+    sequence = one.sequences.save(model.save, {"accepted": True, "fusion_weight": 0.5, "item_space": one.item_space()})
+    reranker = save(one.rerankers, accepted=True)
+    assert one.reload_sequence() == sequence and one.reload_reranker() == reranker
+    two.follow_serving_models()
+    # Another machine reloaded versions this machine's models/ does not hold.
+    one.log.set_meta(SERVING_SEQUENCE, "v20990101-000000")
+    one.log.set_meta(SERVING_RERANKER, "v20990101-000000")
+    caplog.clear()
+    for _ in range(3):
+        two.follow_serving_models()
+    assert two.recommender.sources["sequence"].loaded.version == sequence
+    assert two.recommender.reranker.version == reranker
+    assert caplog.text.count("sequence encoder v20990101-000000 cannot be served") == 1  # tried once a minute
+    assert caplog.text.count("reranker v20990101-000000 cannot be served") == 1
