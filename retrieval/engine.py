@@ -30,7 +30,7 @@ from retrieval.state.follower import LogFollower, OwnWrites
 from retrieval.state.profiles import PROFILES_SEQ, ProfileConfig, Profiles, StaleProfiles
 from retrieval.storage.edge import EdgeVectorStore
 from retrieval.storage.event_log import EventLog, keyed_users, open_event_log
-from retrieval.storage.layout import SCRATCH_PREFIX, Layout, read_layout
+from retrieval.storage.layout import SCRATCH_PREFIX, USERS, Layout, read_layout
 from retrieval.storage.vector_store import VectorStore, scroll_all
 
 log = logging.getLogger("hybridrec.engine")
@@ -410,7 +410,13 @@ class Engine:
         trained model versions learned from them. Idempotent."""
         first_seq = self.log.first_seq(user_id)
         events = sum(self.log.event_counts(user_id).values())
+        point = self.profiles.point_id(user_id)  # read before its salt goes
         forgotten = self.profiles.forget(user_id)
+        if point is not None:
+            # The layout a reindex replaced is kept until the next one: its profile goes too.
+            for name in self.store.collections():
+                if name != self.profiles.collection and (name == USERS or name.startswith("users__")):
+                    self.store.delete(name, [point])
         if forgotten:
             self.drop_forgotten_files()
         return Forgetting(forgotten, events, self.models.learned_from(first_seq) if forgotten else [])

@@ -41,6 +41,17 @@ def test_reindex_switches_atomically_and_survives_restart(engine, make_engine, e
     assert again.layout == second.layout and again.catalogue.count() == 360
 
 
+def test_a_user_forgotten_after_a_reindex_leaves_the_replaced_layouts_profiles_too(engine, encoder):
+    engine.profiles.record([{"user_id": "u", "type": "click", "item_id": "demo-000005"}])
+    engine.profiles.refresh_stale()
+    point = engine.profiles.point_id("u")
+    old = engine.layout.users
+    reindex(engine, encoder, encoder_path=None, batch_size=100)
+    assert engine.store.retrieve(old, [point]) and engine.store.retrieve(engine.layout.users, [point])
+    assert engine.forget_user("u").forgotten
+    assert not engine.store.retrieve(old, [point]) and not engine.store.retrieve(engine.layout.users, [point])
+
+
 def test_reindex_serves_a_trained_encoder_with_the_fusion_weights_chosen_for_it(engine, make_engine, encoder,
                                                                                  tmp_path):
     version = tmp_path / "models" / "encoder" / "v1"
