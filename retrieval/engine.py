@@ -38,6 +38,7 @@ PROFILE_IDS, SALTED = "profile_ids", "salted"  # how profiles are named in the v
 AUTO_INSTANCE = "auto"  # EngineConfig.instance: the first free slot, worker-0, worker-1, ...
 INDEX_SNAPSHOT = "cooccurrence.npz"  # the co-occurrence index at the last shutdown, in the instance's folder
 INDEX_SEQ = "index_seq"  # position up to which an instance's vector index has the record's items
+REBUILD_ITEM_INDEX = "rebuild"  # INDEX_SEQ while a rebuild runs: one that was interrupted is done again at start
 SERVING_SEQUENCE = "serving_sequence"  # on a shared log: the sequence encoder version every instance serves
 SERVING_RERANKER = "serving_reranker"  # on a shared log: the reranker version every instance serves
 RETRY_UNSERVABLE_S = 60.0  # a serving model another instance chose that this one cannot load: tried again after
@@ -254,6 +255,10 @@ class Engine:
         key = self._keys[1]
         position = self.log.get_meta(key)
         catalogue = self.catalogue
+        if position == REBUILD_ITEM_INDEX:
+            log.warning("rebuilding the item index: the last rebuild was interrupted")
+            self.rebuild_item_index()
+            return
         if position is None:
             recorded = next(iter(self.log.stored_items(catalogue.collection, batch=1)), [])
             if not recorded and catalogue.count():
@@ -314,12 +319,15 @@ class Engine:
     def rebuild_item_index(self, progress=None) -> int:
         """Drop this instance's item collection and write it again from the system of record, with
         the vectors stored there (no re-encoding); returns how many items. For a lost or damaged
-        index, or a new Qdrant server."""
+        index, or a new Qdrant server. Interrupted, it is done again at the next start."""
+        self.log.set_meta(self._keys[1], REBUILD_ITEM_INDEX)
         self.store.drop_collection(self.layout.items)
         self.switch(self.layout, self.encoder)  # a fresh, empty collection
+        self.catalogue.behind_record = True  # until the last item is in: a shutdown must not say otherwise
         n = self.catalogue.rebuild_index(progress)
         self.catalogue.optimize()
         self.log.set_meta(self._keys[1], str(self.log.head()))
+        self.catalogue.behind_record = False
         return n
 
     def catch_up(self) -> int:
@@ -505,8 +513,11 @@ class Engine:
     def close(self) -> None:
         self._stop_following.set()
         self.event_writer.close()
-        if self.follower is None:  # one process: its index has every item of the record
-            self.log.set_meta(self._keys[1], str(self.log.head()))
+        if self.follower is None and not self.catalogue.behind_record:
+            self.log.set_meta(self._keys[1], str(self.log.head()))  # one process: its index has every item
+        elif self.follower is None:
+            log.warning("the item index is behind the system of record (a write to it failed); the next start "
+                        "brings it up to the record")
         else:
             self.catch_up()  # the snapshot then includes everything up to the follower's position
         try:

@@ -105,6 +105,9 @@ class Catalogue:
         # Counts changes to the indexed items (upserts and deletes, here or by another instance): what
         # is derived from the items and kept (``CategoryItems``) is current while it stays the same.
         self.generation = 0
+        # A write the record took and the index did not (the index failed, or the process was stopped
+        # between them): the next start must replay the record, not trust this index.
+        self.behind_record = False
 
     @staticmethod
     def validate(rows: list[Any], first_index: int = 0) -> tuple[list[Item], list[Rejection]]:
@@ -137,7 +140,7 @@ class Catalogue:
             seqs = self.record.put_items(self.collection, points) if self.record is not None else []
             if self.written is not None:
                 self.written(seqs)
-            self._index(points, [])
+            self._index_recorded(points, [])
         return seqs
 
     def apply(self, changes: list[ItemChange]) -> None:
@@ -158,6 +161,14 @@ class Catalogue:
                 self._facets = self._facets.with_payloads([c.point.payload for c in mine if c.point is not None])
             self.generation += 1
 
+    def _index_recorded(self, points: list[StoredPoint], deleted: list[str]) -> None:
+        """``_index`` for what the record has just taken: a failure marks the index behind it."""
+        try:
+            self._index(points, deleted)
+        except BaseException:
+            self.behind_record = self.record is not None
+            raise
+
     def _index(self, points: list[StoredPoint], deleted: list[str]) -> None:
         """Write the vector index (callers hold the write lock)."""
         if points:
@@ -176,7 +187,7 @@ class Catalogue:
         n = 0
         with self._write_lock:
             for points in self.record.stored_items(self.collection):
-                self._index(points, [])
+                self._index_recorded(points, [])
                 n += len(points)
                 if progress is not None:
                     progress.update(len(points))
@@ -217,7 +228,7 @@ class Catalogue:
                 seqs = self.record.delete_items(self.collection, [item_id])
                 if self.written is not None:
                     self.written(seqs)
-            self._index([], [item_id])
+            self._index_recorded([], [item_id])
         # Facets keep a deleted item's names: a constraint on them just matches nothing more.
         return True
 

@@ -48,3 +48,39 @@ def test_a_data_directory_from_before_gives_its_items_to_the_record_once(make_en
     stored = [p.id for page in reopened.log.stored_items("items") for p in page]
     assert sorted(stored) == sorted(p.id for p in demo_points[:4])
     assert reopened.rebuild_item_index() == 4
+
+
+def test_an_interrupted_rebuild_is_done_again_at_the_next_start(make_engine, demo_points, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    engine = make_engine(data_dir=data)
+    engine.catalogue.write(demo_points)
+    original = Catalogue._index
+
+    def stopped_part_way(self, points, deleted):
+        original(self, points[:100], deleted)
+        raise KeyboardInterrupt  # Ctrl-C during `hybridrec rebuild-index`
+
+    monkeypatch.setattr(Catalogue, "_index", stopped_part_way)
+    try:
+        engine.rebuild_item_index()
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(Catalogue, "_index", original)
+    assert 0 < engine.catalogue.count() < len(demo_points)
+    engine.close()  # a clean shutdown after it must not claim the index whole
+    assert make_engine(data_dir=data).catalogue.count() == len(demo_points)
+
+
+def test_a_write_the_index_failed_is_indexed_at_the_next_start(make_engine, demo_points, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    engine = make_engine(data_dir=data)
+    engine.catalogue.write(demo_points[:10])
+    monkeypatch.setattr(type(engine.store), "upsert", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    try:
+        engine.catalogue.write(demo_points[10:12])  # the record took them; the answer was an error
+    except OSError:
+        pass
+    monkeypatch.undo()
+    engine.close()
+    reopened = make_engine(data_dir=data)
+    assert reopened.catalogue.count() == 12 and reopened.catalogue.get(demo_points[11].id) is not None
