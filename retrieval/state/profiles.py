@@ -285,14 +285,15 @@ class Profiles:
         return self._unflushed
 
     def repair(self) -> int:
-        """Refresh profiles of users whose events were logged but whose profile write did not
-        happen (the process died in between). Returns how many were refreshed."""
+        """Refresh profiles of users whose events or stated preferences were logged but whose
+        profile write did not happen (the process died in between). Returns how many were refreshed."""
         synced = int(self.log.get_meta(self.position_key, "0"))
-        if synced >= self.log.max_seq():
+        head = self.log.head()  # read first: what is written meanwhile is after it
+        if synced >= head:
             return 0
         users = self.log.users_after(synced)
         self.refresh(users)
-        self.log.set_meta(self.position_key, str(self.log.max_seq()))
+        self.log.set_meta(self.position_key, str(head))
         return len(users)
 
     def lag(self) -> int:

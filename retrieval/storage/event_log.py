@@ -113,7 +113,8 @@ class EventLog(Protocol):
         """The newest event's sequence number (0 without events)."""
     def head(self) -> int:
         """The newest sequence number of any change."""
-    def users_after(self, seq: int) -> list[str]: ...
+    def users_after(self, seq: int) -> list[str]:
+        """Users with an event or a change of stated preferences numbered after ``seq``."""
     def get_meta(self, key: str, default: str | None = None) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
     def put_items(self, collection: str, points: list[StoredPoint]) -> list[int]:

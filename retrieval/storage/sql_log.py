@@ -210,7 +210,8 @@ class SqlEventLog(ABC):
         return self._one("SELECT seq FROM head")
 
     def users_after(self, seq: int) -> list[str]:
-        return [r[0] for r in self._all("SELECT DISTINCT user_id FROM events WHERE seq > ?", (seq,))]
+        return [r[0] for r in self._all("SELECT user_id FROM events WHERE seq > ? UNION "
+                                        "SELECT user_id FROM users WHERE seq > ?", (seq, seq))]
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         value = self._one("SELECT value FROM meta WHERE key = ?", (key,))

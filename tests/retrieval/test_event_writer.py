@@ -90,6 +90,23 @@ def test_profiles_not_written_before_a_crash_are_repaired_at_start(make_engine, 
     assert reopened.profiles.lag() == 0
 
 
+def test_stated_preferences_committed_before_a_crash_reach_the_profile_at_start(make_engine, demo_points):
+    engine = make_engine()
+    engine.catalogue.write(demo_points)
+    engine.profiles.record([{"user_id": "u1", "type": "click", "item_id": demo_points[3].id}])
+    engine.profiles.refresh_stale()
+    before = engine.profiles.vector("u1")
+    # The record took the preferences (the answer said so); the process died before the profile write.
+    engine.log.set_preferences("u1", "fountain pens and ink", {}, 1_800_000_000.0)
+    engine.log.set_preferences("prefs-only", "a quiet mechanical keyboard", {}, 1_800_000_000.0)
+    engine.close()
+    reopened = make_engine()
+    stored = {u: reopened.store.retrieve(reopened.profiles.collection, [reopened.profiles.point_id(u)], with_vectors=True)
+              for u in ("u1", "prefs-only")}
+    assert stored["prefs-only"] != [] and stored["u1"] != []
+    assert not np.allclose(stored["u1"][0].vector, before / np.linalg.norm(before), atol=1e-4)
+
+
 def test_forgetting_a_user_leaves_no_profile_and_no_key_to_a_leftover(engine):
     items = _items(engine, 1)
     engine.profiles.record([{"user_id": "gone", "type": "click", "item_id": items[0]}])
