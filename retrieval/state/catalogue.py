@@ -148,9 +148,12 @@ class Catalogue:
         mine = [c for c in changes if c.collection == self.collection]
         if mine:
             with self._write_lock:
-                latest = {c.id: c for c in mine}  # the last change of an item wins
-                self._index([c.point for c in latest.values() if c.point is not None],
-                            [i for i, c in latest.items() if c.point is None])
+                latest = {c.id: c.point for c in mine}  # the last change of an item wins
+                if self.record is not None:
+                    # As the record holds them now: this instance may have written one of them since
+                    # the changes were read, and an older change must not overwrite it.
+                    latest = self.record.items_now(self.collection, list(latest))
+                self._index([p for p in latest.values() if p is not None], [i for i, p in latest.items() if p is None])
 
     def forget_cached(self, changes: list[ItemChange]) -> None:
         """Drop what this instance keeps of items another instance changed in a shared vector index."""

@@ -128,6 +128,8 @@ class EventLog(Protocol):
         """The digests (``user_key``) of every user ever forgotten."""
     def stored_items(self, collection: str, batch: int = 512) -> Iterator[list[StoredPoint]]:
         """Every live item of a collection with its vectors, in pages."""
+    def items_now(self, collection: str, ids: list[str]) -> dict[str, StoredPoint | None]:
+        """Each item as the record holds it now (None: deleted or never written)."""
     def changes_after(self, seq: int, limit: int = 10_000) -> Changes:
         """What was committed after ``seq``: at most about ``limit`` rows of each kind."""
     def user_key(self, user_id: str) -> str:

@@ -256,6 +256,15 @@ class SqlEventLog(ABC):
             yield [stored_item(*row) for row in rows]
             last = rows[-1][0]
 
+    def items_now(self, collection: str, ids: list[str]) -> dict[str, StoredPoint | None]:
+        found: dict[str, StoredPoint | None] = dict.fromkeys(ids)
+        for start in range(0, len(ids), self.MAX_IN_LIST):
+            condition, args = self._member_of(ids[start:start + self.MAX_IN_LIST])
+            for row in self._all(f"SELECT id, payload, vector, sparse FROM items WHERE collection = ? AND id {condition}",
+                                 (collection, *args)):
+                found[row[0]] = stored_item(*row) if row[1] is not None else None
+        return found
+
     def changes_after(self, seq: int, limit: int = 10_000) -> Changes:
         with self._snapshot() as conn:
             def rows(sql: str, *args: Any) -> list[tuple]:

@@ -228,3 +228,23 @@ def test_a_model_chosen_elsewhere_that_this_machine_lacks_leaves_what_serves_ser
     assert two.recommender.reranker.version == reranker
     assert caplog.text.count("sequence encoder v20990101-000000 cannot be served") == 1  # tried once a minute
     assert caplog.text.count("reranker v20990101-000000 cannot be served") == 1
+
+
+def test_a_change_read_before_this_instance_wrote_the_same_item_never_overwrites_it(pair, demo_points):
+    a, b = pair
+    item = demo_points[7].id
+    a.catalogue.upsert([{"id": item, "title": "Copper watering can, first version"}])
+    page = b.log.changes_after(b.follower.position)  # b's follower has read a's change...
+    b.catalogue.upsert([{"id": item, "title": "Copper watering can, second version"}])  # ...b writes the item...
+    b.follower.apply(page)  # ...and only then applies what it read
+    b.catch_up()
+    assert b.catalogue.get(item).payload["title"] == "Copper watering can, second version"
+    a.catch_up()
+    assert a.catalogue.get(item).payload["title"] == "Copper watering can, second version"
+    gone = demo_points[8].id
+    a.catalogue.upsert([{"id": gone, "title": "A stapler about to go"}])
+    page = b.log.changes_after(b.follower.position)
+    b.catalogue.delete(gone)
+    b.follower.apply(page)
+    b.catch_up()
+    assert b.catalogue.get(gone) is None
