@@ -100,6 +100,8 @@ class LogFollower:
                 catalogue.apply(items)
             else:
                 catalogue.forget_cached(items)
-        events = [e for e in changes.events if not self.own.take(e.seq)]
-        self._profiles().follow(events, changes.preferences, [key for _, key in changes.forgotten])
-        return len(items) + len(events) + len(changes.preferences) + len(changes.forgotten)
+        # Which events are this instance's own is asked under the profiles' write lock: a write
+        # commits and says so under it, so none is taken in twice.
+        events = self._profiles().follow(changes.events, changes.preferences, [key for _, key in changes.forgotten],
+                                         own=self.own.take)
+        return len(items) + events + len(changes.preferences) + len(changes.forgotten)

@@ -302,12 +302,16 @@ class Profiles:
         taken_in = max(int(self.log.get_meta(self.position_key, "0")), self.stale.last_marked or 0)
         return self.log.count(after=taken_in) if self.log.max_seq() > taken_in else 0
 
-    def follow(self, events: list[LoggedEvent], preferences: list[tuple[int, str]], forgotten: list[str]) -> None:
+    def follow(self, events: list[LoggedEvent], preferences: list[tuple[int, str]], forgotten: list[str],
+               own: Callable[[int], bool] | None = None) -> int:
         """Take in what another instance wrote: its events join the co-occurrence index and make
         their users' stored profiles stale (computed from the log until rewritten), as do changed
         stated preferences; ``forgotten`` users (``EventLog.user_key`` digests) are dropped from
-        everything this instance keeps."""
+        everything this instance keeps. ``own(seq)``: whether an event is this instance's, taken
+        in already; asked under the write lock, which a write holds from its commit until it has
+        said so. Returns how many events were taken in."""
         with self._write_lock:
+            events = [e for e in events if own is None or not own(e.seq)]
             latest: dict[str, int] = {}
             for e in events:
                 if e.item_id is not None and e.type in POSITIVE_TYPES:
@@ -322,6 +326,7 @@ class Profiles:
             candidates = set(self.index.user_ids()) | set(self.stale.snapshot()) | set(self._salts)
             for user_id in keyed_users(self.log, candidates, keys):
                 self._drop_local(user_id)
+        return len(events)
 
     def _drop_local(self, user_id: str) -> None:
         """Forget what this instance holds of a user whose record is gone already."""

@@ -248,3 +248,25 @@ def test_a_change_read_before_this_instance_wrote_the_same_item_never_overwrites
     b.follower.apply(page)
     b.catch_up()
     assert b.catalogue.get(gone) is None
+
+
+def test_an_instances_own_events_are_never_taken_in_again_by_its_follower(pair, demo_points):
+    import threading
+
+    _, b = pair
+    items = [p.id for p in demo_points[20:22]]
+    seen = {}
+    registers = b.profiles.written
+
+    def said_late(seqs):  # the follower reads the committed page before the write says it is its own
+        follower = threading.Thread(target=lambda: seen.setdefault("applied", b.follower.catch_up()))
+        follower.start()
+        follower.join(0.5)
+        registers(seqs)
+        seen["follower"] = follower
+
+    b.profiles.written = said_late
+    with b.held_still():  # the follower thread stays out of it: only the one above reads
+        b.profiles.record([{"user_id": "u9", "type": "click", "item_id": i} for i in items])
+        seen["follower"].join()
+    assert seen["applied"] == (0, 0) and b.index.history("u9") == items
