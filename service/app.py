@@ -25,7 +25,7 @@ from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
 from service.admission import EngineAdmission, declare_refusals, rate_limits
 from service.api.admin import AdminController
 from service.api.catalogue import CatalogueController
-from service.api.dependencies import ReindexJob, dependencies
+from service.api.dependencies import UPLOADS_DIR, IngestJobs, ReindexJob, dependencies
 from service.api.errors import http_error_handler, internal_error_handler, invalid_record_handler, too_deep_handler
 from service.api.evaluation import EvaluationController
 from service.api.events import EventController
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     # HYBRIDREC_LOG_LEVEL governs the service's own loggers (the access log included), not only uvicorn's.
     logging.getLogger("hybridrec").setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
     reindex_job = ReindexJob()
+    ingest_jobs = IngestJobs(Path(settings.data_dir) / UPLOADS_DIR)
     admission = EngineAdmission(settings.engine_threads, settings.engine_queue)
     keys = access_keys or AccessKeys(settings.data_dir, settings.database_url)
     generator = settings.explanation_generator()  # a bad back-end name fails at start, not per request
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         owned = engine is None
         app.state.engine = engine or Engine.open(replace(settings.engine_config(), instance=instance))
         app.state.engine.warm_neighbours()
+        ingest_jobs.resume(app.state.engine.catalogue)  # uploads a killed process was ingesting
         if settings.query_parser == "model":
             app.state.engine.recommender.query_suggest = suggest
         watch_engine(lambda: app.state.engine, lambda: reindex_job.state)
@@ -118,7 +120,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     declare_refusals(controllers)
     return Litestar(
         route_handlers=[*controllers, console_router(), to_console],
-        dependencies=dependencies(settings, generator, reindex_job, keys),
+        dependencies=dependencies(settings, generator, reindex_job, keys, ingest_jobs),
         guards=[require_scope(keys), check_request],
         plugins=[ClosedStructSchemas()],
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler,

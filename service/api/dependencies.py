@@ -4,8 +4,10 @@ counts. Controllers import from here, never from each other."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -115,75 +117,180 @@ def count_file_lines(body: bytes) -> int:
 
 class IngestJobs:
     """Uploaded catalogue files, each loaded by ``service.ingest.ingest_file`` (the job behind
-    ``hybridrec ingest``: batch by batch, with its rejects file) in a thread of the serving
-    process; one at a time. The file is kept as ``<data_dir>/uploads/<job id>.<format>``, its
-    rejected rows in ``<job id>.<format>.rejects.jsonl`` beside it. The jobs' states are kept in
-    memory (the newest ``keep``)."""
+    ``hybridrec ingest``: batch by batch, with its rejects file and checkpoint) in a thread of a
+    serving process; one at a time across the data directory's workers. Under ``folder``
+    (``<data_dir>/uploads``) each job keeps its file ``<job id>.<format>``, its rejected rows
+    (``.rejects.jsonl``) and its state (``.job.json``), all on disk before the upload is answered:
+    a job whose process was killed goes on where it stopped when a process starts (``resume``),
+    and any worker answers for any job.
 
-    def __init__(self, keep: int = 100) -> None:
-        self._jobs: OrderedDict[str, IngestState] = OrderedDict()
-        self._files: dict[str, Path] = {}
+    Example::
+
+        jobs = IngestJobs(data_dir / "uploads")
+        jobs.resume(engine.catalogue)          # at start: jobs a killed process left running
+        job = jobs.start(engine.catalogue, body, "jsonl", "catalogue.jsonl")
+        jobs.get(job.id).state                 # running, then done or failed
+    """
+
+    def __init__(self, folder: Path, keep: int = 100) -> None:
+        self.folder = Path(folder)
+        self._jobs: OrderedDict[str, IngestState] = OrderedDict()  # those this process runs or ran
+        self._locks: dict[str, Any] = {}  # job id -> its open lock file, held while this process runs it
         self._lock = threading.Lock()
         self._keep = keep
 
+    def _path(self, job_id: str, fmt: str) -> Path:
+        return self.folder / f"{job_id}.{fmt}"
+
+    def _state_path(self, job_id: str) -> Path | None:
+        found = sorted(self.folder.glob(f"{job_id}.*.job.json"))
+        return found[0] if found else None
+
+    def _claim(self, job_id: str) -> bool:
+        """Hold the job's lock file (only one process runs a job); False if another process holds it."""
+        handle = open(self.folder / f"{job_id}.lock", "a+b")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._locks[job_id] = handle
+        return True
+
+    def _release(self, job_id: str) -> None:
+        handle = self._locks.pop(job_id, None)
+        if handle is not None:
+            handle.close()
+
+    def _save(self, job: IngestState, durable: bool = False) -> None:
+        path = self.folder / f"{job.id}.{job.format}.job.json"
+        _write_file(path, msgspec.json.encode(msgspec.structs.replace(job, rejected=[])), durable)
+
+    def _on_disk(self) -> list[IngestState]:
+        states = []
+        for path in sorted(self.folder.glob("*.job.json")):
+            try:
+                states.append(msgspec.json.decode(path.read_bytes(), type=IngestState))
+            except (OSError, msgspec.DecodeError) as err:
+                log.error("ingest job state %s is unreadable (%s); that job is not shown", path, err)
+        return states
+
     @property
     def running(self) -> bool:
-        return any(job.state == "running" for job in self._jobs.values())
+        """Whether a job runs, here or in another worker of the data directory."""
+        if any(job.state == "running" for job in self._jobs.values()):
+            return True
+        for job in self._on_disk():
+            if job.state == "running" and job.id not in self._locks:
+                if self._claim(job.id):  # nobody runs it: left by a killed process, resumed at its start
+                    self._release(job.id)
+                else:
+                    return True
+        return False
 
     def get(self, job_id: str) -> IngestState | None:
         job = self._jobs.get(job_id)
-        if job is not None and job.state == "running":  # the rows rejected so far, batch by batch
-            job = msgspec.structs.replace(job, rejected=read_rejects(self.rejects_path(self._files[job_id])))
-        return job
+        if job is None:  # another worker's, or from before this process
+            path = self._state_path(job_id)
+            if path is None:
+                return None
+            job = msgspec.json.decode(path.read_bytes(), type=IngestState)
+        rejects = self.rejects_path(self._path(job.id, job.format))
+        return msgspec.structs.replace(job, rejected=read_rejects(rejects))
 
-    def start(self, catalogue: Catalogue, data_dir: Path, body: bytes, fmt: str, name: str) -> IngestState:
+    def start(self, catalogue: Catalogue, body: bytes, fmt: str, name: str) -> IngestState:
         with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
             if self.running:
                 raise ClientException(status_code=409, detail="an upload is already being ingested; wait until "
                                                               "GET /v1/ingest/{job_id} says done")
             job_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
-            folder = Path(data_dir) / UPLOADS_DIR
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{job_id}.{fmt}"
-            path.write_bytes(body)
+            path = self._path(job_id, fmt)
+            _write_file(path, body, durable=True)  # accepted: on disk before the answer says so
             job = IngestState(job_id, name, "running", count_file_lines(body), format=fmt, started=time.time())
-            self._jobs[job_id], self._files[job_id] = job, path
-            while len(self._jobs) > self._keep:
-                oldest = next((k for k, j in self._jobs.items() if j.state != "running"), None)
-                if oldest is None:
-                    break
-                del self._jobs[oldest], self._files[oldest]
-        threading.Thread(target=self._run, args=(catalogue, job, path), daemon=True, name=f"ingest {job_id}").start()
+            self._save(job, durable=True)
+            self._claim(job_id)
+            self._remember(job)
+        self._run_in_thread(catalogue, job)
         return job
+
+    def resume(self, catalogue: Catalogue) -> list[str]:
+        """Go on with the jobs a killed process left running (each from its checkpoint), one after
+        another, in a thread; returns their ids. A job another worker runs is left to it."""
+        if not self.folder.is_dir():
+            return []
+        with self._lock:
+            left = [job for job in self._on_disk() if job.state == "running" and self._claim(job.id)]
+            for job in left:
+                self._remember(job)
+        if left:
+            log.warning("resuming %d ingest job(s) a stopped process left running: %s", len(left),
+                        ", ".join(job.id for job in left))
+            threading.Thread(target=lambda: [self._run(catalogue, job) for job in left], daemon=True,
+                             name="ingest resumed").start()
+        return [job.id for job in left]
+
+    def _remember(self, job: IngestState) -> None:
+        self._jobs[job.id] = job
+        while len(self._jobs) > self._keep:
+            oldest = next((k for k, j in self._jobs.items() if j.state != "running"), None)
+            if oldest is None:
+                break
+            del self._jobs[oldest]
+
+    def _run_in_thread(self, catalogue: Catalogue, job: IngestState) -> None:
+        threading.Thread(target=self._run, args=(catalogue, job), daemon=True, name=f"ingest {job.id}").start()
 
     @staticmethod
     def rejects_path(path: Path) -> Path:
         return path.with_name(path.name + ".rejects.jsonl")
 
-    def _run(self, catalogue: Catalogue, job: IngestState, path: Path) -> None:
+    def _run(self, catalogue: Catalogue, job: IngestState) -> None:
+        path = self._path(job.id, job.format)
+
         def progress(line: int, summary: IngestSummary) -> None:
             job.lines_done, job.upserted, job.rejected_count = min(line, job.lines_total), summary.upserted, summary.rejected
+            self._save(job)
 
         rejects = self.rejects_path(path)
         try:
-            summary = ingest_file(catalogue, path, job.format, rejects=rejects, checkpoint_dir=path.parent / ".checkpoints",
-                                  progress=False, on_batch=progress)
-        except FatalIngestError as err:
-            job.rejected = read_rejects(rejects)
-            job.error, job.state, job.finished = str(err), "failed", time.time()
-            return
-        except Exception as err:  # the catalogue keeps what was written; the job says why it stopped
-            log.error("ingest job %s failed", job.id, exc_info=err)
-            job.rejected = read_rejects(rejects)
-            job.error = (f"the job stopped after line {job.lines_done} ({type(err).__name__}); the rows before it "
-                         "are written, and the service's log says what went wrong")
-            job.state, job.finished = "failed", time.time()
-            return
-        ITEMS_WRITTEN.labels("upserted").inc(summary.upserted)
-        ITEMS_WRITTEN.labels("rejected").inc(summary.rejected)
-        job.rejected = read_rejects(rejects)
-        job.lines_done, job.upserted, job.rejected_count = job.lines_total, summary.upserted, summary.rejected
-        job.state, job.finished = "done", time.time()
+            try:
+                summary = ingest_file(catalogue, path, job.format, rejects=rejects,
+                                      checkpoint_dir=path.parent / ".checkpoints", progress=False, on_batch=progress)
+            except FatalIngestError as err:
+                job.error, job.state, job.finished = str(err), "failed", time.time()
+                return
+            except Exception as err:  # the catalogue keeps what was written; the job says why it stopped
+                log.error("ingest job %s failed", job.id, exc_info=err)
+                job.error = (f"the job stopped after line {job.lines_done} ({type(err).__name__}); the rows before "
+                             "it are written, and the service's log says what went wrong")
+                job.state, job.finished = "failed", time.time()
+                return
+            ITEMS_WRITTEN.labels("upserted").inc(summary.upserted - summary.upserted_before)
+            ITEMS_WRITTEN.labels("rejected").inc(summary.rejected)
+            job.lines_done, job.upserted, job.rejected_count = job.lines_total, summary.upserted, summary.rejected
+            job.state, job.finished = "done", time.time()
+        finally:
+            self._save(job, durable=True)
+            self._release(job.id)
+
+
+def _write_file(path: Path, data: bytes, durable: bool) -> None:
+    """``data`` at ``path`` whole or not at all (written beside, then renamed); ``durable``: on
+    disk, with the folder's entry, before it returns."""
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as fh:
+        fh.write(data)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(partial, path)
+    if durable:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_rejects(path: Path, limit: int = MAX_LISTED_REJECTS) -> list[RejectedRow]:
@@ -274,7 +381,7 @@ class FacetCounts:
 
 
 def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJob,
-                 access_keys: AccessKeys) -> dict[str, Provide]:
+                 access_keys: AccessKeys, ingest_jobs: IngestJobs) -> dict[str, Provide]:
     """The app's dependency map: the engine (opened by the app's lifespan) and its parts, read at
     request time so that a reindex's switch is seen by the next request."""
 
@@ -284,7 +391,7 @@ def dependencies(settings: Settings, generator: Generator, reindex_job: ReindexJ
 
         return Provide(dependency, sync_to_thread=False)
 
-    facet_counts, ingest_jobs = FacetCounts(), IngestJobs()
+    facet_counts = FacetCounts()
     return {
         "engine": engine_part(None),
         "catalogue": engine_part("catalogue"),

@@ -83,7 +83,7 @@ class IngestController(Controller):
         refuse_during_reindex(reindex_job)
         label = query_param("name", name, check_name)
         fmt = upload_format(format, label or "", request.headers.get("content-type"))
-        return ingest_jobs.start(catalogue, settings.data_dir, body, fmt, label or f"upload.{fmt}")
+        return ingest_jobs.start(catalogue, body, fmt, label or f"upload.{fmt}")
 
     @get("/{job_id:str}", opt={"scope": WRITE}, sync_to_thread=False, summary="An upload's ingest job: progress, "
                                                                                "rejected rows", raises=[NotFoundException])

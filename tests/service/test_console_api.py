@@ -305,3 +305,49 @@ def test_an_upload_larger_than_max_body_bytes_is_refused(engine, tmp_path):
         r = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "a", "title": "A"}\n' * 200)
         assert r.status_code == 413 and "HYBRIDREC_MAX_BODY_BYTES" in r.json()["detail"]
         assert not (tmp_path / "data" / "uploads").exists() or not any((tmp_path / "data" / "uploads").iterdir())
+
+
+def test_an_upload_a_killed_process_was_ingesting_is_finished_by_the_next_one(engine, keys, tmp_path):
+    import fcntl
+    import json
+
+    import msgspec
+
+    from service.api.dependencies import IngestState
+    from service.ingest import ingest_file
+
+    uploads = tmp_path / "data" / "uploads"
+    uploads.mkdir(parents=True)
+    rows = [{"id": f"kill-{i}", "title": f"Brass desk lamp {i}"} for i in range(700)]
+    body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    (uploads / "20261207-000000-aaaa.jsonl").write_bytes(body)
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_the_first_batch(line, summary):
+        raise Killed
+
+    # The process that answered 202 got through one batch of its checkpointed job, then died.
+    with pytest.raises(Killed):
+        ingest_file(engine.catalogue, uploads / "20261207-000000-aaaa.jsonl", "jsonl",
+                    rejects=uploads / "20261207-000000-aaaa.jsonl.rejects.jsonl", checkpoint_dir=uploads / ".checkpoints",
+                    progress=False, on_batch=killed_after_the_first_batch)
+    assert 0 < engine.catalogue.count() - 360 < 700
+    state = IngestState("20261207-000000-aaaa", "lamps.jsonl", "running", 700, lines_done=256, format="jsonl")
+    (uploads / "20261207-000000-aaaa.jsonl.job.json").write_bytes(msgspec.json.encode(state))
+    # Another worker of the data directory runs a second job: it is left to that worker.
+    other = IngestState("20261207-000001-bbbb", "other.jsonl", "running", 1, format="jsonl")
+    (uploads / "20261207-000001-bbbb.jsonl").write_bytes(b'{"id": "bbbb", "title": "B"}\n')
+    (uploads / "20261207-000001-bbbb.jsonl.job.json").write_bytes(msgspec.json.encode(other))
+    with open(uploads / "20261207-000001-bbbb.lock", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        app = create_app(Settings(data_dir=tmp_path / "data"), engine=engine, access_keys=keys)
+        with TestClient(app) as client:  # its start resumes the killed one
+            done = wait_for_job(client, "20261207-000000-aaaa")[-1]
+            assert (done["state"], done["lines_done"], done["upserted"], done["rejected_count"]) == ("done", 700, 700, 0)
+            assert engine.catalogue.count() == 360 + 700
+            assert client.get("/v1/ingest/20261207-000001-bbbb").json()["state"] == "running"  # another's, read
+            r = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "c", "title": "C"}\n')
+            assert r.status_code == 409  # one upload at a time across the workers
+    assert engine.catalogue.get("bbbb") is None
