@@ -42,6 +42,7 @@ class ProfileConfig:
 class EventReport:
     accepted: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    duplicates: int = 0  # events whose event_id the user had logged already: not logged again
 
 
 class _TextVectors:
@@ -235,12 +236,18 @@ class Profiles:
                     taken[event.user_id] = taken.get(event.user_id, 0) + 1
             seqs = self.log.append([e for _, e in valid])  # durable from here on
             if self.written is not None:
-                self.written(seqs)
+                self.written([seq for seq in seqs if seq is not None])
             latest: dict[str, int] = {}
+            for (_, event), seq in zip(valid, seqs):
+                if seq is None:
+                    taken[event.user_id] -= 1
             for user_id, n in taken.items():
                 if user_id in self._event_counts:  # else read from the log when next needed
                     self._event_counts[user_id] += n
             for (r, event), seq in zip(valid, seqs):
+                if seq is None:  # its event id is logged already: a retry, taken in the first time
+                    reports[r].duplicates += 1
+                    continue
                 reports[r].accepted += 1
                 latest[event.user_id] = seq
                 if event.item_id is not None and event.type in POSITIVE_TYPES:

@@ -28,7 +28,7 @@ import numpy as np
 from retrieval.storage.records import ParsedEvent
 from retrieval.storage.vector_store import SparseVector, StoredPoint
 
-SCHEMA_VERSION = 2  # 1: events, users, meta, profile keys; 2: one change sequence, items, tombstones
+SCHEMA_VERSION = 3  # 1: events, users, meta, profile keys; 2: one change sequence, items, tombstones; 3: event ids
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,9 @@ class DatabaseUnavailable(RuntimeError):
 class EventLog(Protocol):
     """The storage interface. Every write is one transaction, committed before it returns."""
 
-    def append(self, events: list[ParsedEvent]) -> list[int]:
-        """Commit events in one transaction; returns their sequence numbers, in order."""
+    def append(self, events: list[ParsedEvent]) -> list[int | None]:
+        """Commit events in one transaction; returns their sequence numbers, in order, None for an
+        event whose ``event_id`` the user has logged already (it is not logged again)."""
     def user_events(self, user_id: str, limit: int | None = None) -> list[LoggedEvent]:
         """The user's most recent events (all without ``limit``), oldest first."""
     def user_item_ids(self, user_id: str, types: tuple[str, ...] | None = None) -> set[str]: ...

@@ -21,7 +21,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from retrieval.storage.event_log import DatabaseUnavailable
-from retrieval.storage.sql_log import SqlEventLog
+from retrieval.storage.sql_log import EVENT_IDS, SqlEventLog
 
 # Each entry is applied once, in order, in its own transaction; a new version only appends.
 MIGRATIONS: dict[int, str] = {
@@ -60,6 +60,7 @@ CREATE TABLE items (
 CREATE INDEX items_seq ON items (seq);
 CREATE TABLE forgotten (seq BIGINT PRIMARY KEY, user_key TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL);
 """,
+    2: EVENT_IDS,
 }
 _MIGRATION_LOCK = 0x68796272  # the advisory lock that serialises instances migrating at the same moment
 

@@ -86,6 +86,8 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     value: float | None = None
     query: str | None = None
     timestamp: str | float | None = None
+    # The client's own id for the event: sent again (a retry after a lost answer), it is logged once.
+    event_id: str | None = None
 
 
 class ParsedEvent(msgspec.Struct, frozen=True):
@@ -97,6 +99,7 @@ class ParsedEvent(msgspec.Struct, frozen=True):
     value: float | None
     query: str | None
     timestamp: float
+    event_id: str | None = None  # unique per user where given
 
 
 def _from_msgspec(err: msgspec.ValidationError) -> InvalidRecord:
@@ -285,4 +288,5 @@ def parse_event(raw: Any, now: float) -> ParsedEvent:
         value=event.value,
         query=query,
         timestamp=parse_timestamp(event.timestamp, now),
+        event_id=check_id("event_id", event.event_id) if event.event_id is not None else None,
     )

@@ -32,6 +32,11 @@ T = TypeVar("T")
 Take = Callable[[int], int]
 
 _EVENT_COLUMNS = "seq, user_id, item_id, type, value, query, ts"
+# Both back-ends' migration to event ids: an event sent again with the id it had is logged once.
+EVENT_IDS = """
+ALTER TABLE events ADD COLUMN event_id TEXT;
+CREATE UNIQUE INDEX events_event_id ON events (user_id, event_id) WHERE event_id IS NOT NULL;
+"""
 
 
 class SqlEventLog(ABC):
@@ -96,10 +101,26 @@ class SqlEventLog(ABC):
             return list(range(first, first + len(rows)))
         return self._write(work)
 
-    def append(self, events: list[ParsedEvent]) -> list[int]:
-        return self._insert_numbered(
-            "INSERT INTO events (user_id, item_id, type, value, query, ts, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(e.user_id, e.item_id, e.type, e.value, e.query, e.timestamp) for e in events])
+    def append(self, events: list[ParsedEvent]) -> list[int | None]:
+        if not events:
+            return []
+
+        def work(cur, take):
+            first = take(len(events))
+            # An event whose (user, event id) is logged already, or earlier in this batch, is not
+            # inserted (its number stays unused): None in its place.
+            cur.executemany(self._sql(
+                "INSERT INTO events (user_id, item_id, type, value, query, ts, event_id, seq) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+                [(e.user_id, e.item_id, e.type, e.value, e.query, e.timestamp, e.event_id, first + i)
+                 for i, e in enumerate(events)])
+            last = first + len(events) - 1
+            if not any(e.event_id for e in events):
+                return list(range(first, last + 1))
+            cur.execute(self._sql("SELECT seq FROM events WHERE seq >= ? AND seq <= ?"), (first, last))
+            logged = {row[0] for row in cur.fetchall()}
+            return [seq if seq in logged else None for seq in range(first, last + 1)]
+        return self._write(work)
 
     def user_events(self, user_id: str, limit: int | None = None) -> list[LoggedEvent]:
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id = ? ORDER BY seq DESC"

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from retrieval.storage.event_log import SCHEMA_VERSION
-from retrieval.storage.sql_log import SqlEventLog
+from retrieval.storage.sql_log import EVENT_IDS, SqlEventLog
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS events (
@@ -58,6 +58,9 @@ CREATE INDEX items_seq ON items (seq);
 CREATE TABLE forgotten (seq INTEGER PRIMARY KEY, user_key TEXT NOT NULL, ts REAL NOT NULL);
 """
 
+# Version 3: a client's own event id, logged once per user.
+_SCHEMA_V3 = EVENT_IDS
+
 
 class SqliteEventLog(SqlEventLog):
     """The ``EventLog`` interface in one SQLite file.
@@ -93,7 +96,8 @@ class SqliteEventLog(SqlEventLog):
         if version >= SCHEMA_VERSION:
             return
         with self._transaction() as cur:
-            for statement in _SCHEMA_V1.split(";") + (_SCHEMA_V2.split(";") if version < 2 else []):
+            for statement in (_SCHEMA_V1.split(";") + (_SCHEMA_V2.split(";") if version < 2 else [])
+                              + (_SCHEMA_V3.split(";") if version < 3 else [])):
                 if statement.strip():
                     cur.execute(statement)
             cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -21,7 +21,9 @@ from service.settings import Settings
 class EventsPost(msgspec.Struct, forbid_unknown_fields=True):
     """Events to record. Each: ``user_id``, ``type`` (view|click|add_to_cart|purchase|like|dislike|
     rating|search), ``item_id`` (all but search), ``value`` (rating 1..5), ``query`` (search),
-    ``timestamp`` (ISO-8601, default now). Invalid rows and unknown item ids are rejected."""
+    ``timestamp`` (ISO-8601, default now), ``event_id`` (optional, the client's own id: an event sent
+    again with the same user and id is counted in ``duplicates`` and logged once, so a request
+    whose answer was lost can be retried safely). Invalid rows and unknown item ids are rejected."""
 
     events: Annotated[list[Any], msgspec.Meta(extra_json_schema={"extra": {"items": record_schema(Event)}})]
 
@@ -35,6 +37,8 @@ class RejectedEvent(msgspec.Struct):
 class EventsResult(msgspec.Struct):
     accepted: int
     rejected: list[RejectedEvent]
+    # Events whose event_id the user had logged already (a retry): not logged again, not an error.
+    duplicates: int = 0
 
 
 class EventController(Controller):
@@ -56,4 +60,5 @@ class EventController(Controller):
         for n, row in enumerate(data.events):
             kind = row.get("type") if isinstance(row, dict) and row.get("type") in EVENT_TYPES else "unknown"
             EVENTS.labels(kind, "rejected" if n in rejected else "accepted").inc()
-        return EventsResult(report.accepted, [RejectedEvent(r.index, r.id, r.error) for r in report.rejected])
+        return EventsResult(report.accepted, [RejectedEvent(r.index, r.id, r.error) for r in report.rejected],
+                            report.duplicates)

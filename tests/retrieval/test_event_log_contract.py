@@ -80,6 +80,19 @@ def test_forget_removes_events_preferences_and_salt_and_leaves_a_tombstone(open_
     assert log.forget_user("u1") == 0 and log.head() == before + 1  # nothing left: no second tombstone
 
 
+def test_an_event_sent_again_with_its_event_id_is_logged_once(open_log):
+    log = open_log()
+    first = log.append([ev("u1", "a", event_id="e-1"), ev("u1", "b"), ev("u2", "a", event_id="e-1")])
+    assert None not in first  # the same id for another user is another event
+    again = open_log().append([ev("u1", "a", event_id="e-1"), ev("u1", "c", event_id="e-2"),
+                               ev("u1", "c", event_id="e-2"), ev("u1", "b")])  # a retry, a repeat in one batch
+    assert again[0] is None and again[1] is not None and again[2] is None and again[3] is not None
+    assert [e.item_id for e in log.user_events("u1")] == ["a", "b", "c", "b"]
+    assert log.head() >= again[3] and [e.seq for e in log.changes_after(first[-1]).events] == [again[1], again[3]]
+    log.forget_user("u1")  # forgetting takes the ids too: the same id later is a new event
+    assert None not in log.append([ev("u1", "a", event_id="e-1")])
+
+
 def test_meta_and_users_after(open_log):
     log = open_log()
     first = log.append([ev("u1", "a")])[-1]
@@ -180,6 +193,7 @@ def test_an_older_sqlite_file_is_migrated_in_place(tmp_path):
     log = SqliteEventLog(path)
     assert log.head() == 2 and [e.item_id for e in log.user_events("u1")] == ["a", "b"]
     assert log.append([ev("u1", "c")]) == [3]
+    assert log.append([ev("u1", "d", event_id="x"), ev("u1", "d", event_id="x")]) == [4, None]  # version 3
     assert log.preferences("u1").preferences == "pens"
     log.close()
 

@@ -58,6 +58,21 @@ def test_batch_limit_and_bad_bodies_change_nothing(client, engine):
     assert engine.catalogue.count() == n
 
 
+def test_a_request_retried_with_its_event_ids_is_logged_once(client):
+    staplers = [i["id"] for i in client.post("/v1/recommendations", json={
+        "query": "stapler", "k": 2, "filters": {"categories": ["Staplers"]}}).json()["items"]]
+    events = [{"user_id": "retry", "type": "click", "item_id": i, "event_id": f"click-{n}"}
+              for n, i in enumerate(staplers)]
+    assert client.post("/v1/events", json={"events": events}).json() == {"accepted": 2, "rejected": [], "duplicates": 0}
+    # The answer was lost; the client sends the request again, with one new event.
+    again = events + [{"user_id": "retry", "type": "purchase", "item_id": staplers[0], "event_id": "buy-0"}]
+    assert client.post("/v1/events", json={"events": again}).json() == {"accepted": 1, "rejected": [], "duplicates": 2}
+    assert client.get("/v1/users/retry").json()["event_counts"] == {"click": 2, "purchase": 1}
+    bad = client.post("/v1/events", json={"events": [{"user_id": "retry", "type": "click", "item_id": staplers[0],
+                                                      "event_id": "a/b"}]}).json()
+    assert bad["accepted"] == 0 and "event_id" in bad["rejected"][0]["error"]
+
+
 def test_events_update_the_next_recommendation(client):
     staplers = [i["id"] for i in client.post("/v1/recommendations", json={
         "query": "stapler", "k": 3, "filters": {"categories": ["Staplers"]}}).json()["items"]]
