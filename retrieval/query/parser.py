@@ -27,7 +27,8 @@ from typing import Any
 from retrieval.state.facets import Facets, words
 from retrieval.storage.vector_store import ItemFilter
 
-_NUM = r"(\d{1,7}(?:[.,]\d{1,2})?)"
+# "1,500" is a thousand and a half; "15,99" (a decimal comma) and "15.99" are under sixteen.
+_NUM = r"(\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?(?!\d)|\d{1,7}(?:[.,]\d{1,2})?(?!\d))"
 _CUR_PRE = r"(?:\$|usd\s*|us\$)"
 _CUR_POST = r"(?:\s*(?:dollars?|bucks|usd|\$))"
 # A price amount: "$15", "15 dollars", "15" (the last only where a cue makes it a price).
@@ -42,16 +43,23 @@ _UNITS = {
     "x", "by", "percent", "%", "ppm", "dpi", "mah", "v", "volt", "volts", "degrees", "point", "pt",
     "sheet-feeder", "ream", "reams", "box", "boxes", "rolls", "roll", "labels", "pens", "pencils",
 }
-_MAX_CUES = r"(?:under|below|less than|cheaper than|no more than|not more than|at most|up to|max(?:imum)?|within|<=?)"
-_MIN_CUES = r"(?:over|above|more than|at least|no less than|min(?:imum)?|starting at|>=?)"
+_MAX_CUES = (r"(?:under|below|(?<!no )(?<!not )less than|cheaper than|less expensive than|no more than|not more than|"
+             r"at most|up to|max(?:imum)?(?:\s+budget)?(?:\s+of)?|budget(?:\s+of|\s+is)?|within|<=?)")
+_MIN_CUES = (r"(?:over|above|(?<!no )(?<!not )more than|more expensive than|pricier than|costlier than|at least|"
+             r"no less than|not less than|min(?:imum)?|starting at|>=?)")
+# "max"/"min" before a bare number is as often a model name ("Keychron Max 196"): a price only with a currency.
+_NAME_LIKE_CUES = {"max", "maximum", "min", "minimum"}
 _CHEAPER = r"(?:cheaper|less expensive|lower[- ]priced|more affordable|for less)"
 _PRICIER = r"(?:more expensive|pricier|higher[- ]end|premium(?: version)?)"
 _OWNED = r"(?:the one i (?:bought|got|have|purchased|ordered)|what i (?:bought|got|have)|my last (?:purchase|order|one))"
 _ANCHOR_CUES = r"(?:similar to|just like|like|alternative to|alternatives to|instead of|replacement for|than)"
 _ANCHOR_STOP = (r"(?=,|;|\.|!|\?| but\b| and\b| not\b| under\b| below\b| over\b| above\b| from\b| by\b| without\b|"
                 r" except\b| cheaper\b| less\b| more\b| between\b| for under\b| that\b| which\b|$)")
-_EXCLUDE_CUES = r"(?:anything but|everything but|but not|not from|not by|not made by|no|not|except|excluding|without|other than|avoid)"
+_EXCLUDE_CUES = (r"(?:anything but|everything but|but not|not from|not by|not made by|isn't|isn’t|is not|aren't|"
+                 r"are not|no|not|except|excluding|without|other than|avoid)")
 _INCLUDE_CUES = r"(?:made by|from|by|brand)"
+# Between the names of one list: "not from Sony, Bose or Jabra".
+_LIST_SEPARATOR = r"\s*(?:,\s*(?:or\s+|and\s+|nor\s+)?|\s(?:or|and|nor)\s+|/)\s*"
 _CONNECTIVES = {"and", "or", "for", "with", "but", "in", "on", "at", "please", "that", "which", "each", "per",
                 "not", "no", "without", "from", "by", "if", "so", "total", "tops", "max"}
 _STOPWORDS = {"a", "an", "the", "some", "any", "me", "i", "want", "need", "looking", "for", "show", "find", "please",
@@ -133,6 +141,13 @@ ANCHOR_FILLER = {"the", "a", "an", "one", "my", "that", "this", "your", "their",
 AnchorLookup = Callable[[str], "Anchor | None"]
 
 
+def _amount(text: str) -> float:
+    """A matched number: "1,500" -> 1500.0, "15,99" -> 15.99."""
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
+        return float(text.replace(",", ""))
+    return float(text.replace(",", "."))
+
+
 class QueryParser:
     """Deterministic parser; see the module docstring. ``find_anchor(phrase)`` resolves "like X";
     ``last_item(user_id)`` resolves "the one I bought"."""
@@ -149,6 +164,8 @@ class QueryParser:
         # Longest names first, so "office chairs" wins over "chairs".
         self._category_names = sorted(facets.categories, key=len, reverse=True)
         self._brand_names = sorted(facets.brands, key=len, reverse=True)
+        # Words the catalogue's titles use in lower case: a brand spelt so is also an ordinary word.
+        self._plain_words = {w for title in facets.titles for w in re.findall(r"(?<![\w-])[a-z][\w'-]*", title)}
 
     def parse(self, text: str, user_id: str | None = None) -> ParsedQuery:
         q = ParsedQuery(text=text, semantic=text)
@@ -170,8 +187,9 @@ class QueryParser:
             else:
                 q.price_min = max(q.price_min or 0.0, round(q.anchor.price + 0.01, 2))
         if q.price_min is not None and q.price_max is not None and q.price_min > q.price_max:
-            q.notes.append(f"price range {q.price_min}..{q.price_max} is empty; swapped")
-            q.price_min, q.price_max = q.price_max, q.price_min
+            # Both were asked for ("cheaper than X" and "over $25"): nothing can match, and saying so
+            # is honest where swapping would return what was ruled out.
+            q.notes.append(f"no price is at least {q.price_min} and at most {q.price_max}: nothing matches both")
         return q
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -222,6 +240,8 @@ class QueryParser:
 
     def _prices(self, q: ParsedQuery, work: str) -> str:
         patterns = [
+            ("max", rf"(?<![\w.]){_AMOUNT}\s+or\s+(?:less|under|below|cheaper)\b"),
+            ("min", rf"(?<![\w.]){_AMOUNT}\s+or\s+(?:more|over|above)\b"),
             ("range", rf"\b(?:between|from)\s+{_AMOUNT}\s*(?:and|to|-)\s*{_AMOUNT}"),
             ("range", rf"(?<![\w.]){_CUR_PRE}\s*{_NUM}\s*(?:-|to)\s*{_CUR_PRE}?\s*{_NUM}\b"),
             ("range", rf"\b{_NUM}\s*(?:-|to)\s*{_NUM}{_CUR_POST}"),
@@ -235,7 +255,9 @@ class QueryParser:
                 has_currency = bool(re.search(rf"{_CUR_PRE}|{_CUR_POST}", phrase, flags=re.IGNORECASE))
                 if not has_currency and self._is_quantity(work, m.end()):
                     continue  # "over 100 sheets", "under 2 pounds"
-                values = [float(g.replace(",", ".")) for g in m.groups() if g]
+                if not has_currency and words(phrase)[0] in _NAME_LIKE_CUES:
+                    continue  # "the Keychron Max 196": a name, not a ceiling
+                values = [_amount(g) for g in m.groups() if g]
                 if kind == "range" and len(values) >= 2:
                     q.price_min, q.price_max = min(values[0], values[1]), max(values[0], values[1])
                 elif kind == "max" and values:
@@ -251,36 +273,71 @@ class QueryParser:
         return work
 
     def _brands(self, q: ParsedQuery, work: str) -> str:
-        lowered = work.lower()
+        """Brands after a cue, and the whole list a cue starts: "not from Sony, Bose or Jabra"
+        excludes all three, "by Pilot or Lamy" asks for either. Exclusion first: "not from Avery"
+        must not read as "from Avery"."""
+        if not any(key in work.lower() for key in self._brand_names):  # cheap test before the regexes
+            return work
+        for cues, into in ((_EXCLUDE_CUES, q.exclude_brands), (_INCLUDE_CUES, q.brands)):
+            for cue in list(re.finditer(rf"\b{cues}\s+(?:the\s+)?(?:brands?\s+)?", work, flags=re.IGNORECASE)):
+                names, end = self._brand_list(work, cue.end())
+                if names:
+                    for name in names:
+                        if name not in into:
+                            into.append(name)
+                    q.matched.append(work[cue.start():end].strip())
+                    work = work[:cue.start()] + " " * (end - cue.start()) + work[end:]
+        # "Avery brand"
         for key in self._brand_names:
-            if key not in lowered:  # cheap test before the regexes
-                continue
-            name = re.escape(key)
-            # Exclusion first: "not from Avery" must not read as "from Avery".
-            for pattern, into in (
-                (rf"\b{_EXCLUDE_CUES}\s+(?:the\s+)?(?:brand\s+)?{name}(?:\s+brand)?(?![\w-])", q.exclude_brands),
-                (rf"\b{_INCLUDE_CUES}\s+{name}(?![\w-])|(?<![\w-]){name}\s+brand\b", q.brands),
-            ):
-                m = re.search(pattern, work, flags=re.IGNORECASE)
-                if m:
-                    into.append(self.facets.brands[key])
-                    q.matched.append(m.group(0).strip())
-                    work = work.replace(m.group(0), " ", 1)
-                    break
+            m = re.search(rf"(?<![\w-]){re.escape(key)}\s+brand\b", work, flags=re.IGNORECASE)
+            if m and self.facets.brands[key] not in q.brands:
+                q.brands.append(self.facets.brands[key])
+                q.matched.append(m.group(0).strip())
+                work = work.replace(m.group(0), " ", 1)
         return work
+
+    def _brand_list(self, work: str, at: int) -> tuple[list[str], int]:
+        """The catalogue's brands named one after another from ``at`` ("Sony, Bose or Jabra"), and
+        where the list ends; none if no brand starts there."""
+        names: list[str] = []
+        end = at
+        while True:
+            found = None
+            for key in self._brand_names:  # longest first
+                m = re.compile(rf"{re.escape(key)}(?:\s+brand)?(?![\w-])", re.IGNORECASE).match(work, end)
+                if m:
+                    found = (self.facets.brands[key], m.end())
+                    break
+            if found is None:
+                return names, (end if names else at)
+            names.append(found[0])
+            end = found[1]
+            sep = re.compile(_LIST_SEPARATOR, re.IGNORECASE).match(work, end)
+            if sep is None:
+                return names, end
+            # The separator belongs to the list only if another brand follows it.
+            after = sep.end()
+            if not any(re.compile(rf"{re.escape(k)}(?![\w-])", re.IGNORECASE).match(work, after) for k in self._brand_names):
+                return names, end
+            end = after
 
     def _bare_brands(self, q: ParsedQuery, work: str) -> None:
         """A brand written as the catalogue writes it (case and all): "Avery labels" is a brand
         constraint, "universal remote" is not. The name stays in the semantic text."""
         if q.brands:
             return
+        first_word = re.match(r"\s*([\w'-]+)", work)
         for key in self._brand_names:
             written = self.facets.brands[key]
             if written not in work or written in q.exclude_brands or len(written) < 2 or written == written.lower() and written.isalpha():
                 continue
-            if re.search(rf"(?<![\w-]){re.escape(written)}(?![\w-])", work):
-                q.brands.append(written)
-                q.matched.append(written)
+            m = re.search(rf"(?<![\w-]){re.escape(written)}(?![\w-])", work)
+            if m is None:
+                continue
+            if first_word is not None and m.start() == first_word.start(1) and key in self._plain_words:
+                continue  # "Fully adjustable desk": capitalised for the sentence, and a word the catalogue uses
+            q.brands.append(written)
+            q.matched.append(written)
 
     def _anchor(self, q: ParsedQuery, work: str, user_id: str | None) -> str:
         cheaper = re.search(rf"\b{_CHEAPER}\b", work, flags=re.IGNORECASE)

@@ -20,12 +20,21 @@ FACETS = Facets.from_payloads([
     {"brand": "Bostitch", "categories": ["Office Products", "Staplers"]},
     {"brand": "Moleskine", "categories": ["Office Products", "Notebooks"]},
     {"brand": "Tensor", "categories": ["Lighting", "Desk Lamps"]},
+    {"brand": "Sony", "categories": ["Electronics", "Headphones"]},
+    {"brand": "Bose", "categories": ["Electronics", "Headphones"]},
+    {"brand": "Jabra", "categories": ["Electronics", "Headphones"]},
+    {"brand": "Logitech", "categories": ["Electronics", "Mice"]},
+    {"brand": "Lamy", "categories": ["Office Products", "Pens"]},
+    {"brand": "Keychron", "categories": ["Electronics", "Keyboard Kits"], "title": "Keychron Max 196 compact keyboard"},
+    # A brand that is also a word the catalogue writes in lower case.
+    {"brand": "Fully", "categories": ["Furniture", "Standing Desks"], "title": "Jarvis desk frame, fully adjustable"},
 ])
 TITLES = {
     "s1": ("Swingline Optima Grip Full Strip Stapler", 24.99),
     "c1": ("HON Ignition Mesh Task Chair", 189.0),
     "n1": ("Moleskine Classic Hard Cover Notebook", 17.5),
     "x1": ("Mystery Cat Cozy Paperback", None),
+    "k1": ("Keychron Max 196 compact keyboard, black", 81.17),
 }
 HISTORY = {"u1": Anchor("s1", TITLES["s1"][0], TITLES["s1"][1], how="history")}
 
@@ -84,6 +93,22 @@ CASES = [
     ("pilot program planner", None, {}, None, "pilot program planner"),
     ("Pilot pens under $10", None, {"brands": ["Pilot"], "price_max": 10.0, "categories": ["Pens"]}, None,
      "Pilot pens"),
+    # brand lists and negations
+    ("headphones not from Sony, Bose or Jabra", None, {"exclude_brands": ["Sony", "Bose", "Jabra"],
+                                                       "categories": ["Headphones"]}, None, "headphones"),
+    ("a mouse that isn't Logitech", None, {"exclude_brands": ["Logitech"]}, None, "a mouse"),
+    ("pens by Pilot or Lamy", None, {"brands": ["Pilot", "Lamy"], "categories": ["Pens"]}, None, "pens"),
+    ("Fully adjustable standing desk under $500", None, {"price_max": 500.0, "categories": ["Standing Desks"]}, None,
+     "Fully adjustable standing desk"),
+    ("Sony headphones", None, {"brands": ["Sony"], "categories": ["Headphones"]}, None, "Sony headphones"),
+    # prices written other ways
+    ("a monitor under $1,500", None, {"price_max": 1500.0}, None, "a monitor"),
+    ("pens no less than $20", None, {"price_min": 20.0, "categories": ["Pens"]}, None, "pens"),
+    ("labels more expensive than $50", None, {"price_min": 50.0, "categories": ["Labels"]}, None, "labels"),
+    ("pens $5 or less", None, {"price_max": 5.0, "categories": ["Pens"]}, None, "pens"),
+    ("Max budget $50 for headphones", None, {"price_max": 50.0, "categories": ["Headphones"]}, None,
+     "for headphones"),
+    ("a keyboard like the Keychron Max 196 but cheaper", None, {"price_max": 81.16}, "k1", "a keyboard"),
     # anchors
     ("like the Swingline Optima stapler but cheaper", None, {"price_max": 24.98}, "s1", ""),
     ("similar to Moleskine Classic Notebook, not from Moleskine", None, {"exclude_brands": ["Moleskine"]}, "n1", ""),
@@ -130,3 +155,9 @@ def test_relative_price_on_an_anchor_without_a_price_is_reported_not_guessed():
     parsed = PARSER.parse("like Mystery Cat Cozy Paperback but cheaper")
     assert parsed.anchor.id == "x1" and parsed.price_max is None
     assert "no price" in parsed.notes[0]
+
+
+def test_price_bounds_that_rule_each_other_out_are_kept_and_said_not_swapped():
+    parsed = PARSER.parse("like the Swingline Optima stapler but cheaper, over $25")
+    assert parsed.anchor.id == "s1" and (parsed.price_min, parsed.price_max) == (25.0, 24.98)
+    assert "nothing matches both" in parsed.notes[0]
