@@ -75,6 +75,7 @@ def build_context(req: RecommendRequest, options: ReplayOptions, profiles: Profi
         history = [i for i in history if i not in requested_set] + requested
         if req.exclude_seen:
             ctx.exclude |= requested_set
+    ctx.exclude |= set(req.never_show)
     gone = set(options.without_items)
     if gone:
         history = [i for i in history if i not in gone]

@@ -80,11 +80,14 @@ def validate(req: RecommendRequest, options: ReplayOptions, catalogue: Catalogue
 def apply_query(req: RecommendRequest, parsed: ParsedQuery) -> RecommendRequest:
     """Step "understand the query", second half: the request with its query's constraints and
     anchor applied (they narrow, never widen)."""
-    history = req.history
-    if parsed.anchor is not None and parsed.anchor.id not in history:
-        history = [*history, parsed.anchor.id]  # the anchor is the newest thing "in mind", never shown
+    history, never_show = req.history, req.never_show
+    if parsed.anchor is not None:
+        # The anchor is the newest thing "in mind", and never shown: asked for one like it, not it.
+        never_show = (*never_show, parsed.anchor.id)
+        if parsed.anchor.id not in history:
+            history = [*history, parsed.anchor.id]
     return replace(req, query=parsed.semantic or None, item_filter=parsed.item_filter(req.item_filter),
-                   history=history)
+                   history=history, never_show=never_show)
 
 
 def reweigh(result: SourceResult, weights: dict[str, float]) -> SourceResult:

@@ -30,6 +30,8 @@ class RecommendRequest:
     diversity: float | None = None  # 0 = pure relevance .. 1; None = the configured default
     max_per_category: int | None = None  # at most this many items of one (leaf) category
     understand_query: bool = True  # parse constraints and an anchor item out of ``query``
+    # Never in the list whatever ``exclude_seen`` says: the item a query named ("like X": X itself).
+    never_show: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

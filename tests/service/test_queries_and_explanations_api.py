@@ -42,6 +42,11 @@ def test_anchor_item_and_relative_price(client, engine):
     assert body["interpreted"]["constraints"]["price_max"] < anchor["price"]
     assert all(i["id"] != anchor["id"] and i["price"] < anchor["price"] for i in body["items"])
     assert sum(i["categories"][-1] == "Staplers" for i in body["items"]) >= 7  # similar to the anchor
+    # Asked for one like it, never for it: not even where seen items may be shown again.
+    shown = client.post("/v1/recommendations", json={"query": f"similar to the {anchor['title']}", "k": 30,
+                                                     "exclude_seen": False}).json()
+    assert shown["interpreted"]["anchor"]["id"] == anchor["id"]
+    assert anchor["id"] not in {i["id"] for i in shown["items"]}
 
 
 def test_the_one_i_bought_uses_the_users_history(client, engine):
