@@ -30,6 +30,10 @@ from retrieval.state.facets import words
 # An audience share stated for fewer people than this would come close to saying what one person took.
 SMALLEST_STATED_AUDIENCE = 10
 
+# Sources whose candidates come from the history: the profile vector and the sequence encoder
+# (BM25 reads the history's titles where a request has no query).
+HISTORY_SOURCES = {"dense_profile", "sequence"}
+
 _FILLER = {"a", "an", "the", "for", "with", "and", "or", "of", "to", "in", "on", "my", "me", "i", "that", "is", "it"}
 
 
@@ -47,12 +51,16 @@ class Explainer:
     def _rank_of(self, understood: RecommendRequest, item_id: str, without: tuple[str, ...] = ()
                  ) -> tuple[int | None, float | None, ItemTrace | None]:
         """The item's rank, score and trace in the pipeline's answer to an already-understood request
-        (``without``: as if these history items had never been seen)."""
-        result = self.recommender.recommend(replace(understood, k=MAX_K, understand_query=False),
-                                            ReplayOptions(without_items=without))
-        for n, item in enumerate(result.items, start=1):
-            if item.id == item_id:
-                return n, item.score, item.trace
+        (``without``: as if these history items had never been seen). The rank is the one in the
+        request's own list (its ``k`` sizes the candidate pool and the diversity step, so a longer
+        list orders differently); an item outside it has no rank, and its score and trace come from
+        a list of ``MAX_K``."""
+        for k in dict.fromkeys((understood.k, MAX_K)):
+            result = self.recommender.recommend(replace(understood, k=k, understand_query=False),
+                                                ReplayOptions(without_items=without))
+            for n, item in enumerate(result.items, start=1):
+                if item.id == item_id:
+                    return (n if k == understood.k else None), item.score, item.trace
         return None, None, None
 
     def evidence(self, req: RecommendRequest, item_id: str, counterfactual: bool = True,
@@ -73,7 +81,7 @@ class Explainer:
         ev: dict[str, Any] = {
             "item": {"id": item_id, "title": p.get("title", ""), "brand": p.get("brand"),
                      "categories": p.get("categories") or [], "price": p.get("price")},
-            "rank": rank, "k": MAX_K if rank is None else None,
+            "rank": rank, "k": understood_req.k if rank is None else None,
             "score": round(score, 6) if score is not None else None,
             "sources": {}, "history": [], "collaborative": [], "query": None,
             "preferences": False, "interest": None, "popular": None, "reranker": None, "diversity": None, "counterfactual": None,
@@ -93,13 +101,16 @@ class Explainer:
             ev["diversity"] = msgspec.to_builtins(trace.diversity)
 
         # History: what pulls the profile toward this item, with the profile's own weights (event
-        # type x time decay x position decay, as shares of its positive mass). The anchor of a
-        # query is reported with the query.
+        # type x time decay x position decay, as shares of its positive mass), only where a source
+        # that reads the history ranked the item; people who took both, only where the collaborative
+        # source did. The anchor of a query is reported with the query.
         events = rec.profiles.log.user_events(req.user_id, limit=rec.profiles.config.max_events) if req.user_id else []
         weights = rec.profiles.item_weights(events, extra_items=list(understood_req.history))
         anchor_id = parsed.anchor.id if parsed is not None and parsed.anchor is not None else None
         weights = {i: wv for i, wv in weights.items() if i not in (item_id, anchor_id)}
-        if weights:
+        read_history = bool(HISTORY_SOURCES & set(ev["sources"])) or ("lexical" in ev["sources"] and not understood_req.query)
+        collaborative = "collaborative" in ev["sources"]
+        if weights and (read_history or collaborative):
             payloads = rec.catalogue.get_many(list(weights))
             target = point.vector / max(float(np.linalg.norm(point.vector)), 1e-9)
             rows = []
@@ -108,12 +119,13 @@ class Explainer:
                 rows.append({"id": h, "title": payloads[h].payload.get("title", "") if h in payloads else h,
                              "weight": round(w, 3), "similarity": round(sim, 3), "contribution": round(w * sim, 4)})
             rows.sort(key=lambda r: -r["contribution"])
-            ev["history"] = rows[: self.top_history]
-            heaviest = sorted(weights, key=lambda h: -weights[h][0])[:20]
-            shared = [(h, rec.profiles.index.shared_users(h, item_id)) for h in heaviest]
-            shared = sorted([s for s in shared if s[1] > 0], key=lambda s: -s[1])[:2]
-            ev["collaborative"] = [{"id": h, "title": payloads[h].payload.get("title", h) if h in payloads else h,
-                                    "shared_users": n} for h, n in shared]
+            ev["history"] = rows[: self.top_history] if read_history else []
+            if collaborative:
+                heaviest = sorted(weights, key=lambda h: -weights[h][0])[:20]
+                shared = [(h, rec.profiles.index.shared_users(h, item_id)) for h in heaviest]
+                shared = sorted([s for s in shared if s[1] > 0], key=lambda s: -s[1])[:2]
+                ev["collaborative"] = [{"id": h, "title": payloads[h].payload.get("title", h) if h in payloads else h,
+                                        "shared_users": n} for h, n in shared]
 
         if req.query:
             ev["query"] = self._query_evidence(req.query, parsed, p, point.vector)

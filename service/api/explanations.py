@@ -11,6 +11,7 @@ from litestar.exceptions import NotFoundException
 
 from prompts import Generator
 from retrieval.explain.evidence import UnknownItem
+from retrieval.limits import MAX_K
 from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest
 from retrieval.storage.records import check_id
@@ -26,10 +27,16 @@ class ExplanationPost(msgspec.Struct, forbid_unknown_fields=True):
     user_id: Id | None = None
     query: Text | None = None
     history: Ids = []
+    # The list the item is explained in: the same fields as /v1/recommendations, so the rank and
+    # the evidence are those of the list that request returns.
+    k: Annotated[int, msgspec.Meta(ge=1, le=MAX_K)] = 10
     filters: Filters | None = None
+    exclude_seen: bool = True
     rerank: bool = True
     # Litestar drops a bound of 0 from the document (it reads 0 as unset), so the minimum is said again.
     diversity: Annotated[float, msgspec.Meta(ge=0, le=1, extra_json_schema={"extra": {"minimum": 0}})] | None = None
+    max_per_category: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    understand_query: bool = True
     counterfactual: bool = True
 
     def __post_init__(self) -> None:
@@ -59,9 +66,10 @@ class ExplanationController(Controller):
     def explain(self, data: ExplanationPost, recommender: Recommender, explanation_generator: Generator
                 ) -> ExplanationOut:
         started = time.perf_counter()
-        req = RecommendRequest(user_id=data.user_id, query=data.query, history=list(data.history),
-                               item_filter=to_item_filter(data.filters), rerank=data.rerank,
-                               diversity=data.diversity)
+        req = RecommendRequest(user_id=data.user_id, query=data.query, history=list(data.history), k=data.k,
+                               item_filter=to_item_filter(data.filters), exclude_seen=data.exclude_seen,
+                               rerank=data.rerank, diversity=data.diversity, max_per_category=data.max_per_category,
+                               understand_query=data.understand_query)
         try:
             out = explain_item(recommender, explanation_generator, req, data.item_id,
                                counterfactual=data.counterfactual)

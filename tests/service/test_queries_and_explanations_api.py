@@ -224,3 +224,42 @@ def test_stated_interests_bring_what_the_people_who_took_them_took(make_engine, 
         after = client.post("/v1/recommendations", json={"user_id": "p", "k": 50}).json()["items"]
         assert any("interest" in i["sources"] for i in after)  # s9 to s11 still took staplers
         assert all("interest" not in i["sources"] for i in after if i["id"] == lamp)
+
+
+def _shopper(client, engine):
+    """A user whose history is staplers and desk lamps, with others who took the same lamps."""
+    staplers, lamps = _ids(engine, "Staplers")[:3], _ids(engine, "Desk Lamps")[:3]
+    events = [{"user_id": "shopper", "type": "purchase", "item_id": i} for i in staplers + lamps]
+    events += [{"user_id": f"peer{n}", "type": "click", "item_id": i} for n in range(4) for i in lamps]
+    assert client.post("/v1/events", json={"events": events}).json()["accepted"] == len(events)
+
+
+def test_an_explanation_cites_history_only_where_a_source_that_reads_it_ranked_the_item(client, engine):
+    _shopper(client, engine)
+    body = client.post("/v1/recommendations", json={"user_id": "shopper", "query": "wireless mouse", "k": 20,
+                                                    "explain": True}).json()
+    query_only = 0
+    for item in body["items"]:
+        evidence = item["explanation"]["evidence"]
+        sources = set(item["sources"])
+        if not sources & {"dense_profile", "sequence"}:
+            query_only += 1
+            assert evidence["history"] == [] and "from your history" not in item["explanation"]["text"], item["id"]
+        if "collaborative" not in sources:
+            assert evidence["collaborative"] == [], item["id"]
+    assert query_only > 0  # the case the rule is about occurs in this list
+
+
+@pytest.mark.parametrize("shape", [{}, {"max_per_category": 1}, {"diversity": 0.8, "k": 7}])
+def test_an_explanation_gives_the_rank_the_item_has_in_the_list(client, engine, shape):
+    _shopper(client, engine)
+    request = {"user_id": "shopper", **shape}
+    listed = [i["id"] for i in client.post("/v1/recommendations", json=request).json()["items"]]
+    for rank, item_id in enumerate(listed, start=1):
+        evidence = client.post("/v1/explanations", json={**request, "item_id": item_id,
+                                                         "counterfactual": False}).json()["evidence"]
+        assert evidence["rank"] == rank, (item_id, shape)
+    outside = next(i for i in _ids(engine, "Staplers") + _ids(engine, "Desk Lamps")
+                   if i not in listed and i not in _ids(engine, "Staplers")[:3] + _ids(engine, "Desk Lamps")[:3])
+    evidence = client.post("/v1/explanations", json={**request, "item_id": outside}).json()["evidence"]
+    assert evidence["rank"] is None and evidence["k"] == shape.get("k", 10)
