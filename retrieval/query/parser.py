@@ -47,6 +47,8 @@ _MAX_CUES = (r"(?:under|below|(?<!no )(?<!not )less than|cheaper than|less expen
              r"at most|up to|max(?:imum)?(?:\s+budget)?(?:\s+of)?|budget(?:\s+of|\s+is)?|within|<=?)")
 _MIN_CUES = (r"(?:over|above|(?<!no )(?<!not )more than|more expensive than|pricier than|costlier than|at least|"
              r"no less than|not less than|min(?:imum)?|starting at|>=?)")
+# An amount in a currency the parser does not read: said in a note rather than silently dropped.
+_FOREIGN_AMOUNT = r"(?:[€£¥]\s*\d[\d.,]*|\b\d[\d.,]*\s*(?:[€£¥]|euros?\b|eur\b|gbp\b|yen\b))"
 # "max"/"min" before a bare number is as often a model name ("Keychron Max 196"): a price only with a currency.
 _NAME_LIKE_CUES = {"max", "maximum", "min", "minimum"}
 _CHEAPER = r"(?:cheaper|less expensive|lower[- ]priced|more affordable|for less)"
@@ -171,6 +173,9 @@ class QueryParser:
         q = ParsedQuery(text=text, semantic=text)
         work = " " + text.strip() + " "
         work = self._prices(q, work)
+        for amount in re.findall(_FOREIGN_AMOUNT, work, flags=re.IGNORECASE):
+            q.notes.append(f"'{amount.strip()}': prices are read in dollars ($15, 15 dollars); this amount was not "
+                           "applied")
         work = self._brands(q, work)
         work = self._anchor(q, work, user_id)
         self._bare_brands(q, work)  # after the anchor: a brand inside "like <title>" is not a constraint
@@ -373,6 +378,9 @@ class QueryParser:
                     q.matched.append((m.group(0) + rest[:consumed]).strip())
                     work = work[:m.start()] + " " + rest[consumed:]
                     break
+        if q.anchor is None and (cheaper or pricier):
+            said = (cheaper or pricier).group(0)
+            q.notes.append(f"'{said}' names no item of the catalogue to compare with: no price bound was applied")
         if q.anchor is not None:
             if cheaper:
                 q.relative_price = "cheaper"

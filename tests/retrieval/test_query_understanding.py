@@ -161,3 +161,11 @@ def test_price_bounds_that_rule_each_other_out_are_kept_and_said_not_swapped():
     parsed = PARSER.parse("like the Swingline Optima stapler but cheaper, over $25")
     assert parsed.anchor.id == "s1" and (parsed.price_min, parsed.price_max) == (25.0, 24.98)
     assert "nothing matches both" in parsed.notes[0]
+
+
+@pytest.mark.parametrize("query,said", [("headphones under €50", "€50"), ("pens for 5 euros", "5 euros"),
+                                        ("cheaper than the Acme Turbo 9000", "cheaper")])
+def test_a_price_the_parser_cannot_apply_is_said_in_a_note(query, said):
+    parsed = PARSER.parse(query)
+    assert parsed.price_max is None and parsed.price_min is None
+    assert any(said in note for note in parsed.notes), parsed.notes
