@@ -61,12 +61,13 @@ def event_sequence(c: int, n: int, categories: dict[str, list[str]], demo_ids: l
     """Client ``c``'s ``n``-th event: a click by a user of its own, a search by the client's taste
     user, or a positive event of the taste user on an item of the taste category."""
     taste = list(TASTE_WORDS)[c % len(TASTE_WORDS)]
+    ids = {"event_id": f"c{c}-e{n}"}  # sent again after a lost answer, it is logged once
     if n % 3 == 0:
-        return {"user_id": f"c{c}-u{n}", "type": "click", "item_id": demo_ids[(c * 37 + n) % len(demo_ids)]}
+        return {"user_id": f"c{c}-u{n}", "type": "click", "item_id": demo_ids[(c * 37 + n) % len(demo_ids)], **ids}
     if n % 3 == 1:
-        return {"user_id": f"c{c}-taste", "type": "search", "query": f"{TASTE_WORDS[taste]} no. {n}"}
+        return {"user_id": f"c{c}-taste", "type": "search", "query": f"{TASTE_WORDS[taste]} no. {n}", **ids}
     return {"user_id": f"c{c}-taste", "type": TASTE_TYPES[n % len(TASTE_TYPES)],
-            "item_id": categories[taste][(n // 3) % TASTE_ITEMS]}
+            "item_id": categories[taste][(n // 3) % TASTE_ITEMS], **ids}
 
 
 def run_event_client(base: str, c: int, me: Client, stop: threading.Event, killed: threading.Event,
@@ -86,7 +87,7 @@ def run_event_client(base: str, c: int, me: Client, stop: threading.Event, kille
             if r.status_code in (429, 503):  # refused before anything was queued: send it again
                 time.sleep(0.05)
                 continue
-            if r.status_code != 200 or r.json() != {"accepted": 1, "rejected": []}:
+            if r.status_code != 200 or r.json() != {"accepted": 1, "rejected": [], "duplicates": 0}:
                 me.error = f"event {n}: {r.status_code} {r.text[:300]}"
                 return
             me.sent.append(event)
@@ -263,6 +264,17 @@ def test_server_killed_under_concurrent_writes_keeps_every_acknowledged_write_on
                 assert rec.status_code == 200, rec.text
                 in_category = [i for i in rec.json()["items"] if i["categories"][-1] == category]
                 assert len(in_category) >= 7, (taste_user, [i["categories"] for i in rec.json()["items"]])
+
+            # Each client whose answer was lost sends that request again, with its event id: the
+            # event is logged exactly once, whether or not the first send had committed.
+            for me in event_clients:
+                if me.in_flight:
+                    r = http.post("/v1/events", json={"events": [me.sent[me.acked]]})
+                    assert r.status_code == 200, r.text
+                    assert r.json()["accepted"] + r.json()["duplicates"] == 1 and not r.json()["rejected"]
+            resent, _, _ = read_log(events_db)
+            for c, me in enumerate(event_clients):
+                assert [r for r in resent if int(r[0].split("-")[0][1:]) == c] == [as_row(e) for e in me.sent]
     finally:
         again.kill()
 
