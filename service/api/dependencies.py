@@ -199,6 +199,8 @@ class IngestJobs:
         return msgspec.structs.replace(job, rejected=read_rejects(rejects))
 
     def start(self, catalogue: Catalogue, body: bytes, fmt: str, name: str) -> IngestState:
+        # A job whose process died after this one started (another worker's) goes first.
+        self.resume(catalogue)
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
             if self.running:
@@ -216,7 +218,8 @@ class IngestJobs:
 
     def resume(self, catalogue: Catalogue) -> list[str]:
         """Go on with the jobs a killed process left running (each from its checkpoint), one after
-        another, in a thread; returns their ids. A job another worker runs is left to it."""
+        another, in a thread; returns their ids. A job another worker runs is left to it. At start,
+        and before each new upload."""
         if not self.folder.is_dir():
             return []
         with self._lock:

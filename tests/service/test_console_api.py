@@ -351,3 +351,23 @@ def test_an_upload_a_killed_process_was_ingesting_is_finished_by_the_next_one(en
             r = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "c", "title": "C"}\n')
             assert r.status_code == 409  # one upload at a time across the workers
     assert engine.catalogue.get("bbbb") is None
+
+
+def test_an_upload_whose_worker_died_while_this_one_ran_goes_before_the_next(client, engine, tmp_path):
+    import json
+
+    import msgspec
+
+    from service.api.dependencies import IngestState
+
+    uploads = tmp_path / "data" / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    body = "".join(json.dumps({"id": f"orphan-{i}", "title": f"Walnut pen tray {i}"}) + "\n" for i in range(300))
+    (uploads / "20261207-000002-cccc.jsonl").write_text(body)
+    state = IngestState("20261207-000002-cccc", "trays.jsonl", "running", 300, format="jsonl")
+    (uploads / "20261207-000002-cccc.jsonl.job.json").write_bytes(msgspec.json.encode(state))  # its worker is gone
+    r = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "next", "title": "Next"}\n')
+    assert r.status_code == 409  # the orphan was taken up first
+    assert wait_for_job(client, "20261207-000002-cccc")[-1]["upserted"] == 300
+    r = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "next", "title": "Next"}\n')
+    assert r.status_code == 202 and wait_for_job(client, r.json()["id"])[-1]["upserted"] == 1
