@@ -116,12 +116,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        # Requests are logged by the app's RequestLog, by route template: uvicorn's own access log
+        # would write every path, user ids included.
         uvicorn.run("service.app:worker_app", factory=True, workers=settings.workers, host=settings.host,
-                    port=settings.port, log_level=settings.log_level)
+                    port=settings.port, log_level=settings.log_level, access_log=False)
         return 0
     try:
         uvicorn.run(create_app(settings, engine=engine, access_keys=keys), host=settings.host, port=settings.port,
-                    log_level=settings.log_level)
+                    log_level=settings.log_level, access_log=False)
     finally:
         engine.close()
         keys.close()
@@ -237,7 +239,8 @@ def cmd_forget_user(args: argparse.Namespace) -> int:
     keys = AccessKeys(settings.data_dir, settings.database_url)
     try:
         done = engine.forget_user(args.user_id)
-        keys.audit(Caller("cli", frozenset()), "forget user", args.user_id, done.describe())
+        keys.audit(Caller("cli", frozenset()), "forget user", f"user key {engine.log.user_key(args.user_id)}",
+                   done.describe())
     finally:
         engine.close()
         keys.close()

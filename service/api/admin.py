@@ -142,6 +142,12 @@ class AdminController(Controller):
     @delete("/keys/{key_id:str}", opt={"scope": ADMIN}, sync_to_thread=True, summary="Revoke an API key",
             status_code=204, raises=[NotFoundException])
     def revoke_key(self, key_id: str, access_keys: AccessKeys, caller: Caller | None) -> None:
+        admins = [k.id for k in access_keys.list() if ADMIN in k.scopes]
+        if admins == [key_id]:
+            # With no active key left, access control is off: anyone could read, write and reindex.
+            raise ClientException(status_code=409, detail=f"{key_id} is the last active admin key: create another "
+                                                          "admin key first (or revoke it with `hybridrec keys revoke` on "
+                                                          "the server, which turns access control off)")
         if not access_keys.revoke(key_id):
             raise not_found("active API key", key_id)
         access_keys.audit(caller, "revoke key", key_id)

@@ -7,12 +7,13 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, put
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import ClientException, NotFoundException
 
 from retrieval.engine import Engine
 from retrieval.state.profiles import Profiles
 from retrieval.storage.records import parse_preferences
 from service.access import ADMIN, READ, SECURITY, WRITE, AccessKeys, Caller
+from service.api.dependencies import ReindexJob
 from service.api.errors import not_found
 from service.api.schemas import Attributes, Text, UnsupportedMediaType, path_id
 
@@ -104,11 +105,17 @@ class UserController(Controller):
 
     @delete("/{user_id:str}", opt={"scope": ADMIN}, sync_to_thread=True,
             summary="Forget a user: events, preferences, profile", status_code=200)
-    def forget(self, user_id: UserId, engine: Engine, access_keys: AccessKeys, caller: Caller | None) -> Forgotten:
+    def forget(self, user_id: UserId, engine: Engine, access_keys: AccessKeys, caller: Caller | None,
+               reindex_job: ReindexJob) -> Forgotten:
         """Deletes the user's events and preferences from the log (secure delete: no copy left in
         free pages or the write-ahead log), their profile, and their part of the co-occurrence index
-        and popularity; answers which trained models learned from them. Idempotent."""
+        and popularity; answers which trained models learned from them. Idempotent. 409 while a
+        reindex runs (it is rebuilding every profile from the log, and could write this one back)."""
+        if reindex_job.running:
+            raise ClientException(status_code=409, detail="a reindex is rebuilding every profile; forget the user when "
+                                                          "GET /v1/admin/reindex says done", headers={"Retry-After": "30"})
         done = engine.forget_user(user_id)
-        access_keys.audit(caller, "forget user", user_id, done.describe())
+        # The audit names the user by the log's keyed digest, as its tombstone does: never the id.
+        access_keys.audit(caller, "forget user", f"user key {engine.log.user_key(user_id)}", done.describe())
         return Forgotten(user_id, done.forgotten, done.events_deleted,
                          [TrainedOnUser(**m) for m in done.models_trained_on_user])

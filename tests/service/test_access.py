@@ -90,6 +90,12 @@ def test_keys_are_stored_as_hashes_shown_once_and_rotate_without_downtime(client
     assert client.post("/v1/recommendations", json={"k": 1}, headers={"X-API-Key": shop["secret"]}).status_code == 401
     assert client.post("/v1/recommendations", json={"k": 1}, headers={"X-API-Key": new["secret"]}).status_code == 200
     assert client.delete(f"/v1/admin/keys/{shop['id']}", headers=auth).status_code == 404
+    # The last admin key cannot be revoked through the API: with no key left, access control is off.
+    ops = keys.list()[0].id
+    last = client.delete(f"/v1/admin/keys/{ops}", headers=auth)
+    assert last.status_code == 409 and "last active admin key" in last.json()["detail"]
+    assert client.get("/v1/admin/keys", headers=auth).status_code == 200
+    assert client.get("/v1/admin/keys").status_code == 401
     bad = client.post("/v1/admin/keys", json={"name": "x", "scopes": ["root"]}, headers=auth)
     assert bad.status_code == 400 and bad.json()["extra"][0]["key"] == "scopes[0]"
 
@@ -103,8 +109,11 @@ def test_admin_actions_and_forgotten_users_are_audited(client, keys, demo_items)
                                                                   "models_trained_on_user": []}
     assert client.post("/v1/admin/reload", headers=auth).status_code == 200
     entries = client.get("/v1/admin/audit", headers=auth).json()["entries"]
+    # The forgotten user is named as their tombstone names them, by the log's keyed digest.
+    digest = client.app.state.engine.log.user_key("u9")
     assert [(e["action"], e["target"], e["key_id"]) for e in entries[:2]] == [
-        ("reload models", None, admin.id), ("forget user", "u9", admin.id)]
+        ("reload models", None, admin.id), ("forget user", f"user key {digest}", admin.id)]
+    assert "u9" not in str(entries)
     assert entries[0]["at"] >= entries[1]["at"]
 
 

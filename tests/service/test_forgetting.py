@@ -57,7 +57,10 @@ def test_forgetting_leaves_nothing_and_names_the_models_that_learned(engine, key
         assert [(m["kind"], m["certain"]) for m in body["models_trained_on_user"]] == [("reranker", True)]
         assert client.get(f"/v1/users/{SECRET_USER}").status_code == 404
         audit = client.get("/v1/admin/audit").json()
-        assert any(row["target"] == SECRET_USER and "reranker" in row["detail"] for row in audit["entries"])
+        # The audit names the user as the tombstone does (the log's keyed digest), never by the id.
+        digest = f"user key {engine.log.user_key(SECRET_USER)}"
+        assert any(row["target"] == digest and "reranker" in row["detail"] for row in audit["entries"])
+        assert SECRET_USER not in str(audit)
 
     assert engine.log.user_events(SECRET_USER) == [] and engine.log.preferences(SECRET_USER) is None
     assert engine.profiles.point_id(SECRET_USER) is None  # its salt is gone: no leftover links to the user
@@ -86,9 +89,29 @@ def test_the_command_line_forgets_an_id_no_path_can_carry(make_engine, demo_poin
     assert f"forgot {legacy!r}: 1 events" in capsys.readouterr().out
     reopened = make_engine(engine.config.data_dir)
     assert reopened.log.event_counts(legacy) == {}
+    digest = reopened.log.user_key(legacy)
     reopened.close()
     keys = AccessKeys(engine.config.data_dir)
-    assert [(e.action, e.target, e.key_id) for e in keys.audit_log(1)] == [("forget user", legacy, "cli")]
+    # The audit names the user as the tombstone does, by the log's keyed digest, never by the id.
+    assert [(e.action, e.target, e.key_id) for e in keys.audit_log(1)] == [
+        ("forget user", f"user key {digest}", "cli")]
     keys.close()
     assert main(["forget-user", legacy, "--data-dir", data_dir]) == 0
     assert "nothing to forget" in capsys.readouterr().out
+
+
+def test_a_forget_while_a_reindex_rebuilds_the_profiles_is_refused_until_it_is_done(engine, tmp_path):
+    from litestar.testing import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data"), engine=engine)) as client:
+        reindex_job = client.app.dependencies["reindex_job"].dependency()
+        reindex_job.state.state = "running"
+        try:
+            r = client.delete("/v1/users/u1")
+            assert r.status_code == 409 and r.headers["retry-after"] == "30" and "reindex" in r.json()["detail"]
+        finally:
+            reindex_job.state.state = "idle"
+        assert client.delete("/v1/users/u1").status_code == 200
