@@ -126,25 +126,44 @@ def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class _Rows:
+    """A statement's result, read before its connection goes back to the pool."""
+
+    def __init__(self, rows: list[tuple], rowcount: int):
+        self._rows, self.rowcount = rows, rowcount
+
+    def fetchall(self) -> list[tuple]:
+        return self._rows
+
+    def fetchone(self) -> tuple | None:
+        return self._rows[0] if self._rows else None
+
+
 class _PostgresAccess:
-    """The few calls ``AccessKeys`` makes of sqlite3, on one autocommit PostgreSQL connection."""
+    """The few calls ``AccessKeys`` makes of sqlite3, on a pool of autocommit PostgreSQL
+    connections, each checked before use: a database restart or failover costs no request more
+    than a reconnect (one connection held for the process's life stayed broken)."""
 
     def __init__(self, url: str):
         import psycopg
+        from psycopg_pool import ConnectionPool
 
         try:
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                conn.execute(_POSTGRES_SCHEMA)
         except psycopg.Error as err:
             raise DatabaseUnavailable.at(url, err) from None
-        with self._conn.transaction():
-            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            self._conn.execute(_POSTGRES_SCHEMA)
+        self._pool = ConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True,
+                                    name="hybridrec-access", timeout=30.0, check=ConnectionPool.check_connection)
 
-    def execute(self, sql: str, args: tuple = ()):
-        return self._conn.execute(sql.replace("?", "%s"), args)
+    def execute(self, sql: str, args: tuple = ()) -> _Rows:
+        with self._pool.connection() as conn:
+            cur = conn.execute(sql.replace("?", "%s"), args)
+            return _Rows(cur.fetchall() if cur.description else [], cur.rowcount)
 
     def close(self) -> None:
-        self._conn.close()
+        self._pool.close()
 
 
 class AccessKeys:

@@ -181,3 +181,21 @@ def test_keys_in_postgres_are_shared_by_every_instance(postgres_url, tmp_path):
         assert not (tmp_path / "a" / "access.sqlite3").exists()
     finally:
         one.close(); other.close()
+
+
+def test_keys_in_postgres_survive_the_database_dropping_every_connection(postgres_url, tmp_path):
+    """A PostgreSQL restart or failover drops the connections: the next key check reconnects."""
+    import psycopg
+
+    keys = AccessKeys(tmp_path / "a", postgres_url)
+    try:
+        created = keys.create("frontend", "read")
+        assert keys.authenticate(created.secret).scopes == {"read"}
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            dropped = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+        assert dropped >= 1
+        assert keys.authenticate(created.secret).scopes == {"read"} and keys.enabled()
+        assert keys.revoke(created.id) and keys.authenticate(created.secret) is None
+    finally:
+        keys.close()
