@@ -61,7 +61,7 @@ _EXCLUDE_CUES = (r"(?:anything but|everything but|but not|not from|not by|not ma
                  r"are not|no|not|except|excluding|without|other than|avoid)")
 _INCLUDE_CUES = r"(?:made by|from|by|brand)"
 # Between the names of one list: "not from Sony, Bose or Jabra".
-_LIST_SEPARATOR = r"\s*(?:,\s*(?:or\s+|and\s+|nor\s+)?|\s(?:or|and|nor)\s+|/)\s*"
+_LIST_SEPARATOR = re.compile(r"\s*(?:,\s*(?:or\s+|and\s+|nor\s+)?|\s(?:or|and|nor)\s+|/)\s*")
 _CONNECTIVES = {"and", "or", "for", "with", "but", "in", "on", "at", "please", "that", "which", "each", "per",
                 "not", "no", "without", "from", "by", "if", "so", "total", "tops", "max"}
 _STOPWORDS = {"a", "an", "the", "some", "any", "me", "i", "want", "need", "looking", "for", "show", "find", "please",
@@ -143,6 +143,11 @@ ANCHOR_FILLER = {"the", "a", "an", "one", "my", "that", "this", "your", "their",
 AnchorLookup = Callable[[str], "Anchor | None"]
 
 
+def _in_word(char: str) -> bool:
+    """Whether ``char`` continues a name ("Avery" is not a name in "Averyville")."""
+    return char.isalnum() or char in "_-"
+
+
 def _amount(text: str) -> float:
     """A matched number: "1,500" -> 1500.0, "15,99" -> 15.99."""
     if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
@@ -166,8 +171,10 @@ class QueryParser:
         # Longest names first, so "office chairs" wins over "chairs".
         self._category_names = sorted(facets.categories, key=len, reverse=True)
         self._brand_names = sorted(facets.brands, key=len, reverse=True)
-        # Words the catalogue's titles use in lower case: a brand spelt so is also an ordinary word.
-        self._plain_words = {w for title in facets.titles for w in re.findall(r"(?<![\w-])[a-z][\w'-]*", title)}
+        self._brands_by_initial: dict[str, list[str]] = {}  # longest first, as ``_brand_names``
+        for key in self._brand_names:
+            self._brands_by_initial.setdefault(key[:1], []).append(key)
+        self._plain: dict[str, bool] = {}  # brand -> whether the titles also write it as a plain word
 
     def parse(self, text: str, user_id: str | None = None) -> ParsedQuery:
         q = ParsedQuery(text=text, semantic=text)
@@ -281,50 +288,58 @@ class QueryParser:
         """Brands after a cue, and the whole list a cue starts: "not from Sony, Bose or Jabra"
         excludes all three, "by Pilot or Lamy" asks for either. Exclusion first: "not from Avery"
         must not read as "from Avery"."""
-        if not any(key in work.lower() for key in self._brand_names):  # cheap test before the regexes
+        lowered = work.lower()
+        if not any(key in lowered for key in self._brand_names):  # cheap test before the regexes
             return work
         for cues, into in ((_EXCLUDE_CUES, q.exclude_brands), (_INCLUDE_CUES, q.brands)):
             for cue in list(re.finditer(rf"\b{cues}\s+(?:the\s+)?(?:brands?\s+)?", work, flags=re.IGNORECASE)):
-                names, end = self._brand_list(work, cue.end())
+                names, end = self._brand_list(work.lower(), cue.end())
                 if names:
-                    for name in names:
-                        if name not in into:
-                            into.append(name)
+                    into.extend(name for name in dict.fromkeys(names) if name not in into)
                     q.matched.append(work[cue.start():end].strip())
-                    work = work[:cue.start()] + " " * (end - cue.start()) + work[end:]
-        # "Avery brand"
-        for key in self._brand_names:
-            m = re.search(rf"(?<![\w-]){re.escape(key)}\s+brand\b", work, flags=re.IGNORECASE)
-            if m and self.facets.brands[key] not in q.brands:
-                q.brands.append(self.facets.brands[key])
-                q.matched.append(m.group(0).strip())
-                work = work.replace(m.group(0), " ", 1)
+                    work = work[:cue.start()] + " " * (end - cue.start()) + work[end:]  # positions kept
+        lowered = work.lower()
+        for key in self._brand_names:  # "Avery brand"
+            at = lowered.find(key + " brand")
+            found = self._brand_at(lowered, at) if at >= 0 and (at == 0 or not _in_word(lowered[at - 1])) else None
+            if found is not None and found[0] not in q.brands:
+                q.brands.append(found[0])
+                q.matched.append(work[at:found[1]].strip())
+                work = work[:at] + " " * (found[1] - at) + work[found[1]:]
         return work
 
-    def _brand_list(self, work: str, at: int) -> tuple[list[str], int]:
-        """The catalogue's brands named one after another from ``at`` ("Sony, Bose or Jabra"), and
+    def _brand_at(self, lowered: str, at: int) -> tuple[str, int] | None:
+        """The catalogue's brand (longest first) that ``lowered`` spells at ``at``, with an optional
+        " brand" after it, and where it ends; None where no brand starts there."""
+        for key in self._brands_by_initial.get(lowered[at:at + 1], ()):
+            end = at + len(key)
+            if lowered.startswith(key, at) and not (end < len(lowered) and _in_word(lowered[end])):
+                if lowered.startswith(" brand", end) and not (end + 6 < len(lowered) and _in_word(lowered[end + 6])):
+                    end += 6
+                return self.facets.brands[key], end
+        return None
+
+    def _brand_list(self, lowered: str, at: int) -> tuple[list[str], int]:
+        """The catalogue's brands named one after another from ``at`` ("sony, bose or jabra"), and
         where the list ends; none if no brand starts there."""
-        names: list[str] = []
-        end = at
-        while True:
-            found = None
-            for key in self._brand_names:  # longest first
-                m = re.compile(rf"{re.escape(key)}(?:\s+brand)?(?![\w-])", re.IGNORECASE).match(work, end)
-                if m:
-                    found = (self.facets.brands[key], m.end())
-                    break
-            if found is None:
-                return names, (end if names else at)
+        found = self._brand_at(lowered, at)
+        if found is None:
+            return [], at
+        names, end = [found[0]], found[1]
+        while (sep := _LIST_SEPARATOR.match(lowered, end)) is not None:
+            found = self._brand_at(lowered, sep.end())
+            if found is None:  # the separator belongs to the list only if another brand follows it
+                break
             names.append(found[0])
             end = found[1]
-            sep = re.compile(_LIST_SEPARATOR, re.IGNORECASE).match(work, end)
-            if sep is None:
-                return names, end
-            # The separator belongs to the list only if another brand follows it.
-            after = sep.end()
-            if not any(re.compile(rf"{re.escape(k)}(?![\w-])", re.IGNORECASE).match(work, after) for k in self._brand_names):
-                return names, end
-            end = after
+        return names, end
+
+    def _is_plain_word(self, key: str) -> bool:
+        """Whether the catalogue's titles write the brand ``key`` as an ordinary lower-case word."""
+        if key not in self._plain:
+            pattern = re.compile(rf"(?<![\w-]){re.escape(key)}(?![\w-])")
+            self._plain[key] = any(key in title and pattern.search(title) for title in self.facets.titles)
+        return self._plain[key]
 
     def _bare_brands(self, q: ParsedQuery, work: str) -> None:
         """A brand written as the catalogue writes it (case and all): "Avery labels" is a brand
@@ -339,7 +354,7 @@ class QueryParser:
             m = re.search(rf"(?<![\w-]){re.escape(written)}(?![\w-])", work)
             if m is None:
                 continue
-            if first_word is not None and m.start() == first_word.start(1) and key in self._plain_words:
+            if first_word is not None and m.start() == first_word.start(1) and self._is_plain_word(key):
                 continue  # "Fully adjustable desk": capitalised for the sentence, and a word the catalogue uses
             q.brands.append(written)
             q.matched.append(written)
