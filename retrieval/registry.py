@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from encoders.sequence import SequenceModel
 from retrieval.pipeline.sources import LoadedSequence
 from retrieval.ranking.model import RankingModel
 from retrieval.ranking.rerank import LoadedReranker
+from retrieval.storage.files import sync_folder, sync_tree
 
 log = logging.getLogger("hybridrec.models")
 
@@ -48,25 +48,6 @@ def read_metadata(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text()) if meta.exists() else None
 
 
-def _durable(folder: Path) -> None:
-    """Every file under ``folder`` and the folder itself on disk, so that a rename after it never
-    publishes a version whose files a power cut empties."""
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    for path in (*sorted(p for p in folder.rglob("*") if p.is_dir()), folder):
-        _durable_dir(path)
-
-
-def _durable_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ModelVersions:
     """Trained models under ``root/<version>/``, each with a ``metadata.json`` that says whether
     it was accepted. A version appears only when complete (written beside it, then renamed), so
@@ -87,9 +68,9 @@ class ModelVersions:
         tmp = self.root / f".{version}.partial"
         write(tmp)
         (tmp / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}, indent=2))
-        _durable(tmp)
+        sync_tree(tmp)  # a rename never publishes a version whose files a power cut empties
         tmp.rename(self.root / version)
-        _durable_dir(self.root)
+        sync_folder(self.root)
         return version
 
     def path(self, version: str) -> Path:

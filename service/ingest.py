@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from retrieval.state.catalogue import Catalogue
+from retrieval.storage.files import write_atomically
 
 CSV_COLUMNS = ("id", "title", "description", "brand", "categories", "price")
 CSV_ATTRIBUTE_PREFIX = "attributes."
@@ -221,10 +221,8 @@ class Checkpoint:
             return None
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.path)  # atomic: a kill leaves the old or the new checkpoint
+        # A kill leaves the old or the new checkpoint.
+        write_atomically(self.path, lambda fh: fh.write(json.dumps(state).encode()), durable=False)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import os
-import tempfile
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +23,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from retrieval.storage.files import write_atomically
 
 log = logging.getLogger("hybridrec.cooccurrence")
 
@@ -539,22 +539,7 @@ class IndexSnapshot:
 
     @staticmethod
     def write(path: Path, arrays: dict[str, np.ndarray]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a crash
-        finally:
-            os.close(dir_fd)
+        write_atomically(path, lambda fh: np.savez(fh, **arrays))
 
     @classmethod
     def read(cls, path: Path, index: CoOccurrenceIndex) -> tuple[CoOccurrenceIndex, int]:

@@ -7,9 +7,10 @@ A reindex writes new collections beside the old ones and then replaces this file
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from retrieval.storage.files import write_atomically
 
 LAYOUT_FILE = "active.json"
 ITEMS = "items"  # the collections of a data directory that was never reindexed
@@ -36,9 +37,4 @@ def read_layout(data_dir: str | Path) -> Layout:
 
 
 def write_layout(data_dir: str | Path, layout: Layout) -> None:
-    path = Path(data_dir) / LAYOUT_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(layout), indent=2))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomically(Path(data_dir) / LAYOUT_FILE, lambda fh: fh.write(json.dumps(asdict(layout), indent=2).encode()))

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from retrieval.pipeline.recommender import Recommender
 from retrieval.pipeline.request import RecommendRequest, ReplayOptions
 from retrieval.pipeline.sources import LoadedSequence
 from retrieval.registry import SequenceVersions
+from retrieval.storage.files import write_atomically
 from retrieval.training.encoder import PROFILE_ITEMS, catalogue_vectors
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
@@ -224,12 +224,11 @@ def _fit(model: SequenceModel, items: _Catalogue, windows: list[list[str]], earl
             waited = 0
         else:
             waited += 1
-        partial = checkpoint.with_name(checkpoint.name + ".partial")  # a kill mid-write leaves the last one whole
-        torch.save({"fingerprint": fingerprint, "network": network.state_dict(), "optimiser": optimiser.state_dict(),
-                    "epochs": epochs, "best_score": best[0], "best_state": best[1],
-                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, partial)
-        os.replace(partial, checkpoint)
+        state = {"fingerprint": fingerprint, "network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                 "epochs": epochs, "best_score": best[0], "best_state": best[1],
+                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        write_atomically(checkpoint, lambda fh: torch.save(state, fh), durable=False)  # a kill keeps the last whole
     if bar is not None:
         bar.close()
     if best[1] is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import secrets
 import threading
 import time
@@ -26,6 +25,7 @@ from prompts import Generator
 from retrieval.engine import Engine
 from retrieval.state.catalogue import Catalogue
 from retrieval.state.facets import Facets
+from retrieval.storage.files import write_atomically
 from retrieval.storage.vector_store import scroll_all
 from service.access import AccessKeys, Caller
 from service.ingest import FatalIngestError, IngestSummary, ingest_file
@@ -164,7 +164,8 @@ class IngestJobs:
 
     def _save(self, job: IngestState, durable: bool = False) -> None:
         path = self.folder / f"{job.id}.{job.format}.job.json"
-        _write_file(path, msgspec.json.encode(msgspec.structs.replace(job, rejected=[])), durable)
+        write_atomically(path, lambda fh: fh.write(msgspec.json.encode(msgspec.structs.replace(job, rejected=[]))),
+                         durable)
 
     def _on_disk(self) -> list[IngestState]:
         states = []
@@ -208,7 +209,7 @@ class IngestJobs:
                                                               "GET /v1/ingest/{job_id} says done")
             job_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
             path = self._path(job_id, fmt)
-            _write_file(path, body, durable=True)  # accepted: on disk before the answer says so
+            write_atomically(path, lambda fh: fh.write(body))  # accepted: on disk before the answer says so
             job = IngestState(job_id, name, "running", count_file_lines(body), format=fmt, started=time.time())
             self._save(job, durable=True)
             self._claim(job_id)
@@ -276,24 +277,6 @@ class IngestJobs:
         finally:
             self._save(job, durable=True)
             self._release(job.id)
-
-
-def _write_file(path: Path, data: bytes, durable: bool) -> None:
-    """``data`` at ``path`` whole or not at all (written beside, then renamed); ``durable``: on
-    disk, with the folder's entry, before it returns."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as fh:
-        fh.write(data)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(partial, path)
-    if durable:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def read_rejects(path: Path, limit: int = MAX_LISTED_REJECTS) -> list[RejectedRow]:
