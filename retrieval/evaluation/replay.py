@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,7 +189,9 @@ class Replay:
     def __init__(self, dataset: Dataset, encoder: BiEncoder, histories: dict[str, list[str]], points: list[StoredPoint],
                  config: EvalConfig, label: str, reranker: LoadedReranker | None = None,
                  sequence: LoadedSequence | None = None):
-        self.dir = Path(tempfile.mkdtemp(prefix=f"hybridrec-eval-{label}-"))
+        # A catalogue and a log each: deleted at ``close``, or when the replay is dropped unclosed.
+        self._folder = tempfile.TemporaryDirectory(prefix=f"hybridrec-eval-{label}-")
+        self.dir = Path(self._folder.name)
         self.engine = Engine.open(EngineConfig(data_dir=self.dir, recommend=config.recommend,
                                                profiles=config.profiles), encoder=encoder)
         self.engine.recommender.reranker = reranker
@@ -226,7 +226,7 @@ class Replay:
         try:
             self.engine.close()
         finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            self._folder.cleanup()
 
 
 # A method answers one request: (replay, user id or None, history, preference text) -> ranked ids.
@@ -298,9 +298,8 @@ def summarise(ranks: list[int | None], lists: list[list[str]], catalogue: list[s
 
 def encode_catalogue(dataset: Dataset, encoder: BiEncoder) -> list[StoredPoint]:
     """The catalogue encoded through the ingest path's own validate + encode."""
-    folder = Path(tempfile.mkdtemp(prefix="hybridrec-eval-encode-"))
-    try:
-        scratch = Engine.open(EngineConfig(data_dir=folder), encoder=encoder)
+    with tempfile.TemporaryDirectory(prefix="hybridrec-eval-encode-") as folder:
+        scratch = Engine.open(EngineConfig(data_dir=Path(folder)), encoder=encoder)
         try:
             valid_items, rejected = scratch.catalogue.validate(dataset.items)
             if rejected:
@@ -310,8 +309,6 @@ def encode_catalogue(dataset: Dataset, encoder: BiEncoder) -> list[StoredPoint]:
                 points += scratch.catalogue.encode(valid_items[start:start + 256])
         finally:
             scratch.close()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     return points
 
 
@@ -348,65 +345,64 @@ def evaluate(dataset: Dataset, encoder: BiEncoder, config: EvalConfig | None = N
 
     histories = {u: c.history for u, c in cases.items()}
     timings: dict[str, Any] = {"replay": {}, "methods": {}}  # wall seconds
-    # The replays' scratch directories go however the run ends (each holds a catalogue and a log).
-    with ExitStack() as cleanup:
+    clock = time.perf_counter()
+    warm = Replay(dataset, encoder, histories, points, config, "warm", reranker, sequence)
+    timings["replay"]["warm"] = time.perf_counter() - clock
+    popularity = Counter(i for h in histories.values() for i in h)
+    head = {i for i, _ in popularity.most_common(round(len(catalogue_ids) * config.long_tail_head))}
+    cold_histories = {u: [i for i in h if i not in cold] for u, h in histories.items()}
+    cold_replay = None
+    if "cold_items" in slices:
         clock = time.perf_counter()
-        warm = cleanup.enter_context(closing(Replay(dataset, encoder, histories, points, config, "warm", reranker,
-                                                     sequence)))
-        timings["replay"]["warm"] = time.perf_counter() - clock
-        popularity = Counter(i for h in histories.values() for i in h)
-        head = {i for i, _ in popularity.most_common(round(len(catalogue_ids) * config.long_tail_head))}
-        cold_histories = {u: [i for i in h if i not in cold] for u, h in histories.items()}
-        cold_replay = None
-        if "cold_items" in slices:
+        cold_replay = Replay(dataset, encoder, {u: h for u, h in cold_histories.items() if h}, points, config,
+                             "cold-items", reranker, sequence)
+        timings["replay"]["cold_items"] = time.perf_counter() - clock
+
+    # (slice, replay, users, request builder)
+    plans = [
+        ("all", warm, users, lambda u: (u, cases[u].history, None)),
+        ("cold_items", cold_replay, [u for u in users if cases[u].target in cold and cold_histories[u]],
+         lambda u: (u, cold_histories[u], None)),
+        ("cold_users", warm, users, lambda u: (None, cases[u].history[-1:], None)),
+        ("cold_users_prefs", warm, users, lambda u: (f"cold::{u}", [], stated[u])),
+    ]
+    # Stated preferences for the never-seen twins of the cold_users_prefs slice.
+    stated = {u: preference_text(cases[u].history, categories) for u in users}
+    for u, text in stated.items():
+        if text:
+            warm.engine.profiles.log.set_preferences(f"cold::{u}", text, {}, time.time())
+    warm.engine.profiles.refresh([f"cold::{u}" for u in users])
+
+    results: dict[str, dict[str, Any]] = {s: {} for s in SLICES if s in slices}
+    # Each user's target rank per slice and method, in the same user order for every method, so
+    # two methods (or two runs with the same config) can be compared user by user.
+    all_ranks: dict[str, dict[str, list[int | None]]] = {s: {} for s in results}
+    ranks_all: dict[str, list[int | None]] = {}
+    lists_all: dict[str, list[list[str]]] = {}
+    plans = [plan for plan in plans if plan[0] in slices]
+    for slice_name, replay, slice_users, build in plans:
+        for method in config.methods:
+            run = METHODS[method]
+            ranks, lists = [], []
             clock = time.perf_counter()
-            cold_replay = cleanup.enter_context(closing(Replay(
-                dataset, encoder, {u: h for u, h in cold_histories.items() if h}, points, config, "cold-items",
-                reranker, sequence)))
-            timings["replay"]["cold_items"] = time.perf_counter() - clock
-
-        # (slice, replay, users, request builder)
-        plans = [
-            ("all", warm, users, lambda u: (u, cases[u].history, None)),
-            ("cold_items", cold_replay, [u for u in users if cases[u].target in cold and cold_histories[u]],
-             lambda u: (u, cold_histories[u], None)),
-            ("cold_users", warm, users, lambda u: (None, cases[u].history[-1:], None)),
-            ("cold_users_prefs", warm, users, lambda u: (f"cold::{u}", [], stated[u])),
-        ]
-        # Stated preferences for the never-seen twins of the cold_users_prefs slice.
-        stated = {u: preference_text(cases[u].history, categories) for u in users}
-        for u, text in stated.items():
-            if text:
-                warm.engine.profiles.log.set_preferences(f"cold::{u}", text, {}, time.time())
-        warm.engine.profiles.refresh([f"cold::{u}" for u in users])
-
-        results: dict[str, dict[str, Any]] = {s: {} for s in SLICES if s in slices}
-        # Each user's target rank per slice and method, in the same user order for every method, so
-        # two methods (or two runs with the same config) can be compared user by user.
-        all_ranks: dict[str, dict[str, list[int | None]]] = {s: {} for s in results}
-        ranks_all: dict[str, list[int | None]] = {}
-        lists_all: dict[str, list[list[str]]] = {}
-        plans = [plan for plan in plans if plan[0] in slices]
-        for slice_name, replay, slice_users, build in plans:
-            for method in config.methods:
-                run = METHODS[method]
-                ranks, lists = [], []
-                clock = time.perf_counter()
-                for u in tqdm(slice_users, desc=f"{slice_name}: {method}", unit="user", mininterval=2, leave=False):
-                    user_id, history, prefs = build(u)
-                    ranked = run(replay, user_id, history, prefs)
-                    ranks.append(metrics.target_rank(ranked, cases[u].target))
-                    lists.append(ranked)
-                timings["methods"].setdefault(slice_name, {})[method] = time.perf_counter() - clock
-                results[slice_name][method] = summarise(ranks, lists, catalogue_ids, vectors)
-                all_ranks[slice_name][method] = ranks
-                if slice_name == "all":
-                    ranks_all[method], lists_all[method] = ranks, lists
-        tail_idx = [n for n, u in enumerate(users) if cases[u].target not in head]
-        for method in config.methods if "long_tail" in slices and "all" in slices else ():
-            all_ranks["long_tail"][method] = tail_ranks = [ranks_all[method][n] for n in tail_idx]
-            results["long_tail"][method] = summarise(tail_ranks, [lists_all[method][n] for n in tail_idx],
-                                                     catalogue_ids, vectors)
+            for u in tqdm(slice_users, desc=f"{slice_name}: {method}", unit="user", mininterval=2, leave=False):
+                user_id, history, prefs = build(u)
+                ranked = run(replay, user_id, history, prefs)
+                ranks.append(metrics.target_rank(ranked, cases[u].target))
+                lists.append(ranked)
+            timings["methods"].setdefault(slice_name, {})[method] = time.perf_counter() - clock
+            results[slice_name][method] = summarise(ranks, lists, catalogue_ids, vectors)
+            all_ranks[slice_name][method] = ranks
+            if slice_name == "all":
+                ranks_all[method], lists_all[method] = ranks, lists
+    tail_idx = [n for n, u in enumerate(users) if cases[u].target not in head]
+    for method in config.methods if "long_tail" in slices and "all" in slices else ():
+        all_ranks["long_tail"][method] = tail_ranks = [ranks_all[method][n] for n in tail_idx]
+        results["long_tail"][method] = summarise(tail_ranks, [lists_all[method][n] for n in tail_idx],
+                                                 catalogue_ids, vectors)
+    warm.close()
+    if cold_replay is not None:
+        cold_replay.close()
     return {
         "dataset": {"name": dataset.name, **dataset.stats()},
         "config": {**asdict(config), "cold_items": len(cold), "long_tail_head_items": len(head),
