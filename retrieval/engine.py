@@ -30,7 +30,7 @@ from retrieval.state.follower import LogFollower, OwnWrites
 from retrieval.state.profiles import PROFILES_SEQ, ProfileConfig, Profiles, StaleProfiles
 from retrieval.storage.edge import EdgeVectorStore
 from retrieval.storage.event_log import EventLog, keyed_users, open_event_log
-from retrieval.storage.layout import SCRATCH_PREFIX, USERS, Layout, read_layout
+from retrieval.storage.layout import SCRATCH_PREFIX, USERS, Layout, is_layout_collection, read_layout
 from retrieval.storage.vector_store import VectorStore, scroll_all
 
 log = logging.getLogger("hybridrec.engine")
@@ -423,7 +423,7 @@ class Engine:
         if point is not None:
             # The layout a reindex replaced is kept until the next one: its profile goes too.
             for name in self.store.collections():
-                if name != self.profiles.collection and (name == USERS or name.startswith("users__")):
+                if name != self.profiles.collection and is_layout_collection(name, USERS):
                     self.store.delete(name, [point])
         if forgotten:
             self.drop_forgotten_files()

@@ -16,7 +16,15 @@ from typing import Any
 from encoders import BiEncoder
 from retrieval.engine import Engine
 from retrieval.registry import trained_fusion_weights
-from retrieval.storage.layout import ITEMS, SCRATCH_PREFIX, USERS, Layout, write_layout
+from retrieval.storage.layout import (
+    ITEMS,
+    SCRATCH_PREFIX,
+    USERS,
+    Layout,
+    is_layout_collection,
+    layout_collection,
+    write_layout,
+)
 from retrieval.storage.records import stored_item
 from retrieval.storage.vector_store import scroll_all
 
@@ -49,7 +57,7 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
         raise ReindexRefused(SHARED_REINDEX)
     started = time.perf_counter()
     tag = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    new = Layout(items=f"items__{tag}", users=f"users__{tag}", encoder=encoder_path,
+    new = Layout(items=layout_collection(ITEMS, tag), users=layout_collection(USERS, tag), encoder=encoder_path,
                  weights=trained_fusion_weights(encoder_path) if encoder_path else None)
     old = engine.layout
     store = engine.store
@@ -91,8 +99,8 @@ def reindex(engine: Engine, encoder: BiEncoder, encoder_path: str | None, batch_
     # layouts (the first one's collections are plain "items" and "users") and the scratch
     # collections of an encoder training that was killed (none runs: this process holds the index).
     keep = {new.items, new.users, old.items, old.users}
-    dropped = [c for c in store.collections()
-               if (c in (ITEMS, USERS) or c.startswith(("items__", "users__", SCRATCH_PREFIX))) and c not in keep]
+    dropped = [c for c in store.collections() if c not in keep and (
+        is_layout_collection(c, ITEMS) or is_layout_collection(c, USERS) or c.startswith(SCRATCH_PREFIX))]
     for name in dropped:
         store.drop_collection(name)
         engine.log.drop_items(name)

@@ -18,6 +18,17 @@ USERS = "users"
 SCRATCH_PREFIX = "validate__"  # collections a trainer writes, measures in and drops
 
 
+def layout_collection(kind: str, tag: str | None = None) -> str:
+    """A layout's ``kind`` collection (ITEMS or USERS): the first layout's plain name, a reindex's
+    ``<kind>__<tag>``."""
+    return kind if tag is None else f"{kind}__{tag}"
+
+
+def is_layout_collection(name: str, kind: str) -> bool:
+    """Whether ``name`` is some layout's ``kind`` collection (``layout_collection``)."""
+    return name == kind or name.startswith(f"{kind}__")
+
+
 @dataclass(frozen=True)
 class Layout:
     items: str = ITEMS
