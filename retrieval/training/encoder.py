@@ -56,7 +56,6 @@ from retrieval.training.protocol import (
     SLICE_WORSE_MARGIN,
     SliceCase,
     clearly_better,
-    forgotten_since_read,
     held_out_items,
     index_of,
     item_categories,
@@ -378,9 +377,8 @@ def train_encoder(engine: Engine, models_dir: Path, settings: EncoderTrainingSet
         "pairs": fit.pairs, "train_users": len(trained), "epochs": [asdict(e) for e in fit.epochs],
         "settings": asdict(settings), "seconds": time.perf_counter() - started,
     }
-    forgotten = forgotten_since_read(engine.log, read_users, log_seq)
-    metadata["accepted"], metadata["reason"] = withheld_if_forgotten(forgotten, accepted, metadata["reason"])
-    metadata["forgotten_while_training"] = forgotten
+    metadata["accepted"], metadata["reason"], metadata["forgotten_while_training"] = withheld_if_forgotten(
+        engine.log, read_users, log_seq, accepted, metadata["reason"])
     versions = ModelVersions(models_dir)
     version = versions.save(encoder.save, metadata)
     metadata.update(version=version, path=str(versions.path(version)))

@@ -44,13 +44,16 @@ def forgotten_since_read(log: EventLog, users: Iterable[str], read_through: int)
     return gone
 
 
-def withheld_if_forgotten(forgotten: int, accepted: bool, reason: str) -> tuple[bool, str]:
-    """The verdict of a model that learned from ``forgotten`` users forgotten while it trained
-    (``forgotten_since_read``): rejected, whatever it scored."""
+def withheld_if_forgotten(log: EventLog, users: Iterable[str], read_through: int, accepted: bool,
+                          reason: str) -> tuple[bool, str, int]:
+    """A trained model's verdict once the users it read (``users``, up to ``read_through``) are
+    checked: rejected, whatever it scored, where any was forgotten since (``forgotten_since_read``);
+    also how many were."""
+    forgotten = forgotten_since_read(log, users, read_through)
     if not forgotten:
-        return accepted, reason
+        return accepted, reason, 0
     return False, (f"{forgotten} user(s) it learned from were forgotten while it trained: it never serves; "
-                   f"train it again (judged: {reason})")
+                   f"train it again (judged: {reason})"), forgotten
 
 
 def judged_users(sequences: dict[str, list[str]], share: float, most: int, rng: random.Random) -> list[str]:

@@ -55,7 +55,6 @@ from retrieval.training.protocol import (
     PAST_MOMENT,
     SliceVerdict,
     clearly_better,
-    forgotten_since_read,
     held_out_items,
     index_of,
     judge_every_slice,
@@ -573,8 +572,8 @@ def train_reranker(recommender: Recommender, versions: RerankerVersions, setting
     judged_accepted = accepted
     if only:  # its own comparison was waived: a measuring run is never served
         accepted, reason = False, f"measuring the {' and '.join(only)} (only): never served; {reason}"
-    forgotten = forgotten_since_read(recommender.profiles.log, read_users, log_seq)
-    accepted, reason = withheld_if_forgotten(forgotten, accepted, reason)
+    accepted, reason, forgotten = withheld_if_forgotten(recommender.profiles.log, read_users, log_seq, accepted,
+                                                        reason)
     serves_cross_encoder = served.uses_cross_encoder
     serves_sequence = served.uses_sequence
 

@@ -49,7 +49,6 @@ from retrieval.storage.files import write_atomically
 from retrieval.training.encoder import PROFILE_ITEMS, catalogue_vectors
 from retrieval.training.protocol import (
     COLD_ITEM_SHARE,
-    forgotten_since_read,
     held_out_items,
     index_of,
     judge_every_slice,
@@ -332,9 +331,8 @@ def train_sequence(engine: Engine, versions: SequenceVersions, settings: Sequenc
                          "by_weight": {str(w): float(np.mean(s or [0.0])) for w, s in runs[name][1].items()}}
                   for name in verdict.slices}
     alone = float(np.mean(sequence_ndcg(model, items, [(list(c.history), c.target) for c in cases["all"]]) or [0.0]))
-    forgotten = forgotten_since_read(engine.log, read_users, log_seq)
-    accepted, reason = withheld_if_forgotten(
-        forgotten, verdict.accepted,
+    accepted, reason, forgotten = withheld_if_forgotten(
+        engine.log, read_users, log_seq, verdict.accepted,
         f"with the sequence source at fusion weight {weight:g}, against the retrieval without it: {verdict.reason}; "
         f"the sequence source alone {alone:.4f} on all users; on {len(judged)} users' newest items")
     metadata = {
