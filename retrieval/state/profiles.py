@@ -238,18 +238,14 @@ class Profiles:
             if self.written is not None:
                 self.written([seq for seq in seqs if seq is not None])
             latest: dict[str, int] = {}
-            for (_, event), seq in zip(valid, seqs):
-                if seq is None:
-                    taken[event.user_id] -= 1
-            for user_id, n in taken.items():
-                if user_id in self._event_counts:  # else read from the log when next needed
-                    self._event_counts[user_id] += n
             for (r, event), seq in zip(valid, seqs):
                 if seq is None:  # its event id is logged already: a retry, taken in the first time
                     reports[r].duplicates += 1
                     continue
                 reports[r].accepted += 1
                 latest[event.user_id] = seq
+                if event.user_id in self._event_counts:  # else read from the log when next needed
+                    self._event_counts[event.user_id] += 1
                 if event.item_id is not None and event.type in POSITIVE_TYPES:
                     self.index.add(event.user_id, event.item_id)
             self.stale.mark(latest)

@@ -58,9 +58,6 @@ CREATE INDEX items_seq ON items (seq);
 CREATE TABLE forgotten (seq INTEGER PRIMARY KEY, user_key TEXT NOT NULL, ts REAL NOT NULL);
 """
 
-# Version 3: a client's own event id, logged once per user.
-_SCHEMA_V3 = EVENT_IDS
-
 
 class SqliteEventLog(SqlEventLog):
     """The ``EventLog`` interface in one SQLite file.
@@ -97,7 +94,7 @@ class SqliteEventLog(SqlEventLog):
             return
         with self._transaction() as cur:
             for statement in (_SCHEMA_V1.split(";") + (_SCHEMA_V2.split(";") if version < 2 else [])
-                              + (_SCHEMA_V3.split(";") if version < 3 else [])):
+                              + (EVENT_IDS.split(";") if version < 3 else [])):  # 3: event ids
                 if statement.strip():
                     cur.execute(statement)
             cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
