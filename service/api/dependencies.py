@@ -297,10 +297,12 @@ def read_rejects(path: Path, limit: int = MAX_LISTED_REJECTS) -> list[RejectedRo
     return out
 
 
-def refuse_during_reindex(job: ReindexJob) -> None:
-    if job.running:  # a write now would miss the collection being built
-        raise ClientException(status_code=409, detail="a reindex is running; retry item writes when "
-                                                      "GET /v1/admin/reindex says done", headers={"Retry-After": "30"})
+def refuse_during_reindex(job: ReindexJob, then: str = "retry item writes") -> None:
+    """409 while a reindex runs (a write now would miss the collections being built); ``then``:
+    what the caller should do once it is done."""
+    if job.running:
+        raise ClientException(status_code=409, detail=f"a reindex is running; {then} when GET /v1/admin/reindex "
+                                                      "says done", headers={"Retry-After": "30"})
 
 
 class FacetCount(msgspec.Struct):
