@@ -81,10 +81,14 @@ class AdminController(Controller):
                       caller: Caller | None, settings: Settings, ingest_jobs: IngestJobs) -> ReindexState:
         if engine.shared:
             raise ClientException(status_code=409, detail=SHARED_REINDEX)
-        if ingest_jobs.running:  # its items would land in the collection being replaced
-            raise ClientException(status_code=409, detail="an upload is being ingested; start the reindex when "
-                                                          "GET /v1/ingest/{job_id} says done",
-                                  headers={"Retry-After": "30"})
+
+        def no_upload_running() -> None:  # its items would land in the collection being replaced
+            if ingest_jobs.running:
+                raise ClientException(status_code=409, detail="an upload is being ingested; start the reindex when "
+                                                              "GET /v1/ingest/{job_id} says done",
+                                      headers={"Retry-After": "30"})
+
+        no_upload_running()  # checked again once the writes in flight have ended (one may start an upload)
         allowed = reindex_encoders(engine, settings)
         if data.encoder is None:
             path = engine.models.latest_accepted_encoder()
@@ -99,7 +103,8 @@ class AdminController(Controller):
             raise ClientException(detail="encoder: not an encoder this service may reindex with; "
                                          + _naming(engine, settings),
                                   extra=[{"key": "encoder", "message": "not an allowed encoder", "source": "body"}])
-        state = reindex_job.start(engine, str(path))
+
+        state = reindex_job.start(engine, str(path), may_start=no_upload_running)
         access_keys.audit(caller, "start reindex", str(path))
         return state
 

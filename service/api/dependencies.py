@@ -11,6 +11,8 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,21 +49,54 @@ class ReindexState(msgspec.Struct):
 
 
 class ReindexJob:
-    """One online reindex at a time, in a thread of the serving process."""
+    """One online reindex at a time, in a thread of the serving process, and the gate between it and
+    the writes it would miss: item writes, an upload's start and a forget run inside ``writing()``,
+    which refuses them (409) while a reindex runs, and a reindex starts only once those in flight
+    have ended.
+
+    Example::
+
+        with reindex_job.writing():            # 409 while a reindex runs
+            engine.catalogue.upsert(rows)      # the catalogue read inside: a reindex may have switched it
+        reindex_job.start(engine, path, may_start=refuse_while_uploading)
+    """
 
     def __init__(self) -> None:
         self.state = ReindexState("idle")
-        self._lock = threading.Lock()
+        self._gate = threading.Condition()
+        self._writes = 0  # writes in flight inside writing()
 
     @property
     def running(self) -> bool:
         return self.state.state == "running"
 
-    def start(self, engine: Engine, encoder_path: str) -> ReindexState:
-        with self._lock:
+    @contextmanager
+    def writing(self, then: str = "retry item writes") -> Iterator[None]:
+        """Run a write a reindex would miss; 409 while one runs (``then``: what to do once it is done)."""
+        with self._gate:
+            refuse_during_reindex(self, then)
+            self._writes += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._writes -= 1
+                self._gate.notify_all()
+
+    def start(self, engine: Engine, encoder_path: str, may_start: Callable[[], None] = lambda: None) -> ReindexState:
+        """Start the reindex once the writes in flight have ended (new ones are refused from now);
+        ``may_start`` raises to refuse it, checked after they ended (an upload one of them started)."""
+        with self._gate:
             if self.running:
                 raise ClientException(status_code=409, detail="a reindex is already running; see GET /v1/admin/reindex")
-            self.state = ReindexState("running", encoder=encoder_path, started=time.time())
+            before, self.state = self.state, ReindexState("running", encoder=encoder_path, started=time.time())
+            try:
+                while self._writes:
+                    self._gate.wait()
+                may_start()
+            except BaseException:
+                self.state = before
+                raise
         threading.Thread(target=self._run, args=(engine, encoder_path), daemon=True, name="reindex").start()
         return self.state
 

@@ -12,11 +12,11 @@ from litestar.exceptions import ClientException, NotFoundException, ValidationEx
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.params import Parameter
 
+from retrieval.engine import Engine
 from retrieval.limits import NAME_MAX_CHARS
-from retrieval.state.catalogue import Catalogue
 from retrieval.storage.records import check_name
 from service.access import SECURITY, WRITE
-from service.api.dependencies import IngestJobs, IngestState, ReindexJob, refuse_during_reindex
+from service.api.dependencies import IngestJobs, IngestState, ReindexJob
 from service.api.errors import not_found
 from service.api.schemas import RAW_BODY, UnsupportedMediaType, path_id, query_param
 from service.settings import Settings
@@ -69,7 +69,7 @@ class IngestController(Controller):
           summary="Upload a catalogue file (JSONL or CSV) to ingest in the background",
           raises=[UnsupportedMediaType, Busy, ValidationException], operation_class=UploadOperation)
     def upload(
-        self, request: Request, body: bytes, catalogue: Catalogue, settings: Settings, ingest_jobs: IngestJobs,
+        self, request: Request, body: bytes, engine: Engine, settings: Settings, ingest_jobs: IngestJobs,
         reindex_job: ReindexJob,
         format: Annotated[Literal["jsonl", "csv"] | None,
                           Parameter(description="jsonl or csv; default: what the Content-Type or the name says")] = None,
@@ -80,10 +80,10 @@ class IngestController(Controller):
         same job as ``hybridrec ingest``: every row is written or rejected with its line and reason
         (``GET /v1/ingest/{job_id}``). One upload is ingested at a time (409 while one runs), and
         none while a reindex runs (409). At most ``max_body_bytes`` (413 above)."""
-        refuse_during_reindex(reindex_job)
         label = query_param("name", name, check_name)
         fmt = upload_format(format, label or "", request.headers.get("content-type"))
-        return ingest_jobs.start(catalogue, body, fmt, label or f"upload.{fmt}")
+        with reindex_job.writing():  # the job is running before a reindex can start and see it
+            return ingest_jobs.start(engine.catalogue, body, fmt, label or f"upload.{fmt}")
 
     @get("/{job_id:str}", opt={"scope": WRITE}, sync_to_thread=False, summary="An upload's ingest job: progress, "
                                                                                "rejected rows", raises=[NotFoundException])

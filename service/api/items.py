@@ -21,7 +21,7 @@ from retrieval.state.catalogue import Catalogue
 from retrieval.storage.records import Item, check_name, check_text
 from retrieval.storage.vector_store import ItemFilter
 from service.access import READ, SECURITY, WRITE
-from service.api.dependencies import ReindexJob, refuse_during_reindex
+from service.api.dependencies import ReindexJob
 from service.api.errors import invalid_record, not_found
 from service.api.schemas import (
     TEXT_PATTERN,
@@ -138,12 +138,12 @@ class ItemController(Controller):
 
     @put("/", opt={"scope": WRITE}, sync_to_thread=True, summary="Insert or replace items",
          raises=[UnsupportedMediaType])
-    def upsert(self, data: ItemsUpsert, catalogue: Catalogue, settings: Settings, reindex_job: ReindexJob) -> UpsertResult:
-        refuse_during_reindex(reindex_job)
+    def upsert(self, data: ItemsUpsert, engine: Engine, settings: Settings, reindex_job: ReindexJob) -> UpsertResult:
         if len(data.items) > settings.max_batch:
             raise invalid_record("items", f"at most {settings.max_batch} items per request; "
                                           "use `hybridrec ingest` for bulk loads")
-        report = catalogue.upsert(data.items)
+        with reindex_job.writing():
+            report = engine.catalogue.upsert(data.items)  # read inside: a reindex that just ended switched it
         ITEMS_WRITTEN.labels("upserted").inc(report.upserted)
         ITEMS_WRITTEN.labels("rejected").inc(len(report.rejected))
         return UpsertResult(report.upserted, [RejectedItem(r.index, r.id, r.error) for r in report.rejected])
@@ -181,9 +181,10 @@ class ItemController(Controller):
 
     @delete("/{item_id:str}", opt={"scope": WRITE}, sync_to_thread=True, summary="Delete one item", status_code=204,
             raises=[NotFoundException])
-    def delete_item(self, item_id: ItemId, catalogue: Catalogue, reindex_job: ReindexJob) -> None:
-        refuse_during_reindex(reindex_job)
-        if not catalogue.delete(item_id):
+    def delete_item(self, item_id: ItemId, engine: Engine, reindex_job: ReindexJob) -> None:
+        with reindex_job.writing():
+            deleted = engine.catalogue.delete(item_id)
+        if not deleted:
             raise not_found("item", item_id)
 
     @get("/{item_id:str}/similar", opt={"scope": READ}, sync_to_thread=True, summary="Items similar to one item",

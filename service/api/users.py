@@ -13,7 +13,7 @@ from retrieval.engine import Engine
 from retrieval.state.profiles import Profiles
 from retrieval.storage.records import parse_preferences
 from service.access import ADMIN, READ, SECURITY, WRITE, AccessKeys, Caller
-from service.api.dependencies import ReindexJob, refuse_during_reindex
+from service.api.dependencies import ReindexJob
 from service.api.errors import not_found
 from service.api.schemas import Attributes, Text, UnsupportedMediaType, path_id
 
@@ -111,8 +111,8 @@ class UserController(Controller):
         free pages or the write-ahead log), their profile, and their part of the co-occurrence index
         and popularity; answers which trained models learned from them. Idempotent. 409 while a
         reindex runs (it is rebuilding every profile from the log, and could write this one back)."""
-        refuse_during_reindex(reindex_job, "forget the user")  # its profile rebuild could write this one back
-        done = engine.forget_user(user_id)
+        with reindex_job.writing("forget the user"):  # its profile rebuild could write this one back
+            done = engine.forget_user(user_id)
         # The audit names the user by the log's keyed digest, as its tombstone does: never the id.
         access_keys.audit(caller, "forget user", f"user key {engine.log.user_key(user_id)}", done.describe())
         return Forgotten(user_id, done.forgotten, done.events_deleted,
