@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import sqlite3
 import threading
@@ -41,6 +42,8 @@ READ, WRITE, ADMIN = "read", "write", "admin"
 SCOPES = (READ, WRITE, ADMIN)
 ACCESS_FILE = "access.sqlite3"
 KEY_PREFIX = "hr_"
+RECOGNISED_FOR = 1.0  # seconds a rate limit trusts its list of active keys (a key made elsewhere: about this late)
+log = logging.getLogger("hybridrec.access")
 # The OpenAPI document's two ways to send a key; every scoped route accepts either.
 SECURITY_SCHEMES = {
     "bearer": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer <API key>"),
@@ -180,6 +183,10 @@ class AccessKeys:
             self._db.execute("PRAGMA synchronous=FULL")  # a revoked key stays revoked after a crash
             self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._active_digests: frozenset[str] = frozenset()  # of the active keys, for rate limits
+        self._digests_read = 0.0  # when (time.monotonic) they were read
+        self._reading = threading.Lock()
+        self._read_digests()
 
     def create(self, name: str, scopes: Iterable[str] | str) -> CreatedKey:
         """A new key; its secret is in the result and nowhere else."""
@@ -190,6 +197,7 @@ class AccessKeys:
         with self._lock:
             self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
                              (key_id, name, ",".join(wanted), _sha256(whole), now))
+        self._read_digests()
         return CreatedKey(key_id, name, wanted, now, None, whole)
 
     def revoke(self, key_id: str) -> bool:
@@ -197,6 +205,7 @@ class AccessKeys:
         with self._lock:
             cur = self._db.execute("UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL",
                                    (time.time(), key_id))
+        self._read_digests()
         return cur.rowcount == 1
 
     def list(self, include_revoked: bool = False) -> list[KeyInfo]:
@@ -210,6 +219,27 @@ class AccessKeys:
         """Access control is on while at least one key is active."""
         with self._lock:
             return self._db.execute("SELECT 1 FROM api_keys WHERE revoked IS NULL LIMIT 1").fetchone() is not None
+
+    def recognises(self, key: str | None) -> bool:
+        """Whether ``key`` is an active key as of at most about ``RECOGNISED_FOR`` seconds ago: for
+        counting a request against its key's rate limit, never for letting it in (``authenticate``
+        does that). It never waits for the store: an older list is read again in a thread."""
+        if time.monotonic() - self._digests_read > RECOGNISED_FOR and not self._reading.locked():
+            threading.Thread(target=self._read_digests, daemon=True, name="active keys").start()
+        return bool(key) and _sha256(key) in self._active_digests
+
+    def _read_digests(self) -> None:
+        if not self._reading.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                rows = self._db.execute("SELECT secret_sha256 FROM api_keys WHERE revoked IS NULL").fetchall()
+            self._active_digests = frozenset(row[0] for row in rows)
+        except Exception as err:  # what is known stays known while the store does not answer
+            log.warning("active API keys not read again (%s); rate limits count by the keys known before", err)
+        finally:
+            self._digests_read = time.monotonic()
+            self._reading.release()
 
     def authenticate(self, key: str | None) -> Caller | None:
         """The caller a key stands for, or None for a missing, malformed, unknown or revoked key."""

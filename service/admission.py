@@ -4,7 +4,7 @@ rate limiting, with ``Retry-After``), and back-pressure for the engine's bounded
 
 Example::
 
-    app = Litestar(..., middleware=[*rate_limits(settings), EngineAdmission(threads=8, queue=64)])
+    app = Litestar(..., middleware=[*rate_limits(20, 5, access_keys), EngineAdmission(threads=8, queue=64)])
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from litestar.middleware import ASGIMiddleware, DefineMiddleware
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from service.access import READ, WRITE, presented_key
+from service.access import READ, WRITE, AccessKeys, presented_key
 
 RETRY_AFTER = "Retry-After"
 
@@ -51,11 +51,12 @@ class _RateLimitWithRetryAfter(RateLimitMiddleware):
             raise
 
 
-def client_identity(request: Request) -> str:
-    """Who a limit counts against: the presented key (hashed, so the store never holds it; an
-    invalid key counts against itself, not against the key it imitates), else the client address."""
+def client_identity(request: Request, keys: AccessKeys) -> str:
+    """Who a limit counts against: an active key (hashed, so the store never holds it), else the
+    client address: an invented or revoked key counts against its sender's address, so new ones
+    each request cannot dodge the limit, nor use up a real key's budget."""
     key = presented_key(request)
-    if key:
+    if keys.recognises(key):
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
     return "address:" + (request.client.host if request.client else "unknown")
 
@@ -65,7 +66,7 @@ def _route_scope(request: Request) -> str | None:
     return handler.opt.get("scope") if handler is not None else None
 
 
-def rate_limits(read_per_second: int, write_per_second: int) -> list[DefineMiddleware]:
+def rate_limits(read_per_second: int, write_per_second: int, keys: AccessKeys) -> list[DefineMiddleware]:
     """One limit for read routes and one for write routes, each per key per second (0: none).
     Admin and public routes (health, readiness, metrics, docs) are not limited."""
     out = []
@@ -77,7 +78,7 @@ def rate_limits(read_per_second: int, write_per_second: int) -> list[DefineMiddl
             return _route_scope(request) == scope
 
         def identity(request: Request, scope: str = scope) -> str:
-            return f"{scope}:{client_identity(request)}"
+            return f"{scope}:{client_identity(request, keys)}"
 
         config = RateLimitConfig(rate_limit=("second", per_second), check_throttle_handler=applies,
                                  identifier_for_request=identity, middleware_class=_RateLimitWithRetryAfter,

@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         middleware=[RequestLog(), metrics_config().middleware,
                     # Each worker counts its own requests: together they allow the configured rate.
                     *rate_limits(-(-settings.read_rate_limit // settings.workers),
-                                 -(-settings.write_rate_limit // settings.workers)),
+                                 -(-settings.write_rate_limit // settings.workers), keys),
                     admission],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

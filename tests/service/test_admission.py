@@ -45,15 +45,24 @@ def test_reads_past_a_keys_rate_are_refused_with_retry_after_and_other_keys_are_
         assert all(client.get("/health").status_code == 200 for _ in range(10))
 
 
-def test_writes_past_the_rate_are_refused_and_an_invalid_key_counts_against_itself(engine, keys, tmp_path):
+def test_invented_keys_count_against_their_address_and_never_against_the_real_key(engine, keys, tmp_path):
     keys.create("admin", ["admin"])
     writer = keys.create("writer", ["write"])
     with _client(engine, keys, tmp_path, write_rate_limit=2) as client:
-        forged = "hr_" + writer.id + "_not-the-secret"
+        # A new invented key per request: each one used to start a budget of its own.
+        forged = iter(f"hr_{writer.id}_not-the-secret-{n}" for n in range(100))
         answers = _until_refused(lambda: client.post("/v1/events", json={"events": []},
-                                                     headers={"X-API-Key": forged}))
+                                                     headers={"X-API-Key": next(forged)}))
         assert answers[-1].status_code == 429 and {a.status_code for a in answers[:-1]} == {401}
         assert client.post("/v1/events", json={"events": []}, headers={"X-API-Key": writer.secret}).status_code == 200
+
+
+def test_with_access_control_off_any_key_sent_counts_against_the_address(engine, keys, tmp_path):
+    with _client(engine, keys, tmp_path, read_rate_limit=2, write_rate_limit=0) as client:
+        invented = iter(f"anything-{n}" for n in range(100))
+        answers = _until_refused(lambda: client.post("/v1/recommendations", json={"k": 1},
+                                                     headers={"X-API-Key": next(invented)}))
+        assert answers[-1].status_code == 429 and {a.status_code for a in answers[:-1]} == {200}
 
 
 def test_a_full_engine_queue_answers_503_at_once_and_recovers(engine, keys, tmp_path):
