@@ -430,11 +430,16 @@ class Engine:
         return Forgetting(forgotten, events, self.models.learned_from(first_seq) if forgotten else [])
 
     def reload_reranker(self) -> str | None:
-        """Serve the newest accepted reranker that fits today's items (loaded fully before the swap, so requests never
-        wait or see a half-loaded model); returns its version, or None when there is none. On a
+        """Serve the newest accepted reranker that fits today's items and can be loaded (loaded fully
+        before the swap, so requests never wait or see a half-loaded model); returns its version, or
+        None when there is none. On a
         shared log, the choice is recorded there and every other instance serves it too."""
         fitting = self.rerankers.fitting(self.item_space())
-        serving = self.serve_reranker(fitting[0]["version"] if fitting else None)
+        serving = self.serve_reranker(None) if not fitting else None
+        for meta in fitting:  # newest first: one that cannot be loaded gives way to the next
+            serving = self.serve_reranker(meta["version"])
+            if serving == meta["version"]:
+                break
         if self.shared:
             self.log.set_meta(SERVING_RERANKER, serving or "")
         return serving
@@ -443,7 +448,7 @@ class Engine:
         """Load a reranker version to serve over ``space``, or None (logged) where it cannot be."""
         try:
             return self.rerankers.load(version, device=self.config.device, item_space=space)
-        except (ValueError, OSError, KeyError, RuntimeError) as err:
+        except Exception as err:  # damaged files fail in many ways (a pickle, torch, JSON): none may stop serving
             log.error("reranker %s cannot be served: %s", version, err)
             return None
 
@@ -483,7 +488,7 @@ class Engine:
             return version
         try:
             loaded = self.sequences.load(version, self.item_space(), device=self.config.device)
-        except (ValueError, OSError, KeyError, RuntimeError) as err:
+        except Exception as err:
             # As for a reranker: what serves goes on serving, if it reads today's item vectors.
             keep = current if current is not None and current.metadata.get("item_space") == self.item_space() else None
             source.loaded = keep

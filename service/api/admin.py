@@ -24,6 +24,7 @@ class RerankerState(msgspec.Struct):
     serving: str | None
     versions: list[dict]
     sequence: str | None = None
+    not_loaded: list[str] = []  # the newest accepted models that could not be loaded, and why not
 
 
 class EncoderVersion(msgspec.Struct):
@@ -71,10 +72,24 @@ class AdminController(Controller):
           summary="Serve the newest accepted reranker and sequence encoder", status_code=200)
     def reload(self, engine: Engine, access_keys: AccessKeys, caller: Caller | None) -> RerankerState:
         # The new models are loaded before the swap; requests in flight finish on the old ones.
-        serving = engine.reload_reranker()
-        sequence = engine.reload_sequence()
-        access_keys.audit(caller, "reload models", serving, f"sequence encoder: {sequence}")
-        return RerankerState(serving, [_summary(m) for m in engine.rerankers.all()], sequence)
+        space = engine.item_space()
+        newest_reranker = next(iter(engine.rerankers.fitting(space)), {}).get("version")
+        newest_sequence = (engine.sequences.newest_fitting(space) or {}).get("version")
+        try:
+            serving = engine.reload_reranker()
+            sequence = engine.reload_sequence()
+        except Exception as err:  # what was swapped before the failure serves: the audit says so
+            current = engine.recommender.reranker
+            access_keys.audit(caller, "reload models", current.version if current else None,
+                              f"failed halfway ({type(err).__name__}: {err}); the reranker above serves")
+            raise
+        not_loaded = [f"{kind} {newest} is the newest accepted one but could not be loaded (the service's log says "
+                      f"why); {f'{current} still serves' if current else 'none serves'}"
+                      for kind, newest, current in (("reranker", newest_reranker, serving),
+                                                    ("sequence encoder", newest_sequence, sequence))
+                      if newest is not None and newest != current]
+        access_keys.audit(caller, "reload models", serving, "; ".join([f"sequence encoder: {sequence}", *not_loaded]))
+        return RerankerState(serving, [_summary(m) for m in engine.rerankers.all()], sequence, not_loaded)
 
     @post("/reindex", opt={"scope": ADMIN}, sync_to_thread=True, summary="Re-encode everything with an encoder, then switch", status_code=202)
     def start_reindex(self, data: ReindexStart, engine: Engine, reindex_job: ReindexJob, access_keys: AccessKeys,

@@ -222,7 +222,8 @@ async function reload() {
   btn.disabled = true;
   try {
     const out = await admin("reload", () => api("POST", "/v1/admin/reload"));
-    await loadModels(`Reloaded: ${out.serving ? `reranker ${out.serving} serves` : "no accepted reranker, retrieval's order serves"}.`);
+    const said = `Reloaded: ${out.serving ? `reranker ${out.serving} serves` : "no accepted reranker, retrieval's order serves"}.`;
+    await loadModels([said, ...(out.not_loaded || [])].join(" "));
   } catch { /* shown */ } finally {
     btn.disabled = false;
   }

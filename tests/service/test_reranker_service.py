@@ -97,3 +97,30 @@ def test_responses_and_explanations_name_what_drove_the_ranker(engine, demo_item
         assert "what raised its score most against a typical candidate" in explained["text"]
         for d in drivers:
             assert f"({d['effect']:+.4f})" in explained["text"]
+
+
+def test_a_reload_whose_newest_model_cannot_be_loaded_says_so_and_keeps_what_serves(engine, demo_items, tmp_path):
+    clicks(engine, "u1", [demo_items[0]["id"], demo_items[1]["id"]])
+    good = save(engine.rerankers, accepted=True)
+    with TestClient(create_app(Settings(data_dir=tmp_path / "unused"), engine=engine)) as client:
+        assert client.post("/v1/admin/reload").json()["serving"] == good
+        broken = save(engine.rerankers, accepted=True)
+        (engine.rerankers.path(broken) / "ranker.pkl").write_bytes(b"not a model")
+        reloaded = client.post("/v1/admin/reload")
+        assert reloaded.status_code == 200 and reloaded.json()["serving"] == good
+        assert reloaded.json()["not_loaded"] == [
+            f"reranker {broken} is the newest accepted one but could not be loaded (the service's log says why); "
+            f"{good} still serves"]
+        assert client.get("/v1/admin/audit", params={"limit": 1}).json()["entries"][0]["detail"].endswith(
+            f"{good} still serves")
+
+
+def test_an_engine_starts_on_the_newest_reranker_that_loads_when_the_newest_is_damaged(make_engine, demo_points):
+    engine = make_engine()
+    engine.catalogue.write(demo_points)
+    good = save(engine.rerankers, accepted=True)
+    broken = save(engine.rerankers, accepted=True)
+    (engine.rerankers.path(broken) / "ranker.pkl").write_bytes(b"")  # a disk that filled up mid-save
+    engine.close()
+    reopened = make_engine()  # an unreadable pickle used to stop the service from starting
+    assert reopened.recommender.reranker.version == good
