@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 from litestar import Controller, Response, get
 
 from retrieval.engine import Engine
+from service.access import AccessKeys
 from service.api.dependencies import ReindexJob
 
 
@@ -52,20 +55,37 @@ class HealthController(Controller):
             encoder=engine.encoder.name, log=log_position(engine),
         )
 
-    @get("/ready", sync_to_thread=True, summary="Readiness: the store answers, profiles are caught up, no reindex "
-                                                "is switching the index (503 until then)")
-    def ready(self, engine: Engine, reindex_job: ReindexJob) -> Response[Readiness]:
-        checks = {}
-        try:
+    @get("/ready", sync_to_thread=True, summary="Readiness: the store, the system of record and the key store answer, "
+                                                "profiles are caught up (503 until then); whether a reindex runs")
+    def ready(self, engine: Engine, reindex_job: ReindexJob, access_keys: AccessKeys) -> Response[Readiness]:
+        checks: dict[str, str] = {}
+        lag = 0
+
+        def check(name: str, answer: Callable[[], str]) -> None:
+            try:
+                checks[name] = answer()
+            except Exception as err:  # a part that cannot answer is what readiness must report
+                checks[name] = f"not answering: {err}"
+
+        def store() -> str:
             engine.catalogue.count()
-            checks["store"] = "ok"
-        except Exception as err:  # a store that cannot answer is the one thing readiness must report
-            checks["store"] = f"not answering: {err}"
-        if engine.follower is not None:
-            behind = engine.follower.lag()
-            checks["log"] = "ok" if behind == 0 else f"{behind} changes of other instances not applied yet"
-        lag = engine.profiles.lag()
-        checks["profiles"] = "ok" if lag == 0 else f"{lag} logged events not yet in profiles"
+            return "ok"
+
+        def log() -> str:
+            behind = engine.follower.lag() if engine.follower is not None else 0
+            return "ok" if behind == 0 else f"{behind} changes of other instances not applied yet"
+
+        def profiles() -> str:
+            nonlocal lag
+            lag = engine.profiles.lag()
+            return "ok" if lag == 0 else f"{lag} logged events not yet in profiles"
+
+        def keys() -> str:
+            access_keys.enabled()  # every keyed request asks the key store
+            return "ok"
+
+        for name, answer in (("store", store), ("log", log), ("profiles", profiles), ("keys", keys)):
+            check(name, answer)
         checks["reindex"] = "ok" if not reindex_job.running else "a reindex is running; item writes are refused"
         ready = all(v == "ok" for k, v in checks.items() if k != "reindex")
         reranker = engine.recommender.reranker

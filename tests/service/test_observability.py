@@ -94,6 +94,21 @@ def test_ready_until_profiles_fall_behind_the_log(client, engine, demo_items):
     assert client.get("/ready").status_code == 200
 
 
+def test_ready_says_which_part_does_not_answer(client, engine, keys, monkeypatch):
+    assert client.get("/ready").json()["checks"]["keys"] == "ok"
+    keys.close()  # every keyed request would fail: this instance must not take traffic
+    refused = client.get("/ready")
+    assert refused.status_code == 503 and refused.json()["checks"]["keys"].startswith("not answering:")
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(engine.profiles, "lag", unreachable)  # a 500 before: the log is what it reads
+    refused = client.get("/ready")
+    assert refused.status_code == 503
+    assert refused.json()["checks"]["profiles"] == "not answering: the database went away"
+
+
 def test_oversized_and_deeply_nested_bodies_are_refused_in_words(client):
     big = client.post("/v1/recommendations", content=b'{"query": "' + b"x" * 70_000 + b'"}',
                       headers={"content-type": "application/json"})
