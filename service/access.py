@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 from litestar.connection import ASGIConnection
@@ -302,6 +303,27 @@ def require_scope(keys: AccessKeys):
         connection.state.caller = caller
 
     return guard
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def refuse_cross_origin_writes(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """A Litestar guard: a request that changes something, sent by a browser from a page of another
+    origin, is refused (403). Browsers send such "simple" requests without asking first, and while
+    no key exists every route is open: any page an operator visits could write items or make the
+    first key. A browser always sends ``Origin`` on them; API clients (curl, SDKs) send none."""
+    if connection.scope.get("method") in SAFE_METHODS:
+        return
+    origin = connection.headers.get("origin")
+    if origin is None:
+        return
+    parsed = urlsplit(origin)
+    host = connection.headers.get("host", "")
+    if origin == "null" or not parsed.netloc or parsed.netloc.lower() != host.lower():
+        raise PermissionDeniedException(
+            detail=f"origin: a request from a page at {origin[:100]!r} may not change this service at {host[:100]!r}; "
+                   "call it from your server, or from the service's own console")
 
 
 def is_loopback(host: str) -> bool:

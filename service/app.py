@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import anyio
-from litestar import Litestar, Request, Router, get
+from litestar import Litestar, Request, Response, Router, get
 from litestar.config.compression import CompressionConfig
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
@@ -21,7 +21,7 @@ from prompts.query_parsing import suggest_constraints
 from retrieval.engine import AUTO_INSTANCE, Engine
 from retrieval.pipeline.config import source_weights
 from retrieval.storage.records import InvalidRecord
-from service.access import SECURITY_COMPONENTS, AccessKeys, require_scope
+from service.access import SECURITY_COMPONENTS, AccessKeys, refuse_cross_origin_writes, require_scope
 from service.admission import EngineAdmission, declare_refusals, rate_limits
 from service.api.admin import AdminController
 from service.api.catalogue import CatalogueController
@@ -51,10 +51,32 @@ def to_console() -> Redirect:
     return Redirect(f"{CONSOLE_PATH}/")
 
 
+# The console runs only its own files, talks only to its own origin, and is never framed by another
+# page (which could steer its clicks).
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+                               "form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _console_with_slash(request: Request) -> Redirect | None:
+    """``/console`` itself would load its page with relative links resolved against ``/``: send it to ``/console/``."""
+    return Redirect(f"{CONSOLE_PATH}/") if request.scope.get("raw_path") == CONSOLE_PATH.encode() else None
+
+
+def _console_headers(response: Response) -> Response:
+    response.headers.update(CONSOLE_HEADERS)
+    return response
+
+
 def console_router() -> Router:
     """The web console's static files, public: its pages send the user's key to the API themselves."""
     return create_static_files_router(CONSOLE_PATH, directories=[CONSOLE_DIR], html_mode=True, name="console",
-                                      include_in_schema=False)
+                                      include_in_schema=False, before_request=_console_with_slash,
+                                      after_request=_console_headers)
 
 
 def worker_app() -> Litestar:
@@ -121,7 +143,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     return Litestar(
         route_handlers=[*controllers, console_router(), to_console],
         dependencies=dependencies(settings, generator, reindex_job, keys, ingest_jobs),
-        guards=[require_scope(keys), check_request],
+        guards=[refuse_cross_origin_writes, require_scope(keys), check_request],
         plugins=[ClosedStructSchemas()],
         exception_handlers={InvalidRecord: invalid_record_handler, HTTPException: http_error_handler,
                             RecursionError: too_deep_handler, Exception: internal_error_handler},

@@ -35,7 +35,7 @@ _AT_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?:\.(?P<path>[^`]*))?`)?$",
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # The id rule as a regular expression, for the OpenAPI document (``check_id`` says which part failed).
-ID_PATTERN = r"^[^\s/\x00-\x1f\x7f-\x9f](?:[^/\x00-\x1f\x7f-\x9f]*[^\s/\x00-\x1f\x7f-\x9f])?$"
+ID_PATTERN = r"^(?!\.\.?$)[^\s/\x00-\x1f\x7f-\x9f](?:[^/\x00-\x1f\x7f-\x9f]*[^\s/\x00-\x1f\x7f-\x9f])?$"
 # Integer attributes round-trip through the vector store's payload only within 64 bits.
 _INT64 = (-(2**63), 2**63 - 1)
 FUTURE_SLACK_SECONDS = 86400  # clocks differ; a timestamp further ahead than this is a mistake
@@ -124,7 +124,7 @@ def _from_msgspec(err: msgspec.ValidationError) -> InvalidRecord:
 def check_id(field: str, value: str) -> str:
     """The one id rule, for item and user ids in bodies and in paths alike: 1 to ID_MAX_CHARS
     characters, no control characters, no ``/`` (a path segment could not hold it, so such an id
-    could never be read or deleted), and no whitespace at either end (ids compare exactly, and
+    could never be read or deleted), not ``.`` or ``..`` (a URL path drops them), and no whitespace at either end (ids compare exactly, and
     " a" would look like "a"). Returns the value; raises InvalidRecord naming ``field``."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidRecord(field, "must be a non-empty string")
@@ -134,6 +134,8 @@ def check_id(field: str, value: str) -> str:
         raise InvalidRecord(field, "contains control characters")
     if "/" in value:
         raise InvalidRecord(field, "contains '/', which a URL path cannot carry")
+    if value in (".", ".."):
+        raise InvalidRecord(field, f"is {value!r}, which browsers and proxies remove from a URL path")
     if value != value.strip():
         raise InvalidRecord(field, "starts or ends with whitespace")
     return value

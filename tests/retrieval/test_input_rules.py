@@ -30,6 +30,8 @@ ITEM = {"id": "sku-1", "title": "Gel pen"}
     ("a\x7fb", "control"),  # DEL
     ("a\x85b", "control"),  # C1
     ("a/b", "'/'"),
+    (".", "URL path"),
+    ("..", "URL path"),
     (" a", "whitespace"),
     ("a\u00a0", "whitespace"),
 ])
@@ -39,14 +41,15 @@ def test_the_id_rule_refuses(value, reason):
     assert err.value.field == "user_id" and reason in err.value.reason
 
 
-@pytest.mark.parametrize("value", ["a", "sku-1", "a b", "ürün:42", "a" * 256, "user@example.com", "a\\b"])
+@pytest.mark.parametrize("value", ["a", "...", ".a", "sku-1", "a b", "ürün:42", "a" * 256, "user@example.com", "a\\b"])
 def test_the_id_rule_accepts(value):
     assert check_id("item_id", value) == value
 
 
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
-       | st.sampled_from(["/", " ", "\t", "\x85", "\u2028", "\x00", "a", "é"]).map(lambda c: f"x{c}y"))
+       | st.sampled_from(["/", " ", "\t", "\x85", "\u2028", "\x00", "a", "é"]).map(lambda c: f"x{c}y")
+       | st.sampled_from([".", "..", "...", ".x", "x."]))
 def test_the_documented_pattern_is_the_id_rule(value):
     # The OpenAPI document states the rule as ID_PATTERN; it must agree with check_id, which enforces it.
     try:

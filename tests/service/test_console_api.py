@@ -18,9 +18,15 @@ def client(engine, keys, tmp_path):
 def test_the_console_is_served_without_a_key_and_the_root_redirects_to_it(client, keys):
     keys.create("ops", ["admin"])  # access control on: the pages stay public
     assert (CONSOLE_DIR / "index.html").is_file()
-    for path in ("/console", "/console/", "/console/index.html"):
+    for path in ("/console/", "/console/index.html"):
         r = client.get(path)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), path
+        # Only its own files run, and no other page may frame it (and steer its clicks).
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"] and r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+    # Without the slash its relative links would load /console.js: it is sent to /console/.
+    r = client.get("/console", follow_redirects=False)
+    assert r.status_code in (301, 302, 307, 308) and r.headers["location"] == "/console/"
     assert client.get("/console/no-such-file.js").status_code == 404
     assert client.get("/console/..%2Fapp.py").status_code == 404
     r = client.get("/", follow_redirects=False)
@@ -371,3 +377,25 @@ def test_an_upload_whose_worker_died_while_this_one_ran_goes_before_the_next(cli
     assert wait_for_job(client, "20261207-000002-cccc")[-1]["upserted"] == 300
     r = client.post("/v1/ingest", params={"format": "jsonl"}, content=b'{"id": "next", "title": "Next"}\n')
     assert r.status_code == 202 and wait_for_job(client, r.json()["id"])[-1]["upserted"] == 1
+
+
+def test_a_page_of_another_origin_cannot_change_anything_while_no_key_exists(client, engine):
+    # A browser sends these without asking first (no preflight): a body without a Content-Type, or
+    # text/plain. With no key yet every route is open, so any page the operator visits could write.
+    own = client.base_url.netloc.decode() if isinstance(client.base_url.netloc, bytes) else client.base_url.netloc
+    for origin in ("http://127.0.0.1:18090", "null", "https://evil.example"):
+        item = client.put("/v1/items", content=b'{"items": [{"id": "demo-000007", "title": "PWNED stapler"}]}',
+                          headers={"Origin": origin})
+        key = client.post("/v1/admin/keys", content=b'{"name": "attacker", "scopes": ["read"]}',
+                          headers={"Origin": origin})
+        upload = client.post("/v1/ingest?format=jsonl", content=b'{"id": "x", "title": "X"}\n',
+                             headers={"Origin": origin, "Content-Type": "text/plain"})
+        for refused in (item, key, upload):
+            assert refused.status_code == 403 and refused.json()["detail"].startswith("origin:"), refused.text
+    assert engine.catalogue.get("x") is None and client.get("/v1/admin/keys").json() == []
+    assert "PWNED" not in (engine.catalogue.get("demo-000007").payload["title"] if engine.catalogue.get("demo-000007") else "")
+    # Reads from anywhere, and writes from the service's own pages or from non-browser clients, go on.
+    assert client.get("/v1/items?limit=1", headers={"Origin": "https://evil.example"}).status_code == 200
+    ok = {"items": [{"id": "same-origin", "title": "Brass lamp"}]}
+    assert client.put("/v1/items", json=ok, headers={"Origin": f"http://{own}"}).status_code == 200
+    assert client.put("/v1/items", json=ok).status_code == 200
