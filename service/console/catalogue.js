@@ -22,14 +22,24 @@ export function init() {
   for (const el of [els.category, els.brand]) el.addEventListener("change", () => browse(0, true));
   els.prev.addEventListener("click", () => browse(state.page - 1));
   els.next.addEventListener("click", () => browse(state.page + 1));
-  els.upload.addEventListener("submit", (e) => {
+  els.upload.addEventListener("submit", async (e) => {
     e.preventDefault();
-    upload();
+    if (state.uploading) return; // one upload at a time from here: a second click would only be refused
+    state.uploading = true;
+    const sending = els.upload.querySelectorAll("button, input, select");
+    for (const el of sending) el.disabled = true;
+    try {
+      await upload();
+    } finally {
+      state.uploading = false;
+      for (const el of sending) el.disabled = false;
+    }
   });
 }
 
 export function show({ keyChanged = false } = {}) {
-  fillFacetSelects().catch((err) => { if (!(err instanceof ApiError && err.refused)) showError(err, "facets", "read"); });
+  // Read again on each visit: items written since (by anyone) may bring categories and brands.
+  fillFacetSelects({ fresh: true }).catch((err) => { if (!(err instanceof ApiError && err.refused)) showError(err, "facets", "read"); });
   if (!state.loaded || keyChanged) browse(0, true);
 }
 

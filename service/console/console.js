@@ -1,6 +1,6 @@
 // The console's entry: the API key box, the hash routes (#/try, #/shopper, #/catalogue, #/operate)
 // and the pages. Each page is a module with init() (once) and show() (each time it is opened).
-import { $, $$, apiKey, clearErrors, resetFacets, setApiKey } from "./lib.js";
+import { $, $$, ApiError, apiKey, clearErrors, resetFacets, setApiKey, showError } from "./lib.js";
 import * as catalogue from "./catalogue.js";
 import * as operate from "./operate.js";
 import * as shopper from "./shopper.js";
@@ -44,6 +44,13 @@ $("#key-form").addEventListener("submit", (e) => {
   e.preventDefault();
   const typed = $("#api-key").value.trim();
   if (!typed && apiKey()) return; // an empty box keeps the key in use; "Forget key" drops it
+  if (typed && !/^[\x21-\x7e]+$/.test(typed)) {
+    // A header cannot carry it (a pasted smart quote, a space): every request would fail unsent.
+    showError(new ApiError("", "", 0, { detail: "this is not an API key: keys are printable ASCII without spaces "
+      + "(hr_<id>_<secret>, as `hybridrec keys create` printed it)", extra: [{ key: "key", message: "not a key" }] }),
+    "key", "read");
+    return;
+  }
   setApiKey(typed);
   keyState();
   resetFacets();

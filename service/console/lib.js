@@ -52,6 +52,7 @@ export function h(tag, attrs = {}, ...children) {
     if (value == null || value === false) continue;
     if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
     else if (name === "class") el.className = value;
+    else if (name === "style") el.style.cssText = value; // through the CSSOM: the CSP refuses style attributes
     else if (name === "dataset") Object.assign(el.dataset, value);
     else if (name === "value" || name === "checked" || name === "selected") el[name] = value;
     else el.setAttribute(name, value === true ? "" : String(value));
@@ -169,7 +170,8 @@ export function facets() {
 export function resetFacets() { facetsPromise = null; }
 
 /** Fill every category/brand select on the page, keeping what is chosen. */
-export async function fillFacetSelects() {
+export async function fillFacetSelects({ fresh = false } = {}) {
+  if (fresh) resetFacets();
   const f = await facets();
   const put = (selects, rows) => {
     for (const sel of selects) {
@@ -239,7 +241,8 @@ export function explanationView(ex, item) {
   if (ev.preferences) evidence.push("matches the stated preferences");
   if (ev.popular) evidence.push(`popular (rank ${ev.popular.rank} among popular items)`);
   if (ev.diversity && ev.diversity.moved) {
-    evidence.push(`diversity moved it ${ev.diversity.moved > 0 ? "down" : "up"} ${Math.abs(ev.diversity.moved)} place(s)`);
+    // moved: relevance rank minus rank, as the explanation's text reads it (> 0: up).
+    evidence.push(`diversity moved it ${ev.diversity.moved > 0 ? "up" : "down"} ${Math.abs(ev.diversity.moved)} place(s)`);
   }
   if (!evidence.length) evidence.push("no specific evidence: it is among the candidates retrieval found");
 
@@ -289,6 +292,13 @@ export function explanationView(ex, item) {
 }
 
 /** A "Why?" button that opens (and closes) the item's explanation inside its card. */
+/** The explanation request for an item of a list: the list's own request, so that the rank and the
+ * evidence are those of the list on screen (every field /v1/recommendations took but ``explain``). */
+export function explanationRequest(recommendation) {
+  const { explain, ...same } = recommendation;
+  return same;
+}
+
 export function whyButton(item, request, op, card) {
   const btn = h("button", { type: "button", class: "small why", "aria-expanded": "false",
                             "aria-label": `Why ${item.title}?` }, "Why?");

@@ -1,6 +1,7 @@
 // Be a shopper: pick or create a user, state preferences, act on the cards (click, like, dislike,
 // buy) and watch the list and the profile change after each action; forget the user.
-import { $, ApiError, api, attempt, fill, h, itemCard, num, plural, refusal, showError, when, whyButton } from "./lib.js";
+import { $, ApiError, api, attempt, explanationRequest, fill, h, itemCard, num, plural, refusal, showError, when,
+  whyButton } from "./lib.js";
 
 const USER_STORE = "hybridrec.shopper";
 const ACTIONS = [["click", "Click"], ["like", "Like"], ["dislike", "Dislike"], ["purchase", "Buy"]];
@@ -90,7 +91,7 @@ async function loadList() {
     h("strong", {}, `For ${state.user}`), query ? ` looking for "${query}"` : "", ": ",
     `${out.items.length} items · profile: ${out.profile}${cold ? " (cold start: nothing known yet, so popular items)" : ""}`,
     ` · ${num(out.took_ms, 1)} ms`, out.notes.length ? ` · ${out.notes.join("; ")}` : "");
-  const explain = { user_id: state.user, query: body.query };
+  const explain = explanationRequest(body);
   fill(els.results, out.items.map((item) => {
     let card;
     const buttons = ACTIONS.map(([type, label]) => h("button", {

@@ -1,7 +1,7 @@
 // Try it: a sentence in, its understood constraints as removable chips, the results as cards with
 // their explanations; a diversity slider and filters change the list live.
-import { $, ApiError, api, attempt, debounce, fill, fillFacetSelects, h, itemCard, money, num, refusal,
-         showError, whyButton } from "./lib.js";
+import { $, ApiError, api, attempt, debounce, explanationRequest, fill, fillFacetSelects, h, itemCard, money, num,
+         refusal, showError, whyButton } from "./lib.js";
 
 const state = { sentence: "", interp: null, removed: new Set(), seq: 0, loaded: false };
 let els;
@@ -32,7 +32,8 @@ export function init() {
 }
 
 export function show({ keyChanged = false } = {}) {
-  fillFacetSelects().catch((err) => { if (!(err instanceof ApiError && err.refused)) showError(err, "facets", "read"); });
+  // Read again on each visit: items written since (by anyone) may bring categories and brands.
+  fillFacetSelects({ fresh: true }).catch((err) => { if (!(err instanceof ApiError && err.refused)) showError(err, "facets", "read"); });
   if (!state.loaded || keyChanged) run();
 }
 
@@ -109,12 +110,6 @@ function request() {
   return body;
 }
 
-/** The same request, as /v1/explanations takes it. */
-function explainRequest(body) {
-  const { query, history, filters, diversity } = body;
-  return { query, history, filters, diversity };
-}
-
 async function run() {
   const seq = ++state.seq;
   state.loaded = true;
@@ -142,7 +137,7 @@ async function run() {
   if (!body.query && !state.removed.size) state.interp = null;
   renderUnderstood(body);
   renderSummary(out, body);
-  const ex = explainRequest(body);
+  const ex = explanationRequest(body);
   fill(els.results, out.items.map((item) => {
     let card;
     card = itemCard(item, [whyButton(item, () => ex, "explain", () => card)]);

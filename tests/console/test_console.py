@@ -106,6 +106,36 @@ def test_an_explanation_opens_with_its_evidence(open_console, shot):
     expect(panel).to_have_count(0)
 
 
+def test_why_explains_the_rank_the_card_is_shown_at(open_console):
+    page = open_console("#/try")  # diversity is on (0.3): it reorders the list, and the explanation must follow
+    ask(page, "something for my home office")
+    shown = page.locator("#try-results > li.card")
+    count = shown.count()
+    assert count == 12, count
+    for position in (1, 2, 5, count - 1, count):  # the last two lie past the API's default of 10
+        card = shown.nth(position - 1)
+        with page.expect_response("**/v1/explanations") as answered:
+            card.locator("button.why").click()
+        evidence = answered.value.json()["evidence"]
+        assert answered.value.request.post_data_json["k"] == count
+        assert evidence["rank"] == position, (position, evidence["rank"])
+        panel = card.locator(".explanation")
+        expect(panel).to_be_visible()
+        moved = (evidence.get("diversity") or {}).get("moved")
+        if moved:  # the evidence line says what the text says
+            direction = "up" if moved > 0 else "down"
+            expect(panel.locator(".text")).to_contain_text(f"moved {direction}")
+            expect(panel.locator("ul.evidence")).to_contain_text(f"diversity moved it {direction}")
+
+
+def test_a_key_no_header_can_carry_is_refused_in_words(open_console):
+    page = open_console("#/try", key=None)
+    page.locator("#api-key").fill("\u201chr_abc_def\u201d")  # pasted with smart quotes
+    page.locator("#key-form button[type=submit]").click()
+    expect(page.locator("#errors .error")).to_contain_text("this is not an API key")
+    expect(page.locator("#key-state")).to_have_text("no key")
+
+
 def test_filters_and_diversity_change_the_list_live(open_console):
     page = open_console("#/try")
     ask(page, "a desk lamp")
@@ -232,10 +262,16 @@ def test_uploading_a_file_with_two_bad_rows_lists_both(open_console, tmp_path, s
     upload = tmp_path / "items.jsonl"
     upload.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     page = open_console("#/catalogue")
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and "/v1/ingest" in r.url else None)
     page.get_by_label("Catalogue file", exact=True).set_input_files(str(upload))
-    page.get_by_role("button", name="Upload", exact=True).click()
+    # An impatient double click sends it once (the second used to be refused and left an error up).
+    page.get_by_role("button", name="Upload", exact=True).dblclick()
     state = page.locator("#cat-ingest-state")
     expect(state).to_contain_text("Done", timeout=60_000)
+    assert len(posts) == 1, posts
+    expect(page.locator("#errors .error")).to_have_count(0)
+    expect(page.get_by_role("button", name="Upload", exact=True)).to_be_enabled()
     expect(state).to_contain_text("3 items written")
     expect(state).to_contain_text("2 rejected")
     rejected = page.locator("#cat-rejected table.rejected tbody tr")
