@@ -148,6 +148,73 @@ def _in_word(char: str) -> bool:
     return char.isalnum() or char in "_-"
 
 
+_UNIT_WORDS = {w: n for n, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_TENS_WORDS = {w: 10 * n for n, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_CURRENCY_WORDS = {"dollar", "dollars", "bucks", "usd"}
+_RANGE_WORDS = {"and", "to"}  # "between ten and twenty dollars", "ten to twenty dollars"
+
+
+def _worded_number(words: list[str]) -> int | None:
+    """["twenty", "five"] -> 25, ["a", "hundred", "and", "fifty"] -> 150; None if not one number."""
+    total = current = 0
+    previous = None
+    for n, word in enumerate(words):
+        # Each word must fit where it stands: "one hundred two hundred" is two numbers, not one.
+        if word in _UNIT_WORDS and (current % 100 == 0 or (current % 100 >= 20 and current % 10 == 0)):
+            current += _UNIT_WORDS[word]
+        elif word in _TENS_WORDS and current % 100 == 0:
+            current += _TENS_WORDS[word]
+        elif word == "hundred" and current < 100:
+            current = max(current, 1) * 100
+        elif word == "thousand" and total == 0 and current < 1000:
+            total, current = max(current, 1) * 1000, 0
+        elif word == "a" and n == 0 and len(words) > 1 and words[1] in ("hundred", "thousand"):
+            current = 1
+        elif not (word == "and" and previous in ("hundred", "thousand") and n + 1 < len(words)):
+            return None
+        previous = word
+    return total + current if words else None
+
+
+def _digits_for_words(text: str) -> str:
+    """Amounts written in words before a currency word, in digits: "under fifty dollars" -> "under
+    50 dollars", "between ten and twenty bucks" -> "between 10 and 20 bucks". Nowhere else: "the one
+    I bought" keeps its "one"."""
+    tokens = list(re.finditer(r"[A-Za-z]+", text))
+    spans: list[tuple[int, int, int]] = []  # (start, end, value) to write in digits
+
+    def number_before(end: int) -> tuple[int, int] | None:
+        """The longest number ending at token ``end - 1``: (first token, value)."""
+        first = end
+        while first > 0 and tokens[first - 1].group(0).lower() in (*_UNIT_WORDS, *_TENS_WORDS, "hundred", "thousand",
+                                                                     "a", "and") \
+                and (first == end or re.fullmatch(r"[\s-]+", text[tokens[first - 1].end():tokens[first].start()])):
+            first -= 1
+        for start in range(first, end):
+            value = _worded_number([t.group(0).lower() for t in tokens[start:end]])
+            if value is not None:
+                return start, value
+        return None
+
+    for i, token in enumerate(tokens):
+        if token.group(0).lower() not in _CURRENCY_WORDS:
+            continue
+        found = number_before(i)
+        if found is None:
+            continue
+        start, value = found
+        spans.append((tokens[start].start(), tokens[i - 1].end(), value))
+        if start >= 2 and tokens[start - 1].group(0).lower() in _RANGE_WORDS:
+            low = number_before(start - 1)
+            if low is not None:
+                spans.append((tokens[low[0]].start(), tokens[start - 2].end(), low[1]))
+    for begin, end, value in sorted(spans, reverse=True):
+        text = text[:begin] + str(value) + text[end:]
+    return text
+
+
 def _amount(text: str) -> float:
     """A matched number: "1,500" -> 1500.0, "15,99" -> 15.99."""
     if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
@@ -178,7 +245,7 @@ class QueryParser:
 
     def parse(self, text: str, user_id: str | None = None) -> ParsedQuery:
         q = ParsedQuery(text=text, semantic=text)
-        work = " " + text.strip() + " "
+        work = " " + _digits_for_words(text.strip()) + " "
         work = self._prices(q, work)
         for amount in re.findall(_FOREIGN_AMOUNT, work, flags=re.IGNORECASE):
             q.notes.append(f"'{amount.strip()}': prices are read in dollars ($15, 15 dollars); this amount was not "

@@ -65,6 +65,13 @@ CASES = [
      "shredder"),
     ("paper 10-20 dollars", None, {"price_min": 10.0, "price_max": 20.0, "categories": ["Paper"]}, None, "paper"),
     ("labels over $25", None, {"price_min": 25.0, "categories": ["Labels"]}, None, "labels"),
+    # amounts in words, before a currency word only
+    ("a stapler under fifty dollars", None, {"price_max": 50.0, "categories": ["Staplers"]}, None, "a stapler"),
+    ("notebooks less than twenty-five bucks", None, {"price_max": 25.0, "categories": ["Notebooks"]}, None,
+     "notebooks"),
+    ("office chairs between one hundred and two hundred and fifty dollars", None,
+     {"price_min": 100.0, "price_max": 250.0, "categories": ["Office Chairs"]}, None, "office chairs"),
+    ("one stapler for two desks", None, {"categories": ["Staplers"]}, None, "one stapler for two desks"),
     ("a chair at least 150 dollars", None, {"price_min": 150.0}, None, "a chair"),
     ("sticky notes up to $8.50", None, {"price_max": 8.5, "categories": ["Sticky Notes"]}, None, "sticky notes"),
     ("gift for a writer around $40", None, {"price_min": 32.0, "price_max": 48.0}, None, "gift for a writer"),
