@@ -37,7 +37,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
-from retrieval.storage.event_log import DatabaseUnavailable
+from retrieval.storage.event_log import DatabaseUnavailable, check_record
 
 READ, WRITE, ADMIN = "read", "write", "admin"
 SCOPES = (READ, WRITE, ADMIN)
@@ -174,6 +174,7 @@ class AccessKeys:
     """API keys and the audit log of one data directory, or of a PostgreSQL database."""
 
     def __init__(self, data_dir: str | Path, database_url: str | None = None):
+        check_record(database_url, data_dir)  # keys made in a SQLite file the service never reads would be lost
         if database_url:
             self._db = _PostgresAccess(database_url)
         else:

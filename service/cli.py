@@ -13,7 +13,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from retrieval.storage.event_log import DatabaseUnavailable
+from retrieval.storage.event_log import DatabaseUnavailable, database_where
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger("hybridrec.cli")
@@ -100,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"hybridrec serving {engine.catalogue.count()} items from {settings.data_dir.resolve()} "
           f"at {base}\n  try it in the console: {base}/console/\n"
           f"  API docs: {base}{DOCS_PATH}/swagger  (OpenAPI JSON: {base}{DOCS_PATH}/openapi.json)\n"
-          + (f"  workers: {settings.workers}, sharing {settings.database_url.split('@')[-1]}\n"
+          + (f"  workers: {settings.workers}, sharing {database_where(settings.database_url)}\n"
              if settings.workers > 1 else "")
           + (f"  access control: on ({len(keys.list())} active API keys; send 'Authorization: Bearer <key>')"
              if protected else "  access control: OFF, every route is open (turn it on: hybridrec keys create "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import sys
 import tomllib
 import types
@@ -241,14 +242,28 @@ def _between(low: float, high: float) -> Check:
     return Check(f"between {low} and {high}", lambda v: low <= v <= high)
 
 
+def _shown(key: str, value: Any) -> str:
+    """A bad value as an error repeats it: a secret one by its kind only."""
+    if key in SECRET_SETTINGS:
+        scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]{0,19}://", str(value))
+        return f"a value starting {scheme.group(0)!r} (the rest is not shown)" if scheme else "a value not shown here"
+    return repr(value)
+
+
 def _one_of(*choices: str) -> Check:
     return Check("among " + ", ".join(repr(c) for c in choices), lambda v: v in choices)
 
 
 WEIGHT_NAMES = (*SOURCE_NAMES, "lexical_history", "dense_profile_without_query")
 
+# Settings whose values an error never repeats.
+SECRET_SETTINGS = {"database_url", "qdrant_api_key", "openai_api_key"}
+
 CHECKS: dict[str, Check] = {
     "port": _between(1, 65535),
+    "database_url": Check("that is a postgresql:// URL (postgresql://user:password@host:5432/database)",
+                          lambda v: v is None or v.startswith(("postgresql://", "postgres://"))),
+    "device": Check("that is auto, cpu, cuda or cuda:N", lambda v: v in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", v))),
     "max_batch": _at_least(1),
     "max_body_bytes": _at_least(1024),
     "read_rate_limit": _at_least(0),
@@ -570,14 +585,14 @@ def _load(cls: type, environ: dict[str, str], overrides: dict[str, Any]) -> Sett
         try:
             converted = convert(value, knob.type, from_env)
         except _Bad as bad:
-            errors.append(f"{label} must be {bad.args[0]}, got {value!r}")
+            errors.append(f"{label} must be {bad.args[0]}, got {_shown(key, value)}")
             continue
         check = CHECKS.get(key)
         if check is not None and not check.ok(converted):
             inner = _optional_inner(knob.type)
             what = (f"{describe(knob.type)} {check.expected}" if inner is None
                     else f"{describe(inner)} {check.expected} or none")
-            errors.append(f"{label} must be {what}, got {value!r}")
+            errors.append(f"{label} must be {what}, got {_shown(key, value)}")
             continue
         if isinstance(converted, dict) and isinstance(knob.default, dict):
             converted = {**knob.default, **converted}  # a table names the keys it changes

@@ -81,9 +81,66 @@ class DatabaseUnavailable(RuntimeError):
 
     @classmethod
     def at(cls, url: str, err: Exception) -> "DatabaseUnavailable":
-        where = url.rsplit("@", 1)[-1]  # never the password
-        return cls(f"cannot use the PostgreSQL database at {where}: {str(err).strip()}; check "
-                   "HYBRIDREC_DATABASE_URL and that the server is running")
+        return cls(f"cannot use the PostgreSQL database at {database_where(url)}: {without_secrets(str(err), url)}; "
+                   "check HYBRIDREC_DATABASE_URL and that the server is running")
+
+
+def _conninfo(url: str) -> dict[str, Any] | None:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        return conninfo_to_dict(url)
+    except Exception:  # not a connection string psycopg reads: nothing of it may be shown
+        return None
+
+
+def database_where(url: str) -> str:
+    """Where a database URL points, to print: ``host:port/dbname``, never the user's password."""
+    parts = _conninfo(url)
+    if parts is None:
+        return "(a connection string that cannot be read)"
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"{parts.get('host') or 'localhost'}{port}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+def without_secrets(message: str, url: str) -> str:
+    """``message`` (a driver's error, which may repeat the connection string) without the URL or its password."""
+    message = message.strip().replace(url, database_where(url))
+    password = (_conninfo(url) or {}).get("password")
+    return message.replace(password, "***") if password else message
+
+
+RECORD_FILE = "record.json"  # which system of record a data directory uses, once it is a database
+
+
+def check_record(database_url: str | None, data_dir: str | Path) -> None:
+    """A data directory first opened on a database says so in its ``record.json``; opening it later
+    without ``database_url`` is refused, instead of starting an empty SQLite log beside it (where a
+    forget would find nothing to forget, and a key made would never reach the service)."""
+    path = Path(data_dir) / RECORD_FILE
+    if database_url:
+        known = {"database": "postgresql", "at": database_where(database_url)}
+        try:
+            if json.loads(path.read_text(encoding="utf-8")) == known:
+                return
+        except (OSError, ValueError):
+            pass
+        from retrieval.storage.files import write_atomically
+
+        write_atomically(path, lambda fh: fh.write(json.dumps(known).encode()))
+        return
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as err:
+        raise DatabaseUnavailable(f"{path} cannot be read ({err}): it says which database this data directory "
+                                  "uses; set HYBRIDREC_DATABASE_URL to it, or remove the file if it uses none") from None
+    if known.get("database") == "postgresql":
+        raise DatabaseUnavailable(
+            f"data directory {data_dir} keeps its events, users and keys in the PostgreSQL database at "
+            f"{known.get('at')} (its {RECORD_FILE} says so): set HYBRIDREC_DATABASE_URL to that database; without it "
+            "this command would read and write an empty log of its own")
 
 
 class EventLog(Protocol):
@@ -173,7 +230,9 @@ def changes_from_rows(head: int, events: list, preferences: list, items: list, f
 
 
 def open_event_log(database_url: str | None, data_dir: str | Path) -> EventLog:
-    """PostgreSQL when ``database_url`` is set, else the SQLite file in the data directory."""
+    """PostgreSQL when ``database_url`` is set, else the SQLite file in the data directory (refused
+    for a data directory whose record is a database: ``check_record``)."""
+    check_record(database_url, data_dir)
     if database_url:
         from retrieval.storage.postgres_log import PostgresEventLog
 
