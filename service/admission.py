@@ -16,6 +16,7 @@ import anyio.to_thread
 from litestar import Request
 from litestar.enums import ScopeType
 from litestar.exceptions import (
+    HTTPException,
     NotAuthorizedException,
     PermissionDeniedException,
     ServiceUnavailableException,
@@ -27,6 +28,7 @@ from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLim
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from service.access import READ, WRITE, AccessKeys, presented_key
+from service.api.errors import http_error_handler
 
 RETRY_AFTER = "Retry-After"
 
@@ -48,7 +50,16 @@ class _RateLimitWithRetryAfter(RateLimitMiddleware):
             kind = self.config.store.removeprefix("rate_limit_")
             refused.detail = (f"more than {self.max_requests} {kind} requests per {self.unit} from this key "
                               "(or address); retry after the seconds in Retry-After")
-            raise
+            await answer_refusal(scope, receive, send, refused)
+
+
+async def answer_refusal(scope: Scope, receive: Receive, send: Send, refused: HTTPException) -> None:
+    """Answer a refusal here, as the app's error handler words it, instead of raising it: raised
+    from a middleware it would pass the Prometheus middleware around it unanswered, and be counted
+    as a 200 taking no time."""
+    app = scope["litestar_app"]
+    request = app.request_class(scope, receive)
+    await http_error_handler(request, refused).to_asgi_response(app=app, request=request)(scope, receive, send)
 
 
 def client_identity(request: Request, keys: AccessKeys) -> str:
@@ -131,9 +142,10 @@ class EngineAdmission(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         if self.in_flight >= self.capacity:
-            raise ServiceUnavailableException(
+            await answer_refusal(scope, receive, send, ServiceUnavailableException(
                 detail=f"the service is busy: {self.in_flight} requests are running or waiting for the engine; "
-                       "retry after the seconds in Retry-After", headers={RETRY_AFTER: "1"})
+                       "retry after the seconds in Retry-After", headers={RETRY_AFTER: "1"}))
+            return
         self.in_flight += 1
         try:
             await next_app(scope, receive, send)

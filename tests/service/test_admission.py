@@ -63,6 +63,20 @@ def test_with_access_control_off_any_key_sent_counts_against_the_address(engine,
         answers = _until_refused(lambda: client.post("/v1/recommendations", json={"k": 1},
                                                      headers={"X-API-Key": next(invented)}))
         assert answers[-1].status_code == 429 and {a.status_code for a in answers[:-1]} == {200}
+        # Counted as what they were: a refusal raised inside the metrics middleware used to count as a 200.
+        assert _counted(client, "POST", "/v1/recommendations", 429) >= 1
+
+
+def _counted(client, method: str, path: str, status: int) -> float:
+    """``hybridrec_requests_total`` for one route and status, as /metrics says it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "hybridrec_requests_total" and sample.labels.get("path") == path and \
+                    sample.labels.get("method") == method and sample.labels.get("status_code") == str(status):
+                return sample.value
+    return 0.0
 
 
 def test_a_full_engine_queue_answers_503_at_once_and_recovers(engine, keys, tmp_path):
@@ -83,6 +97,7 @@ def test_a_full_engine_queue_answers_503_at_once_and_recovers(engine, keys, tmp_
         busy = client.post("/v1/recommendations", json={"k": 1})
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         assert "busy" in busy.json()["detail"] and busy.json()["request_id"] == busy.headers["x-request-id"]
+        assert _counted(client, "POST", "/v1/recommendations", 503) >= 1
         release.set()
         worker.join(30)
         assert first["r"].status_code == 200
