@@ -42,7 +42,12 @@ class ProfileConfig:
 class EventReport:
     accepted: int = 0
     rejected: list[Rejection] = field(default_factory=list)
-    duplicates: int = 0  # events whose event_id the user had logged already: not logged again
+    duplicate_rows: list[int] = field(default_factory=list)  # rows whose event_id the user had logged already
+
+    @property
+    def duplicates(self) -> int:
+        """Events not logged again: their user had logged their ``event_id`` already (a retry)."""
+        return len(self.duplicate_rows)
 
 
 class _TextVectors:
@@ -221,7 +226,7 @@ class Profiles:
                     reports[r].rejected.append(Rejection(index, raw_id, str(err), err.field))
         known = self.catalogue.existing([e.item_id for _, _, e in parsed if e.item_id])
         with self._write_lock:
-            valid: list[tuple[int, ParsedEvent]] = []
+            valid: list[tuple[int, int, ParsedEvent]] = []
             taken: dict[str, int] = {}
             for r, index, event in parsed:
                 if event.item_id is not None and event.item_id not in known:
@@ -232,15 +237,15 @@ class Profiles:
                         index, event.user_id, f"user_id: {event.user_id!r} has {MAX_EVENTS_PER_USER:,} events, the "
                         "most one user may have (a profile reads only the newest)", "user_id"))
                 else:
-                    valid.append((r, event))
+                    valid.append((r, index, event))
                     taken[event.user_id] = taken.get(event.user_id, 0) + 1
-            seqs = self.log.append([e for _, e in valid])  # durable from here on
+            seqs = self.log.append([e for _, _, e in valid])  # durable from here on
             if self.written is not None:
                 self.written([seq for seq in seqs if seq is not None])
             latest: dict[str, int] = {}
-            for (r, event), seq in zip(valid, seqs):
+            for (r, index, event), seq in zip(valid, seqs):
                 if seq is None:  # its event id is logged already: a retry, taken in the first time
-                    reports[r].duplicates += 1
+                    reports[r].duplicate_rows.append(index)
                     continue
                 reports[r].accepted += 1
                 latest[event.user_id] = seq

@@ -56,9 +56,9 @@ class EventController(Controller):
         except WriterBusy as busy:
             raise ServiceUnavailableException(detail=f"{busy}; retry after a second",
                                               headers={"Retry-After": "1"}) from None
-        rejected = {r.index for r in report.rejected}
+        rejected, repeated = {r.index for r in report.rejected}, set(report.duplicate_rows)
         for n, row in enumerate(data.events):
             kind = row.get("type") if isinstance(row, dict) and row.get("type") in EVENT_TYPES else "unknown"
-            EVENTS.labels(kind, "rejected" if n in rejected else "accepted").inc()
+            EVENTS.labels(kind, "rejected" if n in rejected else "duplicate" if n in repeated else "accepted").inc()
         return EventsResult(report.accepted, [RejectedEvent(r.index, r.id, r.error) for r in report.rejected],
                             report.duplicates)

@@ -73,6 +73,17 @@ def test_metrics_count_requests_steps_events_and_the_serving_state(client, engin
     assert 'hybridrec_profile_lag_events 0.0' in after
 
 
+def test_a_retried_event_is_counted_as_a_duplicate_not_as_accepted_again(client, demo_items):
+    accepted, duplicate = ('hybridrec_events_total{outcome="accepted",type="like"}',
+                           'hybridrec_events_total{outcome="duplicate",type="like"}')
+    before = client.get("/metrics").text
+    event = {"user_id": "m2", "type": "like", "item_id": demo_items[2]["id"], "event_id": "e-1"}
+    answers = [client.post("/v1/events", json={"events": [event]}).json() for _ in range(3)]
+    assert [(a["accepted"], a["duplicates"]) for a in answers] == [(1, 0), (0, 1), (0, 1)]
+    after = client.get("/metrics").text
+    assert [metric(after, s) - metric(before, s) for s in (accepted, duplicate)] == [1, 2]
+
+
 def test_metrics_need_the_admin_scope_once_keys_exist(client, keys):
     reader, admin = keys.create("r", ["read"]), keys.create("a", ["admin"])
     assert client.get("/metrics").status_code == 401
