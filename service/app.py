@@ -37,7 +37,7 @@ from service.api.recommendations import RecommendationController
 from service.api.schemas import ClosedStructSchemas, check_request
 from service.api.users import UserController
 from service.observability import MetricsController, RequestLog, echo_request_id, metrics_config, watch_engine
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 
 log = logging.getLogger("hybridrec.service")
 DOCS_PATH = "/docs"
@@ -97,11 +97,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     ingest_jobs = IngestJobs(Path(settings.data_dir) / UPLOADS_DIR)
     admission = EngineAdmission(settings.engine_threads, settings.engine_queue)
     keys = access_keys or AccessKeys(settings.data_dir, settings.database_url)
-    generator = settings.explanation_generator()  # a bad back-end name fails at start, not per request
-    if settings.query_parser not in ("rules", "model"):
-        raise ValueError(f"HYBRIDREC_QUERY_PARSER must be 'rules' or 'model', got {settings.query_parser!r}")
-    if settings.query_parser == "model" and generator.name == "template":
-        raise ValueError("HYBRIDREC_QUERY_PARSER=model needs a model: set HYBRIDREC_EXPLAIN_BACKEND to local or openai")
+    if conflicts := settings.conflicts():  # settings made in code; those read are checked when read
+        raise SettingsError(conflicts[0])
+    generator = settings.explanation_generator()  # a bad back-end fails at start, not per request
     wanted = max(source_weights(settings.recommend.weights)["interest"],
                  settings.recommend.request_weights.get("preferences", {}).get("interest", 0.0))
     if "interest" not in settings.recommend.sources and wanted > 0:

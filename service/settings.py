@@ -107,6 +107,17 @@ class Settings:
         ``overrides`` (top-level fields; None: not given) win over both."""
         return _load(cls, dict(os.environ if environ is None else environ), overrides)
 
+    def conflicts(self) -> list[str]:
+        """Settings valid one by one that cannot go together: said when the settings are read, before
+        anything starts (a worker process that failed on them was restarted for ever)."""
+        out = []
+        if self.explain_backend == "openai" and not self.openai_base_url:
+            out.append("HYBRIDREC_EXPLAIN_BACKEND=openai needs HYBRIDREC_OPENAI_BASE_URL (the server's OpenAI-compatible "
+                       "/v1 URL)")
+        if self.query_parser == "model" and self.explain_backend == "template":
+            out.append("HYBRIDREC_QUERY_PARSER=model needs a model: set HYBRIDREC_EXPLAIN_BACKEND to local or openai")
+        return out
+
     def explanation_generator(self):
         """The configured explanation back-end (``prompts.make_generator``)."""
         from prompts import make_generator
@@ -605,7 +616,10 @@ def _load(cls: type, environ: dict[str, str], overrides: dict[str, Any]) -> Sett
     for section in parts:
         given = {k.name: values[k.key] for k in by_key.values() if k.section == section and k.key in values}
         kwargs[section] = replace(getattr(defaults, section), **given)
-    return cls(**kwargs)
+    settings = cls(**kwargs)
+    if conflicts := settings.conflicts():
+        raise SettingsError(conflicts[0] if len(conflicts) == 1 else "invalid settings:\n  " + "\n  ".join(conflicts))
+    return settings
 
 
 # --- the README's table --------------------------------------------------------------------------

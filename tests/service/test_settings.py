@@ -102,6 +102,22 @@ def test_bad_nested_values_name_the_variable_the_type_and_the_value(tmp_path):
         Settings.from_env({"HYBRIDREC_CONFIG": str(cfg)})
 
 
+def test_settings_that_cannot_go_together_stop_serve_before_it_starts(tmp_path, monkeypatch, capsys):
+    from service.cli import main
+
+    for env, said in ((("HYBRIDREC_QUERY_PARSER", "model"),), "QUERY_PARSER=model needs a model"), \
+                     ((("HYBRIDREC_EXPLAIN_BACKEND", "openai"),), "needs HYBRIDREC_OPENAI_BASE_URL"):
+        with pytest.raises(ValueError, match=said):
+            Settings.from_env(dict(env))
+        for name, value in env:
+            monkeypatch.setenv(name, value)
+        # With several workers each one failed on it after the banner, and was restarted for ever.
+        assert main(["serve", "--workers", "2", "--data-dir", str(tmp_path / "d")]) == 2
+        assert said in capsys.readouterr().err
+        for name, _ in env:
+            monkeypatch.delenv(name)
+
+
 def test_every_bad_value_is_reported_at_once():
     with pytest.raises(ValueError) as err:
         Settings.from_env({"HYBRIDREC_PORT": "x", "HYBRIDREC_PROFILES__MAX_EVENTS": "0"})
