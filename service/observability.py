@@ -19,7 +19,9 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from typing import Any, TypeVar
 
 from litestar import Response, get
 from litestar.enums import ScopeType
@@ -43,6 +45,8 @@ from service.access import ADMIN, SECURITY
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's id is echoed only if it is tame
 access_log = logging.getLogger("hybridrec.access")
+log = logging.getLogger("hybridrec.service")
+T = TypeVar("T")
 
 # Engine-level metrics (the HTTP ones come from Litestar's Prometheus middleware). Defined once per
 # process: prometheus_client's default registry refuses the same name twice.
@@ -102,6 +106,26 @@ async def echo_request_id(message: Message, scope: Scope) -> None:
             message["headers"] = [*headers, (REQUEST_ID_HEADER.encode(), request_id.encode())]
 
 
+PROBE_SECONDS = 2.0
+_PROBES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe")
+
+
+class NotAnswering(Exception):
+    """A probe's read did not answer in time."""
+
+
+def probe(read: Callable[[], T], seconds: float = PROBE_SECONDS) -> T:
+    """``read()``'s answer if it comes within ``seconds``, else ``NotAnswering``: health, readiness
+    and metrics must answer while a database does not (its pool waits 30 s for a connection). At
+    most four reads wait at once, in threads of their own; the rest are never started."""
+    future = _PROBES.submit(read)
+    try:
+        return future.result(timeout=seconds)
+    except FuturesTimeout:
+        future.cancel()
+        raise NotAnswering(f"no answer within {seconds:g} s") from None
+
+
 class EngineState(Collector):
     """Gauges read at scrape time from the engine that serves now (a reindex swaps the catalogue, a
     reload the reranker): catalogue size, events logged, profile lag, the serving models."""
@@ -113,11 +137,15 @@ class EngineState(Collector):
         engine = self.current() if self.current is not None else None
         if engine is None:
             return
-        yield GaugeMetricFamily("hybridrec_catalogue_items", "Items in the catalogue that serves",
-                                value=engine.catalogue.count())
-        yield GaugeMetricFamily("hybridrec_events_logged", "Events in the event log", value=engine.log.count())
-        yield GaugeMetricFamily("hybridrec_profile_lag_events", "Logged events this process has not taken in",
-                                value=engine.profiles.lag())
+        # A part that does not answer leaves its gauge out (and says so in the log); the rest still come.
+        for name, documentation, read in (
+                ("hybridrec_catalogue_items", "Items in the catalogue that serves", engine.catalogue.count),
+                ("hybridrec_events_logged", "Events in the event log", engine.log.count),
+                ("hybridrec_profile_lag_events", "Logged events this process has not taken in", engine.profiles.lag)):
+            try:
+                yield GaugeMetricFamily(name, documentation, value=probe(read))
+            except Exception as err:
+                log.warning("metric %s left out: %s", name, err)
         yield GaugeMetricFamily("hybridrec_events_waiting", "Events accepted by the API, waiting for their commit",
                                 value=engine.event_writer.pending_rows)
         yield GaugeMetricFamily("hybridrec_profiles_stale", "Users whose stored profile is behind the log (read "
@@ -153,8 +181,9 @@ class MetricsController(PrometheusController):
     opt = {"scope": ADMIN}
     security = SECURITY
 
-    @get(media_type=CONTENT_TYPE_LATEST, summary="Prometheus metrics (text exposition format)")
-    async def get(self) -> Response:
+    # In a thread: reading the engine's gauges may wait on the database, which must not hold the event loop.
+    @get(media_type=CONTENT_TYPE_LATEST, summary="Prometheus metrics (text exposition format)", sync_to_thread=True)
+    def get(self) -> Response:
         registry = REGISTRY
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # Workers of one `serve --workers N`: every worker's counters and histograms, summed from

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 from litestar import Controller, Response, get
@@ -10,6 +11,9 @@ from litestar import Controller, Response, get
 from retrieval.engine import Engine
 from service.access import AccessKeys
 from service.api.dependencies import ReindexJob
+from service.observability import probe
+
+T = TypeVar("T")
 
 
 class LogPosition(msgspec.Struct):
@@ -18,16 +22,21 @@ class LogPosition(msgspec.Struct):
     database: str  # "postgresql" (shared by every instance) or "sqlite" (this process's own)
     instance: str | None  # the worker slot, None: the data directory itself
     applied: int  # the last change number this instance has applied
-    head: int  # the newest change number committed by any instance
+    head: int | None  # the newest change number committed by any instance; None: the database does not answer
 
 
 class Health(msgspec.Struct):
+    """Liveness: answered while the process runs, within seconds, whatever does not answer behind
+    it. ``status`` is "ok", or "degraded" with ``problems`` saying which part did not answer (a
+    count it could not read is None); readiness (``/ready``) is what takes an instance out of traffic."""
+
     status: str
-    items: int
-    events: int
+    items: int | None
+    events: int | None
     store: str
     encoder: str
     log: LogPosition
+    problems: list[str] = []
 
 
 class Readiness(msgspec.Struct):
@@ -37,10 +46,18 @@ class Readiness(msgspec.Struct):
     reranker: str | None  # the version serving, None: fused retrieval
 
 
-def log_position(engine: Engine) -> LogPosition:
-    head = engine.log.head()
+def log_position(engine: Engine, head: int | None) -> LogPosition:
     return LogPosition("postgresql" if engine.config.database_url else "sqlite", engine.config.instance,
-                       engine.follower.position if engine.follower is not None else head, head)
+                       engine.follower.position if engine.follower is not None else head or 0, head)
+
+
+def _read(name: str, read: Callable[[], T], problems: list[str]) -> T | None:
+    """``read()`` within ``PROBE_SECONDS``, or None with what went wrong added to ``problems``."""
+    try:
+        return probe(read)
+    except Exception as err:
+        problems.append(f"{name}: not answering: {err}")
+        return None
 
 
 class HealthController(Controller):
@@ -49,10 +66,14 @@ class HealthController(Controller):
 
     @get("/health", sync_to_thread=True, summary="Liveness and counts")
     def health(self, engine: Engine) -> Health:
+        problems: list[str] = []
+        items = _read("store", engine.catalogue.count, problems)
+        events = _read("log", engine.log.count, problems)
+        head = _read("log", engine.log.head, problems) if events is not None else None
         return Health(
-            status="ok", items=engine.catalogue.count(), events=engine.log.count(),
+            status="degraded" if problems else "ok", items=items, events=events,
             store="qdrant-server" if engine.config.qdrant_url else "embedded",
-            encoder=engine.encoder.name, log=log_position(engine),
+            encoder=engine.encoder.name, log=log_position(engine, head), problems=problems,
         )
 
     @get("/ready", sync_to_thread=True, summary="Readiness: the store, the system of record and the key store answer, "
@@ -63,7 +84,7 @@ class HealthController(Controller):
 
         def check(name: str, answer: Callable[[], str]) -> None:
             try:
-                checks[name] = answer()
+                checks[name] = probe(answer)
             except Exception as err:  # a part that cannot answer is what readiness must report
                 checks[name] = f"not answering: {err}"
 

@@ -120,6 +120,32 @@ def test_ready_says_which_part_does_not_answer(client, engine, keys, monkeypatch
     assert refused.json()["checks"]["profiles"] == "not answering: the database went away"
 
 
+def test_health_ready_and_metrics_answer_while_the_database_does_not(client, engine, monkeypatch):
+    import threading
+
+    release = threading.Event()
+
+    def stuck(*args, **kwargs):  # a database gone: its pool waits 30 s for a connection, then fails
+        release.wait(60)
+        raise ConnectionError("couldn't get a connection after 30.00 sec")
+
+    for name in ("count", "head"):
+        monkeypatch.setattr(engine.log, name, stuck)
+    monkeypatch.setattr(engine.profiles, "lag", stuck)
+    try:
+        health = client.get("/health")  # liveness: alive, and says what does not answer
+        assert health.status_code == 200 and health.json()["status"] == "degraded", health.text
+        assert health.json()["events"] is None and health.json()["items"] == engine.catalogue.count()
+        assert health.json()["problems"] == ["log: not answering: no answer within 2 s"]
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["profiles"] == "not answering: no answer within 2 s"
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200 and "hybridrec_catalogue_items " in metrics.text
+        assert "hybridrec_events_logged " not in metrics.text
+    finally:
+        release.set()
+
+
 def test_oversized_and_deeply_nested_bodies_are_refused_in_words(client):
     big = client.post("/v1/recommendations", content=b'{"query": "' + b"x" * 70_000 + b'"}',
                       headers={"content-type": "application/json"})
