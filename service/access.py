@@ -23,7 +23,6 @@ import hmac
 import ipaddress
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -38,6 +37,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
 from retrieval.storage.event_log import DatabaseUnavailable, check_record
+from retrieval.storage.sqlite_log import connect_file
 
 READ, WRITE, ADMIN = "read", "write", "admin"
 SCOPES = (READ, WRITE, ADMIN)
@@ -180,8 +180,7 @@ class AccessKeys:
         else:
             path = Path(data_dir)
             path.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path / ACCESS_FILE, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = connect_file(path / ACCESS_FILE)
             self._db.execute("PRAGMA synchronous=FULL")  # a revoked key stays revoked after a crash
             self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()

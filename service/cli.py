@@ -724,6 +724,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, CommandFailed, DatabaseUnavailable) as err:  # a bad setting or flag, a directory in use
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the command cannot use (a file where a folder goes, no permission): which, and why
+        hint = "; a file is where a folder must be" if isinstance(err, (FileExistsError, NotADirectoryError)) else ""
+        print(f"error: {err}{hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def check_record(database_url: str | None, data_dir: str | Path) -> None:
         return
     try:
         known = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # none yet; or no folder, which opening it will say
         return
     except (OSError, ValueError) as err:
         raise DatabaseUnavailable(f"{path} cannot be read ({err}): it says which database this data directory "

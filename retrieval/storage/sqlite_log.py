@@ -59,6 +59,18 @@ CREATE TABLE forgotten (seq INTEGER PRIMARY KEY, user_key TEXT NOT NULL, ts REAL
 """
 
 
+def connect_file(path: Path) -> sqlite3.Connection:
+    """An autocommit, write-ahead-logged connection to the SQLite file at ``path``, for any thread.
+    A file that cannot be opened (a read-only folder, a full disk) is an ``OSError`` naming it."""
+    try:
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+    except sqlite3.OperationalError as err:
+        raise OSError(f"cannot open {path} ({err}): the data directory must be writable by this user, on a disk with "
+                      "room") from None
+
+
 class SqliteEventLog(SqlEventLog):
     """The ``EventLog`` interface in one SQLite file.
 
@@ -76,8 +88,7 @@ class SqliteEventLog(SqlEventLog):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn = connect_file(self.path)
         self._conn.execute("PRAGMA synchronous=FULL")
         # Deleted rows are overwritten with zeros, so a forgotten user is not left in free pages.
         self._conn.execute("PRAGMA secure_delete=ON")

@@ -122,3 +122,16 @@ def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_without_i
                                                "route": "/v1/recommendations", "error": "OSError"}
     assert logged.exc_info[1].args == ("shard /srv/hybridrec/collections/items is gone",)
     assert "broken_store" in caplog.text  # the traceback, down to the frame that raised
+
+
+def test_a_data_directory_that_cannot_be_used_is_named_in_one_line(tmp_path, capsys):
+    from retrieval.storage.sqlite_log import connect_file
+    from service.cli import main
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    assert main(["keys", "list", "--data-dir", str(a_file)]) == 2  # a traceback before
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and str(a_file) in said[0] and "a file is where a folder must be" in said[0]
+    with pytest.raises(OSError, match="cannot open .*access.sqlite3 .*must be writable"):
+        connect_file(a_file / "access.sqlite3")  # as a read-only folder or a full disk fails
