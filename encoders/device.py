@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 
 
+class DeviceUnavailable(ValueError):
+    """The device asked for is not on this machine, or is no device; the message says what to set instead."""
+
+
 def resolve_device(name: str = "auto") -> str:
     """Map ``auto|cpu|cuda|cuda:N`` to a device string torch accepts.
 
@@ -15,7 +19,8 @@ def resolve_device(name: str = "auto") -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+        raise DeviceUnavailable(f"device {name!r} requested but CUDA is not available on this machine; set "
+                                "HYBRIDREC_DEVICE (or the command's --device) to cpu or auto")
     if name not in {"cpu"} and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N")
+        raise DeviceUnavailable(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N")
     return name

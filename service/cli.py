@@ -13,6 +13,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
+from encoders.device import DeviceUnavailable
 from retrieval.storage.event_log import DatabaseUnavailable, database_where
 from service.settings import Settings, SettingsError
 
@@ -721,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --batch-size must be >= 1", file=sys.stderr)
             return 2
         return args.func(args)
-    except (SettingsError, CommandFailed, DatabaseUnavailable) as err:  # a bad setting or flag, a directory in use
+    except (SettingsError, CommandFailed, DatabaseUnavailable, DeviceUnavailable) as err:  # a bad setting or flag, a directory in use
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a path the command cannot use (a file where a folder goes, no permission): which, and why

@@ -135,3 +135,17 @@ def test_a_data_directory_that_cannot_be_used_is_named_in_one_line(tmp_path, cap
     assert len(said) == 1 and str(a_file) in said[0] and "a file is where a folder must be" in said[0]
     with pytest.raises(OSError, match="cannot open .*access.sqlite3 .*must be writable"):
         connect_file(a_file / "access.sqlite3")  # as a read-only folder or a full disk fails
+
+
+def test_a_gpu_asked_for_on_a_machine_without_one_is_said_in_one_line(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from service.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setenv("HYBRIDREC_DEVICE", "cuda")
+    assert main(["recommend", "--query", "pen", "--data-dir", str(tmp_path / "d")]) == 2  # a traceback before
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert said == ["error: device 'cuda' requested but CUDA is not available on this machine; set HYBRIDREC_DEVICE "
+                    "(or the command's --device) to cpu or auto"]
