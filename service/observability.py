@@ -62,15 +62,32 @@ def metrics_config() -> PrometheusConfig:
     return PrometheusConfig(app_name="hybridrec", prefix="hybridrec", group_path=True, exclude=["/metrics"])
 
 
+def assign_request_id(scope: Scope) -> str:
+    """The request's id: the client's ``X-Request-ID`` if it is tame, else a new one; kept in the
+    request's state, where error bodies and the response header read it."""
+    given = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+    request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id
+
+
+def log_request(scope: Scope, request_id: str, status: int, started: float | None) -> None:
+    """The access log's one JSON line for a request (route templates only: never a user id from a path)."""
+    caller = scope.get("state", {}).get("caller")
+    access_log.info(json.dumps({
+        "request_id": request_id, "method": scope.get("method"), "route": scope.get("path_template"),
+        "status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "key_id": caller.key_id if caller is not None else None,
+    }))
+
+
 class RequestLog(ASGIMiddleware):
     """Request id in, request id out, one JSON line per request."""
 
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = assign_request_id(scope)
         started = time.perf_counter()
         status = 500
 
@@ -87,13 +104,7 @@ class RequestLog(ASGIMiddleware):
             status = getattr(exc, "status_code", 500)
             raise
         finally:
-            caller = scope.get("state", {}).get("caller")
-            access_log.info(json.dumps({
-                "request_id": request_id, "method": scope.get("method"),
-                "route": scope.get("path_template") or scope.get("path"),
-                "status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                "key_id": caller.key_id if caller is not None else None,
-            }))
+            log_request(scope, request_id, status, started)
 
 
 async def echo_request_id(message: Message, scope: Scope) -> None:

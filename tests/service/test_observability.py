@@ -146,6 +146,18 @@ def test_health_ready_and_metrics_answer_while_the_database_does_not(client, eng
         release.set()
 
 
+def test_unknown_routes_and_methods_carry_the_request_id_too(client, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="hybridrec.access"):
+        for method, path, status in (("GET", "/no-such-route", 404), ("PATCH", "/v1/items", 405)):
+            r = client.request(method, path, headers={"X-Request-ID": f"trace-{status}"})
+            assert r.status_code == status and r.headers["x-request-id"] == f"trace-{status}", r.headers
+            assert r.json()["request_id"] == f"trace-{status}"  # null before: no middleware saw them
+    logged = [json.loads(m) for m in caplog.messages if m.startswith("{")]
+    assert [(line["request_id"], line["status"]) for line in logged] == [("trace-404", 404), ("trace-405", 405)]
+
+
 def test_oversized_and_deeply_nested_bodies_are_refused_in_words(client):
     big = client.post("/v1/recommendations", content=b'{"query": "' + b"x" * 70_000 + b'"}',
                       headers={"content-type": "application/json"})
