@@ -230,7 +230,9 @@ def test_server_killed_under_concurrent_writes_keeps_every_acknowledged_write_on
             assert logged in allowed, (
                 f"client {c}: {me.acked} acknowledged events, {len(logged)} logged; first difference at "
                 f"{next((i for i, (a, b) in enumerate(zip(logged, acked)) if a != b), min(len(logged), len(acked)))}")
-        assert synced == last_seq  # the restart repaired every profile behind the log
+        # The restart repaired every profile behind the log: its position is past the last event (item
+        # writes take numbers of the same sequence, so it may be past that too).
+        assert synced >= last_seq
 
         with httpx.Client(base_url=again.base, timeout=30) as http:
             ready = http.get("/ready")
