@@ -104,38 +104,52 @@ def database_where(url: str) -> str:
 
 
 def without_secrets(message: str, url: str) -> str:
-    """``message`` (a driver's error, which may repeat the connection string) without the URL or its password."""
+    """``message`` (a driver's error, which may repeat the connection string) without the URL or its
+    password. Of a URL that cannot be read, the driver's words may quote any part, the password
+    included: they are not repeated."""
+    parts = _conninfo(url)
+    if parts is None:
+        return ("the connection string cannot be read; a password with '%', spaces or '@' in it must be "
+                "percent-encoded (postgresql://user:p%40ss@host/db)")
     message = message.strip().replace(url, database_where(url))
-    password = (_conninfo(url) or {}).get("password")
+    password = parts.get("password")
     return message.replace(password, "***") if password else message
 
 
 RECORD_FILE = "record.json"  # which system of record a data directory uses, once it is a database
 
 
-def check_record(database_url: str | None, data_dir: str | Path) -> None:
-    """A data directory first opened on a database says so in its ``record.json``; opening it later
-    without ``database_url`` is refused, instead of starting an empty SQLite log beside it (where a
-    forget would find nothing to forget, and a key made would never reach the service)."""
+def note_record(database_url: str, data_dir: str | Path) -> None:
+    """Say in the data directory's ``record.json`` that its record is this database: once a
+    connection to it has worked (a mistyped URL must not mark the directory)."""
     path = Path(data_dir) / RECORD_FILE
-    if database_url:
-        known = {"database": "postgresql", "at": database_where(database_url)}
-        try:
-            if json.loads(path.read_text(encoding="utf-8")) == known:
-                return
-        except (OSError, ValueError):
-            pass
-        from retrieval.storage.files import write_atomically
+    known = {"database": "postgresql", "at": database_where(database_url)}
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == known:
+            return
+    except (OSError, ValueError):
+        pass
+    from retrieval.storage.files import write_atomically
 
-        write_atomically(path, lambda fh: fh.write(json.dumps(known).encode()))
+    write_atomically(path, lambda fh: fh.write(json.dumps(known).encode()))
+
+
+def check_record(database_url: str | None, data_dir: str | Path) -> None:
+    """A data directory whose record is a database (``note_record``) is refused without
+    ``database_url``, instead of starting an empty SQLite log beside it (where a forget would find
+    nothing to forget, and a key made would never reach the service)."""
+    if database_url:
         return
+    path = Path(data_dir) / RECORD_FILE
     try:
         known = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):  # none yet; or no folder, which opening it will say
         return
     except (OSError, ValueError) as err:
-        raise DatabaseUnavailable(f"{path} cannot be read ({err}): it says which database this data directory "
-                                  "uses; set HYBRIDREC_DATABASE_URL to it, or remove the file if it uses none") from None
+        known = err
+    if not isinstance(known, dict):
+        raise DatabaseUnavailable(f"{path} cannot be read ({known}): it says which database this data directory "
+                                  "uses; set HYBRIDREC_DATABASE_URL to it, or remove the file if it uses none")
     if known.get("database") == "postgresql":
         raise DatabaseUnavailable(
             f"data directory {data_dir} keeps its events, users and keys in the PostgreSQL database at "
@@ -236,7 +250,9 @@ def open_event_log(database_url: str | None, data_dir: str | Path) -> EventLog:
     if database_url:
         from retrieval.storage.postgres_log import PostgresEventLog
 
-        return PostgresEventLog(database_url)
+        log = PostgresEventLog(database_url)
+        note_record(database_url, data_dir)
+        return log
     from retrieval.storage.sqlite_log import SqliteEventLog
 
     return SqliteEventLog(Path(data_dir) / "events.sqlite3")

@@ -39,6 +39,11 @@ def test_a_database_password_is_never_printed():
     shown = str(DatabaseUnavailable.at(url, RuntimeError(driver_said)))
     assert "S3cretPW" not in shown and "db.internal:5433/recs" in shown
     assert without_secrets("password authentication failed (password S3cretPW)", url).count("S3cretPW") == 0
+    # A URL psycopg cannot read: its words may quote any part of it, the password included.
+    for unreadable, driver_said in (("postgresql://app:S3c%zzret@db/recs", 'invalid percent-encoded token: "S3c%zzret"'),
+                                    ("postgresql://app:S3c ret@db/recs", 'unexpected spaces found in "S3c ret"')):
+        shown = str(DatabaseUnavailable.at(unreadable, RuntimeError(driver_said)))
+        assert "S3c" not in shown and "percent-encoded" in shown
     for bad in ("mysql://app:S3cretPW@db/recs", "postgresql//app:S3cretPW@db/recs", "password=S3cretPW host=db"):
         with pytest.raises(SettingsError) as err:
             Settings.from_env({"HYBRIDREC_DATABASE_URL": bad})
@@ -49,3 +54,14 @@ def test_device_names_are_checked_with_the_settings():
     with pytest.raises(SettingsError, match="HYBRIDREC_DEVICE must be .* auto, cpu, cuda or cuda:N, got 'gpu'"):
         Settings.from_env({"HYBRIDREC_DEVICE": "gpu"})
     assert Settings.from_env({"HYBRIDREC_DEVICE": "cuda:1"}).device == "cuda:1"
+
+
+def test_a_url_that_never_connected_does_not_mark_the_directory(tmp_path):
+    data_dir = tmp_path / "d"
+    with pytest.raises(DatabaseUnavailable):
+        AccessKeys(data_dir, "postgresql://app:secret@127.0.0.1:1/nothing")  # a typo: nothing listens there
+    assert not (data_dir / RECORD_FILE).exists()
+    AccessKeys(data_dir).close()  # the directory is still the SQLite one it was
+    (data_dir / RECORD_FILE).write_text("[1, 2]")
+    with pytest.raises(DatabaseUnavailable, match="cannot be read"):
+        AccessKeys(data_dir)
