@@ -16,13 +16,16 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
-from typing import Any, TypeVar
+from typing import Any
 
+import anyio
+import anyio.to_thread
 from litestar import Response, get
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
@@ -46,7 +49,6 @@ REQUEST_ID_HEADER = "x-request-id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's id is echoed only if it is tame
 access_log = logging.getLogger("hybridrec.access")
 log = logging.getLogger("hybridrec.service")
-T = TypeVar("T")
 
 # Engine-level metrics (the HTTP ones come from Litestar's Prometheus middleware). Defined once per
 # process: prometheus_client's default registry refuses the same name twice.
@@ -118,23 +120,60 @@ async def echo_request_id(message: Message, scope: Scope) -> None:
 
 
 PROBE_SECONDS = 2.0
-_PROBES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe")
 
 
 class NotAnswering(Exception):
     """A probe's read did not answer in time."""
 
 
-def probe(read: Callable[[], T], seconds: float = PROBE_SECONDS) -> T:
-    """``read()``'s answer if it comes within ``seconds``, else ``NotAnswering``: health, readiness
-    and metrics must answer while a database does not (its pool waits 30 s for a connection). At
-    most four reads wait at once, in threads of their own; the rest are never started."""
-    future = _PROBES.submit(read)
-    try:
-        return future.result(timeout=seconds)
-    except FuturesTimeout:
-        future.cancel()
-        raise NotAnswering(f"no answer within {seconds:g} s") from None
+class Probes:
+    """Reads that health, readiness and metrics must answer within seconds while what they read may
+    not (a database gone: its pool waits 30 s for a connection). Each read runs in a daemon thread;
+    each part (a name) has at most one read under way, which later probes of it wait on too, so a
+    stuck part holds one thread and never delays another part.
+
+    Example::
+
+        answers = PROBES.read({"log": engine.log.count, "store": engine.catalogue.count})
+        answers["log"]       # the count, or the exception (NotAnswering after PROBE_SECONDS)
+    """
+
+    def __init__(self) -> None:
+        self._under_way: dict[str, Future] = {}
+        self._lock = threading.Lock()
+
+    def _start(self, name: str, read: Callable[[], Any]) -> Future:
+        with self._lock:
+            future = self._under_way.get(name)
+            if future is not None and not future.done():
+                return future
+            future = self._under_way[name] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(read())
+            except BaseException as err:  # handed to whoever waits
+                future.set_exception(err)
+
+        threading.Thread(target=run, daemon=True, name=f"probe {name}").start()
+        return future
+
+    def read(self, reads: dict[str, Callable[[], Any]], seconds: float = PROBE_SECONDS) -> dict[str, Any]:
+        """Every read's answer, or its exception, all within ``seconds`` together."""
+        futures = {name: self._start(name, read) for name, read in reads.items()}
+        deadline = time.monotonic() + seconds
+        answers: dict[str, Any] = {}
+        for name, future in futures.items():
+            try:
+                answers[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FuturesTimeout:
+                answers[name] = NotAnswering(f"no answer within {seconds:g} s")
+            except Exception as err:
+                answers[name] = err
+        return answers
+
+
+PROBES = Probes()
 
 
 class EngineState(Collector):
@@ -149,14 +188,17 @@ class EngineState(Collector):
         if engine is None:
             return
         # A part that does not answer leaves its gauge out (and says so in the log); the rest still come.
-        for name, documentation, read in (
-                ("hybridrec_catalogue_items", "Items in the catalogue that serves", engine.catalogue.count),
-                ("hybridrec_events_logged", "Events in the event log", engine.log.count),
-                ("hybridrec_profile_lag_events", "Logged events this process has not taken in", engine.profiles.lag)):
-            try:
-                yield GaugeMetricFamily(name, documentation, value=probe(read))
-            except Exception as err:
-                log.warning("metric %s left out: %s", name, err)
+        gauges = {"hybridrec_catalogue_items": ("Items in the catalogue that serves", "catalogue.count",
+                                                engine.catalogue.count),
+                  "hybridrec_events_logged": ("Events in the event log", "log.count", engine.log.count),
+                  "hybridrec_profile_lag_events": ("Logged events this process has not taken in", "profiles.lag",
+                                                   engine.profiles.lag)}
+        answers = PROBES.read({read_name: read for _, read_name, read in gauges.values()})
+        for name, (documentation, read_name, _) in gauges.items():
+            if isinstance(answers[read_name], Exception):
+                log.warning("metric %s left out: %s", name, answers[read_name])
+            else:
+                yield GaugeMetricFamily(name, documentation, value=answers[read_name])
         yield GaugeMetricFamily("hybridrec_events_waiting", "Events accepted by the API, waiting for their commit",
                                 value=engine.event_writer.pending_rows)
         yield GaugeMetricFamily("hybridrec_profiles_stale", "Users whose stored profile is behind the log (read "
@@ -192,14 +234,26 @@ class MetricsController(PrometheusController):
     opt = {"scope": ADMIN}
     security = SECURITY
 
-    # In a thread: reading the engine's gauges may wait on the database, which must not hold the event loop.
-    @get(media_type=CONTENT_TYPE_LATEST, summary="Prometheus metrics (text exposition format)", sync_to_thread=True)
-    def get(self) -> Response:
-        registry = REGISTRY
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            # Workers of one `serve --workers N`: every worker's counters and histograms, summed from
-            # their files, plus the engine gauges as the answering worker reads them.
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            registry.register(ENGINE_STATE)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    @get(media_type=CONTENT_TYPE_LATEST, summary="Prometheus metrics (text exposition format)")
+    async def get(self) -> Response:
+        # Reading the engine's gauges may wait on the database: in a thread of its own, so that it
+        # holds neither the event loop nor an engine thread (a busy service is what metrics must show).
+        global _METRICS_THREADS
+        if _METRICS_THREADS is None:
+            _METRICS_THREADS = anyio.CapacityLimiter(2)
+        return await anyio.to_thread.run_sync(_exposition, limiter=_METRICS_THREADS)
+
+
+_METRICS_THREADS: anyio.CapacityLimiter | None = None
+
+
+def _exposition() -> Response:
+    """Every metric in Prometheus' text format."""
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers of one `serve --workers N`: every worker's counters and histograms, summed from
+        # their files, plus the engine gauges as the answering worker reads them.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(ENGINE_STATE)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

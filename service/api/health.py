@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
 import msgspec
 from litestar import Controller, Response, get
@@ -11,9 +10,7 @@ from litestar import Controller, Response, get
 from retrieval.engine import Engine
 from service.access import AccessKeys
 from service.api.dependencies import ReindexJob
-from service.observability import probe
-
-T = TypeVar("T")
+from service.observability import PROBES
 
 
 class LogPosition(msgspec.Struct):
@@ -21,7 +18,7 @@ class LogPosition(msgspec.Struct):
 
     database: str  # "postgresql" (shared by every instance) or "sqlite" (this process's own)
     instance: str | None  # the worker slot, None: the data directory itself
-    applied: int  # the last change number this instance has applied
+    applied: int | None  # the last change number this instance has applied; None: not known (no answer)
     head: int | None  # the newest change number committed by any instance; None: the database does not answer
 
 
@@ -47,29 +44,28 @@ class Readiness(msgspec.Struct):
 
 
 def log_position(engine: Engine, head: int | None) -> LogPosition:
-    return LogPosition("postgresql" if engine.config.database_url else "sqlite", engine.config.instance,
-                       engine.follower.position if engine.follower is not None else head or 0, head)
+    applied = engine.follower.position if engine.follower is not None else head
+    return LogPosition("postgresql" if engine.config.database_url else "sqlite", engine.config.instance, applied, head)
 
 
-def _read(name: str, read: Callable[[], T], problems: list[str]) -> T | None:
-    """``read()`` within ``PROBE_SECONDS``, or None with what went wrong added to ``problems``."""
-    try:
-        return probe(read)
-    except Exception as err:
-        problems.append(f"{name}: not answering: {err}")
-        return None
+def _said(answer: Any) -> str | None:
+    """What a probe's failed answer says, or None for an answer."""
+    return f"not answering: {answer}" if isinstance(answer, Exception) else None
 
 
 class HealthController(Controller):
     path = "/"
     tags = ["health"]
 
-    @get("/health", sync_to_thread=True, summary="Liveness and counts")
+    @get("/health", sync_to_thread=True, summary="Liveness and counts (each read waits at most 2 s)")
     def health(self, engine: Engine) -> Health:
-        problems: list[str] = []
-        items = _read("store", engine.catalogue.count, problems)
-        events = _read("log", engine.log.count, problems)
-        head = _read("log", engine.log.head, problems) if events is not None else None
+        answers = PROBES.read({"catalogue.count": engine.catalogue.count, "log.count": engine.log.count,
+                               "log.head": engine.log.head})
+        problems = [f"{part}: {said}" for part, name in (("store", "catalogue.count"), ("log", "log.count"),
+                                                         ("log", "log.head"))
+                    if (said := _said(answers[name])) is not None]
+        items, events, head = (None if isinstance(answers[n], Exception) else answers[n]
+                               for n in ("catalogue.count", "log.count", "log.head"))
         return Health(
             status="degraded" if problems else "ok", items=items, events=events,
             store="qdrant-server" if engine.config.qdrant_url else "embedded",
@@ -79,36 +75,20 @@ class HealthController(Controller):
     @get("/ready", sync_to_thread=True, summary="Readiness: the store, the system of record and the key store answer, "
                                                 "profiles are caught up (503 until then); whether a reindex runs")
     def ready(self, engine: Engine, reindex_job: ReindexJob, access_keys: AccessKeys) -> Response[Readiness]:
-        checks: dict[str, str] = {}
-        lag = 0
-
-        def check(name: str, answer: Callable[[], str]) -> None:
-            try:
-                checks[name] = probe(answer)
-            except Exception as err:  # a part that cannot answer is what readiness must report
-                checks[name] = f"not answering: {err}"
-
-        def store() -> str:
-            engine.catalogue.count()
-            return "ok"
-
-        def log() -> str:
-            behind = engine.follower.lag() if engine.follower is not None else 0
-            return "ok" if behind == 0 else f"{behind} changes of other instances not applied yet"
-
-        def profiles() -> str:
-            nonlocal lag
-            lag = engine.profiles.lag()
-            return "ok" if lag == 0 else f"{lag} logged events not yet in profiles"
-
-        def keys() -> str:
-            access_keys.enabled()  # every keyed request asks the key store
-            return "ok"
-
-        for name, answer in (("store", store), ("log", log), ("profiles", profiles), ("keys", keys)):
-            check(name, answer)
-        checks["reindex"] = "ok" if not reindex_job.running else "a reindex is running; item writes are refused"
+        follower = engine.follower
+        answers = PROBES.read({"catalogue.count": engine.catalogue.count,
+                               "follower.lag": follower.lag if follower is not None else lambda: 0,
+                               "profiles.lag": engine.profiles.lag,
+                               "keys.enabled": access_keys.enabled})  # every keyed request asks the key store
+        behind, lag = answers["follower.lag"], answers["profiles.lag"]
+        checks = {
+            "store": _said(answers["catalogue.count"]) or "ok",
+            "log": _said(behind) or ("ok" if behind == 0 else f"{behind} changes of other instances not applied yet"),
+            "profiles": _said(lag) or ("ok" if lag == 0 else f"{lag} logged events not yet in profiles"),
+            "keys": _said(answers["keys.enabled"]) or "ok",
+            "reindex": "ok" if not reindex_job.running else "a reindex is running; item writes are refused",
+        }
         ready = all(v == "ok" for k, v in checks.items() if k != "reindex")
         reranker = engine.recommender.reranker
-        body = Readiness(ready, checks, lag, reranker.version if reranker else None)
+        body = Readiness(ready, checks, lag if isinstance(lag, int) else 0, reranker.version if reranker else None)
         return Response(body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "5"})

@@ -133,15 +133,19 @@ def test_health_ready_and_metrics_answer_while_the_database_does_not(client, eng
         monkeypatch.setattr(engine.log, name, stuck)
     monkeypatch.setattr(engine.profiles, "lag", stuck)
     try:
-        health = client.get("/health")  # liveness: alive, and says what does not answer
-        assert health.status_code == 200 and health.json()["status"] == "degraded", health.text
-        assert health.json()["events"] is None and health.json()["items"] == engine.catalogue.count()
-        assert health.json()["problems"] == ["log: not answering: no answer within 2 s"]
-        ready = client.get("/ready")
-        assert ready.status_code == 503 and ready.json()["checks"]["profiles"] == "not answering: no answer within 2 s"
-        metrics = client.get("/metrics")
-        assert metrics.status_code == 200 and "hybridrec_catalogue_items " in metrics.text
-        assert "hybridrec_events_logged " not in metrics.text
+        for _ in range(3):  # the reads still stuck from the last round never crowd out the parts that answer
+            health = client.get("/health")  # liveness: alive, and says what does not answer
+            assert health.status_code == 200 and health.json()["status"] == "degraded", health.text
+            assert health.json()["events"] is None and health.json()["items"] == engine.catalogue.count()
+            assert health.json()["problems"] == ["log: not answering: no answer within 2 s"] * 2
+            assert health.json()["log"]["head"] is None
+            ready = client.get("/ready")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["checks"]["profiles"] == "not answering: no answer within 2 s"
+            assert ready.json()["checks"]["store"] == ready.json()["checks"]["keys"] == "ok"
+            metrics = client.get("/metrics")
+            assert metrics.status_code == 200 and "hybridrec_catalogue_items " in metrics.text
+            assert "hybridrec_events_logged " not in metrics.text
     finally:
         release.set()
 
