@@ -48,6 +48,9 @@ class ReindexState(msgspec.Struct):
     error: str | None = None
 
 
+WRITES_WAIT_S = 60.0  # how long a reindex's start waits for the writes in flight
+
+
 class ReindexJob:
     """One online reindex at a time, in a thread of the serving process, and the gate between it and
     the writes it would miss: item writes, an upload's start and a forget run inside ``writing()``,
@@ -91,13 +94,15 @@ class ReindexJob:
                 raise ClientException(status_code=409, detail="a reindex is already running; see GET /v1/admin/reindex")
             before, self.state = self.state, ReindexState("running", encoder=encoder_path, started=time.time())
             try:
-                while self._writes:
-                    self._gate.wait()
+                if not self._gate.wait_for(lambda: self._writes == 0, timeout=WRITES_WAIT_S):
+                    raise ClientException(status_code=409, headers={"Retry-After": "30"}, detail=(
+                        f"{self._writes} item write(s) did not end within {WRITES_WAIT_S:g} s; the reindex did not "
+                        "start: start it again later"))
                 may_start()
+                threading.Thread(target=self._run, args=(engine, encoder_path), daemon=True, name="reindex").start()
             except BaseException:
                 self.state = before
                 raise
-        threading.Thread(target=self._run, args=(engine, encoder_path), daemon=True, name="reindex").start()
         return self.state
 
     def _run(self, engine: Engine, encoder_path: str) -> None:
@@ -334,10 +339,10 @@ def read_rejects(path: Path, limit: int = MAX_LISTED_REJECTS) -> list[RejectedRo
 
 def refuse_during_reindex(job: ReindexJob, then: str = "retry item writes") -> None:
     """409 while a reindex runs (a write now would miss the collections being built); ``then``:
-    what the caller should do once it is done."""
+    what the caller should do once it is over."""
     if job.running:
-        raise ClientException(status_code=409, detail=f"a reindex is running; {then} when GET /v1/admin/reindex "
-                                                      "says done", headers={"Retry-After": "30"})
+        raise ClientException(status_code=409, detail=f"a reindex is running; {then} once GET /v1/admin/reindex "
+                                                      "no longer says running", headers={"Retry-After": "30"})
 
 
 class FacetCount(msgspec.Struct):

@@ -74,6 +74,8 @@ def test_an_upload_started_while_a_reindex_waited_for_it_refuses_the_reindex(eng
     with _client(engine, tmp_path) as client:
         jobs = client.app.dependencies["ingest_jobs"].dependency()
         _held(monkeypatch, jobs, "start", in_flight, release)
+        ingest, may_ingest = jobs._run, threading.Event()  # the job runs on once the reindex is answered
+        monkeypatch.setattr(jobs, "_run", lambda catalogue, job: (may_ingest.wait(30), ingest(catalogue, job)))
         seen, began = _reindex_observed(monkeypatch, in_flight)
         answers: dict[str, object] = {}
         uploader = threading.Thread(target=lambda: answers.update(upload=client.post(
@@ -88,6 +90,7 @@ def test_an_upload_started_while_a_reindex_waited_for_it_refuses_the_reindex(eng
         release.set()
         uploader.join(timeout=60)
         starter.join(timeout=60)
+        may_ingest.set()
         assert answers["upload"].status_code == 202
         refused = answers["reindex"]
         assert refused.status_code == 409 and "upload" in refused.json()["detail"], refused.text
