@@ -36,7 +36,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
-from retrieval.storage.event_log import DatabaseUnavailable, check_record
+from retrieval.storage.event_log import DatabaseUnavailable, check_record, note_record
 from retrieval.storage.sqlite_log import connect_file
 
 READ, WRITE, ADMIN = "read", "write", "admin"
@@ -44,7 +44,7 @@ SCOPES = (READ, WRITE, ADMIN)
 ACCESS_FILE = "access.sqlite3"
 KEY_PREFIX = "hr_"
 RECOGNISED_FOR = 1.0  # seconds a rate limit trusts its list of active keys (a key made elsewhere: about this late)
-log = logging.getLogger("hybridrec.access")
+log = logging.getLogger("hybridrec.service")
 # The OpenAPI document's two ways to send a key; every scoped route accepts either.
 SECURITY_SCHEMES = {
     "bearer": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer <API key>"),
@@ -177,6 +177,7 @@ class AccessKeys:
         check_record(database_url, data_dir)  # keys made in a SQLite file the service never reads would be lost
         if database_url:
             self._db = _PostgresAccess(database_url)
+            note_record(database_url, data_dir)
         else:
             path = Path(data_dir)
             path.mkdir(parents=True, exist_ok=True)
@@ -198,7 +199,7 @@ class AccessKeys:
         with self._lock:
             self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
                              (key_id, name, ",".join(wanted), _sha256(whole), now))
-        self._read_digests()
+        self._read_digests(wait=True)
         return CreatedKey(key_id, name, wanted, now, None, whole)
 
     def revoke(self, key_id: str) -> bool:
@@ -206,7 +207,7 @@ class AccessKeys:
         with self._lock:
             cur = self._db.execute("UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL",
                                    (time.time(), key_id))
-        self._read_digests()
+        self._read_digests(wait=True)
         return cur.rowcount == 1
 
     def list(self, include_revoked: bool = False) -> list[KeyInfo]:
@@ -229,8 +230,10 @@ class AccessKeys:
             threading.Thread(target=self._read_digests, daemon=True, name="active keys").start()
         return bool(key) and _sha256(key) in self._active_digests
 
-    def _read_digests(self) -> None:
-        if not self._reading.acquire(blocking=False):
+    def _read_digests(self, wait: bool = False) -> None:
+        """Read the active keys again; ``wait``: after one's own write, for a read already under way
+        (it may have read before the write) rather than skip."""
+        if not self._reading.acquire(blocking=wait):
             return
         try:
             with self._lock:
@@ -306,6 +309,17 @@ def require_scope(keys: AccessKeys):
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host_and_port(url: str) -> tuple[str, int | None] | None:
+    """``https://Example.com`` and ``https://example.com:443`` alike: (host, port), a default port
+    written out; None for what is no URL."""
+    try:
+        parts = urlsplit(url)
+        return (parts.hostname or "", parts.port or DEFAULT_PORTS.get(parts.scheme)) if parts.hostname else None
+    except ValueError:  # a port that is no number
+        return None
 
 
 def refuse_cross_origin_writes(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
@@ -318,9 +332,9 @@ def refuse_cross_origin_writes(connection: ASGIConnection, handler: BaseRouteHan
     origin = connection.headers.get("origin")
     if origin is None:
         return
-    parsed = urlsplit(origin)
     host = connection.headers.get("host", "")
-    if origin == "null" or not parsed.netloc or parsed.netloc.lower() != host.lower():
+    theirs = _host_and_port(origin)  # None: "null" (a sandboxed frame, a file) or no URL at all
+    if theirs is None or theirs != _host_and_port(f"{urlsplit(origin).scheme or 'http'}://{host}"):
         raise PermissionDeniedException(
             detail=f"origin: a request from a page at {origin[:100]!r} may not change this service at {host[:100]!r}; "
                    "call it from your server, or from the service's own console")

@@ -383,7 +383,7 @@ def test_a_page_of_another_origin_cannot_change_anything_while_no_key_exists(cli
     # A browser sends these without asking first (no preflight): a body without a Content-Type, or
     # text/plain. With no key yet every route is open, so any page the operator visits could write.
     own = client.base_url.netloc.decode() if isinstance(client.base_url.netloc, bytes) else client.base_url.netloc
-    for origin in ("http://127.0.0.1:18090", "null", "https://evil.example"):
+    for origin in ("http://127.0.0.1:18090", "null", "https://evil.example", "garbage", f"http://{own}.evil.example"):
         item = client.put("/v1/items", content=b'{"items": [{"id": "demo-000007", "title": "PWNED stapler"}]}',
                           headers={"Origin": origin})
         key = client.post("/v1/admin/keys", content=b'{"name": "attacker", "scopes": ["read"]}',
@@ -398,4 +398,9 @@ def test_a_page_of_another_origin_cannot_change_anything_while_no_key_exists(cli
     assert client.get("/v1/items?limit=1", headers={"Origin": "https://evil.example"}).status_code == 200
     ok = {"items": [{"id": "same-origin", "title": "Brass lamp"}]}
     assert client.put("/v1/items", json=ok, headers={"Origin": f"http://{own}"}).status_code == 200
+    # Behind a proxy the Host may name the default port the Origin leaves out, and the other way round.
+    assert client.put("/v1/items", json=ok, headers={"Origin": "https://recs.example",
+                                                     "Host": "recs.example:443"}).status_code == 200
+    assert client.put("/v1/items", json=ok, headers={"Origin": "https://recs.example:8443",
+                                                     "Host": "recs.example"}).status_code == 403
     assert client.put("/v1/items", json=ok).status_code == 200
