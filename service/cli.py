@@ -15,6 +15,7 @@ from pathlib import Path
 
 from encoders.device import DeviceUnavailable
 from retrieval.storage.event_log import DatabaseUnavailable, database_where
+from retrieval.storage.sqlite_log import UnusableFile
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger("hybridrec.cli")
@@ -725,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, CommandFailed, DatabaseUnavailable, DeviceUnavailable) as err:  # a bad setting or flag, a directory in use
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # a path the command cannot use (a file where a folder goes, no permission): which, and why
+    except (FileExistsError, NotADirectoryError, PermissionError, FileNotFoundError, UnusableFile) as err:
+        # A path the command cannot use (a file where a folder goes, no permission): which, and why.
         hint = "; a file is where a folder must be" if isinstance(err, (FileExistsError, NotADirectoryError)) else ""
         print(f"error: {err}{hint}", file=sys.stderr)
         return 2

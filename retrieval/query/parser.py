@@ -206,10 +206,18 @@ def _digits_for_words(text: str) -> str:
             continue
         start, value = found
         spans.append((tokens[start].start(), tokens[i - 1].end(), value))
-        if start >= 2 and tokens[start - 1].group(0).lower() in _RANGE_WORDS:
-            low = number_before(start - 1)
-            if low is not None:
-                spans.append((tokens[low[0]].start(), tokens[start - 2].end(), low[1]))
+        joined_by = tokens[start - 1].group(0).lower() if start >= 2 else None
+        low = number_before(start - 1) if joined_by in _RANGE_WORDS else None
+        # "and" joins a range only after "between" ("buy one and two dollars" is no range).
+        if low is not None and (joined_by == "to" or (low[0] > 0 and tokens[low[0] - 1].group(0).lower() == "between")):
+            high_words = [t.group(0).lower() for t in tokens[start:i]]
+            scale = next((w for w in high_words if w in ("hundred", "thousand")), None)
+            low_value = low[1]
+            if scale is not None:  # "between two and three hundred": the low end is counted in hundreds too
+                factor = _worded_number(high_words[:high_words.index(scale)]) or 1
+                if low_value < factor:
+                    low_value *= 100 if scale == "hundred" else 1000
+            spans.append((tokens[low[0]].start(), tokens[start - 2].end(), low_value))
     for begin, end, value in sorted(spans, reverse=True):
         text = text[:begin] + str(value) + text[end:]
     return text

@@ -59,15 +59,19 @@ CREATE TABLE forgotten (seq INTEGER PRIMARY KEY, user_key TEXT NOT NULL, ts REAL
 """
 
 
+class UnusableFile(OSError):
+    """A SQLite file that cannot be opened; the message names it and says what to check."""
+
+
 def connect_file(path: Path) -> sqlite3.Connection:
     """An autocommit, write-ahead-logged connection to the SQLite file at ``path``, for any thread.
-    A file that cannot be opened (a read-only folder, a full disk) is an ``OSError`` naming it."""
+    A file that cannot be opened (a read-only folder, a full disk) is ``UnusableFile``, naming it."""
     try:
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         return conn
     except sqlite3.OperationalError as err:
-        raise OSError(f"cannot open {path} ({err}): the data directory must be writable by this user, on a disk with "
+        raise UnusableFile(f"cannot open {path} ({err}): the data directory must be writable by this user, on a disk with "
                       "room") from None
 
 

@@ -30,28 +30,22 @@ def not_found(kind: str, ident: str) -> NotFoundException:
     return NotFoundException(detail=f"{kind} {ident!r} not found")
 
 
-def request_id(request: Request, status: int) -> str:
-    """The request's id (``service.observability.RequestLog``), which every error body repeats. A
-    request answered before any middleware (no such route: 404, 405) gets one here, and its line
-    in the access log."""
-    known = request.scope.get("state", {}).get("request_id")
-    if known:
-        return known
-    made = assign_request_id(request.scope)
-    log_request(request.scope, made, status, None)
-    return made
+def request_id(request: Request) -> str:
+    """The request's id (``service.observability.RequestLog``), which every error body repeats; one
+    is made for a request no middleware saw (no such route: 404, 405)."""
+    return request.scope.get("state", {}).get("request_id") or assign_request_id(request.scope)
 
 
 def invalid_record_handler(request: Request, exc: InvalidRecord) -> Response:
     err = invalid_record(exc.field, exc.reason)
-    return Response({"status_code": 400, "detail": err.detail, "extra": err.extra, "request_id": request_id(request, 400)},
+    return Response({"status_code": 400, "detail": err.detail, "extra": err.extra, "request_id": request_id(request)},
                     status_code=400)
 
 
 def too_deep_handler(request: Request, exc: RecursionError) -> Response:
     """A body nested so deep that decoding it recursed past Python's limit: the client's error."""
     err = invalid_record(None, "the request body is nested too deeply to be read")
-    return Response({"status_code": 400, "detail": err.detail, "extra": err.extra, "request_id": request_id(request, 400)},
+    return Response({"status_code": 400, "detail": err.detail, "extra": err.extra, "request_id": request_id(request)},
                     status_code=400)
 
 
@@ -63,14 +57,16 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response:
     body = {"status_code": exc.status_code, "detail": detail}
     if exc.extra:
         body["extra"] = exc.extra
-    body["request_id"] = request_id(request, exc.status_code)
+    if not request.scope.get("state", {}).get("request_id"):  # unrouted: the access log has not seen it
+        log_request(request.scope, request_id(request), exc.status_code, None)
+    body["request_id"] = request_id(request)
     return Response(body, status_code=exc.status_code, headers=exc.headers)
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     """An exception nothing expected: the operator gets its traceback, the client the request id
     to quote (the exception's text may hold paths or data, so it stays in the log)."""
-    rid = request_id(request, 500)
+    rid = request_id(request)
     log.error(json.dumps({"request_id": rid, "method": request.method,
                           "route": request.scope.get("path_template") or request.url.path,
                           "error": type(exc).__name__}),

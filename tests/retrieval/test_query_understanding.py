@@ -71,6 +71,8 @@ CASES = [
      "notebooks"),
     ("office chairs between one hundred and two hundred and fifty dollars", None,
      {"price_min": 100.0, "price_max": 250.0, "categories": ["Office Chairs"]}, None, "office chairs"),
+    ("office chairs between two and three hundred dollars", None,
+     {"price_min": 200.0, "price_max": 300.0, "categories": ["Office Chairs"]}, None, "office chairs"),
     ("one stapler for two desks", None, {"categories": ["Staplers"]}, None, "one stapler for two desks"),
     ("a chair at least 150 dollars", None, {"price_min": 150.0}, None, "a chair"),
     ("sticky notes up to $8.50", None, {"price_max": 8.5, "categories": ["Sticky Notes"]}, None, "sticky notes"),
