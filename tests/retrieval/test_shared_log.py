@@ -172,7 +172,10 @@ def test_a_trainer_holding_its_engine_still_sees_no_other_instance_write_until_i
     deadline = time.monotonic() + 30
     while trainer.follower.lag() and time.monotonic() < deadline:  # the thread takes everything up
         time.sleep(0.1)
-    trainer.follow_once()
+    # One whole step of our own, after any the thread has under way (False: the thread holds it now;
+    # asserting then raced the thread's loading of the reranker).
+    while not trainer.follow_once() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert trainer.index.history("u1") == history and trainer.catalogue.get(gone) is None
     assert trainer.recommender.reranker.version == version
 

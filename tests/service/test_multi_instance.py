@@ -148,7 +148,7 @@ def test_reindex_is_refused_where_instances_share_a_database(make_engine, postgr
     from service.settings import Settings
 
     engine = make_engine(data_dir=tmp_path / "d", database_url=postgres_url)
-    with TestClient(create_app(Settings(data_dir=tmp_path / "d"), engine=engine)) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path / "d", database_url=postgres_url), engine=engine)) as client:
         refused = client.post("/v1/admin/reindex", json={})
         assert refused.status_code == 409 and "share a database" in refused.json()["detail"]
     engine.close()
