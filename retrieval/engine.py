@@ -469,10 +469,15 @@ class Engine:
         return version
 
     def reload_sequence(self) -> str | None:
-        """Serve the newest accepted sequence encoder trained over the items as they are now (loaded
-        before the swap); returns its version, or None. On a shared log every instance follows."""
-        newest = self.sequences.newest_fitting(self.item_space())
-        serving = self.serve_sequence(newest["version"] if newest else None)
+        """Serve the newest accepted sequence encoder trained over the items as they are now that
+        can be loaded (loaded before the swap); returns its version, or None. On a shared log every
+        instance follows."""
+        fitting = self.sequences.fitting(self.item_space())
+        serving = self.serve_sequence(None) if not fitting else None
+        for meta in fitting:  # newest first: one that cannot be loaded gives way to the next
+            serving = self.serve_sequence(meta["version"])
+            if serving == meta["version"]:
+                break
         if self.shared:
             self.log.set_meta(SERVING_SEQUENCE, serving or "")
         return serving

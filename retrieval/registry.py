@@ -160,14 +160,18 @@ class SequenceVersions(ModelVersions):
                              "`hybridrec train sequence`")
         return LoadedSequence(version, SequenceModel.load(folder, device=device), float(meta["fusion_weight"]), meta)
 
+    def fitting(self, item_space: dict[str, Any], accepted_only: bool = True, left_out: int = 1) -> list[dict[str, Any]]:
+        """Metadata of the versions trained over ``item_space`` (of the accepted ones, unless
+        ``accepted_only`` is off: a ranker may read a version that was refused as a source), and
+        without at least ``left_out`` of each user's newest items (a ranker needs its own steps
+        left out); newest first."""
+        return [m for m in reversed(self.all()) if m.get("item_space") == item_space
+                and (m.get("accepted") or not accepted_only) and sequence_left_out(m) >= left_out]
+
     def newest_fitting(self, item_space: dict[str, Any], accepted_only: bool = True,
                        left_out: int = 1) -> dict[str, Any] | None:
-        """Metadata of the newest version trained over ``item_space`` (of the accepted ones, unless
-        ``accepted_only`` is off: a ranker may read a version that was refused as a source), and
-        without at least ``left_out`` of each user's newest items (a ranker needs its own steps left out)."""
-        fitting = [m for m in self.all() if m.get("item_space") == item_space and (m.get("accepted") or not accepted_only)
-                   and sequence_left_out(m) >= left_out]
-        return fitting[-1] if fitting else None
+        """The newest of ``fitting``, or None."""
+        return next(iter(self.fitting(item_space, accepted_only, left_out)), None)
 
 
 def trained_fusion_weights(model_dir: str | Path) -> dict[str, float] | None:

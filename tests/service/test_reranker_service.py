@@ -124,3 +124,20 @@ def test_an_engine_starts_on_the_newest_reranker_that_loads_when_the_newest_is_d
     engine.close()
     reopened = make_engine()  # an unreadable pickle used to stop the service from starting
     assert reopened.recommender.reranker.version == good
+
+
+def test_an_engine_serves_the_newest_sequence_encoder_that_loads_when_the_newest_is_damaged(make_engine, demo_points):
+    from encoders.sequence import SequenceEncoder, SequenceModel, SequenceShape
+
+    engine = make_engine()
+    engine.catalogue.write(demo_points)
+    model = SequenceModel(SequenceEncoder(SequenceShape(item_dim=engine.encoder.dim, hidden=16), 0), [], device="cpu")
+    meta = {"accepted": True, "fusion_weight": 0.5, "item_space": engine.item_space()}
+    good = engine.sequences.save(model.save, meta)
+    broken = engine.sequences.save(model.save, meta)
+    for path in engine.sequences.path(broken).iterdir():
+        if path.name != "metadata.json":
+            path.write_bytes(b"")  # a disk that filled up mid-save
+    assert engine.reload_sequence() == good  # the newest that loads, not none at all
+    engine.close()
+    assert make_engine().recommender.sources["sequence"].loaded.version == good
