@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -227,6 +228,30 @@ def watch_engine(current: Callable[[], Any], reindex: Callable[[], Any] | None =
     ENGINE_STATE.reindex = reindex
 
 
+def forget_dead_workers(folder: str | None = None) -> list[int]:
+    """Drop the live gauges (requests in progress) that workers no longer running left in the
+    multiprocess folder: a killed worker's stay summed in for good otherwise. Called at each scrape
+    (a glob and a signal-0 per worker file); returns the pids cleared."""
+    folder = folder or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return []
+    dead = set()
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        tail = path.stem.rsplit("_", 1)[-1]  # gauge_livesum_<pid>
+        if not tail.isdigit() or int(tail) == os.getpid():
+            continue
+        pid = int(tail)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:  # alive, another user's
+            pass
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, folder)
+    return sorted(dead)
+
+
 class MetricsController(PrometheusController):
     """``GET /metrics`` in Prometheus' text format; it needs the admin scope once keys exist."""
 
@@ -253,6 +278,7 @@ def _exposition() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers of one `serve --workers N`: every worker's counters and histograms, summed from
         # their files, plus the engine gauges as the answering worker reads them.
+        forget_dead_workers()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         registry.register(ENGINE_STATE)

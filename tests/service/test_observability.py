@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import pytest
 from litestar.testing import TestClient
@@ -171,3 +172,28 @@ def test_oversized_and_deeply_nested_bodies_are_refused_in_words(client):
         r = client.request("PUT" if path == "/v1/items" else "POST", path, content=f'{{"events": {nested}}}',
                            headers={"content-type": "application/json"})
         assert r.status_code == 400 and "nested too deeply" in r.json()["detail"], (path, r.text)
+
+
+def test_a_killed_workers_in_progress_gauge_is_cleared_at_the_next_scrape(tmp_path):
+    import subprocess
+    import sys
+
+    from service.observability import forget_dead_workers
+
+    # Two workers in the multiprocess folder, each with a request in progress; one is then killed.
+    program = ("import sys, time; from prometheus_client import Gauge; "
+               "Gauge('hybridrec_requests_in_progress', 'x', multiprocess_mode='livesum').inc(); "
+               "print('up', flush=True); time.sleep(float(sys.argv[1]))")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    killed = subprocess.Popen([sys.executable, "-c", program, "60"], env=env, stdout=subprocess.PIPE, text=True)
+    alive = subprocess.Popen([sys.executable, "-c", program, "60"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert killed.stdout.readline() == "up\n" and alive.stdout.readline() == "up\n"
+        killed.kill()
+        killed.wait(30)
+        assert forget_dead_workers(str(tmp_path)) == [killed.pid]
+        left = sorted(p.name for p in tmp_path.glob("gauge_live*"))
+        assert left == [f"gauge_livesum_{alive.pid}.db"]  # a running worker's gauge stays
+    finally:
+        alive.kill()
+        alive.wait(30)
