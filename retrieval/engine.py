@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -432,16 +432,20 @@ class Engine:
     def reload_reranker(self) -> str | None:
         """Serve the newest accepted reranker that fits today's items and can be loaded (loaded fully
         before the swap, so requests never wait or see a half-loaded model); returns its version, or
-        None when there is none. On a
-        shared log, the choice is recorded there and every other instance serves it too."""
-        fitting = self.rerankers.fitting(self.item_space())
-        serving = self.serve_reranker(None) if not fitting else None
-        for meta in fitting:  # newest first: one that cannot be loaded gives way to the next
-            serving = self.serve_reranker(meta["version"])
+        None when there is none. On a shared log, the choice is recorded there and every other
+        instance serves it too."""
+        return self._serve_newest(self.rerankers.fitting(self.item_space()), self.serve_reranker, SERVING_RERANKER)
+
+    def _serve_newest(self, fitting: list[dict], serve: Callable[[str | None], str | None], key: str) -> str | None:
+        """Serve the first of ``fitting`` (newest first) that ``serve`` can load, or none when none
+        fits; record the choice on a shared log under ``key``."""
+        serving = serve(None) if not fitting else None
+        for meta in fitting:  # one that cannot be loaded gives way to the next
+            serving = serve(meta["version"])
             if serving == meta["version"]:
                 break
         if self.shared:
-            self.log.set_meta(SERVING_RERANKER, serving or "")
+            self.log.set_meta(key, serving or "")
         return serving
 
     def _load_reranker(self, version: str, space: dict) -> LoadedReranker | None:
@@ -472,15 +476,7 @@ class Engine:
         """Serve the newest accepted sequence encoder trained over the items as they are now that
         can be loaded (loaded before the swap); returns its version, or None. On a shared log every
         instance follows."""
-        fitting = self.sequences.fitting(self.item_space())
-        serving = self.serve_sequence(None) if not fitting else None
-        for meta in fitting:  # newest first: one that cannot be loaded gives way to the next
-            serving = self.serve_sequence(meta["version"])
-            if serving == meta["version"]:
-                break
-        if self.shared:
-            self.log.set_meta(SERVING_SEQUENCE, serving or "")
-        return serving
+        return self._serve_newest(self.sequences.fitting(self.item_space()), self.serve_sequence, SERVING_SEQUENCE)
 
     def serve_sequence(self, version: str | None) -> str | None:
         """Serve this sequence encoder version (None: none); returns what serves after."""
