@@ -154,6 +154,7 @@ _UNIT_WORDS = {w: n for n, w in enumerate(
 _TENS_WORDS = {w: 10 * n for n, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
 _CURRENCY_WORDS = {"dollar", "dollars", "bucks", "usd"}
 _RANGE_WORDS = {"and", "to"}  # "between ten and twenty dollars", "ten to twenty dollars"
+_NUMBER_WORDS = {*_UNIT_WORDS, *_TENS_WORDS, "hundred", "thousand", "a", "and"}  # what a worded amount may hold
 
 
 def _worded_number(words: list[str]) -> int | None:
@@ -183,38 +184,35 @@ def _digits_for_words(text: str) -> str:
     50 dollars", "between ten and twenty bucks" -> "between 10 and 20 bucks". Nowhere else: "the one
     I bought" keeps its "one"."""
     tokens = list(re.finditer(r"[A-Za-z]+", text))
+    words = [t.group(0).lower() for t in tokens]
     spans: list[tuple[int, int, int]] = []  # (start, end, value) to write in digits
 
     def number_before(end: int) -> tuple[int, int] | None:
         """The longest number ending at token ``end - 1``: (first token, value)."""
         first = end
-        while first > 0 and tokens[first - 1].group(0).lower() in (*_UNIT_WORDS, *_TENS_WORDS, "hundred", "thousand",
-                                                                     "a", "and") \
-                and (first == end or re.fullmatch(r"[\s-]+", text[tokens[first - 1].end():tokens[first].start()])):
+        while first > 0 and words[first - 1] in _NUMBER_WORDS and (
+                first == end or re.fullmatch(r"[\s-]+", text[tokens[first - 1].end():tokens[first].start()])):
             first -= 1
         for start in range(first, end):
-            value = _worded_number([t.group(0).lower() for t in tokens[start:end]])
+            value = _worded_number(words[start:end])
             if value is not None:
                 return start, value
         return None
 
-    for i, token in enumerate(tokens):
-        if token.group(0).lower() not in _CURRENCY_WORDS:
-            continue
-        found = number_before(i)
+    for i, word in enumerate(words):
+        found = number_before(i) if word in _CURRENCY_WORDS else None
         if found is None:
             continue
         start, value = found
         spans.append((tokens[start].start(), tokens[i - 1].end(), value))
-        joined_by = tokens[start - 1].group(0).lower() if start >= 2 else None
+        joined_by = words[start - 1] if start >= 2 else None
         low = number_before(start - 1) if joined_by in _RANGE_WORDS else None
         # "and" joins a range only after "between" ("buy one and two dollars" is no range).
-        if low is not None and (joined_by == "to" or (low[0] > 0 and tokens[low[0] - 1].group(0).lower() == "between")):
-            high_words = [t.group(0).lower() for t in tokens[start:i]]
-            scale = next((w for w in high_words if w in ("hundred", "thousand")), None)
-            low_value = low[1]
+        if low is not None and (joined_by == "to" or (low[0] > 0 and words[low[0] - 1] == "between")):
+            low_value, high = low[1], words[start:i]
+            scale = next((w for w in high if w in ("hundred", "thousand")), None)
             if scale is not None:  # "between two and three hundred": the low end is counted in hundreds too
-                factor = _worded_number(high_words[:high_words.index(scale)]) or 1
+                factor = _worded_number(high[:high.index(scale)]) or 1
                 if low_value < factor:
                     low_value *= 100 if scale == "hundred" else 1000
             spans.append((tokens[low[0]].start(), tokens[start - 2].end(), low_value))
@@ -368,19 +366,20 @@ class QueryParser:
             return work
         for cues, into in ((_EXCLUDE_CUES, q.exclude_brands), (_INCLUDE_CUES, q.brands)):
             for cue in list(re.finditer(rf"\b{cues}\s+(?:the\s+)?(?:brands?\s+)?", work, flags=re.IGNORECASE)):
-                names, end = self._brand_list(work.lower(), cue.end())
+                names, end = self._brand_list(lowered, cue.end())
                 if names:
                     into.extend(name for name in dict.fromkeys(names) if name not in into)
                     q.matched.append(work[cue.start():end].strip())
-                    work = work[:cue.start()] + " " * (end - cue.start()) + work[end:]  # positions kept
-        lowered = work.lower()
+                    blank = " " * (end - cue.start())  # positions kept
+                    work, lowered = work[:cue.start()] + blank + work[end:], lowered[:cue.start()] + blank + lowered[end:]
         for key in self._brand_names:  # "Avery brand"
             at = lowered.find(key + " brand")
             found = self._brand_at(lowered, at) if at >= 0 and (at == 0 or not _in_word(lowered[at - 1])) else None
             if found is not None and found[0] not in q.brands:
                 q.brands.append(found[0])
                 q.matched.append(work[at:found[1]].strip())
-                work = work[:at] + " " * (found[1] - at) + work[found[1]:]
+                blank = " " * (found[1] - at)
+                work, lowered = work[:at] + blank + work[found[1]:], lowered[:at] + blank + lowered[found[1]:]
         return work
 
     def _brand_at(self, lowered: str, at: int) -> tuple[str, int] | None:
