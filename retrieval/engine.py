@@ -73,6 +73,12 @@ class Forgetting:
     forgotten: bool
     events_deleted: int
     models_trained_on_user: list[dict]
+    user_key: str  # the log's keyed digest of the id, as the tombstone names the user
+
+    @property
+    def audit_target(self) -> str:
+        """Who was forgotten, as the audit log names them: never by the id."""
+        return f"user key {self.user_key}"
 
     def describe(self) -> str:
         """One line for the audit log."""
@@ -427,7 +433,8 @@ class Engine:
                     self.store.delete(name, [point])
         if forgotten:
             self.drop_forgotten_files()
-        return Forgetting(forgotten, events, self.models.learned_from(first_seq) if forgotten else [])
+        return Forgetting(forgotten, events, self.models.learned_from(first_seq) if forgotten else [],
+                          self.log.user_key(user_id))
 
     def reload_reranker(self) -> str | None:
         """Serve the newest accepted reranker that fits today's items and can be loaded (loaded fully

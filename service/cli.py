@@ -241,8 +241,7 @@ def cmd_forget_user(args: argparse.Namespace) -> int:
     keys = AccessKeys(settings.data_dir, settings.database_url)
     try:
         done = engine.forget_user(args.user_id)
-        keys.audit(Caller("cli", frozenset()), "forget user", f"user key {engine.log.user_key(args.user_id)}",
-                   done.describe())
+        keys.audit(Caller("cli", frozenset()), "forget user", done.audit_target, done.describe())
     finally:
         engine.close()
         keys.close()
@@ -723,7 +722,8 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --batch-size must be >= 1", file=sys.stderr)
             return 2
         return args.func(args)
-    except (SettingsError, CommandFailed, DatabaseUnavailable, DeviceUnavailable) as err:  # a bad setting or flag, a directory in use
+    # A bad setting or flag, a directory in use, a database or device that is not there.
+    except (SettingsError, CommandFailed, DatabaseUnavailable, DeviceUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (FileExistsError, NotADirectoryError, PermissionError, FileNotFoundError, UnusableFile) as err:

@@ -113,7 +113,6 @@ class UserController(Controller):
         reindex runs (it is rebuilding every profile from the log, and could write this one back)."""
         with reindex_job.writing("forget the user"):  # its profile rebuild could write this one back
             done = engine.forget_user(user_id)
-        # The audit names the user by the log's keyed digest, as its tombstone does: never the id.
-        access_keys.audit(caller, "forget user", f"user key {engine.log.user_key(user_id)}", done.describe())
+        access_keys.audit(caller, "forget user", done.audit_target, done.describe())
         return Forgotten(user_id, done.forgotten, done.events_deleted,
                          [TrainedOnUser(**m) for m in done.models_trained_on_user])
