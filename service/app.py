@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     admission = EngineAdmission(settings.engine_threads, settings.engine_queue)
     keys = access_keys or AccessKeys(settings.data_dir, settings.database_url)
     if conflicts := settings.conflicts():  # settings made in code; those read are checked when read
-        raise SettingsError(conflicts[0])
+        raise SettingsError.of(conflicts)
     generator = settings.explanation_generator()  # a bad back-end fails at start, not per request
     wanted = max(source_weights(settings.recommend.weights)["interest"],
                  settings.recommend.request_weights.get("preferences", {}).get("interest", 0.0))

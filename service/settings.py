@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from encoders.device import is_device_name
 from retrieval.engine import EngineConfig
 from retrieval.limits import MAX_BATCH, MAX_BODY_BYTES
 from retrieval.pipeline.config import REQUEST_TYPES, SOURCE_NAMES, RecommendConfig
@@ -42,6 +43,11 @@ FOREIGN_PREFIXES = ("HYBRIDREC_TEST_",)
 
 class SettingsError(ValueError):
     """A setting that is unknown, of the wrong type or out of range."""
+
+    @classmethod
+    def of(cls, problems: list[str]) -> SettingsError:
+        """One error saying every problem (each on its line when there are several)."""
+        return cls(problems[0] if len(problems) == 1 else "invalid settings:\n  " + "\n  ".join(problems))
 
 
 def _s(default: Any = None, help: str = "", factory: Callable[[], Any] | None = None) -> Any:
@@ -274,7 +280,7 @@ CHECKS: dict[str, Check] = {
     "port": _between(1, 65535),
     "database_url": Check("that is a postgresql:// URL (postgresql://user:password@host:5432/database)",
                           lambda v: v is None or v.startswith(("postgresql://", "postgres://"))),
-    "device": Check("that is auto, cpu, cuda or cuda:N", lambda v: v in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", v))),
+    "device": Check("that is auto, cpu, cuda or cuda:N", is_device_name),
     "max_batch": _at_least(1),
     "max_body_bytes": _at_least(1024),
     "read_rate_limit": _at_least(0),
@@ -609,7 +615,7 @@ def _load(cls: type, environ: dict[str, str], overrides: dict[str, Any]) -> Sett
             converted = {**knob.default, **converted}  # a table names the keys it changes
         values[key] = converted
     if errors:
-        raise SettingsError(errors[0] if len(errors) == 1 else "invalid settings:\n  " + "\n  ".join(errors))
+        raise SettingsError.of(errors)
 
     defaults = cls()
     kwargs: dict[str, Any] = {name: values[name] for name in top if name in values}
@@ -618,7 +624,7 @@ def _load(cls: type, environ: dict[str, str], overrides: dict[str, Any]) -> Sett
         kwargs[section] = replace(getattr(defaults, section), **given)
     settings = cls(**kwargs)
     if conflicts := settings.conflicts():
-        raise SettingsError(conflicts[0] if len(conflicts) == 1 else "invalid settings:\n  " + "\n  ".join(conflicts))
+        raise SettingsError.of(conflicts)
     return settings
 
 
