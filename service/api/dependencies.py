@@ -77,7 +77,10 @@ class ReindexJob:
     def writing(self, then: str = "retry item writes") -> Iterator[None]:
         """Run a write a reindex would miss; 409 while one runs (``then``: what to do once it is done)."""
         with self._gate:
-            refuse_during_reindex(self, then)
+            if self.running:  # a write now would miss the collections being built
+                raise ClientException(status_code=409, detail=f"a reindex is running; {then} once GET "
+                                                              "/v1/admin/reindex no longer says running",
+                                      headers={"Retry-After": "30"})
             self._writes += 1
         try:
             yield
@@ -335,14 +338,6 @@ def read_rejects(path: Path, limit: int = MAX_LISTED_REJECTS) -> list[RejectedRo
     except FileNotFoundError:
         pass
     return out
-
-
-def refuse_during_reindex(job: ReindexJob, then: str = "retry item writes") -> None:
-    """409 while a reindex runs (a write now would miss the collections being built); ``then``:
-    what the caller should do once it is over."""
-    if job.running:
-        raise ClientException(status_code=409, detail=f"a reindex is running; {then} once GET /v1/admin/reindex "
-                                                      "no longer says running", headers={"Retry-After": "30"})
 
 
 class FacetCount(msgspec.Struct):

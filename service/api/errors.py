@@ -57,9 +57,10 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response:
     body = {"status_code": exc.status_code, "detail": detail}
     if exc.extra:
         body["extra"] = exc.extra
-    if not request.scope.get("state", {}).get("request_id"):  # unrouted: the access log has not seen it
-        log_request(request.scope, request_id(request), exc.status_code, None)
+    unrouted = not request.scope.get("state", {}).get("request_id")  # no middleware saw it (404, 405)
     body["request_id"] = request_id(request)
+    if unrouted:
+        log_request(request.scope, body["request_id"], exc.status_code, None)
     return Response(body, status_code=exc.status_code, headers=exc.headers)
 
 
