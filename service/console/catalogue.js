@@ -1,7 +1,6 @@
 // Catalogue: browse and search items (paging), open one with its similar items, upload a JSONL or
 // CSV file through the batch ingestion path with progress and the rejected rows.
-import { $, ApiError, api, attempt, fill, fillFacetSelects, h, leaf, money, num, refusal, resetFacets,
-         showError } from "./lib.js";
+import { $, ApiError, api, attempt, fill, h, leaf, money, num, refreshFacetSelects, refusal, showError } from "./lib.js";
 
 const PAGE = 20;
 const state = { cursors: [null], page: 0, next: null, seq: 0, loaded: false };
@@ -38,8 +37,7 @@ export function init() {
 }
 
 export function show({ keyChanged = false } = {}) {
-  // Read again on each visit: items written since (by anyone) may bring categories and brands.
-  fillFacetSelects({ fresh: true }).catch((err) => { if (!(err instanceof ApiError && err.refused)) showError(err, "facets", "read"); });
+  refreshFacetSelects();
   if (!state.loaded || keyChanged) browse(0, true);
 }
 
@@ -147,8 +145,7 @@ async function poll(id) {
     }
     render(job);
     if (job.state !== "running" && job.state !== "queued") {
-      resetFacets();
-      fillFacetSelects().catch(() => {});
+      refreshFacetSelects();
       browse(0, true);
       return;
     }

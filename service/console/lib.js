@@ -169,9 +169,15 @@ export function facets() {
 }
 export function resetFacets() { facetsPromise = null; }
 
+/** On a page's visit: its category/brand selects read again (items written since, by anyone, may
+ * bring new ones); an error other than a refusal is shown. */
+export function refreshFacetSelects() {
+  resetFacets();
+  fillFacetSelects().catch((err) => { if (!(err instanceof ApiError && err.refused)) showError(err, "facets", "read"); });
+}
+
 /** Fill every category/brand select on the page, keeping what is chosen. */
-export async function fillFacetSelects({ fresh = false } = {}) {
-  if (fresh) resetFacets();
+export async function fillFacetSelects() {
   const f = await facets();
   const put = (selects, rows) => {
     for (const sel of selects) {
@@ -291,7 +297,6 @@ export function explanationView(ex, item) {
     h("p", { class: "muted" }, `Written by the ${ex.generator} generator` + (ex.guard?.fired ? `; the guard replaced a model's text: ${(ex.guard.violations || []).join("; ")}` : "") + "."));
 }
 
-/** A "Why?" button that opens (and closes) the item's explanation inside its card. */
 /** The explanation request for an item of a list: the list's own request, so that the rank and the
  * evidence are those of the list on screen (every field /v1/recommendations took but ``explain``). */
 export function explanationRequest(recommendation) {
@@ -299,6 +304,7 @@ export function explanationRequest(recommendation) {
   return same;
 }
 
+/** A "Why?" button that opens (and closes) the item's explanation inside its card. */
 export function whyButton(item, request, op, card) {
   const btn = h("button", { type: "button", class: "small why", "aria-expanded": "false",
                             "aria-label": `Why ${item.title}?` }, "Why?");

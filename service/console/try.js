@@ -1,7 +1,7 @@
 // Try it: a sentence in, its understood constraints as removable chips, the results as cards with
 // their explanations; a diversity slider and filters change the list live.
-import { $, ApiError, api, attempt, debounce, explanationRequest, fill, fillFacetSelects, h, itemCard, money, num,
-         refusal, showError, whyButton } from "./lib.js";
+import { $, ApiError, api, attempt, debounce, explanationRequest, fill, h, itemCard, money, num, refreshFacetSelects,
+         refusal, whyButton } from "./lib.js";
 
 const state = { sentence: "", interp: null, removed: new Set(), seq: 0, loaded: false };
 let els;
@@ -32,8 +32,7 @@ export function init() {
 }
 
 export function show({ keyChanged = false } = {}) {
-  // Read again on each visit: items written since (by anyone) may bring categories and brands.
-  fillFacetSelects({ fresh: true }).catch((err) => { if (!(err instanceof ApiError && err.refused)) showError(err, "facets", "read"); });
+  refreshFacetSelects();
   if (!state.loaded || keyChanged) run();
 }
 
