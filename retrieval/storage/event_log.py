@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.storage.files import write_atomically
 from retrieval.storage.records import ParsedEvent
 from retrieval.storage.vector_store import SparseVector, StoredPoint
 
@@ -129,8 +130,6 @@ def note_record(database_url: str, data_dir: str | Path) -> None:
             return
     except (OSError, ValueError):
         pass
-    from retrieval.storage.files import write_atomically
-
     write_atomically(path, lambda fh: fh.write(json.dumps(known).encode()))
 
 

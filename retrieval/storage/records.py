@@ -124,8 +124,9 @@ def _from_msgspec(err: msgspec.ValidationError) -> InvalidRecord:
 def check_id(field: str, value: str) -> str:
     """The one id rule, for item and user ids in bodies and in paths alike: 1 to ID_MAX_CHARS
     characters, no control characters, no ``/`` (a path segment could not hold it, so such an id
-    could never be read or deleted), not ``.`` or ``..`` (a URL path drops them), and no whitespace at either end (ids compare exactly, and
-    " a" would look like "a"). Returns the value; raises InvalidRecord naming ``field``."""
+    could never be read or deleted), not ``.`` or ``..`` (a URL path drops them), and no whitespace
+    at either end (ids compare exactly, and " a" would look like "a"). Returns the value; raises
+    InvalidRecord naming ``field``."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidRecord(field, "must be a non-empty string")
     if len(value) > ID_MAX_CHARS:

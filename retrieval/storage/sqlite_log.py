@@ -71,8 +71,8 @@ def connect_file(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         return conn
     except sqlite3.OperationalError as err:
-        raise UnusableFile(f"cannot open {path} ({err}): the data directory must be writable by this user, on a disk with "
-                      "room") from None
+        raise UnusableFile(f"cannot open {path} ({err}): the data directory must be writable by this user, "
+                           "on a disk with room") from None
 
 
 class SqliteEventLog(SqlEventLog):
