@@ -222,13 +222,15 @@ class AccessKeys:
         with self._lock:
             return self._db.execute("SELECT 1 FROM api_keys WHERE revoked IS NULL LIMIT 1").fetchone() is not None
 
-    def recognises(self, key: str | None) -> bool:
-        """Whether ``key`` is an active key as of at most about ``RECOGNISED_FOR`` seconds ago: for
-        counting a request against its key's rate limit, never for letting it in (``authenticate``
-        does that). It never waits for the store: an older list is read again in a thread."""
+    def recognised(self, key: str | None) -> str | None:
+        """``key``'s SHA-256 if it is an active key as of at most about ``RECOGNISED_FOR`` seconds
+        ago, else None: for counting a request against its key's rate limit, never for letting it
+        in (``authenticate`` does that). It never waits for the store: an older list is read again
+        in a thread."""
         if time.monotonic() - self._digests_read > RECOGNISED_FOR and not self._reading.locked():
             threading.Thread(target=self._read_digests, daemon=True, name="active keys").start()
-        return bool(key) and _sha256(key) in self._active_digests
+        digest = _sha256(key) if key else None
+        return digest if digest in self._active_digests else None
 
     def _read_digests(self, wait: bool = False) -> None:
         """Read the active keys again; ``wait``: after one's own write, for a read already under way

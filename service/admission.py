@@ -9,7 +9,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import anyio.to_thread
@@ -66,9 +65,9 @@ def client_identity(request: Request, keys: AccessKeys) -> str:
     """Who a limit counts against: an active key (hashed, so the store never holds it), else the
     client address: an invented or revoked key counts against its sender's address, so new ones
     each request cannot dodge the limit, nor use up a real key's budget."""
-    key = presented_key(request)
-    if keys.recognises(key):
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    digest = keys.recognised(presented_key(request))
+    if digest is not None:
+        return "key:" + digest[:24]
     return "address:" + (request.client.host if request.client else "unknown")
 
 
